@@ -1,0 +1,112 @@
+"""The user-facing application object and its handler registry."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from anyserve.capability import Capability
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# How many positional parameters a handler may take (seed contract):
+#   unary:  handler(request) or handler(request, context)
+#   stream: handler(request, stream) or handler(request, context, stream)
+_ARITIES = {False: (1, 2), True: (2, 3)}
+
+
+@dataclass(frozen=True)
+class Handler:
+    """One registered capability handler."""
+
+    capability: Capability
+    func: Callable[..., Any]
+    stream: bool
+    arity: int
+    is_async: bool
+
+    @property
+    def name(self) -> str:
+        return getattr(self.func, "__qualname__", repr(self.func))
+
+    def describe(self) -> dict[str, Any]:
+        """The handshake form: the capability's attributes plus ``stream``."""
+        return {**self.capability.to_dict(), "stream": self.stream} if self.stream else self.capability.to_dict()
+
+
+def _positional_arity(func: Callable[..., Any]) -> int:
+    params = inspect.signature(func).parameters.values()
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 3
+    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+class AnyServe:
+    """An application: the capabilities a replica serves and their handlers.
+
+    ::
+
+        app = AnyServe()
+
+        @app.capability(type="chat", model="llama-70b")
+        def chat(request, context):
+            ...
+    """
+
+    def __init__(self, name: str = "anyserve") -> None:
+        self.name = name
+        self.handlers: list[Handler] = []
+
+    def capability(self, stream: bool = False, **attrs: Any) -> Callable[[F], F]:
+        """Register the decorated function as the handler of ``Capability(**attrs)``.
+
+        Plain functions run in a worker's thread pool, ``async def`` ones on
+        its event loop. A streaming handler (``stream=True``) sends responses
+        through its ``stream`` argument and returns nothing.
+        """
+        if not attrs:
+            raise TypeError("@app.capability needs at least one attribute, e.g. type='chat'")
+        cap = Capability(attrs)
+
+        def decorator(func: F) -> F:
+            self.add_handler(cap, func, stream=stream)
+            return func
+
+        return decorator
+
+    def add_handler(self, capability: Capability | Mapping[str, Any], func: Callable[..., Any], *, stream: bool = False) -> Handler:
+        """Register ``func`` without the decorator (plugins and generated apps use this)."""
+        cap = capability if isinstance(capability, Capability) else Capability(capability)
+        arity = _positional_arity(func)
+        allowed = _ARITIES[stream]
+        if arity not in allowed:
+            shape = "(request, [context,] stream)" if stream else "(request[, context])"
+            raise TypeError(
+                f"handler {getattr(func, '__qualname__', func)!r} for {cap!r} takes {arity} "
+                f"positional parameters; a {'streaming' if stream else 'unary'} handler takes {shape}"
+            )
+        for existing in self.handlers:
+            if existing.capability == cap and existing.stream == stream:
+                raise ValueError(f"{cap!r} already has a {'streaming ' if stream else ''}handler: {existing.name}")
+        handler = Handler(
+            capability=cap,
+            func=func,
+            stream=stream,
+            arity=min(arity, allowed[-1]),
+            is_async=inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func),
+        )
+        self.handlers.append(handler)
+        return handler
+
+    def capabilities(self) -> list[Capability]:
+        """Every capability offered, in registration order, without duplicates."""
+        return list(dict.fromkeys(h.capability for h in self.handlers))
+
+    def candidates(self, query: Mapping[str, Any], *, stream: bool) -> Iterable[Handler]:
+        """Handlers of the right kind whose capability satisfies ``query`` (subset rule)."""
+        return (h for h in self.handlers if h.stream == stream and h.capability.matches(query))
+
+    def __repr__(self) -> str:
+        return f"AnyServe({self.name!r}, capabilities={self.capabilities()!r})"

@@ -1,0 +1,79 @@
+"""Capabilities: the key/value attributes requests ask for and handlers offer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+
+def normalize_value(value: Any) -> str:
+    """The form two attribute values are compared in.
+
+    Queries arrive as text (HTTP headers, gRPC metadata) while handlers
+    declare typed values (``gpus=2``, ``quantized=True``); comparing
+    normalised text makes ``X-Capability-Gpus: 2`` match ``gpus=2``.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def normalize_query(query: Mapping[str, Any]) -> dict[str, str]:
+    """Lower-case keys (headers are case-insensitive) and normalised values."""
+    return {str(k).lower(): normalize_value(v) for k, v in query.items()}
+
+
+class Capability(Mapping[str, Any]):
+    """An immutable set of attributes such as ``{type: chat, model: llama-70b}``.
+
+    It behaves as a read-only mapping, is hashable, and ``matches`` implements
+    the seed's plain subset rule; richer matching lives in matcher plugins.
+    """
+
+    __slots__ = ("_attrs", "_key")
+
+    def __init__(self, attrs: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
+        merged = dict(attrs or {})
+        merged.update(kwargs)
+        self._attrs: dict[str, Any] = {str(k).lower(): v for k, v in merged.items()}
+        self._key = frozenset(normalize_query(self._attrs).items())
+
+    def matches(self, query: Mapping[str, Any]) -> bool:
+        """True when every query key is present here with an equal value.
+
+        An empty query matches every capability.
+        """
+        return normalize_query(query).items() <= self._key
+
+    def to_dict(self) -> dict[str, Any]:
+        """A copy: changing it never changes the capability."""
+        return dict(self._attrs)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Capability:
+        return cls(data)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._attrs[key.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._attrs)
+
+    def __len__(self) -> int:
+        return len(self._attrs)
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Capability):
+            return self._key == other._key
+        if isinstance(other, Mapping):
+            return self._key == frozenset(normalize_query(other).items())
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self._attrs.items())
+        return f"Capability({inner})"

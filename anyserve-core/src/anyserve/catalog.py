@@ -1,0 +1,181 @@
+"""Name -> record maps built from the registration hooks, and selection by name.
+
+Core, never the plugins, turns configuration into implementations: the
+catalog calls each plugin's registration hook separately so every record is
+attributed to its plugin, duplicate names are reported with both sources, a
+hook that raises is reported by plugin name, and an unknown name lists what
+is installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
+
+from anyserve.config import Settings
+from anyserve.errors import ConfigError
+from anyserve.plugins import PluginManager, get_plugin_manager
+from anyserve.records import MatcherSpec, ObjectBackendSpec, StreamEncodingSpec, TransportSpec
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Category:
+    """A kind of plugin contribution that configuration selects by name."""
+
+    key: str  # also the configuration table
+    title: str
+    hook: str
+    record_type: type
+
+
+TRANSPORT = Category("transport", "IPC transport", "anyserve_register_transports", TransportSpec)
+OBJECTS = Category("objects", "object backend", "anyserve_register_object_backends", ObjectBackendSpec)
+ENCODING = Category("encoding", "stream encoding", "anyserve_register_stream_encodings", StreamEncodingSpec)
+MATCHER = Category("matcher", "capability matcher", "anyserve_register_matchers", MatcherSpec)
+CATEGORIES = (TRANSPORT, OBJECTS, ENCODING, MATCHER)
+
+#: Decision hooks: the first implementation that answers wins.
+DECISION_HOOKS = {"routing": "anyserve_select_target", "delegation": "anyserve_delegate"}
+
+INSTALL_HINT = "install a plugin that provides it (pip install anyserve-<kind>-<name>) and check `anyserve plugins list`"
+
+
+def call_impl(pm: PluginManager, impl: Any, hook: str, kwargs: dict[str, Any]) -> tuple[bool, Any]:
+    """Call one hook implementation; if it raises, record it against its plugin.
+
+    Returns ``(ok, result)``. pluggy passes each implementation only the
+    arguments it declares, and so does this.
+    """
+    try:
+        return True, impl.function(*(kwargs[name] for name in impl.argnames))
+    except Exception as exc:  # a plugin's hook may raise anything
+        pm.record_hook_error(impl.plugin_name, hook, exc)
+        return False, None
+
+
+def call_each(pm: PluginManager, hook: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:
+    """Call every implementation of ``hook`` separately, in pluggy's order.
+
+    Yields ``(plugin_name, result)`` so callers can attribute what each
+    plugin did; an implementation that raises is reported and skipped.
+    """
+    for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
+        ok, result = call_impl(pm, impl, hook, kwargs)
+        if ok:
+            yield impl.plugin_name, result
+
+
+@dataclass
+class Registry(Generic[R]):
+    """The records of one category, each with the plugin that contributed it."""
+
+    category: Category
+    records: dict[str, R] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)
+
+    def names(self) -> list[str]:
+        return sorted(self.records)
+
+    def get(self, name: str) -> R:
+        if name not in self.records:
+            installed = ", ".join(self.names()) or "none"
+            raise ConfigError(
+                f"no {self.category.title} named {name!r} is installed; installed: {installed}. "
+                f"To use {name!r}, {INSTALL_HINT}."
+            )
+        return self.records[name]
+
+
+class Catalog:
+    """Everything the installed plugins contribute, ready to be selected from."""
+
+    def __init__(self, pm: PluginManager | None = None) -> None:
+        self.pm = pm or get_plugin_manager()
+        self.registries: dict[str, Registry[Any]] = {c.key: self._collect(c) for c in CATEGORIES}
+
+    def _collect(self, category: Category) -> Registry[Any]:
+        registry: Registry[Any] = Registry(category)
+        for plugin_name, records in self._each_register(category):
+            for record in records:
+                if record.name in registry.records:
+                    raise ConfigError(
+                        f"{category.title} {record.name!r} is registered twice: by plugin "
+                        f"{registry.owners[record.name]!r} and by plugin {plugin_name!r}; "
+                        f"uninstall one or disable it with ANYSERVE_DISABLE_PLUGINS"
+                    )
+                registry.records[record.name] = record
+                registry.owners[record.name] = plugin_name
+        return registry
+
+    def _each_register(self, category: Category) -> Iterator[tuple[str, list[Any]]]:
+        for impl in reversed(getattr(self.pm.hook, category.hook).get_hookimpls()):
+            got: list[Any] = []
+
+            def register(record: Any, _got: list[Any] = got) -> None:
+                if not isinstance(record, category.record_type):
+                    raise TypeError(f"register() expects a {category.record_type.__name__}, got {type(record).__name__}")
+                _got.append(record)
+
+            ok, _ = call_impl(self.pm, impl, category.hook, {"register": register})
+            if ok:
+                yield impl.plugin_name, got
+
+    # -- selection ---------------------------------------------------------
+
+    def transport(self, settings: Settings) -> TransportSpec:
+        return self.registries[TRANSPORT.key].get(settings.transport.name)
+
+    def encoding(self, settings: Settings) -> StreamEncodingSpec:
+        return self.registries[ENCODING.key].get(settings.encoding.name)
+
+    def matcher(self, settings: Settings) -> MatcherSpec:
+        return self.registries[MATCHER.key].get(settings.matcher.name)
+
+    def object_backend(self, url: str) -> ObjectBackendSpec:
+        """The backend claiming ``url``'s scheme; a plain path means ``file``."""
+        scheme = urlsplit(url).scheme or "file"
+        registry: Registry[ObjectBackendSpec] = self.registries[OBJECTS.key]
+        for record in registry.records.values():
+            if scheme in record.schemes:
+                return record
+        schemes = sorted(f"{s}:// ({r.name})" for r in registry.records.values() for s in r.schemes)
+        raise ConfigError(
+            f"no object backend handles {scheme}:// (objects.url = {url!r}); installed: "
+            f"{', '.join(schemes) or 'none'}. For file:// install anyserve-objects-fs; otherwise {INSTALL_HINT}."
+        )
+
+    def scheme_owners(self) -> dict[str, str]:
+        """scheme -> backend name, for listings."""
+        return {s: r.name for r in self.registries[OBJECTS.key].records.values() for s in r.schemes}
+
+    def decision_order(self, hook: str) -> list[str]:
+        """Plugins implementing a decision hook, in the order they are asked."""
+        return [impl.plugin_name for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls())]
+
+    def selected(self, settings: Settings) -> dict[str, dict[str, Any]]:
+        """Per category: what the configuration selects, where it came from, any error."""
+        out: dict[str, dict[str, Any]] = {}
+        picks: dict[str, tuple[str, str, Callable[[], Any]]] = {
+            TRANSPORT.key: ("transport.name", settings.transport.name, lambda: self.transport(settings)),
+            OBJECTS.key: ("objects.url", settings.objects.url, lambda: self.object_backend(settings.objects.url)),
+            ENCODING.key: ("encoding.name", settings.encoding.name, lambda: self.encoding(settings)),
+            MATCHER.key: ("matcher.name", settings.matcher.name, lambda: self.matcher(settings)),
+        }
+        for key, (setting, value, resolve) in picks.items():
+            entry: dict[str, Any] = {"setting": setting, "value": value, "source": settings.source_of(setting)}
+            try:
+                record = resolve()
+                entry["selected"] = record.name
+                entry["plugin"] = self.registries[key].owners[record.name]
+            except ConfigError as exc:
+                entry["selected"] = None
+                entry["error"] = str(exc)
+            out[key] = entry
+        for key, hook in DECISION_HOOKS.items():
+            order = self.decision_order(hook)
+            out[key] = {"setting": None, "selected": order[0] if order else None, "order": order}
+        return out

@@ -1,0 +1,179 @@
+"""Configuration: file, then ``ANYSERVE_*`` environment, then CLI flags.
+
+A file is ``anyserve.toml`` (top level) or a ``pyproject.toml`` with a
+``[tool.anyserve]`` table. Each plugin category is a table holding the
+selected ``name`` and an ``options`` table passed to that plugin's factory::
+
+    [transport]
+    name = "unix"
+
+    [objects]
+    url = "file:///var/lib/anyserve/objects"
+
+    [encoding]
+    name = "sse"
+
+    [router]
+    url = "http://127.0.0.1:8080"
+
+Core resolves names; plugins never read configuration themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from anyserve.errors import ConfigError
+
+CONFIG_ENV = "ANYSERVE_CONFIG"
+FILE_NAMES = ("anyserve.toml", "pyproject.toml")
+
+#: Environment variable -> dotted setting it overrides.
+ENV_KEYS: dict[str, str] = {
+    "ANYSERVE_TRANSPORT": "transport.name",
+    "ANYSERVE_OBJECT_STORE": "objects.url",
+    "ANYSERVE_STREAM_ENCODING": "encoding.name",
+    "ANYSERVE_MATCHER": "matcher.name",
+    "ANYSERVE_ROUTER_URL": "router.url",
+}
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Selection(_Table):
+    """A plugin picked by name, plus the options its factory receives."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ObjectsSettings(_Table):
+    url: str = "file:///tmp/anyserve-objects"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class RouterSettings(_Table):
+    url: str | None = None
+
+
+class Settings(_Table):
+    """Everything configurable, with its default."""
+
+    transport: Selection = Field(default_factory=lambda: Selection(name="inproc"))
+    objects: ObjectsSettings = Field(default_factory=ObjectsSettings)
+    encoding: Selection = Field(default_factory=lambda: Selection(name="sse"))
+    matcher: Selection = Field(default_factory=lambda: Selection(name="subset"))
+    router: RouterSettings = Field(default_factory=RouterSettings)
+
+    #: dotted key -> where its value came from ("default" when absent).
+    sources: dict[str, str] = Field(default_factory=dict, exclude=True)
+
+    def source_of(self, key: str) -> str:
+        return self.sources.get(key, "default")
+
+
+def find_config_file(cwd: Path | None = None, env: Mapping[str, str] | None = None) -> Path | None:
+    """``$ANYSERVE_CONFIG``, else ``anyserve.toml``, else a pyproject with ``[tool.anyserve]``."""
+    env = os.environ if env is None else env
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    base = cwd or Path.cwd()
+    if (base / "anyserve.toml").is_file():
+        return base / "anyserve.toml"
+    pyproject = base / "pyproject.toml"
+    if pyproject.is_file() and "anyserve" in _read_toml(pyproject).get("tool", {}):
+        return pyproject
+    return None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        data = data.setdefault(part, {})
+    data[leaf] = value
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and key != "options":
+            out.update(_flatten(value, f"{dotted}."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def _explain(exc: ValidationError, where: str) -> ConfigError:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            problems.append(f"[{key}]: unknown setting")
+        else:
+            problems.append(f"[{key}]: {err['msg']} (got {err.get('input')!r})")
+    return ConfigError(f"{where}: " + "; ".join(problems))
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Build the effective settings; raise :class:`ConfigError` naming file and key.
+
+    ``overrides`` maps dotted keys (``"transport.name"``) to CLI flag values;
+    ``None`` values mean "flag not given".
+    """
+    env = os.environ if env is None else env
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    path = Path(config_file) if config_file else find_config_file(cwd, env)
+    if path is not None:
+        data = _read_toml(path)
+        if path.name == "pyproject.toml":
+            data = data.get("tool", {}).get("anyserve", {})
+        try:
+            Settings.model_validate(data)
+        except ValidationError as exc:
+            raise _explain(exc, str(path)) from None
+        merged = data
+        sources.update({k: str(path) for k in _flatten(data)})
+
+    for var, dotted in ENV_KEYS.items():
+        if env.get(var):
+            _set_dotted(merged, dotted, env[var])
+            sources[dotted] = f"${var}"
+
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(merged, dotted, value)
+            sources[dotted] = "command line"
+
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise _explain(exc, "environment/command line") from None
+    settings.sources = sources
+    return settings

@@ -1,0 +1,111 @@
+"""Errors that cross process boundaries keep their gRPC status code.
+
+A worker raises, the transport carries ``(code, message)``, the agent
+re-raises the same class, and the gRPC layer answers with ``code``. Codes are
+gRPC status names so no layer needs a translation table of its own.
+"""
+
+from __future__ import annotations
+
+
+class AnyServeError(Exception):
+    """Base class of every error anyserve raises on purpose."""
+
+    code: str = "INTERNAL"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def __reduce__(self):  # keep the code when pickled across processes
+        return (error_for_code, (self.code, self.message))
+
+
+class NotFound(AnyServeError):
+    """Something the request names does not exist."""
+
+    code = "NOT_FOUND"
+
+
+class CapabilityNotFound(NotFound):
+    """No handler, worker or replica offers the requested capability."""
+
+
+class ObjectNotFound(NotFound):
+    """An object reference names no object (never created, deleted or expired)."""
+
+
+class InvalidRequest(AnyServeError):
+    """The request is malformed: bad body, shape, datatype or parameter."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class ResourceExhausted(AnyServeError):
+    """A size or capacity limit was hit; the message names the limit."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(AnyServeError):
+    """The worker or replica serving the request went away."""
+
+    code = "UNAVAILABLE"
+
+
+class DeadlineExceeded(AnyServeError):
+    """The request's deadline passed before it was served."""
+
+    code = "DEADLINE_EXCEEDED"
+
+
+class Cancelled(AnyServeError):
+    """The caller cancelled the request."""
+
+    code = "CANCELLED"
+
+
+class HandlerError(AnyServeError):
+    """A user handler raised; the message carries the exception type and text."""
+
+    code = "INTERNAL"
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> HandlerError:
+        return cls(f"{type(exc).__name__}: {exc}")
+
+
+class ConfigError(Exception):
+    """Configuration is invalid or names something that is not installed."""
+
+
+class PluginError(Exception):
+    """A plugin could not be loaded or misbehaved; the message names it."""
+
+
+_BY_CODE: dict[str, type[AnyServeError]] = {
+    cls.code: cls
+    for cls in (
+        NotFound,
+        InvalidRequest,
+        ResourceExhausted,
+        Unavailable,
+        DeadlineExceeded,
+        Cancelled,
+    )
+}
+
+
+def error_for_code(code: str, message: str) -> AnyServeError:
+    """Rebuild the error a remote side reported as ``(code, message)``."""
+    cls = _BY_CODE.get(code, AnyServeError)
+    return cls(message, code=code)
+
+
+def as_anyserve_error(exc: BaseException) -> AnyServeError:
+    """What a transport reports for ``exc``: itself, or INTERNAL with type and text."""
+    if isinstance(exc, AnyServeError):
+        return exc
+    return HandlerError.from_exception(exc)

@@ -1,0 +1,58 @@
+"""The records that registration hooks contribute.
+
+Each record is a name plus a *factory*: core keeps the records of every
+plugin and calls only the factory that configuration selects, so an
+installed-but-unused plugin costs nothing beyond its import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from anyserve.encoding import StreamEncoder
+    from anyserve.matching import Matcher
+    from anyserve.objects import ObjectStore
+    from anyserve.transport import Transport
+
+Options = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class TransportSpec:
+    """An IPC transport between a replica's agent and its workers."""
+
+    name: str
+    factory: Callable[[Options], Transport]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ObjectBackendSpec:
+    """An object-store backend, selected by the scheme of ``objects.url``."""
+
+    name: str
+    schemes: tuple[str, ...]
+    factory: Callable[[str, Options], ObjectStore]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class StreamEncodingSpec:
+    """How the router writes a stream of responses to an HTTP client."""
+
+    name: str
+    media_type: str
+    factory: Callable[[Options], StreamEncoder]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class MatcherSpec:
+    """A capability matcher: scores an offered capability against a query."""
+
+    name: str
+    factory: Callable[[Options], Matcher]
+    description: str = ""

@@ -1,0 +1,25 @@
+"""What routing decisions are made over."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from anyserve.capability import Capability
+
+HOT = "hot"
+COLD = "cold"
+STARTING = "starting"
+
+
+@dataclass
+class Candidate:
+    """A replica (router scope) or worker (agent scope) that matches a query."""
+
+    id: str
+    capability: Capability
+    score: float = 0.0
+    in_flight: int = 0
+    state: str = HOT
+    info: Mapping[str, Any] = field(default_factory=dict)
