@@ -76,7 +76,9 @@ class AnyServe:
 
         return decorator
 
-    def add_handler(self, capability: Capability | Mapping[str, Any], func: Callable[..., Any], *, stream: bool = False) -> Handler:
+    def add_handler(
+        self, capability: Capability | Mapping[str, Any], func: Callable[..., Any], *, stream: bool = False
+    ) -> Handler:
         """Register ``func`` without the decorator (plugins and generated apps use this)."""
         cap = capability if isinstance(capability, Capability) else Capability(capability)
         arity = _positional_arity(func)

@@ -5,6 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+#: Keys an offer may carry that describe its runtime state, not the capability;
+#: they are stripped before matching (``stream``: handled by a streaming
+#: handler; ``state``: hot / cold / starting).
+RUNTIME_KEYS = ("stream", "state")
+
 
 def normalize_value(value: Any) -> str:
     """The form two attribute values are compared in.
@@ -20,9 +25,15 @@ def normalize_value(value: Any) -> str:
     return str(value).strip()
 
 
+def normalize_key(key: str) -> str:
+    """Header names are case-insensitive and spell ``_`` as ``-``: ``X-Capability-Model-Family``
+    must reach ``model_family``."""
+    return str(key).strip().lower().replace("-", "_")
+
+
 def normalize_query(query: Mapping[str, Any]) -> dict[str, str]:
-    """Lower-case keys (headers are case-insensitive) and normalised values."""
-    return {str(k).lower(): normalize_value(v) for k, v in query.items()}
+    """Normalised keys and values, the form queries and offers are compared in."""
+    return {normalize_key(k): normalize_value(v) for k, v in query.items()}
 
 
 class Capability(Mapping[str, Any]):
@@ -37,7 +48,7 @@ class Capability(Mapping[str, Any]):
     def __init__(self, attrs: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
         merged = dict(attrs or {})
         merged.update(kwargs)
-        self._attrs: dict[str, Any] = {str(k).lower(): v for k, v in merged.items()}
+        self._attrs: dict[str, Any] = {normalize_key(k): v for k, v in merged.items()}
         self._key = frozenset(normalize_query(self._attrs).items())
 
     def matches(self, query: Mapping[str, Any]) -> bool:
@@ -56,7 +67,7 @@ class Capability(Mapping[str, Any]):
         return cls(data)
 
     def __getitem__(self, key: str) -> Any:
-        return self._attrs[key.lower()]
+        return self._attrs[normalize_key(key)]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._attrs)

@@ -41,7 +41,9 @@ CATEGORIES = (TRANSPORT, OBJECTS, ENCODING, MATCHER)
 #: Decision hooks: the first implementation that answers wins.
 DECISION_HOOKS = {"routing": "anyserve_select_target", "delegation": "anyserve_delegate"}
 
-INSTALL_HINT = "install a plugin that provides it (pip install anyserve-<kind>-<name>) and check `anyserve plugins list`"
+INSTALL_HINT = (
+    "install a plugin that provides it (pip install anyserve-<kind>-<name>) and check `anyserve plugins list`"
+)
 
 
 def call_impl(pm: PluginManager, impl: Any, hook: str, kwargs: dict[str, Any]) -> tuple[bool, Any]:
@@ -117,7 +119,9 @@ class Catalog:
 
             def register(record: Any, _got: list[Any] = got) -> None:
                 if not isinstance(record, category.record_type):
-                    raise TypeError(f"register() expects a {category.record_type.__name__}, got {type(record).__name__}")
+                    raise TypeError(
+                        f"register() expects a {category.record_type.__name__}, got {type(record).__name__}"
+                    )
                 _got.append(record)
 
             ok, _ = call_impl(self.pm, impl, category.hook, {"register": register})

@@ -41,6 +41,7 @@ ENV_KEYS: dict[str, str] = {
     "ANYSERVE_STREAM_ENCODING": "encoding.name",
     "ANYSERVE_MATCHER": "matcher.name",
     "ANYSERVE_ROUTER_URL": "router.url",
+    "ANYSERVE_MAX_MESSAGE_BYTES": "replica.max_message_bytes",
 }
 
 
@@ -64,6 +65,21 @@ class RouterSettings(_Table):
     url: str | None = None
 
 
+class ReplicaSettings(_Table):
+    """How ``anyserve start`` runs a replica."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=50051, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    #: Requests one worker runs at once (thread-pool size for plain handlers).
+    concurrency: int = Field(default=16, ge=1)
+    #: Largest request or response accepted, in bytes.
+    max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    #: Seconds in-flight requests get to finish on SIGTERM / Ctrl-C.
+    shutdown_grace: float = Field(default=10.0, ge=0)
+    replica_id: str | None = None
+
+
 class Settings(_Table):
     """Everything configurable, with its default."""
 
@@ -72,6 +88,7 @@ class Settings(_Table):
     encoding: Selection = Field(default_factory=lambda: Selection(name="sse"))
     matcher: Selection = Field(default_factory=lambda: Selection(name="subset"))
     router: RouterSettings = Field(default_factory=RouterSettings)
+    replica: ReplicaSettings = Field(default_factory=ReplicaSettings)
 
     #: dotted key -> where its value came from ("default" when absent).
     sources: dict[str, str] = Field(default_factory=dict, exclude=True)

@@ -37,6 +37,12 @@ class ObjectNotFound(NotFound):
     """An object reference names no object (never created, deleted or expired)."""
 
 
+class AlreadyExists(AnyServeError):
+    """Something with the same identity exists already (e.g. a replica id)."""
+
+    code = "ALREADY_EXISTS"
+
+
 class InvalidRequest(AnyServeError):
     """The request is malformed: bad body, shape, datatype or parameter."""
 
@@ -89,6 +95,7 @@ _BY_CODE: dict[str, type[AnyServeError]] = {
     cls.code: cls
     for cls in (
         NotFound,
+        AlreadyExists,
         InvalidRequest,
         ResourceExhausted,
         Unavailable,

@@ -151,9 +151,7 @@ def anyserve_register_matchers(register: Callable[[MatcherSpec], None]) -> None:
 
 
 @hookspec(firstresult=True)
-def anyserve_select_target(
-    query: Mapping[str, Any], candidates: Sequence[Candidate], scope: str
-) -> Candidate | None:
+def anyserve_select_target(query: Mapping[str, Any], candidates: Sequence[Candidate], scope: str) -> Candidate | None:
     """Choose where one request goes among the candidates that match it.
 
     Called for every request: by the router with ``scope="router"`` (the
@@ -164,8 +162,9 @@ def anyserve_select_target(
 
     Return one of the candidates, or ``None`` to let the next implementation
     decide. Stops at first non-None result. Core's default (``trylast``)
-    keeps the best score, prefers hot targets, then takes the less loaded of
-    two random picks (power of two choices).
+    keeps the best score, prefers hot targets, then picks at random among
+    the least loaded. At router scope ``info["endpoint"]`` is the replica's
+    gRPC address.
 
     Example::
 
@@ -182,9 +181,7 @@ def anyserve_select_target(
 
 
 @hookspec(firstresult=True)
-def anyserve_delegate(
-    query: Mapping[str, Any], origin: str, depth: int, router_url: str | None
-) -> Delegation | None:
+def anyserve_delegate(query: Mapping[str, Any], origin: str, depth: int, router_url: str | None) -> Delegation | None:
     """Decide what a replica does with a request none of its workers can serve.
 
     Called by the agent when no local capability matches ``query``.

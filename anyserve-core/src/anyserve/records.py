@@ -22,11 +22,16 @@ Options = Mapping[str, Any]
 
 @dataclass(frozen=True)
 class TransportSpec:
-    """An IPC transport between a replica's agent and its workers."""
+    """An IPC transport between a replica's agent and its workers.
+
+    ``in_process`` transports are served by the agent itself (one worker in
+    the agent's event loop) instead of by spawned worker processes.
+    """
 
     name: str
     factory: Callable[[Options], Transport]
     description: str = ""
+    in_process: bool = False
 
 
 @dataclass(frozen=True)

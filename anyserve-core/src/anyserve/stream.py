@@ -16,7 +16,9 @@ class Stream:
     producing without checking anything itself.
     """
 
-    def __init__(self, sink: Callable[[ModelStreamInferResponse], None], *, model_name: str = "", request_id: str = "") -> None:
+    def __init__(
+        self, sink: Callable[[ModelStreamInferResponse], None], *, model_name: str = "", request_id: str = ""
+    ) -> None:
         self._sink = sink
         self._closed = False
         self.model_name = model_name

@@ -19,7 +19,9 @@ def anyserve_delegate(query, origin, depth, router_url):
     if not router_url:
         return Delegation.refuse("no router is configured to delegate to")
     if depth >= MAX_DELEGATION_DEPTH:
-        return Delegation.refuse(f"already delegated {depth} time(s); requests are delegated at most {MAX_DELEGATION_DEPTH} time")
+        return Delegation.refuse(
+            f"already delegated {depth} time(s); requests are delegated at most {MAX_DELEGATION_DEPTH} time"
+        )
     return Delegation.to(
         router_url,
         {DELEGATED_FROM_HEADER: origin, DELEGATION_DEPTH_HEADER: str(depth + 1)},

@@ -100,5 +100,6 @@ def anyserve_register_transports(register):
             name="inproc",
             factory=lambda options: InprocTransport(),
             description="handlers run inside the agent process (no IPC)",
+            in_process=True,
         )
     )

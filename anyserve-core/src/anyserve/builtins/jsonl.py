@@ -21,7 +21,7 @@ class JsonLinesEncoder:
         return json.dumps(data, separators=(",", ":")).encode() + b"\n"
 
     def error(self, message: str, code: str) -> bytes:
-        return json.dumps({"error": message, "code": code}).encode() + b"\n"
+        return json.dumps({"error": message, "code": code}, separators=(",", ":")).encode() + b"\n"
 
     def end(self) -> bytes:
         return b'{"end":true}\n'

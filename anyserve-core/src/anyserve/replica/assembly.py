@@ -1,0 +1,88 @@
+"""Resolves settings into the parts a replica process runs with.
+
+The agent and every worker process build the same :class:`Assembly`: the
+agent from configuration, a worker from the JSON spec the agent hands it, so
+both sides agree on transport, matcher and object store without re-reading
+files or environment.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from anyserve.app import AnyServe
+from anyserve.catalog import Catalog
+from anyserve.config import Settings
+from anyserve.matching import Matcher
+from anyserve.objects import ObjectStore
+from anyserve.plugins import PluginManager, get_plugin_manager
+from anyserve.records import TransportSpec
+from anyserve.replica.apps import load_app
+from anyserve.replica.worker import WorkerHost
+from anyserve.transport import Transport
+
+
+@dataclass
+class Assembly:
+    settings: Settings
+    app_ref: str | None
+    replica_id: str
+    log_level: str = "WARNING"
+    pm: PluginManager = field(default_factory=get_plugin_manager)
+
+    def __post_init__(self) -> None:
+        # Resolve every name now: a typo fails at start-up, listing what is installed.
+        self.catalog = Catalog(self.pm)
+        self.transport_spec: TransportSpec = self.catalog.transport(self.settings)
+        self.transport: Transport = self.transport_spec.factory(self.settings.transport.options)
+        self.matcher: Matcher = self.catalog.matcher(self.settings).factory(self.settings.matcher.options)
+        if self.settings.source_of("objects.url") != "default":
+            # Configured on purpose: must resolve now. The default store is
+            # resolved on first use, so a replica that never touches objects
+            # runs without an object backend installed.
+            self.catalog.object_backend(self.settings.objects.url)
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Assembly:
+        return cls(
+            settings=Settings.model_validate(spec["settings"]),
+            app_ref=spec["app"],
+            replica_id=spec["replica_id"],
+            log_level=spec.get("log_level", "WARNING"),
+        )
+
+    def spec(self, worker_id: str, address: str) -> dict[str, Any]:
+        """What a worker process needs to rebuild this assembly (JSON-safe)."""
+        return {
+            "settings": self.settings.model_dump(mode="json"),
+            "app": self.app_ref,
+            "replica_id": self.replica_id,
+            "worker_id": worker_id,
+            "address": address,
+            "parent_pid": os.getpid(),
+            "log_level": self.log_level,
+        }
+
+    @functools.cached_property
+    def app(self) -> AnyServe:
+        return load_app(self.app_ref, self.pm)
+
+    @functools.cached_property
+    def objects(self) -> Callable[[], ObjectStore]:
+        """Opens the object store on first use and keeps it."""
+        url, options = self.settings.objects.url, self.settings.objects.options
+        return functools.cache(lambda: self.catalog.object_backend(url).factory(url, options))
+
+    def worker_host(self, worker_id: str) -> WorkerHost:
+        return WorkerHost(
+            self.app,
+            self.matcher,
+            worker_id=worker_id,
+            replica_id=self.replica_id,
+            concurrency=self.settings.replica.concurrency,
+            objects=self.objects,
+        )

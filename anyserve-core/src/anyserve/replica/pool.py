@@ -1,0 +1,116 @@
+"""The agent's view of its workers: what each offers, and which one serves a request."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from anyserve.capability import RUNTIME_KEYS, Capability, normalize_query
+from anyserve.matching import Matcher
+from anyserve.plugins import PluginManager
+from anyserve.routing import Candidate
+from anyserve.transport import Connection, Query
+
+
+@dataclass
+class WorkerSlot:
+    """One worker: its connection and the capabilities its handshake announced."""
+
+    id: str
+    connection: Connection
+    unary: list[Capability] = field(default_factory=list)
+    streaming: list[Capability] = field(default_factory=list)
+
+    @classmethod
+    def from_connection(cls, worker_id: str, connection: Connection) -> WorkerSlot:
+        slot = cls(worker_id, connection)
+        for offer in connection.hello.get("capabilities", []):
+            attrs = {k: v for k, v in offer.items() if k not in RUNTIME_KEYS}
+            (slot.streaming if offer.get("stream") else slot.unary).append(Capability(attrs))
+        return slot
+
+    @property
+    def pid(self) -> int | None:
+        return self.connection.hello.get("pid")
+
+
+class WorkerPool:
+    """Chooses a worker per request: matcher scores, then the routing hook decides."""
+
+    def __init__(self, matcher: Matcher, pm: PluginManager) -> None:
+        self.matcher = matcher
+        self.pm = pm
+        self.slots: dict[str, WorkerSlot] = {}
+        self._matches: dict[tuple[frozenset[tuple[str, str]], bool], list[tuple[str, Capability, float]]] = {}
+
+    def add(self, slot: WorkerSlot) -> None:
+        self.slots[slot.id] = slot
+        self._matches.clear()
+
+    def remove(self, worker_id: str) -> WorkerSlot | None:
+        self._matches.clear()
+        return self.slots.pop(worker_id, None)
+
+    def offers(self) -> list[dict[str, Any]]:
+        """Every capability some worker offers, as handshake dicts, without duplicates."""
+        seen: dict[tuple[Capability, bool], dict[str, Any]] = {}
+        for slot in self.slots.values():
+            for cap in slot.unary:
+                seen.setdefault((cap, False), cap.to_dict())
+            for cap in slot.streaming:
+                seen.setdefault((cap, True), {**cap.to_dict(), "stream": True})
+        return list(seen.values())
+
+    def describe_offers(self) -> str:
+        offers = self.offers()
+        return "; ".join(str(o) for o in offers) or "nothing (no worker is running)"
+
+    def _matching(self, query: Query, stream: bool) -> list[tuple[str, Capability, float]]:
+        key = (frozenset(normalize_query(query).items()), stream)
+        found = self._matches.get(key)
+        if found is None:
+            found = []
+            for slot in self.slots.values():
+                best: tuple[Capability, float] | None = None
+                for cap in slot.streaming if stream else slot.unary:
+                    score = self.matcher.score(cap, query)
+                    if score is not None and (best is None or score > best[1]):
+                        best = (cap, score)
+                if best is not None:
+                    found.append((slot.id, *best))
+            if len(self._matches) > 4096:
+                self._matches.clear()
+            self._matches[key] = found
+        return found
+
+    def choose(self, query: Query, *, stream: bool) -> WorkerSlot | None:
+        """The worker to serve ``query``, or None when no live worker offers it."""
+        live = [(wid, cap, score) for wid, cap, score in self._matching(query, stream) if self._live(wid)]
+        if not live:
+            return None
+        if len(live) == 1:
+            return self.slots[live[0][0]]
+        candidates = [
+            Candidate(id=wid, capability=cap, score=score, in_flight=self.slots[wid].connection.in_flight)
+            for wid, cap, score in live
+        ]
+        chosen = self.pm.hook.anyserve_select_target(query=dict(query), candidates=candidates, scope="agent")
+        return self.slots[chosen.id] if chosen is not None else None
+
+    def _live(self, worker_id: str) -> bool:
+        slot = self.slots.get(worker_id)
+        return slot is not None and not slot.connection.closed
+
+    def snapshot(self) -> list[Mapping[str, Any]]:
+        return [
+            {
+                "id": slot.id,
+                "pid": slot.pid,
+                "in_flight": slot.connection.in_flight,
+                "alive": not slot.connection.closed,
+                "capabilities": [c.to_dict() for c in slot.unary]
+                + [{**c.to_dict(), "stream": True} for c in slot.streaming],
+            }
+            for slot in self.slots.values()
+        ]

@@ -1,0 +1,184 @@
+"""The worker side: runs an application's handlers for requests a transport delivers.
+
+Plain handlers run in a thread pool sized by the worker's concurrency;
+``async def`` handlers run on the worker's event loop under the same bound.
+The worker parses the request (the agent never does), picks the handler the
+matcher scores best, and serialises what the handler returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from anyserve._proto.grpc_predict_v2_pb2 import ModelInferRequest, ModelInferResponse, ModelStreamInferResponse
+from anyserve.app import AnyServe, Handler
+from anyserve.capability import normalize_query
+from anyserve.context import Caller, Context
+from anyserve.errors import CapabilityNotFound, HandlerError, InvalidRequest
+from anyserve.matching import Matcher
+from anyserve.objects import ObjectStore
+from anyserve.stream import Stream
+from anyserve.transport import Query
+
+_DONE = object()
+
+
+def parse_request(payload: bytes) -> ModelInferRequest:
+    try:
+        return ModelInferRequest.FromString(payload)
+    except DecodeError as exc:
+        raise InvalidRequest(f"malformed ModelInferRequest: {exc}") from None
+
+
+def describe_offers(app: AnyServe) -> str:
+    return "; ".join(f"{dict(h.capability)}{' (stream)' if h.stream else ''}" for h in app.handlers) or "nothing"
+
+
+class WorkerHost:
+    """Implements :class:`anyserve.transport.WorkerService` for one application."""
+
+    def __init__(
+        self,
+        app: AnyServe,
+        matcher: Matcher,
+        *,
+        worker_id: str = "w0",
+        replica_id: str = "",
+        concurrency: int = 16,
+        objects: Callable[[], ObjectStore] | None = None,
+        caller: Caller | None = None,
+    ) -> None:
+        if not app.handlers:
+            raise CapabilityNotFound(f"application {app.name!r} defines no handler")
+        self.app = app
+        self.matcher = matcher
+        self.worker_id = worker_id
+        self.replica_id = replica_id
+        self._objects = objects
+        self._caller = caller
+        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"anyserve-{worker_id}")
+        self._slots = asyncio.Semaphore(concurrency)
+        self._choice: dict[tuple[frozenset[tuple[str, str]], bool], Handler | None] = {}
+
+    def hello(self) -> dict[str, Any]:
+        return {
+            "capabilities": [h.describe() for h in self.app.handlers],
+            "pid": os.getpid(),
+            "worker_id": self.worker_id,
+        }
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def handler_for(self, query: Query, *, stream: bool) -> Handler:
+        """The best-scoring handler of the right kind; cached per query."""
+        key = (frozenset(normalize_query(query).items()), stream)
+        if key not in self._choice:
+            best: Handler | None = None
+            best_score = float("-inf")
+            for handler in self.app.handlers:
+                if handler.stream != stream:
+                    continue
+                score = self.matcher.score(handler.capability, query)
+                if score is not None and score > best_score:
+                    best, best_score = handler, score
+            if len(self._choice) > 4096:
+                self._choice.clear()
+            self._choice[key] = best
+        handler = self._choice[key]
+        if handler is None:
+            kind = "streaming " if stream else ""
+            raise CapabilityNotFound(
+                f"no {kind}handler matches {dict(query)}; worker {self.worker_id} offers: {describe_offers(self.app)}"
+            )
+        return handler
+
+    def _context(self, query: Query) -> Context:
+        return Context(replica_id=self.replica_id, query=query, objects=self._objects, caller=self._caller)
+
+    async def infer(self, payload: bytes, query: Query) -> bytes:
+        handler = self.handler_for(query, stream=False)
+        request = parse_request(payload)
+        context = self._context(query)
+        args = (request, context)[: handler.arity]
+        async with self._slots:
+            try:
+                if handler.is_async:
+                    result = await handler.func(*args)
+                else:
+                    loop = asyncio.get_running_loop()
+                    result = await loop.run_in_executor(self._executor, functools.partial(handler.func, *args))
+            except asyncio.CancelledError:
+                context.cancel()
+                raise
+        return self._response_bytes(result, handler, request)
+
+    @staticmethod
+    def _response_bytes(result: Any, handler: Handler, request: ModelInferRequest) -> bytes:
+        if isinstance(result, ModelInferResponse):
+            if not result.id and request.id:
+                result.id = request.id
+            if not result.model_name:
+                result.model_name = request.model_name
+            return result.SerializeToString()
+        raise HandlerError(
+            f"handler {handler.name} returned {type(result).__name__}; a unary handler returns a ModelInferResponse"
+        )
+
+    async def stream(self, payload: bytes, query: Query) -> AsyncIterator[bytes]:
+        handler = self.handler_for(query, stream=True)
+        request = parse_request(payload)
+        context = self._context(query)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        if handler.is_async:
+            sink: Callable[[ModelStreamInferResponse], None] = queue.put_nowait
+        else:
+
+            def sink(message: ModelStreamInferResponse) -> None:
+                loop.call_soon_threadsafe(queue.put_nowait, message)
+
+        stream = Stream(sink, model_name=request.model_name, request_id=request.id)
+        args = (request, context, stream) if handler.arity == 3 else (request, stream)
+
+        async def produce() -> None:
+            async with self._slots:
+                try:
+                    if handler.is_async:
+                        await handler.func(*args)
+                    else:
+                        await loop.run_in_executor(self._executor, functools.partial(handler.func, *args))
+                    queue.put_nowait(_DONE)
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:  # reported to the consumer, which re-raises
+                    queue.put_nowait(exc)
+
+        producer = asyncio.create_task(produce())
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    if stream.closed:
+                        break
+                    raise item
+                yield item.SerializeToString()
+                if item.error_message:
+                    break
+        finally:
+            stream.close()
+            context.cancel()
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer

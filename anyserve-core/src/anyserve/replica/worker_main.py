@@ -1,0 +1,66 @@
+"""Entry point of a worker process: ``python -m anyserve.replica.worker_main SPEC``.
+
+``SPEC`` is the JSON the supervisor writes: the resolved settings, the app
+reference, the worker id and the address to serve on. The worker loads the
+plugins again (every process does), serves until SIGTERM, and exits by itself
+if its agent disappears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from anyserve.errors import ConfigError
+from anyserve.replica.assembly import Assembly
+
+log = logging.getLogger("anyserve.worker")
+
+
+async def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        await asyncio.sleep(0.5)
+    log.warning("agent %d went away; worker exiting", parent)
+
+
+async def serve(spec: dict[str, Any]) -> None:
+    assembly = Assembly.from_spec(spec)
+    host = assembly.worker_host(spec["worker_id"])
+    serving = asyncio.create_task(assembly.transport.serve(spec["address"], host))
+    watchdog = asyncio.create_task(_watch_parent(spec["parent_pid"]))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, serving.cancel)
+    try:
+        await asyncio.wait({serving, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (serving, watchdog):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        host.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    spec = json.loads(argv[0])
+    logging.basicConfig(
+        level=spec.get("log_level", "WARNING").upper(),
+        format=f"%(asctime)s %(levelname)s [worker {spec['worker_id']} pid {os.getpid()}] %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(serve(spec))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""The plugin manager: built-ins through the hooks, allow/deny lists, broken plugins."""
+
+import types
+
+import pytest
+
+from anyserve import hookimpl
+from anyserve.catalog import Catalog, call_each
+from anyserve.config import load_settings
+from anyserve.errors import ConfigError
+from anyserve.plugins import DEFAULT_PLUGINS, create_plugin_manager
+from anyserve.records import TransportSpec
+from anyserve.routing import Candidate
+
+
+def plugin(name: str, **hooks) -> types.SimpleNamespace:
+    """A plugin object: the in-process equivalent of a module with hook functions."""
+    return types.SimpleNamespace(__name__=name, **hooks)
+
+
+def test_builtins_are_registered_through_the_hooks(plugin_manager):
+    names = {origin.name for origin in plugin_manager.origins.values() if origin.builtin}
+    assert names == {m.rsplit(".", 1)[-1] for m in DEFAULT_PLUGINS}
+    catalog = Catalog(plugin_manager)
+    assert catalog.registries["transport"].owners == {"inproc": "inproc"}
+    assert catalog.registries["objects"].owners == {"mem": "memory"}
+
+
+def test_disable_builtins_by_name():
+    pm = create_plugin_manager(entrypoints=False, env={"ANYSERVE_DISABLE_PLUGINS": "inproc, jsonl"})
+    catalog = Catalog(pm)
+    assert catalog.registries["transport"].names() == []
+    assert {(f.name, f.status) for f in pm.failures} == {("inproc", "disabled"), ("jsonl", "disabled")}
+
+
+def test_an_external_plugin_overrides_the_default_decisions(plugin_manager):
+    @hookimpl
+    def anyserve_select_target(query, candidates, scope):
+        return candidates[-1]
+
+    plugin_manager.register(plugin("last", anyserve_select_target=anyserve_select_target))
+    cands = [Candidate(id=str(i), capability=None, in_flight=i) for i in range(3)]  # type: ignore[arg-type]
+    chosen = plugin_manager.hook.anyserve_select_target(query={}, candidates=cands, scope="router")
+    assert chosen.id == "2"  # the built-in would have picked the least loaded, "0"
+    assert Catalog(plugin_manager).decision_order("anyserve_select_target") == ["last", "routing"]
+
+
+def test_unknown_hook_is_reported_with_a_suggestion(plugin_manager):
+    @hookimpl
+    def anyserve_register_transport(register):  # missing the final "s"
+        pass
+
+    from anyserve.plugins import PluginOrigin
+
+    ok = plugin_manager.register_checked(
+        plugin("typo", anyserve_register_transport=anyserve_register_transport),
+        PluginOrigin("typo", "typo-dist", "1.0", builtin=False),
+    )
+    assert not ok
+    failure = plugin_manager.failures[-1]
+    assert failure.name == "typo" and failure.distribution == "typo-dist"
+    assert (
+        "anyserve_register_transport'" in failure.reason
+        and "did you mean 'anyserve_register_transports'" in failure.reason
+    )
+    assert not plugin_manager.has_plugin("typo")
+
+
+def test_unmarked_prefixed_functions_are_checked_too(plugin_manager):
+    def anyserve_regster_matchers(register):
+        pass
+
+    from anyserve.plugins import PluginOrigin
+
+    assert not plugin_manager.register_checked(
+        plugin("unmarked", anyserve_regster_matchers=anyserve_regster_matchers),
+        PluginOrigin("unmarked", "d", "1", builtin=False),
+    )
+    assert "did you mean 'anyserve_register_matchers'" in plugin_manager.failures[-1].reason
+
+
+def test_wrong_hook_arguments_are_reported(plugin_manager):
+    @hookimpl
+    def anyserve_register_transports(registrar):
+        pass
+
+    from anyserve.plugins import PluginOrigin
+
+    assert not plugin_manager.register_checked(
+        plugin("badargs", anyserve_register_transports=anyserve_register_transports),
+        PluginOrigin("badargs", "d", "1", builtin=False),
+    )
+    assert "registrar" in plugin_manager.failures[-1].reason
+
+
+def test_a_hook_that_raises_is_reported_and_the_rest_keep_working(plugin_manager):
+    @hookimpl
+    def anyserve_register_transports(register):
+        raise RuntimeError("cannot find libfoo")
+
+    plugin_manager.register(plugin("explodes", anyserve_register_transports=anyserve_register_transports))
+    catalog = Catalog(plugin_manager)
+    assert catalog.registries["transport"].names() == ["inproc"]
+    failure = plugin_manager.failures[-1]
+    assert failure.name == "explodes"
+    assert "anyserve_register_transports raised RuntimeError: cannot find libfoo" in failure.reason
+
+
+def test_duplicate_names_name_both_plugins(plugin_manager):
+    @hookimpl
+    def anyserve_register_transports(register):
+        register(TransportSpec(name="inproc", factory=lambda options: None))
+
+    plugin_manager.register(plugin("impostor", anyserve_register_transports=anyserve_register_transports))
+    with pytest.raises(ConfigError, match="'inproc' is registered twice") as info:
+        Catalog(plugin_manager)
+    assert "plugin 'inproc'" in str(info.value) and "plugin 'impostor'" in str(info.value)
+
+
+def test_register_checks_record_types(plugin_manager):
+    @hookimpl
+    def anyserve_register_transports(register):
+        register("unix")
+
+    plugin_manager.register(plugin("sloppy", anyserve_register_transports=anyserve_register_transports))
+    Catalog(plugin_manager)
+    assert "expects a TransportSpec, got str" in plugin_manager.failures[-1].reason
+
+
+def test_unknown_names_list_what_is_installed(plugin_manager, tmp_path):
+    catalog = Catalog(plugin_manager)
+    settings = load_settings(env={"ANYSERVE_TRANSPORT": "unixx"}, cwd=tmp_path)
+    with pytest.raises(ConfigError, match=r"no IPC transport named 'unixx' is installed; installed: inproc"):
+        catalog.transport(settings)
+    with pytest.raises(ConfigError, match=r"no object backend handles s3://.*installed: mem:// \(mem\)"):
+        catalog.object_backend("s3://bucket/x")
+    selected = catalog.selected(settings)
+    assert selected["transport"]["selected"] is None and "unixx" in selected["transport"]["error"]
+    assert selected["matcher"]["selected"] == "subset"
+    assert selected["routing"]["selected"] == "routing"
+
+
+def test_call_each_attributes_results(plugin_manager):
+    @hookimpl
+    def anyserve_register_commands(cli):
+        cli.append("hello")
+
+    plugin_manager.register(plugin("cmds", anyserve_register_commands=anyserve_register_commands))
+    cli: list[str] = []
+    assert [name for name, _ in call_each(plugin_manager, "anyserve_register_commands", cli=cli)] == ["cmds"]
+    assert cli == ["hello"]
+
+
+def test_load_allow_list_env(monkeypatch):
+    # With an empty allow-list no entry point is loaded, whatever is installed.
+    pm = create_plugin_manager(env={"ANYSERVE_LOAD_PLUGINS": ""})
+    assert all(origin.builtin for origin in pm.origins.values())
