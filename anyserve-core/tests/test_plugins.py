@@ -112,8 +112,10 @@ def test_duplicate_names_name_both_plugins(plugin_manager):
         register(TransportSpec(name="inproc", factory=lambda options: None))
 
     plugin_manager.register(plugin("impostor", anyserve_register_transports=anyserve_register_transports))
+    catalog = Catalog(plugin_manager)  # listing still works ...
+    assert "already registered" in plugin_manager.failures[-1].reason
     with pytest.raises(ConfigError, match="'inproc' is registered twice") as info:
-        Catalog(plugin_manager)
+        catalog.transport(load_settings(env={}))  # ... selecting the ambiguous name does not
     assert "plugin 'inproc'" in str(info.value) and "plugin 'impostor'" in str(info.value)
 
 

@@ -78,11 +78,19 @@ class Registry(Generic[R]):
     category: Category
     records: dict[str, R] = field(default_factory=dict)
     owners: dict[str, str] = field(default_factory=dict)
+    #: name -> every plugin that registered it, for names registered more than once.
+    conflicts: dict[str, list[str]] = field(default_factory=dict)
 
     def names(self) -> list[str]:
         return sorted(self.records)
 
     def get(self, name: str) -> R:
+        if name in self.conflicts:
+            owners = " and ".join(f"plugin {p!r}" for p in self.conflicts[name])
+            raise ConfigError(
+                f"{self.category.title} {name!r} is registered twice: by {owners}; "
+                f"uninstall one or disable it with ANYSERVE_DISABLE_PLUGINS"
+            )
         if name not in self.records:
             installed = ", ".join(self.names()) or "none"
             raise ConfigError(
@@ -104,11 +112,13 @@ class Catalog:
         for plugin_name, records in self._each_register(category):
             for record in records:
                 if record.name in registry.records:
-                    raise ConfigError(
-                        f"{category.title} {record.name!r} is registered twice: by plugin "
-                        f"{registry.owners[record.name]!r} and by plugin {plugin_name!r}; "
-                        f"uninstall one or disable it with ANYSERVE_DISABLE_PLUGINS"
+                    # Listing keeps working; selecting this name is the error.
+                    first = registry.owners[record.name]
+                    registry.conflicts.setdefault(record.name, [first]).append(plugin_name)
+                    self.pm.record_failure(
+                        plugin_name, f"{category.title} {record.name!r} is already registered by plugin {first!r}"
                     )
+                    continue
                 registry.records[record.name] = record
                 registry.owners[record.name] = plugin_name
         return registry
@@ -182,4 +192,9 @@ class Catalog:
         for key, hook in DECISION_HOOKS.items():
             order = self.decision_order(hook)
             out[key] = {"setting": None, "selected": order[0] if order else None, "order": order}
+        out["router"] = {
+            "setting": "router.url",
+            "value": settings.router.url,
+            "source": settings.source_of("router.url"),
+        }
         return out

@@ -147,10 +147,13 @@ class PluginManager(pluggy.PluginManager):
     def origin_of(self, plugin_name: str) -> PluginOrigin:
         return self.origins.get(plugin_name) or PluginOrigin(plugin_name, "?", "?", builtin=False)
 
+    def record_failure(self, plugin_name: str, reason: str) -> None:
+        """Report a plugin's misbehaviour by name; the other plugins keep working."""
+        self._fail(self.origin_of(plugin_name), reason)
+
     def record_hook_error(self, plugin_name: str, hook: str, exc: BaseException) -> None:
         """A hook implementation raised: report it by plugin name, keep going."""
-        origin = self.origin_of(plugin_name)
-        self._fail(origin, f"hook {hook} raised {type(exc).__name__}: {exc}")
+        self.record_failure(plugin_name, f"hook {hook} raised {type(exc).__name__}: {exc}")
 
 
 def _core_version() -> str:

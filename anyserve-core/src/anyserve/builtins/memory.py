@@ -24,11 +24,18 @@ def read_all(data: Data) -> bytes:
     """Bytes of any accepted ``Data`` form (bytes, chunk iterator, binary file)."""
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
-    if hasattr(data, "read"):
-        return data.read()  # type: ignore[union-attr]
-    if isinstance(data, Iterable):
-        return b"".join(data)
-    raise InvalidRequest(f"cannot store a {type(data).__name__}: pass bytes, an iterator of bytes or a binary file")
+    if not isinstance(data, str):
+        if hasattr(data, "read"):
+            blob = data.read()  # type: ignore[union-attr]
+            if isinstance(blob, bytes):
+                return blob
+        elif isinstance(data, Iterable):
+            chunks = list(data)
+            if all(isinstance(c, (bytes, bytearray, memoryview)) for c in chunks):
+                return b"".join(chunks)
+    raise InvalidRequest(
+        f"cannot store a {type(data).__name__}: pass bytes, an iterator of bytes or a binary file (encode text first)"
+    )
 
 
 class MemoryStore:

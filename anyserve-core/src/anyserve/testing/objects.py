@@ -50,6 +50,26 @@ class ObjectStoreContract:
         assert store.get(ref) == b"from a file"
         assert store.create(b"").size == 0
 
+    def test_text_is_refused_not_guessed(self, store: ObjectStore) -> None:
+        with pytest.raises(InvalidRequest):
+            store.create("text")  # type: ignore[arg-type]
+        with pytest.raises(InvalidRequest):
+            store.create(iter(["a", "b"]))  # type: ignore[arg-type]
+
+    def test_a_failed_write_leaves_nothing_and_keeps_the_previous_object(self, store: ObjectStore) -> None:
+        def failing():
+            yield b"first chunk"
+            raise OSError("source went away")
+
+        with pytest.raises(OSError):
+            store.create(failing(), key="half-written")
+        assert not store.exists(ObjRef(store.backend, "half-written"))
+        store.create(b"complete", key="kept")
+        with pytest.raises(OSError):
+            store.create(failing(), key="kept")
+        assert store.get(ObjRef(store.backend, "kept")) == b"complete"
+        assert "half-written" not in {r.key for r in store.list()}
+
     def test_open_reads_large_objects(self, store: ObjectStore) -> None:
         blob = bytes(range(256)) * 4096  # 1 MiB
         ref = store.create(blob)
@@ -72,11 +92,12 @@ class ObjectStoreContract:
         assert str(ref) in str(info.value)
         assert info.value.code == "NOT_FOUND"
 
-    def test_list_shows_objects_with_sizes(self, store: ObjectStore) -> None:
+    def test_list_shows_objects_with_sizes_and_types(self, store: ObjectStore) -> None:
         a = store.create(b"aaa")
-        b = store.create(b"bbbbb")
-        listed = {r.key: r.size for r in store.list()}
-        assert listed[a.key] == 3 and listed[b.key] == 5
+        b = store.create(b"bbbbb", content_type="application/json")
+        listed = {r.key: r for r in store.list()}
+        assert listed[a.key].size == 3 and listed[b.key].size == 5
+        assert listed[b.key].content_type == "application/json"
 
     def test_cleanup_removes_only_old_objects(self, store: ObjectStore) -> None:
         old = store.create(b"old")

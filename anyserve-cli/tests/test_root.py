@@ -1,0 +1,124 @@
+"""The root command: version, help, and how plugins' commands get attributed."""
+
+from __future__ import annotations
+
+import typer
+
+import anyserve
+from anyserve import hookimpl
+from anyserve.plugins import PluginManager, PluginOrigin
+from anyserve_cli.main import build_cli
+from anyserve_cli.registration import CliState
+from anyserve_cli.version import __version__
+
+
+def _origin(name: str) -> PluginOrigin:
+    return PluginOrigin(name, f"anyserve-test-{name}", "1.2.3", builtin=False)
+
+
+class Greeter:
+    """A plugin adding one command and one group."""
+
+    @hookimpl
+    def anyserve_register_commands(self, cli: typer.Typer) -> None:
+        @cli.command()
+        def say_hello(name: str = "world") -> None:
+            print(f"hello {name}")
+
+        group = typer.Typer()
+
+        @group.command()
+        def ls() -> None:
+            print("nothing here")
+
+        cli.add_typer(group, name="things")
+
+
+class HalfBroken:
+    """Adds a command, then raises: the command is still its own, the error is reported."""
+
+    @hookimpl
+    def anyserve_register_commands(self, cli: typer.Typer) -> None:
+        @cli.command()
+        def partial() -> None:
+            print("partial")
+
+        raise RuntimeError("boom")
+
+
+class Squatter:
+    """Adds a command under a name Greeter uses too."""
+
+    @hookimpl
+    def anyserve_register_commands(self, cli: typer.Typer) -> None:
+        @cli.command("say-hello")
+        def other() -> None:
+            print("squatter says hi")
+
+
+def test_version_prints_cli_and_core_versions(invoke) -> None:
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"anyserve {__version__} (core {anyserve.__version__})"
+
+
+def test_help_explains_anyserve_and_lists_plugin_commands(invoke) -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    assert "capability-routed serving runtime" in result.stdout
+    assert "plugins" in result.stdout
+
+
+def test_no_arguments_shows_help(invoke) -> None:
+    result = invoke()
+    assert "Usage" in result.output
+    assert "plugins" in result.output
+
+
+def _state(cli: typer.Typer) -> CliState:
+    state = cli.info.context_settings["obj"]
+    assert isinstance(state, CliState)
+    return state
+
+
+def test_commands_are_attributed_to_the_plugin_that_added_them(cli_pm: PluginManager, invoke) -> None:
+    cli_pm.register_checked(Greeter(), _origin("greeter"))
+    cli = build_cli(cli_pm)
+    commands = _state(cli).commands
+    assert "plugins" in commands["cli"]  # anyserve-cli's own plugin may add more (start, ...)
+    assert commands["greeter"] == ["say-hello", "things"]
+    result = invoke("say-hello", "--name", "Ada")
+    assert result.exit_code == 0
+    assert result.stdout == "hello Ada\n"
+    assert invoke("things", "ls").stdout == "nothing here\n"
+
+
+def test_raising_hook_is_reported_and_costs_only_that_plugin(cli_pm: PluginManager, invoke) -> None:
+    cli_pm.register_checked(HalfBroken(), _origin("halfbroken"))
+    cli_pm.register_checked(Greeter(), _origin("greeter"))
+    cli = build_cli(cli_pm)
+    # What it added before raising stays its own, not the next plugin's.
+    assert _state(cli).commands["halfbroken"] == ["partial"]
+    assert _state(cli).commands["greeter"] == ["say-hello", "things"]
+    [failure] = cli_pm.failures
+    assert failure.name == "halfbroken"
+    assert "anyserve_register_commands raised RuntimeError: boom" in failure.reason
+    result = invoke("say-hello")
+    assert result.exit_code == 0
+    assert "Traceback" not in result.output
+
+
+def test_a_taken_command_name_is_refused_and_reported(cli_pm: PluginManager, invoke) -> None:
+    cli_pm.register_checked(Greeter(), _origin("greeter"))
+    cli_pm.register_checked(Squatter(), _origin("squatter"))
+    cli = build_cli(cli_pm)
+    # pluggy's order (last registered first, as call_each): squatter comes
+    # first, so greeter's duplicate is the one refused; its other group stays.
+    commands = _state(cli).commands
+    assert (commands["squatter"], commands["greeter"]) == (["say-hello"], ["things"])
+    [failure] = cli_pm.failures
+    assert failure.name == "greeter"
+    assert "command 'say-hello' is already provided by plugin 'squatter'" in failure.reason
+    result = invoke("say-hello")
+    assert result.exit_code == 0
+    assert result.stdout == "squatter says hi\n"

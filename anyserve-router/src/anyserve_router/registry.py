@@ -1,0 +1,364 @@
+"""The router's in-memory replica registry: who serves what, and who is alive.
+
+Replicas ``register`` their endpoint and capabilities, ``heartbeat`` every
+few seconds, and are forgotten once silent for longer than ``ttl_seconds``.
+The router asks for the ``candidates`` that match a request's capability
+query and lets the routing hook ``choose`` among them.
+
+Concurrency: the registry is **thread-safe** and safe to call directly from
+an asyncio event loop. Every method is synchronous and holds one
+``threading.Lock`` only for a few dictionary operations (never across I/O,
+an ``await`` or plugin code), so it neither blocks the loop noticeably nor
+needs the loop; this keeps it usable from uvicorn's loop, from worker
+threads and from plain tests alike. Matchers and routing hooks, which are
+plugin code and may be slow, run on a snapshot taken under the lock.
+
+Time: liveness uses a monotonic ``clock`` (``time.monotonic``), so wall-clock
+jumps never expire healthy replicas; ``registered_at`` uses ``wall_clock``
+(``time.time``) because people read it. Every time-dependent method takes an
+optional ``now`` (a reading of ``clock``), and both clocks are constructor
+arguments, so expiry is tested without sleeping.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from anyserve.errors import PluginError
+from anyserve.matching import Matcher
+from anyserve.routing import COLD, HOT, STARTING, Candidate
+from anyserve_router.errors import DuplicateReplica, InvalidRegistration, UnknownReplica
+from anyserve_router.offers import Offer, check_capabilities, check_endpoint, check_in_flight, check_replica_id
+
+if TYPE_CHECKING:
+    from anyserve.plugins import PluginManager
+
+__all__ = [
+    "DEFAULT_TTL_SECONDS",
+    "DuplicateReplica",
+    "InvalidRegistration",
+    "Lease",
+    "Replica",
+    "ReplicaRegistry",
+    "UnknownReplica",
+]
+
+DEFAULT_TTL_SECONDS = 15.0
+_STATE_RANK = {HOT: 0, STARTING: 1, COLD: 2}
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class Replica:
+    """One registered replica. The registry hands out copies; mutate only through the registry."""
+
+    id: str
+    endpoint: str
+    offers: tuple[Offer, ...]
+    registered_at: float  # wall clock, for people
+    last_heartbeat: float  # monotonic clock, for liveness
+    #: Requests this router has sent and not yet seen finish (acquire/release).
+    in_flight: int = 0
+    #: What the replica itself last reported; includes traffic from other routers.
+    reported_in_flight: int = 0
+
+    @property
+    def load(self) -> int:
+        """The routing estimate: the router's own count is fresh, the report sees other clients."""
+        return max(self.in_flight, self.reported_in_flight)
+
+    @property
+    def capabilities(self) -> list[dict[str, Any]]:
+        return [offer.to_dict() for offer in self.offers]
+
+    def age(self, now: float) -> float:
+        """Seconds since the last heartbeat (or registration)."""
+        return max(0.0, now - self.last_heartbeat)
+
+
+class Lease:
+    """One request in flight to a replica; releasing it is idempotent.
+
+    The lease holds the replica entry it counted against, so a request that
+    outlives a re-registration from another endpoint never decrements the
+    newcomer's count.
+    """
+
+    __slots__ = ("_lock", "_released", "_replica", "replica_id")
+
+    def __init__(self, lock: threading.Lock, replica: Replica) -> None:
+        self._lock = lock
+        self._replica = replica
+        self._released = False
+        self.replica_id = replica.id
+
+    def release(self) -> None:
+        with self._lock:
+            if not self._released:
+                self._released = True
+                self._replica.in_flight = max(0, self._replica.in_flight - 1)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+
+class ReplicaRegistry:
+    """Replica id -> endpoint, capabilities, liveness and load."""
+
+    def __init__(
+        self,
+        ttl_seconds: float = DEFAULT_TTL_SECONDS,
+        *,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+    ) -> None:
+        if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, (int, float)) or not ttl_seconds > 0:
+            raise ValueError(f"ttl_seconds must be a positive number, got {ttl_seconds!r}")
+        self.ttl_seconds = float(ttl_seconds)
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._lock = threading.Lock()
+        self._replicas: dict[str, Replica] = {}
+
+    def _now(self, now: float | None) -> float:
+        return self._clock() if now is None else now
+
+    def _alive(self, replica: Replica, now: float) -> bool:
+        return replica.age(now) <= self.ttl_seconds
+
+    # -- membership --------------------------------------------------------
+
+    def register(
+        self, replica_id: str, endpoint: str, capabilities: list[dict[str, Any]], now: float | None = None
+    ) -> Replica:
+        """Add a replica, or replace the capabilities of one re-registering from the same endpoint.
+
+        The same id from another endpoint is refused while the holder is
+        alive (:class:`DuplicateReplica`), and takes over once it is not: a
+        replica restarted on a new port need not wait for the sweep.
+        Registering counts as a heartbeat. Returns a copy of the entry.
+        """
+        replica_id = check_replica_id(replica_id)
+        endpoint = check_endpoint(endpoint)
+        offers = check_capabilities(capabilities)
+        now = self._now(now)
+        with self._lock:
+            existing = self._replicas.get(replica_id)
+            if existing is not None and existing.endpoint == endpoint:
+                existing.offers = offers
+                existing.last_heartbeat = now
+                replica = existing
+            else:
+                if existing is not None and self._alive(existing, now):
+                    raise DuplicateReplica(
+                        f"replica id {replica_id!r} is already registered from {existing.endpoint}, "
+                        f"which is still alive (last heartbeat {existing.age(now):.1f}s ago, ttl "
+                        f"{self.ttl_seconds:g}s); refusing the registration from {endpoint}. Give each "
+                        f"replica a unique id, or stop the old one and retry after {self.ttl_seconds:g}s."
+                    )
+                replica = Replica(replica_id, endpoint, offers, registered_at=self._wall_clock(), last_heartbeat=now)
+                self._replicas[replica_id] = replica
+            return copy.copy(replica)
+
+    def deregister(self, replica_id: str) -> None:
+        """Forget a replica now (it is shutting down); unknown ids raise :class:`UnknownReplica`."""
+        with self._lock:
+            if self._replicas.pop(replica_id, None) is None:
+                raise self._unknown(replica_id)
+
+    def heartbeat(self, replica_id: str, in_flight: int | None = None, now: float | None = None) -> None:
+        """Mark a replica alive, optionally with its own in-flight count.
+
+        A replica already past its TTL is removed and told it is unknown,
+        whether or not :meth:`expire` ran yet: the answer must not depend on
+        sweep timing, and a replica that went silent that long re-registers
+        so its capabilities are fresh.
+        """
+        reported = None if in_flight is None else check_in_flight(in_flight)
+        now = self._now(now)
+        with self._lock:
+            replica = self._replicas.get(replica_id)
+            if replica is not None and not self._alive(replica, now):
+                del self._replicas[replica_id]
+                replica = None
+            if replica is None:
+                raise self._unknown(replica_id, hint=" register again")
+            replica.last_heartbeat = now
+            if reported is not None:
+                replica.reported_in_flight = reported
+
+    def expire(self, now: float | None = None) -> list[str]:
+        """Remove replicas silent for longer than ``ttl_seconds``; returns their ids, sorted."""
+        now = self._now(now)
+        with self._lock:
+            dead = sorted(rid for rid, r in self._replicas.items() if not self._alive(r, now))
+            for rid in dead:
+                del self._replicas[rid]
+        return dead
+
+    def get(self, replica_id: str) -> Replica:
+        """A copy of one entry (alive or not yet swept); unknown ids raise :class:`UnknownReplica`."""
+        with self._lock:
+            replica = self._replicas.get(replica_id)
+            if replica is None:
+                raise self._unknown(replica_id)
+            return copy.copy(replica)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._replicas)
+
+    def __contains__(self, replica_id: object) -> bool:
+        with self._lock:
+            return replica_id in self._replicas
+
+    def _unknown(self, replica_id: str, hint: str = "") -> UnknownReplica:
+        ids = sorted(self._replicas)
+        known = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "") or "none"
+        suffix = f";{hint}" if hint else ""
+        return UnknownReplica(f"no live replica with id {replica_id!r} (registered: {known}){suffix}")
+
+    # -- listings ----------------------------------------------------------
+
+    def snapshot(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Every entry, sorted by id, as plain JSON-ready dicts (``GET /registry``).
+
+        Entries past their TTL but not yet swept are listed with
+        ``healthy: false`` rather than hidden, which helps explain routing.
+        """
+        now = self._now(now)
+        with self._lock:
+            replicas = sorted(self._replicas.values(), key=lambda r: r.id)
+            return [
+                {
+                    "id": r.id,
+                    "endpoint": r.endpoint,
+                    "capabilities": r.capabilities,
+                    "healthy": self._alive(r, now),
+                    "last_heartbeat_age_s": round(r.age(now), 3),
+                    "in_flight": r.load,
+                    "router_in_flight": r.in_flight,
+                    "reported_in_flight": r.reported_in_flight,
+                    "registered_at": r.registered_at,
+                }
+                for r in replicas
+            ]
+
+    def known_capabilities(self, now: float | None = None) -> list[dict[str, Any]]:
+        """The distinct capabilities live replicas offer (runtime keys left out), for 404 messages."""
+        now = self._now(now)
+        with self._lock:
+            offered = {o.capability for r in self._replicas.values() if self._alive(r, now) for o in r.offers}
+        return sorted((c.to_dict() for c in offered), key=lambda d: sorted((k, str(v)) for k, v in d.items()))
+
+    # -- routing -----------------------------------------------------------
+
+    def candidates(
+        self, query: Mapping[str, Any], matcher: Matcher, exclude: Iterable[str] = (), now: float | None = None
+    ) -> list[Candidate]:
+        """Live replicas that can serve ``query``, each scored by its best-matching capability.
+
+        ``exclude`` holds replica ids to leave out (the replica that
+        delegated the request). Among a replica's capabilities the best score
+        wins, ties going to the warmer state. The candidate carries the
+        replica's load as ``in_flight`` and its endpoint in ``info``.
+        """
+        now = self._now(now)
+        skip = set(exclude)
+        with self._lock:
+            live = [
+                (r.id, r.endpoint, r.offers, r.load)
+                for r in self._replicas.values()
+                if r.id not in skip and self._alive(r, now)
+            ]
+        # Plugin code (the matcher) runs outside the lock.
+        found: list[Candidate] = []
+        for replica_id, endpoint, offers, load in live:
+            best: tuple[float, int, Offer] | None = None
+            for offer in offers:
+                score = matcher.score(offer.capability, query)
+                if score is None:
+                    continue
+                key = (score, -_STATE_RANK.get(offer.state, len(_STATE_RANK)), offer)
+                if best is None or key[:2] > best[:2]:
+                    best = key
+            if best is not None:
+                score, _, offer = best
+                found.append(
+                    Candidate(
+                        id=replica_id,
+                        capability=offer.capability,
+                        score=score,
+                        in_flight=load,
+                        state=offer.state,
+                        info={"endpoint": endpoint, **offer.runtime},
+                    )
+                )
+        return found
+
+    def choose(
+        self,
+        query: Mapping[str, Any],
+        matcher: Matcher,
+        pm: PluginManager,
+        exclude: Iterable[str] = (),
+        now: float | None = None,
+    ) -> Candidate | None:
+        """The replica the routing hook picks for ``query``; ``None`` when none matches.
+
+        ``pm`` is the plugin manager; the hook is called with
+        ``scope="router"``. A hook answering something that is not one of the
+        candidates is a plugin bug and raises :class:`PluginError`.
+        """
+        found = self.candidates(query, matcher, exclude=exclude, now=now)
+        if not found:
+            return None
+        chosen = pm.hook.anyserve_select_target(query=query, candidates=found, scope="router")
+        if chosen is None:
+            return None
+        if not any(chosen is c for c in found):
+            raise PluginError(
+                f"anyserve_select_target returned {chosen!r}, which is not one of the "
+                f"{len(found)} candidates it was given (ids: {', '.join(c.id for c in found)})"
+            )
+        return chosen
+
+    # -- load accounting ---------------------------------------------------
+
+    def acquire(self, replica_id: str) -> Lease:
+        """Count one request in flight to ``replica_id`` until the lease is released.
+
+        Use as ``with registry.acquire(rid): forward(...)``. The default
+        routing prefers the least loaded replica, so counting is what spreads
+        load. Raises :class:`UnknownReplica` if it went away since it was chosen.
+        """
+        with self._lock:
+            replica = self._replicas.get(replica_id)
+            if replica is None:
+                raise self._unknown(replica_id)
+            replica.in_flight += 1
+        return Lease(self._lock, replica)
+
+    def release(self, replica_id: str) -> None:
+        """Uncount one request without a lease.
+
+        An unknown id is ignored: a replica deregistered while serving is
+        normal, and failing a finished request over it would lose the answer.
+        Prefer :meth:`acquire`'s lease, which can never release twice.
+        """
+        with self._lock:
+            replica = self._replicas.get(replica_id)
+            if replica is not None:
+                replica.in_flight = max(0, replica.in_flight - 1)

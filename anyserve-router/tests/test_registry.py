@@ -1,0 +1,502 @@
+"""The replica registry: membership, liveness, scoring, routing and load accounting.
+
+Time is injected (a fake monotonic clock), so nothing here sleeps. Only
+anyserve-core and anyserve-router are needed.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+
+import pytest
+
+from anyserve import hookimpl
+from anyserve.builtins.subset import SubsetMatcher
+from anyserve.errors import InvalidRequest, NotFound, PluginError
+from anyserve.plugins import create_plugin_manager
+from anyserve_router.registry import DuplicateReplica, InvalidRegistration, ReplicaRegistry, UnknownReplica
+
+CHAT = {"type": "chat", "model": "llama-70b"}
+EMBED = {"type": "embed", "model": "minilm"}
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def registry(clock: FakeClock) -> ReplicaRegistry:
+    return ReplicaRegistry(ttl_seconds=15, clock=clock, wall_clock=lambda: 1_700_000_000.0)
+
+
+@pytest.fixture
+def matcher() -> SubsetMatcher:
+    return SubsetMatcher()
+
+
+@pytest.fixture
+def pm():
+    """Core's built-ins only (the default trylast routing); never the environment's plugins."""
+    return create_plugin_manager(entrypoints=False, env={})
+
+
+# -- register / replace / duplicate --------------------------------------------
+
+
+def test_register_returns_the_entry(registry):
+    replica = registry.register("r1", "10.0.0.1:50051", [CHAT])
+    assert (replica.id, replica.endpoint) == ("r1", "10.0.0.1:50051")
+    assert replica.capabilities == [{**CHAT, "state": "hot"}]
+    assert "r1" in registry and len(registry) == 1
+
+
+def test_reregister_from_same_endpoint_replaces_capabilities(registry, matcher):
+    registry.register("r1", "10.0.0.1:50051", [CHAT])
+    registry.register("r1", "10.0.0.1:50051", [EMBED])
+    assert len(registry) == 1
+    assert registry.candidates({"type": "chat"}, matcher) == []
+    assert [c.id for c in registry.candidates({"type": "embed"}, matcher)] == ["r1"]
+
+
+def test_reregister_keeps_the_routers_in_flight_count(registry):
+    registry.register("r1", "h:1", [CHAT])
+    with registry.acquire("r1"):
+        registry.register("r1", "h:1", [CHAT, EMBED])
+        assert registry.get("r1").in_flight == 1
+    assert registry.get("r1").in_flight == 0
+
+
+def test_same_id_from_other_endpoint_while_alive_is_refused(registry, clock):
+    registry.register("r1", "10.0.0.1:50051", [CHAT])
+    clock.advance(14)
+    with pytest.raises(DuplicateReplica) as info:
+        registry.register("r1", "10.0.0.2:50051", [CHAT])
+    message = str(info.value)
+    assert "10.0.0.1:50051" in message and "10.0.0.2:50051" in message and "'r1'" in message
+    assert info.value.code == "ALREADY_EXISTS"
+    assert registry.get("r1").endpoint == "10.0.0.1:50051"
+
+
+def test_same_id_from_other_endpoint_takes_over_a_dead_holder(registry, clock):
+    registry.register("r1", "10.0.0.1:50051", [CHAT])
+    clock.advance(15.5)  # past the TTL, not yet swept
+    replica = registry.register("r1", "10.0.0.2:50051", [EMBED])
+    assert replica.endpoint == "10.0.0.2:50051"
+    assert registry.snapshot()[0]["healthy"] is True
+
+
+def test_lease_from_a_replaced_replica_does_not_touch_the_newcomer(registry, clock):
+    registry.register("r1", "h:1", [CHAT])
+    lease = registry.acquire("r1")
+    clock.advance(20)
+    registry.register("r1", "h:2", [CHAT])
+    with registry.acquire("r1"):
+        lease.release()
+        assert registry.get("r1").in_flight == 1
+
+
+# -- deregister / heartbeat / unknown ids ----------------------------------------
+
+
+def test_deregister(registry, matcher):
+    registry.register("r1", "h:1", [CHAT])
+    registry.deregister("r1")
+    assert "r1" not in registry
+    assert registry.candidates({}, matcher) == []
+
+
+def test_unknown_ids_raise_unknown_replica(registry):
+    registry.register("r1", "h:1", [CHAT])
+    for call in (registry.deregister, registry.heartbeat, registry.acquire, registry.get):
+        with pytest.raises(UnknownReplica, match=r"'nope'.*registered: r1"):
+            call("nope")
+    assert issubclass(UnknownReplica, NotFound)
+
+
+def test_release_of_unknown_id_is_ignored(registry):
+    registry.release("gone")  # a replica deregistered mid-request must not fail the request
+
+
+def test_heartbeat_keeps_a_replica_alive(registry, clock, matcher):
+    registry.register("r1", "h:1", [CHAT])
+    for _ in range(5):
+        clock.advance(10)
+        registry.heartbeat("r1")
+    assert registry.expire() == []
+    assert [c.id for c in registry.candidates(CHAT, matcher)] == ["r1"]
+
+
+def test_heartbeat_reports_in_flight(registry, matcher):
+    registry.register("r1", "h:1", [CHAT])
+    registry.heartbeat("r1", in_flight=7)
+    [candidate] = registry.candidates(CHAT, matcher)
+    assert candidate.in_flight == 7
+    assert registry.snapshot()[0]["reported_in_flight"] == 7
+
+
+def test_heartbeat_after_ttl_forgets_the_replica_so_it_reregisters(registry, clock):
+    registry.register("r1", "h:1", [CHAT])
+    clock.advance(16)
+    with pytest.raises(UnknownReplica, match="register again"):
+        registry.heartbeat("r1")
+    assert "r1" not in registry
+
+
+def test_heartbeat_rejects_bad_in_flight(registry):
+    registry.register("r1", "h:1", [CHAT])
+    for bad in (-1, 1.5, "3", True):
+        with pytest.raises(InvalidRegistration, match="in_flight"):
+            registry.heartbeat("r1", in_flight=bad)
+
+
+# -- expiry -------------------------------------------------------------------
+
+
+def test_expire_removes_only_silent_replicas(registry, clock):
+    registry.register("old", "h:1", [CHAT])
+    clock.advance(10)
+    registry.register("new", "h:2", [CHAT])
+    clock.advance(5)
+    assert registry.expire() == []  # exactly at the TTL is still alive
+    clock.advance(0.1)
+    assert registry.expire() == ["old"]
+    assert "new" in registry and "old" not in registry
+    assert registry.expire(now=clock.now + 100) == ["new"]
+
+
+def test_past_ttl_replicas_are_no_candidates_before_the_sweep(registry, clock, matcher):
+    registry.register("r1", "h:1", [CHAT])
+    clock.advance(16)
+    assert registry.candidates(CHAT, matcher) == []
+    assert registry.known_capabilities() == []
+    [entry] = registry.snapshot()
+    assert entry["healthy"] is False
+    assert entry["last_heartbeat_age_s"] == 16
+
+
+def test_now_parameters_override_the_clock(clock):
+    registry = ReplicaRegistry(ttl_seconds=2, clock=clock)
+    registry.register("r1", "h:1", [CHAT], now=0.0)
+    registry.heartbeat("r1", now=1.0)
+    assert registry.expire(now=3.0) == []
+    assert registry.expire(now=3.5) == ["r1"]
+
+
+def test_ttl_must_be_positive():
+    for bad in (0, -1, "15", True):
+        with pytest.raises(ValueError, match="ttl_seconds"):
+            ReplicaRegistry(ttl_seconds=bad)
+
+
+# -- snapshot and known capabilities ----------------------------------------------
+
+
+def test_snapshot_is_json_ready(registry, clock):
+    registry.register("b", "h:2", [{**CHAT, "state": "cold", "stream": True}])
+    registry.register("a", "h:1", [EMBED])
+    clock.advance(3)
+    with registry.acquire("a"):
+        snap = registry.snapshot()
+    assert [e["id"] for e in snap] == ["a", "b"]
+    assert snap[0] == {
+        "id": "a",
+        "endpoint": "h:1",
+        "capabilities": [{**EMBED, "state": "hot"}],
+        "healthy": True,
+        "last_heartbeat_age_s": 3.0,
+        "in_flight": 1,
+        "router_in_flight": 1,
+        "reported_in_flight": 0,
+        "registered_at": 1_700_000_000.0,
+    }
+    assert snap[1]["capabilities"] == [{**CHAT, "stream": True, "state": "cold"}]
+
+
+def test_known_capabilities_are_distinct_and_without_runtime_keys(registry):
+    registry.register("r1", "h:1", [CHAT, EMBED])
+    registry.register("r2", "h:2", [{**CHAT, "state": "cold"}])
+    known = registry.known_capabilities()
+    assert len(known) == 2
+    assert CHAT in known and EMBED in known
+
+
+# -- candidates -----------------------------------------------------------------
+
+
+def test_candidates_score_with_the_subset_matcher(registry, matcher):
+    registry.register("chat", "h:1", [CHAT])
+    registry.register("embed", "h:2", [EMBED])
+    registry.register("both", "h:3", [EMBED, CHAT])
+    ids = sorted(c.id for c in registry.candidates({"type": "chat"}, matcher))
+    assert ids == ["both", "chat"]
+    assert sorted(c.id for c in registry.candidates({}, matcher)) == ["both", "chat", "embed"]
+    assert registry.candidates({"type": "chat", "model": "other"}, matcher) == []
+    [both] = [c for c in registry.candidates({"type": "chat"}, matcher) if c.id == "both"]
+    assert both.capability == CHAT
+    assert both.info["endpoint"] == "h:3"
+
+
+def test_header_style_queries_match_case_insensitively(registry, matcher):
+    registry.register("r1", "h:1", [CHAT])
+    assert [c.id for c in registry.candidates({"Type": "chat", "MODEL": "llama-70b"}, matcher)] == ["r1"]
+
+
+def test_typed_values_match_text_queries(registry, matcher):
+    registry.register("r1", "h:1", [{"type": "chat", "gpus": 2, "quantized": True, "temp": 1.0}])
+    assert len(registry.candidates({"gpus": "2"}, matcher)) == 1
+    assert len(registry.candidates({"quantized": "true", "temp": "1"}, matcher)) == 1
+    assert registry.candidates({"gpus": "3"}, matcher) == []
+
+
+def test_runtime_keys_are_not_matched_but_carried(registry, matcher):
+    registry.register("r1", "h:1", [{"type": "chat", "state": "starting", "stream": True}])
+    [candidate] = registry.candidates({"type": "chat"}, matcher)
+    assert candidate.state == "starting"
+    assert candidate.info["stream"] is True
+    assert "state" not in candidate.capability and "stream" not in candidate.capability
+    assert registry.candidates({"state": "starting"}, matcher) == []
+
+
+def test_best_offer_of_a_replica_wins(registry):
+    class PrefersModel:
+        def score(self, offered, query):
+            if not offered.matches(query):
+                return None
+            return 1.0 if "model" in offered else 0.5
+
+    registry.register("r1", "h:1", [{"type": "chat", "state": "cold"}, {**CHAT, "state": "cold"}])
+    [candidate] = registry.candidates({"type": "chat"}, PrefersModel())
+    assert (candidate.score, candidate.capability) == (1.0, CHAT)
+
+
+def test_equal_scores_prefer_the_warmer_offer(registry, matcher):
+    registry.register("r1", "h:1", [{**CHAT, "state": "cold"}, {"type": "chat", "state": "hot"}])
+    [candidate] = registry.candidates({"type": "chat"}, matcher)
+    assert candidate.state == "hot"
+
+
+def test_exclude_leaves_out_the_delegating_replica(registry, matcher, pm):
+    registry.register("r1", "h:1", [CHAT])
+    registry.register("r2", "h:2", [CHAT])
+    assert [c.id for c in registry.candidates(CHAT, matcher, exclude=["r1"])] == ["r2"]
+    for _ in range(20):
+        assert registry.choose(CHAT, matcher, pm, exclude=("r1",)).id == "r2"
+    assert registry.choose(CHAT, matcher, pm, exclude=("r1", "r2")) is None
+
+
+# -- choose: routing through the hook ------------------------------------------------
+
+
+def test_choose_returns_none_without_a_match(registry, matcher, pm):
+    registry.register("r1", "h:1", [EMBED])
+    assert registry.choose(CHAT, matcher, pm) is None
+
+
+def test_routing_spreads_among_equal_candidates_by_in_flight(registry, matcher, pm):
+    for i in range(3):
+        registry.register(f"r{i}", f"h:{i + 1}", [CHAT])
+    leases = []
+    for _ in range(3):
+        for _ in range(3):  # one round: each replica gets exactly one more request
+            chosen = registry.choose(CHAT, matcher, pm)
+            leases.append(registry.acquire(chosen.id))
+    assert Counter(lease.replica_id for lease in leases) == {"r0": 3, "r1": 3, "r2": 3}
+    for lease in leases:
+        lease.release()
+    assert {e["in_flight"] for e in registry.snapshot()} == {0}
+
+
+def test_routing_avoids_the_loaded_replica(registry, matcher, pm):
+    registry.register("busy", "h:1", [CHAT])
+    registry.register("idle", "h:2", [CHAT])
+    with registry.acquire("busy"):
+        assert {registry.choose(CHAT, matcher, pm).id for _ in range(20)} == {"idle"}
+    registry.heartbeat("idle", in_flight=4)  # load another router sent it
+    assert {registry.choose(CHAT, matcher, pm).id for _ in range(20)} == {"busy"}
+
+
+def test_idle_equal_replicas_are_not_always_the_first_registered(registry, matcher, pm):
+    random.seed(1234)
+    for i in range(3):
+        registry.register(f"r{i}", f"h:{i + 1}", [CHAT])
+    picks = Counter(registry.choose(CHAT, matcher, pm).id for _ in range(300))
+    assert set(picks) == {"r0", "r1", "r2"}
+
+
+def test_routing_prefers_hot_replicas(registry, matcher, pm):
+    registry.register("cold", "h:1", [{**CHAT, "state": "cold"}])
+    registry.register("hot", "h:2", [{**CHAT, "state": "hot"}])
+    assert {registry.choose(CHAT, matcher, pm).id for _ in range(20)} == {"hot"}
+
+
+def test_choose_asks_the_routing_hook_with_router_scope(registry, matcher):
+    calls = []
+
+    class LastById:
+        @hookimpl
+        def anyserve_select_target(self, query, candidates, scope):
+            calls.append((dict(query), scope, sorted(c.id for c in candidates)))
+            return max(candidates, key=lambda c: c.id)
+
+    pm = create_plugin_manager(entrypoints=False, env={}, plugins=(LastById(),))
+    registry.register("a", "h:1", [CHAT])
+    registry.register("b", "h:2", [CHAT])
+    assert registry.choose({"type": "chat"}, matcher, pm).id == "b"
+    assert calls == [({"type": "chat"}, "router", ["a", "b"])]
+
+
+def test_a_hook_returning_a_stranger_is_a_plugin_error(registry, matcher):
+    class Broken:
+        @hookimpl
+        def anyserve_select_target(self, query, candidates, scope):
+            return "somewhere"
+
+    pm = create_plugin_manager(entrypoints=False, env={}, plugins=(Broken(),))
+    registry.register("a", "h:1", [CHAT])
+    with pytest.raises(PluginError, match="not one of the 1 candidates"):
+        registry.choose(CHAT, matcher, pm)
+
+
+# -- load accounting ------------------------------------------------------------------
+
+
+def test_lease_release_is_idempotent(registry):
+    registry.register("r1", "h:1", [CHAT])
+    lease = registry.acquire("r1")
+    lease2 = registry.acquire("r1")
+    lease.release()
+    lease.release()
+    assert registry.get("r1").in_flight == 1
+    lease2.release()
+    registry.release("r1")  # never below zero
+    assert registry.get("r1").in_flight == 0
+
+
+def test_release_by_id(registry):
+    registry.register("r1", "h:1", [CHAT])
+    registry.acquire("r1")
+    registry.release("r1")
+    assert registry.get("r1").in_flight == 0
+
+
+def test_concurrent_acquire_and_release_balance(registry):
+    registry.register("r1", "h:1", [CHAT])
+
+    def work():
+        for _ in range(2000):
+            with registry.acquire("r1"):
+                pass
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert registry.get("r1").in_flight == 0
+
+
+def test_returned_entries_are_copies(registry):
+    replica = registry.register("r1", "h:1", [CHAT])
+    replica.in_flight = 99
+    replica.endpoint = "elsewhere:1"
+    assert registry.get("r1").in_flight == 0
+    assert registry.get("r1").endpoint == "h:1"
+
+
+# -- bad input ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("replica_id", "match"),
+    [("", "non-empty string"), ("   ", "non-empty string"), (None, "non-empty string"), ("a b", "whitespace")],
+)
+def test_bad_replica_id(registry, replica_id, match):
+    with pytest.raises(InvalidRegistration, match=match):
+        registry.register(replica_id, "h:1", [CHAT])
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "",
+        "localhost",
+        ":50051",
+        "host:",
+        "host:0",
+        "host:65536",
+        "host:port",
+        "http://host:80",
+        "host/x:80",
+        "::1:50051",
+        "[]:80",
+        "h ost:80",
+        None,
+        50051,
+    ],
+)
+def test_bad_endpoint(registry, endpoint):
+    with pytest.raises(InvalidRegistration, match="endpoint"):
+        registry.register("r1", endpoint, [CHAT])
+
+
+@pytest.mark.parametrize("endpoint", ["localhost:50051", "10.0.0.5:1", "[::1]:65535", "replica-3.svc.local:8001"])
+def test_good_endpoint(registry, endpoint):
+    assert registry.register("r1", endpoint, [CHAT]).endpoint == endpoint
+    registry.deregister("r1")
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "match"),
+    [
+        ({"type": "chat"}, "must be a list of objects"),
+        ("type=chat", "must be a list of objects"),
+        (None, "must be a list of objects"),
+        (["chat"], r"capabilities\[0\] must be an object"),
+        ([{}], r"capabilities\[0\] has no attributes"),
+        ([CHAT, {"state": "hot"}], r"capabilities\[1\] has no attributes"),
+        ([{"type": ["chat"]}], r"capabilities\[0\]\.type must be a string, number or boolean"),
+        ([{"type": None}], r"must be a string, number or boolean"),
+        ([{"type": {"a": 1}}], r"must be a string, number or boolean"),
+        ([{"": "x"}], "empty or non-string key"),
+        ([{1: "x"}], "empty or non-string key"),
+        ([{"Type": "chat", "type": "embed"}], "differ only in case"),
+        ([{"type": "chat", "state": "warm"}], "state must be one of hot, starting, cold"),
+        ([{"type": "chat", "stream": "yes"}], "stream must be true or false"),
+    ],
+)
+def test_bad_capabilities(registry, capabilities, match):
+    with pytest.raises(InvalidRegistration, match=match) as info:
+        registry.register("r1", "h:1", capabilities)
+    # Both a ValueError and anyserve's INVALID_ARGUMENT, so HTTP maps it to 400.
+    assert isinstance(info.value, ValueError) and isinstance(info.value, InvalidRequest)
+    assert info.value.code == "INVALID_ARGUMENT"
+    assert "r1" not in registry
+
+
+def test_bad_reregistration_keeps_the_old_entry(registry, matcher):
+    registry.register("r1", "h:1", [CHAT])
+    with pytest.raises(InvalidRegistration):
+        registry.register("r1", "h:1", [{"type": []}])
+    assert [c.id for c in registry.candidates(CHAT, matcher)] == ["r1"]
+
+
+def test_a_replica_may_register_before_it_offers_anything(registry, matcher):
+    registry.register("r1", "h:1", [])
+    assert registry.candidates({}, matcher) == []
+    assert registry.snapshot()[0]["capabilities"] == []
