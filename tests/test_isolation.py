@@ -19,7 +19,11 @@ GROUPS: dict[str, tuple[list[str], list[str], str]] = {
         "import anyserve, anyserve_objects_fs",
     ),
     "cli": (["anyserve-core", "anyserve-cli"], ["anyserve-cli/tests"], "import anyserve_cli"),
-    "router": (["anyserve-core", "anyserve-router"], ["anyserve-router/tests"], "import anyserve_router"),
+    "router": (
+        ["anyserve-core", "plugins/anyserve-encoding-sse", "anyserve-router"],
+        ["anyserve-router/tests"],
+        "import anyserve_router",
+    ),
     "transport-unix": (
         ["anyserve-core", "plugins/anyserve-transport-unix"],
         ["plugins/anyserve-transport-unix/tests"],

@@ -3,8 +3,12 @@
 The user API lives here: :class:`AnyServe` and its ``@app.capability``
 decorator, :class:`Capability`, :class:`Context`, :class:`Stream`,
 :class:`ObjRef`, the KServe v2 protobuf messages, and ``hookimpl`` for
-plugins.
+plugins. ``Client`` (with ``InferResult`` and ``InferenceError``) is
+imported on first use, so processes that never call a replica never load
+the gRPC client.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from anyserve._proto.grpc_predict_v2_pb2 import (
     InferParameter,
@@ -32,6 +36,24 @@ from anyserve.objects import ObjRef
 from anyserve.stream import Stream
 from anyserve.version import __version__
 
+if TYPE_CHECKING:
+    from anyserve.client import Client
+    from anyserve.results import InferenceError, InferResult
+
+_LAZY = {"Client": "anyserve.client", "InferResult": "anyserve.results", "InferenceError": "anyserve.results"}
+
+
+def __getattr__(name: str) -> Any:
+    """Resolve the client names on first access (PEP 562) and cache them."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'anyserve' has no attribute {name!r}")
+
+
 InferInputTensor = ModelInferRequest.InferInputTensor
 InferRequestedOutputTensor = ModelInferRequest.InferRequestedOutputTensor
 InferOutputTensor = ModelInferResponse.InferOutputTensor
@@ -40,13 +62,16 @@ __all__ = [
     "AnyServe",
     "AnyServeError",
     "Capability",
+    "Client",
     "Context",
     "Handler",
     "InferInputTensor",
     "InferOutputTensor",
     "InferParameter",
     "InferRequestedOutputTensor",
+    "InferResult",
     "InferTensorContents",
+    "InferenceError",
     "ModelInferRequest",
     "ModelInferResponse",
     "ModelMetadataRequest",

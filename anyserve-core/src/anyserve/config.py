@@ -25,7 +25,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -62,7 +62,18 @@ class ObjectsSettings(_Table):
 
 
 class RouterSettings(_Table):
+    """Where replicas find the router (``url``) and how ``anyserve router`` runs."""
+
     url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    #: A replica that has not heartbeated for this long leaves the registry.
+    ttl_seconds: float = Field(default=15.0, gt=0)
+    #: Largest HTTP request body accepted, in bytes.
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    #: What to do when no replica matches: answer 404, or send the request to
+    #: some replica anyway so that its delegation policy decides (the seed's behaviour).
+    no_match: Literal["404", "any-replica"] = "404"
 
 
 class ReplicaSettings(_Table):

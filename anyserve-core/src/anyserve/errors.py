@@ -116,3 +116,29 @@ def as_anyserve_error(exc: BaseException) -> AnyServeError:
     if isinstance(exc, AnyServeError):
         return exc
     return HandlerError.from_exception(exc)
+
+
+#: gRPC status name -> HTTP status, shared by the router (answering HTTP) and
+#: the replica (reading the router's answers), so both agree on every code.
+HTTP_STATUS: dict[str, int] = {
+    "INVALID_ARGUMENT": 400,
+    "NOT_FOUND": 404,
+    "ALREADY_EXISTS": 409,
+    "RESOURCE_EXHAUSTED": 413,
+    "CANCELLED": 499,
+    "INTERNAL": 500,
+    "UNIMPLEMENTED": 501,
+    "UNAVAILABLE": 502,
+    "DEADLINE_EXCEEDED": 504,
+}
+_CODE_FOR_HTTP = {status: code for code, status in HTTP_STATUS.items()} | {422: "INVALID_ARGUMENT", 503: "UNAVAILABLE"}
+
+
+def http_status(code: str) -> int:
+    """The HTTP status the router answers for a gRPC status name (500 if unknown)."""
+    return HTTP_STATUS.get(code, 500)
+
+
+def code_for_http(status: int) -> str:
+    """The gRPC status name for an HTTP status the router answered with."""
+    return _CODE_FOR_HTTP.get(status, "INTERNAL" if status >= 500 else "INVALID_ARGUMENT")

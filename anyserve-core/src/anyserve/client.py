@@ -1,0 +1,280 @@
+"""``Client``: call a replica over KServe v2 gRPC with plain Python values.
+
+Direct mode (``Client(endpoint="host:port")``) talks to one replica on a
+synchronous gRPC channel; the capability a call asks for travels as
+``x-capability-<key>`` metadata, so the agent routes without parsing the
+request. Values go through :mod:`anyserve.tensors`, so what a handler echoes
+comes back with the type it was sent with. Discovery through a router
+(``api_server=``) is a later step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import grpc
+
+from anyserve._proto import grpc_predict_v2_pb2 as pb
+from anyserve._proto.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+from anyserve.capability import normalize_key, normalize_value
+from anyserve.errors import AnyServeError, InvalidRequest
+from anyserve.results import InferenceError, InferResult
+from anyserve.tensors import encode_inputs, set_parameters
+
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Client", "DiscoveryNotAvailable", "InferResult", "InferenceError"]
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Triton's flag on the response that closes a request's run; the agent sends it too.
+FINAL_RESPONSE_PARAMETER = "triton_final_response"
+_METADATA_PREFIX = "x-capability-"  # read back by anyserve.replica.query
+_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+class DiscoveryNotAvailable(AnyServeError, NotImplementedError):
+    """``Client(api_server=...)`` asked for router discovery, which this client does not do yet."""
+
+    code = "UNIMPLEMENTED"
+
+
+def capability_metadata(capability: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """A capability query as gRPC metadata, normalised the way replicas compare it.
+
+    gRPC metadata carries lower-case ASCII keys and printable ASCII values;
+    anything else is refused here with the offending key named, rather than
+    by gRPC with a message that names nothing.
+    """
+    metadata = []
+    for key, value in (capability or {}).items():
+        name, text = normalize_key(key), normalize_value(value)
+        if not name or not set(name) <= _KEY_CHARS:
+            raise InvalidRequest(f"capability key {key!r} must be ASCII letters, digits, '_', '-' or '.'")
+        if not text.isascii() or not text.isprintable():
+            raise InvalidRequest(f"capability {name}={text!r}: gRPC metadata values must be printable ASCII")
+        metadata.append((_METADATA_PREFIX + name, text))
+    return metadata
+
+
+def _is_final(response: pb.ModelInferResponse) -> bool:
+    flag = response.parameters.get(FINAL_RESPONSE_PARAMETER)  # .get: indexing would add the key
+    return flag is not None and flag.bool_param
+
+
+def _as_text(value: Any) -> str:
+    """A ``text_output`` value (usually one element) as one string."""
+    elements = value if isinstance(value, list) else [value]
+    return "".join(e.decode("utf-8") if isinstance(e, bytes) else str(e) for e in elements)
+
+
+class Client:
+    """A connection to one replica; thread-safe, reuse it for many calls.
+
+    ``capability`` is the default query for calls that give none; with
+    neither, the replica derives the query from ``model_name`` (-> ``type``)
+    and ``model_version`` (-> ``model``). ``timeout`` (seconds) is the default
+    deadline of every call; ``None`` waits as long as the call takes.
+    """
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        *,
+        api_server: str | None = None,
+        capability: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        if api_server is not None:
+            raise DiscoveryNotAvailable(
+                f"Client(api_server={api_server!r}) discovers replicas through the router, which needs "
+                "anyserve-router and is not supported by this client yet; pass endpoint='host:port' of a replica"
+            )
+        if not endpoint:
+            raise InvalidRequest("Client needs endpoint='host:port' (a replica's gRPC address)")
+        self.endpoint = endpoint
+        self.capability = dict(capability) if capability else None
+        self.timeout = timeout
+        options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ]
+        self.max_message_bytes = max_message_bytes
+        self._channel = grpc.insecure_channel(endpoint, options=options)
+        self._stub = GRPCInferenceServiceStub(self._channel)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client(endpoint={self.endpoint!r})"
+
+    # -- plumbing ------------------------------------------------------------------
+
+    def _call_options(self, capability: Mapping[str, Any] | None, timeout: float | None) -> dict[str, Any]:
+        query = capability if capability is not None else self.capability
+        return {"timeout": timeout if timeout is not None else self.timeout, "metadata": capability_metadata(query)}
+
+    def _error(self, exc: grpc.RpcError, method: str, timeout: float | None) -> InferenceError:
+        error = InferenceError.from_rpc(exc, endpoint=self.endpoint, method=method, timeout=timeout)
+        if error.code == "RESOURCE_EXHAUSTED" and "message larger than max" in error.message:
+            # gRPC's own limit on this channel, not the replica's: say which knob it is
+            error.message += f" (this client's limit, Client(max_message_bytes={self.max_message_bytes}))"
+        return error
+
+    @staticmethod
+    def _request(
+        model_name: str,
+        inputs: Mapping[str, Any] | None,
+        *,
+        parameters: Mapping[str, Any] | None,
+        outputs: Sequence[str] | None,
+        request_id: str | None,
+        model_version: str,
+        raw: bool | None,
+    ) -> pb.ModelInferRequest:
+        request = pb.ModelInferRequest(model_name=model_name, model_version=model_version, id=request_id or "")
+        encode_inputs(request, inputs or {}, raw=raw)
+        set_parameters(request.parameters, parameters)
+        for name in outputs or ():
+            request.outputs.add(name=name)
+        return request
+
+    # -- inference -----------------------------------------------------------------
+
+    def infer(
+        self,
+        model_name: str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        capability: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        outputs: Sequence[str] | None = None,
+        request_id: str | None = None,
+        model_version: str = "",
+        raw: bool | None = None,
+        as_numpy: bool = False,
+    ) -> InferResult:
+        """One request, one response, decoded by output name.
+
+        ``raw=True`` sends inputs as raw contents (``None``: only when one needs
+        it, FP16). Failures raise :class:`InferenceError` with the gRPC status.
+        """
+        request = self._request(
+            model_name, inputs, parameters=parameters, outputs=outputs, request_id=request_id,
+            model_version=model_version, raw=raw,
+        )  # fmt: skip
+        options = self._call_options(capability, timeout)
+        try:
+            response = self._stub.ModelInfer(request, **options)
+        except grpc.RpcError as exc:
+            raise self._error(exc, "ModelInfer", options["timeout"]) from None
+        return InferResult(response, as_numpy=as_numpy)
+
+    def stream(
+        self,
+        model_name: str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        capability: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+        model_version: str = "",
+        raw: bool | None = None,
+        as_numpy: bool = False,
+    ) -> Iterator[InferResult]:
+        """Each response of a streaming handler, as it arrives.
+
+        Sends one request on ``ModelStreamInfer`` and half-closes, as the seed's
+        server streaming does. The run's closing marker is not yielded; an
+        error response raises :class:`InferenceError`. Leaving the loop early
+        cancels the call, which stops the handler.
+        """
+        request = self._request(
+            model_name, inputs, parameters=parameters, outputs=None, request_id=request_id,
+            model_version=model_version, raw=raw,
+        )  # fmt: skip
+        # Bad inputs or capability fail here, at the call, not at the first next().
+        options = self._call_options(capability, timeout)
+        return self._responses(request, options, as_numpy)
+
+    def _responses(
+        self, request: pb.ModelInferRequest, options: dict[str, Any], as_numpy: bool
+    ) -> Iterator[InferResult]:
+        call = self._stub.ModelStreamInfer(iter([request]), **options)
+        try:
+            for message in call:
+                if message.error_message:
+                    raise InferenceError.from_stream_error(message.error_message)
+                response = message.infer_response
+                final = _is_final(response)
+                if response.outputs or not final:
+                    yield InferResult(response, as_numpy=as_numpy)
+                if final:
+                    return
+        except grpc.RpcError as exc:
+            raise self._error(exc, "ModelStreamInfer", options["timeout"]) from None
+        finally:
+            call.cancel()  # a no-op once the call has finished
+
+    def stream_text(
+        self,
+        model_name: str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        output: str = "text_output",
+        **kwargs: Any,
+    ) -> Iterator[str]:
+        """Just the text of each streamed response (the seed's ``text_output`` convention)."""
+        for result in self.stream(model_name, inputs, **kwargs):
+            if output in result:
+                yield _as_text(result[output])
+
+    # -- health and metadata -----------------------------------------------------
+
+    def _probe(self, method: str, request: Any, field: str, **kwargs: Any) -> bool:
+        options = self._call_options(kwargs.get("capability"), kwargs.get("timeout"))
+        try:
+            return bool(getattr(getattr(self._stub, method)(request, **options), field))
+        except grpc.RpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                return False  # a probe's answer for a replica that does not answer
+            raise self._error(exc, method, options["timeout"]) from None
+
+    def is_alive(self, *, timeout: float | None = None) -> bool:
+        """ServerLive; False when the replica cannot be reached."""
+        return self._probe("ServerLive", pb.ServerLiveRequest(), "live", timeout=timeout)
+
+    def is_ready(self, *, timeout: float | None = None) -> bool:
+        """ServerReady; False when the replica cannot be reached."""
+        return self._probe("ServerReady", pb.ServerReadyRequest(), "ready", timeout=timeout)
+
+    def is_model_ready(
+        self,
+        name: str,
+        version: str = "",
+        *,
+        capability: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> bool:
+        """Whether the replica serves ``name`` (as ``type``), or ``capability`` when given."""
+        request = pb.ModelReadyRequest(name=name, version=version)
+        return self._probe("ModelReady", request, "ready", capability=capability, timeout=timeout)
+
+    def server_metadata(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """The replica's name, version and protocol extensions."""
+        options = self._call_options(None, timeout)
+        try:
+            response = self._stub.ServerMetadata(pb.ServerMetadataRequest(), **options)
+        except grpc.RpcError as exc:
+            raise self._error(exc, "ServerMetadata", options["timeout"]) from None
+        return {"name": response.name, "version": response.version, "extensions": list(response.extensions)}

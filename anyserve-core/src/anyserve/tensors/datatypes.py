@@ -1,0 +1,99 @@
+"""The KServe v2 datatypes: where each one lives in a message and how it packs raw.
+
+One table serves both directions so the encoder and the decoder can never
+disagree about a field name, a struct format or a byte order.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from anyserve.errors import InvalidRequest
+
+#: Tensor parameter that marks a BYTES tensor as UTF-8 text (MLServer's convention).
+CONTENT_TYPE_PARAMETER = "content_type"
+STR_CONTENT_TYPE = "str"
+
+
+class TensorError(InvalidRequest, ValueError):
+    """A value cannot become a tensor, or a tensor cannot become a value.
+
+    It is an :class:`~anyserve.errors.InvalidRequest` (gRPC INVALID_ARGUMENT)
+    so it crosses process boundaries like every anyserve error, and a
+    ``ValueError`` so plain Python callers can catch it as the bad value it is.
+    """
+
+
+@dataclass(frozen=True)
+class DataType:
+    """Everything the codec needs to know about one KServe datatype."""
+
+    name: str
+    #: ``InferTensorContents`` field holding it; ``None`` when it travels raw only (FP16).
+    field: str | None
+    #: ``struct`` format character of one element, little-endian; ``""`` for BYTES.
+    fmt: str
+    #: numpy dtype string (explicitly little-endian) used when decoding to arrays.
+    numpy: str
+    #: Inclusive range of an integer type, checked on encode.
+    bounds: tuple[int, int] | None = None
+
+    @property
+    def itemsize(self) -> int:
+        return struct.calcsize("<" + self.fmt) if self.fmt else 0
+
+
+def _int(name: str, field: str, fmt: str, bits: int, signed: bool) -> DataType:
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    return DataType(name, field, fmt, f"<{'i' if signed else 'u'}{bits // 8}", (low, high))
+
+
+DATATYPES: dict[str, DataType] = {
+    dt.name: dt
+    for dt in (
+        DataType("BOOL", "bool_contents", "?", "|b1"),
+        _int("INT8", "int_contents", "b", 8, True),
+        _int("INT16", "int_contents", "h", 16, True),
+        _int("INT32", "int_contents", "i", 32, True),
+        _int("INT64", "int64_contents", "q", 64, True),
+        _int("UINT8", "uint_contents", "B", 8, False),
+        _int("UINT16", "uint_contents", "H", 16, False),
+        _int("UINT32", "uint_contents", "I", 32, False),
+        _int("UINT64", "uint64_contents", "Q", 64, False),
+        DataType("FP16", None, "e", "<f2"),
+        DataType("FP32", "fp32_contents", "f", "<f4"),
+        DataType("FP64", "fp64_contents", "d", "<f8"),
+        DataType("BYTES", "bytes_contents", "", "object"),
+    )
+}
+
+
+def lookup(datatype: str) -> DataType:
+    try:
+        return DATATYPES[datatype]
+    except KeyError:
+        raise TensorError(f"unknown tensor datatype {datatype!r}; known: {', '.join(DATATYPES)}") from None
+
+
+def pack_bytes(elements: Iterable[bytes]) -> bytes:
+    """BYTES as raw contents: each element a 4-byte little-endian length, then its bytes (Triton's layout)."""
+    return b"".join(struct.pack("<I", len(e)) + e for e in elements)
+
+
+def unpack_bytes(raw: bytes, what: str) -> list[bytes]:
+    """The inverse of :func:`pack_bytes`; a truncated buffer is an error, never a silent short read."""
+    view = memoryview(raw)
+    elements: list[bytes] = []
+    offset = 0
+    while offset < len(view):
+        if offset + 4 > len(view):
+            raise TensorError(f"{what}: raw BYTES contents end inside a length prefix at byte {offset}")
+        (length,) = struct.unpack_from("<I", view, offset)
+        offset += 4
+        if offset + length > len(view):
+            raise TensorError(f"{what}: raw BYTES element of {length} bytes overruns the buffer at byte {offset}")
+        elements.append(bytes(view[offset : offset + length]))
+        offset += length
+    return elements
