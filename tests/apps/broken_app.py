@@ -1,0 +1,3 @@
+"""An application whose import fails: `anyserve start` must say so."""
+
+raise RuntimeError("this module fails to import on purpose")

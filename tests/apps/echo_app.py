@@ -1,0 +1,107 @@
+"""The application the end-to-end replica tests serve."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from anyserve import AnyServe, ModelInferRequest, ModelInferResponse
+
+app = AnyServe("e2e")
+
+
+def _echo(request: ModelInferRequest) -> ModelInferResponse:
+    response = ModelInferResponse(model_name=request.model_name, id=request.id)
+    for tensor in request.inputs:
+        out = response.outputs.add(name=f"output_{tensor.name}", datatype=tensor.datatype, shape=tensor.shape)
+        out.contents.CopyFrom(tensor.contents)
+        for key, param in tensor.parameters.items():
+            out.parameters[key].CopyFrom(param)
+    response.raw_output_contents.extend(request.raw_input_contents)
+    pid = response.outputs.add(name="pid", datatype="INT64", shape=[1])
+    pid.contents.int64_contents.append(os.getpid())
+    return response
+
+
+@app.capability(type="echo")
+def echo(request):
+    return _echo(request)
+
+
+@app.capability(type="echo", variant="async")
+async def echo_async(request, context):
+    await asyncio.sleep(0)
+    return _echo(request)
+
+
+@app.capability(type="chat", model="tiny", region="eu")
+def chat_eu(request):
+    response = _echo(request)
+    response.parameters["served_by"].string_param = "chat-eu"
+    return response
+
+
+@app.capability(type="add")
+def add(request):
+    a, b = (list(t.contents.int64_contents) for t in request.inputs[:2])
+    response = ModelInferResponse()
+    out = response.outputs.add(name="sum", datatype="INT64", shape=[len(a)])
+    out.contents.int64_contents.extend(x + y for x, y in zip(a, b, strict=True))
+    return response
+
+
+@app.capability(type="boom")
+def boom(request):
+    raise ValueError("the handler failed on purpose")
+
+
+@app.capability(type="wrong-return")
+def wrong_return(request):
+    return {"not": "a response"}
+
+
+@app.capability(type="slow")
+def slow(request, context):
+    """Sleeps in small steps so cancellation is observed; writes a marker file when it stops."""
+    seconds = request.inputs[0].contents.fp64_contents[0] if request.inputs else 30.0
+    marker = request.parameters["marker"].string_param if "marker" in request.parameters else ""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if context.cancelled:
+            if marker:
+                with open(marker, "w") as fh:
+                    fh.write("cancelled")
+            return ModelInferResponse()
+        time.sleep(0.01)
+    return _echo(request)
+
+
+@app.capability(type="chat", stream=True)
+def chat_stream(request, context, stream):
+    """The seed's token stream."""
+    tokens = ["Hello", " ", "world", "!"]
+    for i, token in enumerate(tokens):
+        stream.send_text(token, finish_reason="stop" if i == len(tokens) - 1 else None)
+
+
+@app.capability(type="ticker", stream=True)
+async def ticker(request, context, stream):
+    """Streams until cancelled; writes a marker file when it stops producing."""
+    marker = request.parameters["marker"].string_param if "marker" in request.parameters else ""
+    n = 0
+    try:
+        while n < 10_000:
+            stream.send_text(str(n))
+            n += 1
+            await asyncio.sleep(0.01)
+    finally:
+        if marker:
+            with open(marker, "w") as fh:
+                fh.write(str(n))
+
+
+@app.capability(type="broken-stream", stream=True)
+def broken_stream(request, stream):
+    stream.send_text("partial")
+    raise RuntimeError("the stream failed on purpose")

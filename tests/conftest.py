@@ -1,0 +1,38 @@
+"""Fixtures that start real replicas (and, later, routers) as subprocesses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from processes import Process, Replica, free_port, run_anyserve
+
+TRANSPORTS = ["inproc", "unix"]
+
+
+@pytest.fixture
+def start_replica() -> Iterator[Callable[..., Replica]]:
+    """``start_replica(app, *args, transport=..., workers=...)`` -> a ready replica."""
+    started: list[Process] = []
+
+    def start(
+        app: str | None = "echo_app:app", *args: str, transport: str = "unix", workers: int = 1, **env: str
+    ) -> Replica:
+        port = free_port()
+        cli = ["start", "--port", str(port), "--transport", transport, "--workers", str(workers), *args]
+        if app is not None:
+            cli += ["--app", app]
+        process = run_anyserve(*cli, env=env or None)
+        started.append(process)
+        process.wait_for(" ready at ")
+        return Replica(process, f"127.0.0.1:{port}")
+
+    yield start
+    for process in started:
+        process.kill_group()
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every end-to-end replica test runs over each transport: swapping is configuration only."""
+    return request.param

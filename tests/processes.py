@@ -1,0 +1,133 @@
+"""Start anyserve processes the way a user does, on free loopback ports.
+
+Every process runs in its own session so the whole group (agent and its
+workers) can be killed at clean-up even when a test fails halfway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+APPS = Path(__file__).resolve().parent / "apps"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Process:
+    """A running anyserve command whose output is collected line by line."""
+
+    args: list[str]
+    proc: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+    _queue: queue.Queue[str | None] = field(default_factory=queue.Queue)
+
+    def __post_init__(self) -> None:
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, text: str, timeout: float = 60.0) -> str:
+        """The first output line containing ``text``; fails with the output so far."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.lines:
+                if text in line:
+                    return line
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no {text!r} within {timeout}s; output:\n" + "\n".join(self.lines))
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                self.proc.wait()
+                raise AssertionError(
+                    f"exited with {self.proc.returncode} before printing {text!r}; output:\n" + "\n".join(self.lines)
+                )
+            self.lines.append(line)
+
+    def output(self, settle: float = 0.2) -> str:
+        time.sleep(settle)
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.lines.append(line)
+        return "\n".join(self.lines)
+
+    def signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, sig)
+
+    def kill_group(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+
+
+def run_anyserve(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Process:
+    """``anyserve ARGS`` in a new session, output merged into one stream."""
+    cmd = [sys.executable, "-m", "anyserve_cli", *args]
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(APPS), full_env.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd or APPS,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    return Process(cmd, proc)
+
+
+@dataclass
+class Replica:
+    process: Process
+    endpoint: str
+
+    @property
+    def pid(self) -> int:
+        return self.process.proc.pid
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Live processes of a process group (agent plus workers)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(entry.name))
+    return pids
