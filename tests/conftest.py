@@ -1,11 +1,11 @@
-"""Fixtures that start real replicas (and, later, routers) as subprocesses."""
+"""Fixtures that start real routers and replicas as subprocesses."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
 import pytest
-from processes import Process, Replica, free_port, run_anyserve
+from processes import Process, Replica, Router, free_port, run_anyserve
 
 TRANSPORTS = ["inproc", "unix"]
 
@@ -26,6 +26,23 @@ def start_replica() -> Iterator[Callable[..., Replica]]:
         started.append(process)
         process.wait_for(" ready at ")
         return Replica(process, f"127.0.0.1:{port}")
+
+    yield start
+    for process in started:
+        process.kill_group()
+
+
+@pytest.fixture
+def start_router() -> Iterator[Callable[..., Router]]:
+    """``start_router(*args)`` -> a ready ``anyserve router`` on a free port."""
+    started: list[Process] = []
+
+    def start(*args: str, **env: str) -> Router:
+        port = free_port()
+        process = run_anyserve("router", "--port", str(port), *args, env=env or None)
+        started.append(process)
+        process.wait_for(" ready at ")
+        return Router(process, f"http://127.0.0.1:{port}")
 
     yield start
     for process in started:

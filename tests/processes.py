@@ -117,6 +117,12 @@ class Replica:
         return self.process.proc.pid
 
 
+@dataclass
+class Router:
+    process: Process
+    url: str
+
+
 def group_pids(pgid: int) -> list[int]:
     """Live processes of a process group (agent plus workers)."""
     pids = []

@@ -13,7 +13,7 @@ import pytest
 from processes import Replica, free_port
 
 from anyserve import AnyServeError, Client, InferenceError, InferResult, ObjRef
-from anyserve.client import DiscoveryNotAvailable, capability_metadata
+from anyserve.client import capability_metadata
 from anyserve.errors import InvalidRequest
 
 StartReplica = Callable[..., Replica]
@@ -222,10 +222,10 @@ def test_bad_inputs_fail_at_the_call_not_on_the_wire() -> None:
             client.stream("chat", {"x": [[1], [2, 3]]})  # raised before iterating
 
 
-def test_discovery_mode_needs_the_router() -> None:
-    with pytest.raises(DiscoveryNotAvailable, match="anyserve-router") as info:
-        Client(api_server="http://127.0.0.1:8000", capability={"type": "chat"})
-    assert isinstance(info.value, NotImplementedError) and isinstance(info.value, AnyServeError)
+def test_discovery_mode_says_when_the_router_is_unreachable() -> None:
+    with pytest.raises(AnyServeError, match="router http://127.0.0.1:1 is unreachable") as info:
+        Client(api_server="http://127.0.0.1:1", capability={"type": "chat"})
+    assert info.value.code == "UNAVAILABLE"
     with pytest.raises(AnyServeError, match="endpoint"):
         Client()
 

@@ -4,8 +4,10 @@ Direct mode (``Client(endpoint="host:port")``) talks to one replica on a
 synchronous gRPC channel; the capability a call asks for travels as
 ``x-capability-<key>`` metadata, so the agent routes without parsing the
 request. Values go through :mod:`anyserve.tensors`, so what a handler echoes
-comes back with the type it was sent with. Discovery through a router
-(``api_server=``) is a later step.
+comes back with the type it was sent with. Discovery mode
+(``Client(api_server="http://router", capability={...})``) asks the router
+which replica serves the capability, talks to that replica directly, and
+looks again once when the replica disappears.
 """
 
 from __future__ import annotations
@@ -20,21 +22,16 @@ from anyserve._proto.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from anyserve.capability import normalize_key, normalize_value
 from anyserve.errors import AnyServeError, InvalidRequest
 from anyserve.results import InferenceError, InferResult
+from anyserve.router_client import RouterClient
 from anyserve.tensors import encode_inputs, set_parameters
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Client", "DiscoveryNotAvailable", "InferResult", "InferenceError"]
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Client", "InferResult", "InferenceError"]
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: Triton's flag on the response that closes a request's run; the agent sends it too.
 FINAL_RESPONSE_PARAMETER = "triton_final_response"
 _METADATA_PREFIX = "x-capability-"  # read back by anyserve.replica.query
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
-
-
-class DiscoveryNotAvailable(AnyServeError, NotImplementedError):
-    """``Client(api_server=...)`` asked for router discovery, which this client does not do yet."""
-
-    code = "UNIMPLEMENTED"
 
 
 def capability_metadata(capability: Mapping[str, Any] | None) -> list[tuple[str, str]]:
@@ -53,6 +50,25 @@ def capability_metadata(capability: Mapping[str, Any] | None) -> list[tuple[str,
             raise InvalidRequest(f"capability {name}={text!r}: gRPC metadata values must be printable ASCII")
         metadata.append((_METADATA_PREFIX + name, text))
     return metadata
+
+
+def build_request(
+    model_name: str,
+    inputs: Mapping[str, Any] | None,
+    *,
+    parameters: Mapping[str, Any] | None = None,
+    outputs: Sequence[str] | None = None,
+    request_id: str | None = None,
+    model_version: str = "",
+    raw: bool | None = None,
+) -> pb.ModelInferRequest:
+    """A ModelInferRequest from plain Python values (shared with ``context.call``)."""
+    request = pb.ModelInferRequest(model_name=model_name, model_version=model_version, id=request_id or "")
+    encode_inputs(request, inputs or {}, raw=raw)
+    set_parameters(request.parameters, parameters)
+    for name in outputs or ():
+        request.outputs.add(name=name)
+    return request
 
 
 def _is_final(response: pb.ModelInferResponse) -> bool:
@@ -84,28 +100,42 @@ class Client:
         timeout: float | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        if api_server is not None:
-            raise DiscoveryNotAvailable(
-                f"Client(api_server={api_server!r}) discovers replicas through the router, which needs "
-                "anyserve-router and is not supported by this client yet; pass endpoint='host:port' of a replica"
-            )
-        if not endpoint:
-            raise InvalidRequest("Client needs endpoint='host:port' (a replica's gRPC address)")
-        self.endpoint = endpoint
         self.capability = dict(capability) if capability else None
         self.timeout = timeout
-        options = [
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-        ]
         self.max_message_bytes = max_message_bytes
+        self._router: RouterClient | None = None
+        if api_server is not None:
+            # Discovery: ask the router which replica serves the capability, then talk to it directly.
+            self._router = RouterClient(api_server)
+            self.replica_id, endpoint = self._router.lookup(self.capability or {})
+        elif not endpoint:
+            raise InvalidRequest("Client needs endpoint='host:port' (a replica) or api_server='http://router'")
+        self._connect(endpoint)
+
+    def _connect(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        options = [
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+        ]
         self._channel = grpc.insecure_channel(endpoint, options=options)
         self._stub = GRPCInferenceServiceStub(self._channel)
+
+    def _rediscover(self, error: InferenceError) -> bool:
+        """After UNAVAILABLE in discovery mode: look the replica up again (once per call)."""
+        if self._router is None or error.code != "UNAVAILABLE":
+            return False
+        self._channel.close()
+        self.replica_id, endpoint = self._router.lookup(self.capability or {})
+        self._connect(endpoint)
+        return True
 
     # -- lifecycle ---------------------------------------------------------------
 
     def close(self) -> None:
         self._channel.close()
+        if self._router is not None:
+            self._router.close()
 
     def __enter__(self) -> Client:
         return self
@@ -129,24 +159,6 @@ class Client:
             error.message += f" (this client's limit, Client(max_message_bytes={self.max_message_bytes}))"
         return error
 
-    @staticmethod
-    def _request(
-        model_name: str,
-        inputs: Mapping[str, Any] | None,
-        *,
-        parameters: Mapping[str, Any] | None,
-        outputs: Sequence[str] | None,
-        request_id: str | None,
-        model_version: str,
-        raw: bool | None,
-    ) -> pb.ModelInferRequest:
-        request = pb.ModelInferRequest(model_name=model_name, model_version=model_version, id=request_id or "")
-        encode_inputs(request, inputs or {}, raw=raw)
-        set_parameters(request.parameters, parameters)
-        for name in outputs or ():
-            request.outputs.add(name=name)
-        return request
-
     # -- inference -----------------------------------------------------------------
 
     def infer(
@@ -168,15 +180,19 @@ class Client:
         ``raw=True`` sends inputs as raw contents (``None``: only when one needs
         it, FP16). Failures raise :class:`InferenceError` with the gRPC status.
         """
-        request = self._request(
+        request = build_request(
             model_name, inputs, parameters=parameters, outputs=outputs, request_id=request_id,
             model_version=model_version, raw=raw,
         )  # fmt: skip
         options = self._call_options(capability, timeout)
-        try:
-            response = self._stub.ModelInfer(request, **options)
-        except grpc.RpcError as exc:
-            raise self._error(exc, "ModelInfer", options["timeout"]) from None
+        for attempt in (1, 2):
+            try:
+                response = self._stub.ModelInfer(request, **options)
+                break
+            except grpc.RpcError as exc:
+                error = self._error(exc, "ModelInfer", options["timeout"])
+                if attempt == 2 or not self._rediscover(error):
+                    raise error from None
         return InferResult(response, as_numpy=as_numpy)
 
     def stream(
@@ -199,7 +215,7 @@ class Client:
         error response raises :class:`InferenceError`. Leaving the loop early
         cancels the call, which stops the handler.
         """
-        request = self._request(
+        request = build_request(
             model_name, inputs, parameters=parameters, outputs=None, request_id=request_id,
             model_version=model_version, raw=raw,
         )  # fmt: skip

@@ -89,6 +89,9 @@ class ReplicaSettings(_Table):
     #: Seconds in-flight requests get to finish on SIGTERM / Ctrl-C.
     shutdown_grace: float = Field(default=10.0, ge=0)
     replica_id: str | None = None
+    #: host:port the router should give clients; default: host and the bound port
+    #: (127.0.0.1 when listening on every interface).
+    advertise: str | None = None
 
 
 class Settings(_Table):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from anyserve.app import AnyServe
+from anyserve.calls import router_caller
 from anyserve.catalog import Catalog
 from anyserve.config import Settings
 from anyserve.matching import Matcher
@@ -78,6 +79,7 @@ class Assembly:
         return functools.cache(lambda: self.catalog.object_backend(url).factory(url, options))
 
     def worker_host(self, worker_id: str) -> WorkerHost:
+        router_url = self.settings.router.url
         return WorkerHost(
             self.app,
             self.matcher,
@@ -85,4 +87,5 @@ class Assembly:
             replica_id=self.replica_id,
             concurrency=self.settings.replica.concurrency,
             objects=self.objects,
+            caller=router_caller(router_url) if router_url else None,
         )

@@ -22,11 +22,15 @@ from collections.abc import Callable
 import grpc
 
 from anyserve.config import Settings
+from anyserve.delegation import Delegation
 from anyserve.errors import ConfigError
 from anyserve.replica.agent import Agent
 from anyserve.replica.assembly import Assembly
 from anyserve.replica.pool import WorkerPool
+from anyserve.replica.registration import Registration
 from anyserve.replica.supervisor import Supervisor, WorkerStartError
+from anyserve.router_client import AsyncRouterClient
+from anyserve.transport import Query
 
 log = logging.getLogger("anyserve.replica")
 
@@ -61,7 +65,10 @@ class Replica:
             replica_id=replica_id,
             max_message_bytes=settings.replica.max_message_bytes,
             router_url=settings.router.url,
+            forward=self._forward,
         )
+        self._routers: dict[str, AsyncRouterClient] = {}
+        self.registration: Registration | None = None
         self.run_dir = tempfile.mkdtemp(prefix="anyserve-")
         self.supervisor = Supervisor(self.assembly, self.pool, self.run_dir, settings.replica.workers)
         self.server: grpc.aio.Server | None = None
@@ -71,6 +78,23 @@ class Replica:
     @property
     def replica_id(self) -> str:
         return self.assembly.replica_id
+
+    def _router(self, url: str) -> AsyncRouterClient:
+        """One pooled HTTP client per router URL."""
+        if url not in self._routers:
+            self._routers[url] = AsyncRouterClient(url)
+        return self._routers[url]
+
+    async def _forward(self, decision: Delegation, payload: bytes, query: Query) -> bytes:
+        assert decision.url is not None
+        return await self._router(decision.url).infer(query, payload, headers=decision.headers)
+
+    def advertised_endpoint(self, port: int) -> str:
+        cfg = self.settings.replica
+        if cfg.advertise:
+            return cfg.advertise
+        host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     async def start(self) -> None:
         cfg = self.settings.replica
@@ -93,7 +117,7 @@ class Replica:
             port = self.server.add_insecure_port(f"{cfg.host}:{cfg.port}")
         except RuntimeError as exc:
             raise StartError(f"cannot listen on {cfg.host}:{cfg.port}: {exc}") from None
-        self.endpoint = f"{cfg.host}:{port}"
+        self.endpoint = self.advertised_endpoint(port)
         try:
             await self.supervisor.start()
         except WorkerStartError as exc:
@@ -101,6 +125,15 @@ class Replica:
             raise StartError(exc.message) from None
         await self.server.start()
         self.agent.ready = True
+        if self.settings.router.url:
+            self.registration = Registration(
+                AsyncRouterClient(self.settings.router.url),
+                self.replica_id,
+                self.endpoint,
+                offers=self.pool.offers,
+                in_flight=lambda: sum(s.connection.in_flight for s in self.pool.slots.values()),
+            )
+            self.registration.start()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -110,9 +143,13 @@ class Replica:
 
     async def stop(self) -> None:
         self.agent.ready = False
+        if self.registration is not None:
+            await self.registration.stop()  # the router stops sending before we stop serving
         if self.server is not None:
             await self.server.stop(self.settings.replica.shutdown_grace)
         await self.supervisor.stop()
+        for client in self._routers.values():
+            await client.aclose()
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 

@@ -123,6 +123,8 @@ class WorkerHost:
 
     @staticmethod
     def _response_bytes(result: Any, handler: Handler, request: ModelInferRequest) -> bytes:
+        # `return context.call(...)` hands back what another capability answered.
+        result = getattr(result, "response", result)
         if isinstance(result, ModelInferResponse):
             if not result.id and request.id:
                 result.id = request.id

@@ -1,0 +1,85 @@
+"""Keeping a replica registered with its router (``--api-server``).
+
+Registers once the replica is ready, heartbeats every ``heartbeat_seconds``
+the router asks for (with the replica's in-flight count), registers again by
+itself when the router forgot it (a restart answers 404 to a heartbeat), keeps
+retrying with back-off while the router is unreachable, and deregisters on a
+clean shutdown. The replica serves direct clients all the while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from anyserve.errors import AnyServeError
+from anyserve.router_client import AsyncRouterClient
+
+log = logging.getLogger("anyserve.registration")
+
+RETRY_FIRST = 0.5
+RETRY_MAX = 10.0
+
+
+class Registration:
+    def __init__(
+        self,
+        client: AsyncRouterClient,
+        replica_id: str,
+        endpoint: str,
+        offers: Callable[[], list[dict[str, Any]]],
+        in_flight: Callable[[], int],
+    ) -> None:
+        self.client = client
+        self.replica_id = replica_id
+        self.endpoint = endpoint
+        self.offers = offers
+        self.in_flight = in_flight
+        self.registered = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="registration")
+
+    async def _register(self) -> float:
+        answer = await self.client.register(self.replica_id, self.endpoint, self.offers())
+        self.registered.set()
+        log.info("registered %s at %s with %s", self.replica_id, self.client.url, self.endpoint)
+        return float(answer.get("heartbeat_seconds", 5.0))
+
+    async def _run(self) -> None:
+        retry = RETRY_FIRST
+        interval: float | None = None
+        warned = False
+        while True:
+            try:
+                if interval is None:
+                    interval = await self._register()
+                await asyncio.sleep(interval)
+                if not await self.client.heartbeat(self.replica_id, self.in_flight()):
+                    log.warning("router %s forgot replica %s; registering again", self.client.url, self.replica_id)
+                    self.registered.clear()
+                    interval = None
+                retry, warned = RETRY_FIRST, False
+            except AnyServeError as exc:
+                if not warned:
+                    log.warning("cannot reach router: %s (retrying every %.0fs at most)", exc.message, RETRY_MAX)
+                    warned = True
+                self.registered.clear()
+                interval = None
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, RETRY_MAX)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.registered.is_set():
+            with contextlib.suppress(AnyServeError, TimeoutError):
+                await asyncio.wait_for(self.client.deregister(self.replica_id), 2.0)
+                log.info("deregistered %s", self.replica_id)
+        await self.client.aclose()

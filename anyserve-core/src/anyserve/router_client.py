@@ -1,0 +1,124 @@
+"""Talking to the router over its HTTP API (see docs/protocol.md).
+
+Replicas use the async client to register, heartbeat and forward delegated
+requests; handlers (``context.call``) and discovery clients use the sync one.
+Requests travel as protobuf ``ModelInferRequest`` bytes
+(``application/x-protobuf``) so nothing is converted to JSON on the way; the
+router's error answers become the same :mod:`anyserve.errors` classes a
+replica raises, through the shared gRPC <-> HTTP status table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from anyserve.capability import normalize_key, normalize_value
+from anyserve.errors import AnyServeError, Unavailable, code_for_http, error_for_code
+
+PROTOBUF = "application/x-protobuf"
+CAPABILITY_HEADER = "X-Capability-"
+
+
+def capability_headers(query: Mapping[str, Any]) -> dict[str, str]:
+    return {CAPABILITY_HEADER + normalize_key(k): normalize_value(v) for k, v in query.items()}
+
+
+def _error(response: httpx.Response, url: str) -> AnyServeError:
+    try:
+        message = response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        message = response.text or response.reason_phrase
+    return error_for_code(code_for_http(response.status_code), f"router {url}: {message}")
+
+
+def _unreachable(url: str, exc: httpx.HTTPError) -> Unavailable:
+    return Unavailable(f"router {url} is unreachable: {type(exc).__name__}: {exc}")
+
+
+class RouterClient:
+    """Synchronous; one pooled HTTP connection set per instance."""
+
+    def __init__(self, url: str, *, timeout: float | None = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def infer(
+        self,
+        query: Mapping[str, Any],
+        payload: bytes,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> bytes:
+        """POST /infer with a serialised ModelInferRequest; the serialised response."""
+        sent = {"Content-Type": PROTOBUF, "Accept": PROTOBUF, **capability_headers(query), **(headers or {})}
+        try:
+            kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+            response = self._http.post("/infer", content=payload, headers=sent, **kwargs)
+        except httpx.HTTPError as exc:
+            raise _unreachable(self.url, exc) from None
+        if response.status_code >= 400:
+            raise _error(response, self.url)
+        return response.content
+
+    def lookup(self, query: Mapping[str, Any]) -> tuple[str, str]:
+        """GET /lookup: ``(replica_id, endpoint)`` of a replica serving ``query``."""
+        try:
+            response = self._http.get("/lookup", params={normalize_key(k): normalize_value(v) for k, v in query.items()})
+        except httpx.HTTPError as exc:
+            raise _unreachable(self.url, exc) from None
+        if response.status_code >= 400:
+            raise _error(response, self.url)
+        body = response.json()
+        return body["replica_id"], body["endpoint"]
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class AsyncRouterClient:
+    """Asynchronous; used inside a replica's event loop."""
+
+    def __init__(self, url: str, *, timeout: float | None = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout)
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise _unreachable(self.url, exc) from None
+
+    async def register(self, replica_id: str, endpoint: str, capabilities: list[dict[str, Any]]) -> dict[str, Any]:
+        body = {"replica_id": replica_id, "endpoint": endpoint, "capabilities": capabilities}
+        response = await self._send("POST", "/register", json=body)
+        if response.status_code >= 400:
+            raise _error(response, self.url)
+        return response.json()
+
+    async def heartbeat(self, replica_id: str, in_flight: int) -> bool:
+        """False when the router does not know this replica (it restarted): re-register."""
+        response = await self._send("POST", "/heartbeat", json={"replica_id": replica_id, "in_flight": in_flight})
+        if response.status_code == 404:
+            return False
+        if response.status_code >= 400:
+            raise _error(response, self.url)
+        return True
+
+    async def deregister(self, replica_id: str) -> None:
+        response = await self._send("DELETE", f"/register/{replica_id}")
+        if response.status_code >= 400 and response.status_code != 404:
+            raise _error(response, self.url)
+
+    async def infer(self, query: Mapping[str, Any], payload: bytes, *, headers: Mapping[str, str] | None = None) -> bytes:
+        sent = {"Content-Type": PROTOBUF, "Accept": PROTOBUF, **capability_headers(query), **(headers or {})}
+        response = await self._send("POST", "/infer", content=payload, headers=sent)
+        if response.status_code >= 400:
+            raise _error(response, self.url)
+        return response.content
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
