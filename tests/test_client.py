@@ -223,7 +223,7 @@ def test_bad_inputs_fail_at_the_call_not_on_the_wire() -> None:
 
 
 def test_discovery_mode_says_when_the_router_is_unreachable() -> None:
-    with pytest.raises(AnyServeError, match="router http://127.0.0.1:1 is unreachable") as info:
+    with pytest.raises(AnyServeError, match=r"router http://127\.0\.0\.1:1 is unreachable") as info:
         Client(api_server="http://127.0.0.1:1", capability={"type": "chat"})
     assert info.value.code == "UNAVAILABLE"
     with pytest.raises(AnyServeError, match="endpoint"):

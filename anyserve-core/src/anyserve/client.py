@@ -20,7 +20,7 @@ import grpc
 from anyserve._proto import grpc_predict_v2_pb2 as pb
 from anyserve._proto.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from anyserve.capability import normalize_key, normalize_value
-from anyserve.errors import AnyServeError, InvalidRequest
+from anyserve.errors import InvalidRequest
 from anyserve.results import InferenceError, InferResult
 from anyserve.router_client import RouterClient
 from anyserve.tensors import encode_inputs, set_parameters

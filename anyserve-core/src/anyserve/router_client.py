@@ -67,7 +67,9 @@ class RouterClient:
     def lookup(self, query: Mapping[str, Any]) -> tuple[str, str]:
         """GET /lookup: ``(replica_id, endpoint)`` of a replica serving ``query``."""
         try:
-            response = self._http.get("/lookup", params={normalize_key(k): normalize_value(v) for k, v in query.items()})
+            response = self._http.get(
+                "/lookup", params={normalize_key(k): normalize_value(v) for k, v in query.items()}
+            )
         except httpx.HTTPError as exc:
             raise _unreachable(self.url, exc) from None
         if response.status_code >= 400:
@@ -113,7 +115,9 @@ class AsyncRouterClient:
         if response.status_code >= 400 and response.status_code != 404:
             raise _error(response, self.url)
 
-    async def infer(self, query: Mapping[str, Any], payload: bytes, *, headers: Mapping[str, str] | None = None) -> bytes:
+    async def infer(
+        self, query: Mapping[str, Any], payload: bytes, *, headers: Mapping[str, str] | None = None
+    ) -> bytes:
         sent = {"Content-Type": PROTOBUF, "Accept": PROTOBUF, **capability_headers(query), **(headers or {})}
         response = await self._send("POST", "/infer", content=payload, headers=sent)
         if response.status_code >= 400:
