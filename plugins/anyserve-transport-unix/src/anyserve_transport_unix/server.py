@@ -1,0 +1,217 @@
+"""Worker side: serve a :class:`WorkerService` on a Unix socket.
+
+Each agent connection is a :class:`Session`. The session reads frames and
+starts one task per request, so a slow handler never holds up the others on
+the same connection; a ``Cancel`` frame cancels that task. When the agent
+goes away the session cancels everything it started, because nobody is left
+to read the answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import stat
+from collections.abc import Sequence
+
+from anyserve.errors import ResourceExhausted, Unavailable, as_anyserve_error
+from anyserve.transport import WorkerService
+from anyserve_transport_unix import framing
+from anyserve_transport_unix.frames_pb2 import End, Error, Frame, Hello, Request
+
+log = logging.getLogger(__name__)
+
+SOCKET_MODE = 0o600
+# How long a closing session waits for cancelled handlers that are slow to stop.
+_CANCEL_GRACE_S = 5.0
+
+
+class Session:
+    """One agent connection on the worker."""
+
+    def __init__(
+        self,
+        service: WorkerService,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        max_frame_bytes: int,
+    ) -> None:
+        self.service = service
+        self.reader = reader
+        self.writer = writer
+        framing.enlarge_socket_buffers(writer)
+        self.out = framing.FrameWriter(writer)
+        self.max_frame_bytes = max_frame_bytes
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+
+    async def run(self) -> None:
+        """Handshake, then serve frames until the agent leaves or the task is cancelled."""
+        try:
+            self.out.send([framing.encode(self._hello())])
+            while (frame := await framing.read(self.reader, self.max_frame_bytes)) is not None:
+                self._dispatch(frame)
+        except framing.ProtocolError as exc:
+            log.warning("closing agent connection: %s", exc)
+            code = "RESOURCE_EXHAUSTED" if isinstance(exc, framing.FrameTooLarge) else "INTERNAL"
+            self.out.send([framing.encode(Frame(error=Error(code=code, message=f"worker: {exc}")))])
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the agent went away mid-frame; same as a clean end
+        finally:
+            await self._stop_all()
+            self.out.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
+
+    def _hello(self) -> Frame:
+        """The handshake frame; a broken ``hello()`` is reported to the agent, not just logged here."""
+        try:
+            return Frame(hello=Hello(version=framing.PROTOCOL_VERSION, json=json.dumps(self.service.hello())))
+        except Exception as exc:
+            log.exception("WorkerService.hello() failed")
+            return Frame(error=Error(code="INTERNAL", message=f"worker: hello() failed: {type(exc).__name__}: {exc}"))
+
+    def _dispatch(self, frame: Frame) -> None:
+        kind = frame.WhichOneof("kind")
+        if kind == "request":
+            if frame.id == 0 or frame.id in self.tasks:
+                raise framing.ProtocolError(f"request id {frame.id} is zero or already in use")
+            task = asyncio.create_task(self._serve(frame.id, frame.request))
+            self.tasks[frame.id] = task
+            task.add_done_callback(lambda t, rid=frame.id: self._forget(rid, t))
+        elif kind == "cancel":
+            task = self.tasks.get(frame.id)
+            if task is not None:  # else it finished already; its answer is on its way
+                task.cancel()
+        else:
+            raise framing.ProtocolError(f"unexpected {kind or 'empty'} frame from the agent")
+
+    def _forget(self, request_id: int, task: asyncio.Task[None]) -> None:
+        if self.tasks.get(request_id) is task:
+            del self.tasks[request_id]
+
+    async def _serve(self, request_id: int, request: Request) -> None:
+        payload, query, streaming = request.payload, dict(request.query), request.stream
+        try:
+            if streaming:
+                async with contextlib.aclosing(self.service.stream(payload, query)) as chunks:
+                    async for chunk in chunks:
+                        await self._send(framing.encode_payload(request_id, framing.CHUNK, chunk))
+                await self._send([framing.encode(Frame(id=request_id, end=End()))])
+            else:
+                result = await self.service.infer(payload, query)
+                await self._send(framing.encode_payload(request_id, framing.RESPONSE, result))
+        except Exception as exc:
+            error = as_anyserve_error(exc)
+            frame = Frame(id=request_id, error=Error(code=error.code, message=error.message))
+            await self._send([framing.encode(frame)])
+
+    async def _send(self, buffers: Sequence[bytes | memoryview]) -> None:
+        size = framing.frame_size(buffers)
+        if size > self.max_frame_bytes:
+            raise ResourceExhausted(
+                f"response frame of {size} bytes exceeds the unix transport's max_frame_bytes={self.max_frame_bytes}"
+            )
+        with contextlib.suppress(ConnectionError):  # the agent is gone; run() is about to cancel us
+            await self.out.write(buffers)
+
+    async def _stop_all(self) -> None:
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, slow = await asyncio.wait(tasks, timeout=_CANCEL_GRACE_S)
+            if slow:
+                log.warning("%d handler(s) ignored cancellation for %.0fs", len(slow), _CANCEL_GRACE_S)
+
+
+def _remove_stale(address: str) -> None:
+    """Unlink a socket file no live worker listens on; refuse anything else."""
+    try:
+        st = os.lstat(address)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise Unavailable(f"{address} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        probe.connect(address)
+    except ConnectionRefusedError:
+        os.unlink(address)  # stale: left behind by a worker that died
+        return
+    except FileNotFoundError:
+        return
+    except BlockingIOError:
+        pass  # listening, backlog full: alive
+    finally:
+        probe.close()
+    raise Unavailable(f"unix socket {address} is already served by a live worker")
+
+
+def bind(address: str, backlog: int = 128) -> socket.socket:
+    """A listening socket at ``address``, readable and writable by its owner only.
+
+    The mode is set before ``listen()`` so no other user can connect in the
+    window between creating the file and restricting it.
+    """
+    _remove_stale(address)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(address)
+        os.chmod(address, SOCKET_MODE)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _unlink_if_ours(address: str, ident: tuple[int, int]) -> None:
+    """Remove the socket file unless a successor has already replaced it."""
+    with contextlib.suppress(FileNotFoundError):
+        st = os.lstat(address)
+        if (st.st_dev, st.st_ino) == ident:
+            os.unlink(address)
+
+
+async def serve(address: str, service: WorkerService, *, max_frame_bytes: int, stream_limit: int) -> None:
+    """Serve until cancelled; then close every session and remove the socket file."""
+    sock = bind(address)
+    st = os.lstat(address)
+    ident = (st.st_dev, st.st_ino)
+    sessions: set[asyncio.Task[None]] = set()
+
+    def session_done(task: asyncio.Task[None]) -> None:
+        sessions.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("agent session on %s failed", address, exc_info=task.exception())
+
+    def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # A plain callback that starts our own task: asyncio would wrap a
+        # coroutine in a task of its own, and Python 3.11 reports such a task
+        # as an error when shutdown cancels it.
+        task = asyncio.create_task(Session(service, reader, writer, max_frame_bytes).run())
+        sessions.add(task)
+        task.add_done_callback(session_done)
+
+    try:
+        server = await asyncio.start_unix_server(on_connect, sock=sock, limit=stream_limit)
+    except BaseException:
+        sock.close()
+        _unlink_if_ours(address, ident)
+        raise
+    try:
+        await asyncio.Future()  # until cancelled
+    finally:
+        server.close()
+        _unlink_if_ours(address, ident)
+        for task in list(sessions):
+            task.cancel()
+        if sessions:
+            await asyncio.wait(list(sessions), timeout=_CANCEL_GRACE_S + 1)
+        await server.wait_closed()
