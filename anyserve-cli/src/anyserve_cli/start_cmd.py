@@ -21,6 +21,20 @@ class LogLevel(StrEnum):
     error = "error"
 
 
+def parse_resources(values: list[str]) -> dict[str, float]:
+    """``["gpus=4,mem_gb=80", "cpus=8"]`` -> ``{"gpus": 4.0, "mem_gb": 80.0, "cpus": 8.0}``."""
+    budget: dict[str, float] = {}
+    for item in (part.strip() for value in values for part in value.split(",")):
+        name, sep, amount = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            budget[name.strip()] = float(amount)
+        except ValueError:
+            raise typer.BadParameter(f"{item!r} is not NAME=NUMBER (e.g. gpus=4)", param_hint="--resources") from None
+    return budget
+
+
 def start(
     app: Annotated[
         str | None,
@@ -44,6 +58,13 @@ def start(
     max_message_bytes: Annotated[
         int | None, typer.Option(help="Largest request or response in bytes (default 64 MiB).")
     ] = None,
+    resources: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--resources",
+            help="Resource budget for worker classes, e.g. gpus=4 (repeat or comma-separate: gpus=4,mem_gb=80).",
+        ),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="Configuration file (anyserve.toml).")] = None,
     log_level: Annotated[LogLevel, typer.Option(help="Log verbosity.")] = LogLevel.warning,
 ) -> None:
@@ -60,6 +81,7 @@ def start(
             "replica.workers": workers,
             "replica.replica_id": replica_id,
             "replica.max_message_bytes": max_message_bytes,
+            "replica.resources": parse_resources(resources) if resources else None,
             "transport.name": transport,
             "router.url": api_server,
             "objects.url": object_store,

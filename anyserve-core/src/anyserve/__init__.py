@@ -35,6 +35,7 @@ from anyserve.hookspecs import hookimpl
 from anyserve.objects import ObjRef
 from anyserve.stream import Stream
 from anyserve.version import __version__
+from anyserve.workers import Worker
 
 if TYPE_CHECKING:
     from anyserve.client import Client
@@ -87,6 +88,7 @@ __all__ = [
     "ServerReadyRequest",
     "ServerReadyResponse",
     "Stream",
+    "Worker",
     "__version__",
     "hookimpl",
 ]

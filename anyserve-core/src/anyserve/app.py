@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from anyserve.capability import Capability
+from anyserve.workers import WorkerClass, make_worker_class
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,6 +59,7 @@ class AnyServe:
     def __init__(self, name: str = "anyserve") -> None:
         self.name = name
         self.handlers: list[Handler] = []
+        self.worker_classes: list[WorkerClass] = []
 
     def capability(self, stream: bool = False, **attrs: Any) -> Callable[[F], F]:
         """Register the decorated function as the handler of ``Capability(**attrs)``.
@@ -102,9 +104,48 @@ class AnyServe:
         self.handlers.append(handler)
         return handler
 
+    def worker(
+        self,
+        capabilities: list[Mapping[str, Any]],
+        *,
+        resources: Mapping[str, float] | None = None,
+        idle_timeout: float | None = None,
+        max_concurrency: int = 1,
+        start_timeout: float = 600.0,
+    ) -> Callable[[type], type]:
+        """Register a worker class (see :mod:`anyserve.workers`): started on demand, stopped when idle."""
+
+        def decorator(cls: type) -> type:
+            spec = make_worker_class(
+                cls,
+                capabilities,
+                resources=resources,
+                idle_timeout=idle_timeout,
+                max_concurrency=max_concurrency,
+                start_timeout=start_timeout,
+            )
+            if any(w.name == spec.name for w in self.worker_classes):
+                raise ValueError(f"a worker class named {spec.name!r} is already registered")
+            self.worker_classes.append(spec)
+            return cls
+
+        return decorator
+
+    def worker_class(self, name: str) -> WorkerClass:
+        for spec in self.worker_classes:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to serve: no handler and no worker class."""
+        return not self.handlers and not self.worker_classes
+
     def capabilities(self) -> list[Capability]:
         """Every capability offered, in registration order, without duplicates."""
-        return list(dict.fromkeys(h.capability for h in self.handlers))
+        caps = [h.capability for h in self.handlers] + [c for w in self.worker_classes for c in w.capabilities]
+        return list(dict.fromkeys(caps))
 
     def candidates(self, query: Mapping[str, Any], *, stream: bool) -> Iterable[Handler]:
         """Handlers of the right kind whose capability satisfies ``query`` (subset rule)."""

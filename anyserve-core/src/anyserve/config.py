@@ -38,6 +38,8 @@ FILE_NAMES = ("anyserve.toml", "pyproject.toml")
 ENV_KEYS: dict[str, str] = {
     "ANYSERVE_TRANSPORT": "transport.name",
     "ANYSERVE_OBJECT_STORE": "objects.url",
+    "ANYSERVE_OBJECT_TTL": "objects.ttl_seconds",
+    "ANYSERVE_OBJECT_GC_INTERVAL": "objects.gc_interval_seconds",
     "ANYSERVE_STREAM_ENCODING": "encoding.name",
     "ANYSERVE_MATCHER": "matcher.name",
     "ANYSERVE_ROUTER_URL": "router.url",
@@ -57,8 +59,15 @@ class Selection(_Table):
 
 
 class ObjectsSettings(_Table):
+    """The object store (``url`` picks the backend by scheme) and how long objects live."""
+
     url: str = "file:///tmp/anyserve-objects"
     options: dict[str, Any] = Field(default_factory=dict)
+    #: A replica with an explicitly configured store deletes objects last written
+    #: longer ago than this, in the background; 0 disables the collection.
+    ttl_seconds: float = Field(default=3600.0, ge=0, allow_inf_nan=False)
+    #: Seconds between two background collections.
+    gc_interval_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
 
 
 class RouterSettings(_Table):
@@ -89,6 +98,9 @@ class ReplicaSettings(_Table):
     #: Seconds in-flight requests get to finish on SIGTERM / Ctrl-C.
     shutdown_grace: float = Field(default=10.0, ge=0)
     replica_id: str | None = None
+    #: Resource budget worker classes are started within, e.g. {gpus = 4}; a
+    #: resource not listed is not limited.
+    resources: dict[str, float] = Field(default_factory=dict)
     #: host:port the router should give clients; default: host and the bound port
     #: (127.0.0.1 when listening on every interface).
     advertise: str | None = None

@@ -6,9 +6,11 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from anyserve.errors import AnyServeError
+from anyserve.errors import AnyServeError, InvalidRequest
+from anyserve.objects import ObjRef, encode_ref_parameters
 
 if TYPE_CHECKING:
+    from anyserve._proto.grpc_predict_v2_pb2 import ModelInferRequest
     from anyserve.objects import ObjectStore
 
 Caller = Callable[..., Any]
@@ -47,10 +49,67 @@ class Context:
         return self._objects
 
     def call(self, capability: Mapping[str, Any], inputs: Mapping[str, Any], **kwargs: Any) -> Any:
-        """Call another capability through the router and return its outputs."""
+        """Call another capability through the router and return its outputs.
+
+        ``inputs`` may hold :class:`~anyserve.objects.ObjRef` values (they
+        travel as reference tensors), and so may ``parameters=`` (they travel
+        as ``anyserve.objref.<name>`` string parameters); the callee reads
+        both back as ObjRef with :meth:`inputs`, :meth:`parameters` or :meth:`ref`.
+        """
         if self._caller is None:
             raise AnyServeError("context.call needs a router: start the replica with --api-server URL (router.url)")
+        if kwargs.get("parameters"):
+            kwargs["parameters"] = encode_ref_parameters(kwargs["parameters"])
         return self._caller(capability=capability, inputs=inputs, **kwargs)
+
+    # -- reading the request ------------------------------------------------
+
+    @staticmethod
+    def inputs(request: ModelInferRequest, *, as_numpy: bool = False) -> dict[str, Any]:
+        """The request's input tensors as Python values, by name.
+
+        A tensor that carries object references (tensor parameter
+        ``anyserve.objref``) gives :class:`~anyserve.objects.ObjRef` values,
+        never bytes to guess at; resolve them with ``context.objects``. Text
+        is ``str``, bytes ``bytes``, numbers stay numbers (see
+        :func:`anyserve.tensors.decode_inputs`).
+        """
+        from anyserve.tensors import decode_inputs
+
+        return decode_inputs(request, as_numpy=as_numpy)
+
+    @staticmethod
+    def parameters(request: ModelInferRequest) -> dict[str, Any]:
+        """The request's parameters as Python values; ``anyserve.objref.<name>`` ones as ObjRef ``<name>``."""
+        from anyserve.objects import decode_ref_parameters
+        from anyserve.tensors import decode_parameters
+
+        return decode_ref_parameters(decode_parameters(request.parameters))
+
+    def ref(self, request: ModelInferRequest, name: str = "data") -> ObjRef:
+        """The one reference named ``name``: an input tensor holding a single ObjRef, else a request parameter.
+
+        Raises :class:`~anyserve.errors.InvalidRequest` naming what the
+        request holds when there is no such reference.
+        """
+        inputs = {t.name for t in request.inputs}
+        if name in inputs:
+            value = self.inputs(request).get(name)
+            while isinstance(value, list) and len(value) == 1:
+                value = value[0]
+            if isinstance(value, ObjRef):
+                return value
+            raise InvalidRequest(
+                f"input {name!r} is not a single object reference (a BYTES tensor with the "
+                f"'anyserve.objref' parameter), got {type(value).__name__}"
+            )
+        value = self.parameters(request).get(name)
+        if isinstance(value, ObjRef):
+            return value
+        raise InvalidRequest(
+            f"the request carries no object reference named {name!r} "
+            f"(inputs: {sorted(inputs) or 'none'}, parameters: {sorted(request.parameters) or 'none'})"
+        )
 
     @property
     def cancelled(self) -> bool:

@@ -9,13 +9,15 @@ small value whose string form names its backend and key
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from anyserve.errors import InvalidRequest
 
 #: The tensor/request parameter an ObjRef rides in on the KServe wire.
 OBJREF_PARAMETER = "anyserve.objref"
+#: Request parameters named ``anyserve.objref.<name>`` carry reference ``<name>``.
+OBJREF_PARAMETER_PREFIX = OBJREF_PARAMETER + "."
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,9 @@ class ObjRef:
     key: str
     size: int | None = None
     content_type: str | None = None
+    #: When the object was written (seconds since the epoch), where the store
+    #: says (``list``, ``stat``); metadata, not identity, so not compared.
+    created: float | None = field(default=None, compare=False)
 
     def to_string(self) -> str:
         return f"{self.backend}://{self.key}"
@@ -43,6 +48,8 @@ class ObjRef:
             data["size"] = self.size
         if self.content_type is not None:
             data["content_type"] = self.content_type
+        if self.created is not None:
+            data["created"] = self.created
         return data
 
     @classmethod
@@ -53,6 +60,7 @@ class ObjRef:
                 key=str(data["key"]),
                 size=data.get("size"),
                 content_type=data.get("content_type"),
+                created=data.get("created"),
             )
         except KeyError as exc:
             raise InvalidRequest(f"object reference dict lacks {exc.args[0]!r}") from None
@@ -95,11 +103,15 @@ class ObjectStore(Protocol):
     def exists(self, ref: ObjRef | str) -> bool: ...
 
     def list(self) -> list[ObjRef]:
-        """Every object currently held, with its size."""
+        """Every object currently held, with its size (and ``created`` where the backend knows it)."""
         ...
 
     def cleanup(self, max_age_seconds: float) -> int:
-        """Delete objects older than ``max_age_seconds``; return how many."""
+        """Delete objects written more than ``max_age_seconds`` ago; return how many.
+
+        A replica calls it in the background every ``objects.gc_interval_seconds``
+        with ``objects.ttl_seconds``; ``anyserve objects gc`` calls it by hand.
+        """
         ...
 
 
@@ -131,3 +143,107 @@ def as_ref(ref: ObjRef | str, backend: str) -> ObjRef:
         raise InvalidRequest(f"reference {parsed} belongs to backend {parsed.backend!r}, not {backend!r}")
     validate_key(parsed.key)
     return parsed
+
+
+# -- references in request parameters -----------------------------------------
+
+
+def ref_parameter_name(name: str) -> str:
+    """The wire name of request parameter ``name`` when its value is an ObjRef.
+
+    ``anyserve.objref`` itself (a request's one reference, the bare form a
+    plain KServe client sends) and names already carrying the prefix stay as
+    they are; any other ``name`` becomes ``anyserve.objref.<name>``.
+    """
+    if name == OBJREF_PARAMETER or name.startswith(OBJREF_PARAMETER_PREFIX):
+        return name
+    return OBJREF_PARAMETER_PREFIX + name
+
+
+def encode_ref_parameters(parameters: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Request parameters ready for the wire: ObjRef values as their string form under a ref name.
+
+    ``{"source": ref, "mode": "fast"}`` becomes
+    ``{"anyserve.objref.source": "fs://…", "mode": "fast"}``; the receiver's
+    :func:`decode_ref_parameters` gives ``{"source": ObjRef, "mode": "fast"}``
+    back. A ref-named parameter whose value is not a reference is refused.
+    """
+    out: dict[str, Any] = {}
+    for name, value in (parameters or {}).items():
+        if isinstance(value, ObjRef):
+            wire = ref_parameter_name(name)
+            if wire in out:
+                raise InvalidRequest(f"parameters {name!r} and {wire!r} would both travel as {wire!r}")
+            out[wire] = value.to_string()
+        elif name == OBJREF_PARAMETER or name.startswith(OBJREF_PARAMETER_PREFIX):
+            if not isinstance(value, str):
+                raise InvalidRequest(f"parameter {name!r} must hold an object reference, got {type(value).__name__}")
+            out[name] = ObjRef.from_string(value).to_string()
+        else:
+            if name in out:
+                raise InvalidRequest(f"parameter {name!r} is given twice (once as an object reference)")
+            out[name] = value
+    return out
+
+
+def decode_ref_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Decoded request parameters with references given back as ObjRef.
+
+    ``anyserve.objref.<name>`` becomes ``<name>`` (an ObjRef); a bare
+    ``anyserve.objref`` keeps its name. A ref parameter that is not a string
+    in ``<backend>://<key>`` form is an :class:`InvalidRequest` naming it.
+    """
+    out: dict[str, Any] = {}
+    for name, value in parameters.items():
+        if name == OBJREF_PARAMETER or name.startswith(OBJREF_PARAMETER_PREFIX):
+            if not isinstance(value, str):
+                raise InvalidRequest(f"parameter {name!r} must be a string object reference, got {value!r}")
+            try:
+                ref = ObjRef.from_string(value)
+            except InvalidRequest as exc:
+                raise InvalidRequest(f"parameter {name!r}: {exc.message}") from None
+            plain = name.removeprefix(OBJREF_PARAMETER_PREFIX) or name
+        else:
+            plain, ref = name, value
+        if plain in out:
+            raise InvalidRequest(f"parameter {plain!r} is given twice: plain and as {OBJREF_PARAMETER_PREFIX}{plain}")
+        out[plain] = ref
+    return out
+
+
+# -- pickle, only on request ----------------------------------------------------
+
+#: Content type to store pickled objects under, so readers can tell.
+PICKLE_CONTENT_TYPE = "application/x-python-pickle"
+
+_UNTRUSTED_PICKLE = (
+    "refusing to unpickle: unpickling runs code chosen by whoever wrote the data, and objects "
+    "and references arrive from other replicas and clients. anyserve never unpickles implicitly; "
+    "if you wrote this data yourself or trust every writer of the object store, call "
+    "loads_pickle(data, trusted=True) (or store bytes, JSON or arrays instead)"
+)
+
+
+def dumps_pickle(obj: Any, *, protocol: int | None = None) -> bytes:
+    """``pickle.dumps(obj)``: bytes to ``store.create(..., content_type=PICKLE_CONTENT_TYPE)``.
+
+    Writing is harmless; reading back needs :func:`loads_pickle` with
+    ``trusted=True``.
+    """
+    import pickle
+
+    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL if protocol is None else protocol)
+
+
+def loads_pickle(data: bytes | bytearray | memoryview, *, trusted: bool = False) -> Any:
+    """Unpickle ``data`` only when the caller says it is trusted (``trusted=True``).
+
+    Without it, :class:`InvalidRequest` explains why: a pickle can run any
+    code when loaded, and stored data or references may come from any
+    replica or client. Only the literal ``True`` opts in.
+    """
+    if trusted is not True:
+        raise InvalidRequest(_UNTRUSTED_PICKLE)
+    import pickle
+
+    return pickle.loads(data)

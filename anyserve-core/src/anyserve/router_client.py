@@ -94,8 +94,17 @@ class AsyncRouterClient:
         except httpx.HTTPError as exc:
             raise _unreachable(self.url, exc) from None
 
-    async def register(self, replica_id: str, endpoint: str, capabilities: list[dict[str, Any]]) -> dict[str, Any]:
-        body = {"replica_id": replica_id, "endpoint": endpoint, "capabilities": capabilities}
+    async def register(
+        self,
+        replica_id: str,
+        endpoint: str,
+        capabilities: list[dict[str, Any]],
+        *,
+        status: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"replica_id": replica_id, "endpoint": endpoint, "capabilities": capabilities}
+        if status is not None:
+            body["status"] = status
         response = await self._send("POST", "/register", json=body)
         if response.status_code >= 400:
             raise _error(response, self.url)

@@ -8,9 +8,11 @@ parses a request only when the capability query is not in the metadata.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -19,14 +21,19 @@ from anyserve.delegation import Delegation
 from anyserve.errors import AnyServeError, CapabilityNotFound, ResourceExhausted
 from anyserve.plugins import PluginManager
 from anyserve.replica import query as queries
-from anyserve.replica.pool import WorkerPool
+from anyserve.replica.pool import WorkerPool, WorkerSlot
 from anyserve.replica.worker import parse_request
 from anyserve.transport import Query
 from anyserve.version import __version__
 
+if TYPE_CHECKING:
+    from anyserve.replica.lifecycle import Lifecycle
+
 log = logging.getLogger("anyserve.agent")
 
 SERVICE = "inference.GRPCInferenceService"
+#: A small extra service for ``anyserve status``: Get returns the replica's status as JSON.
+STATUS_SERVICE = "anyserve.ReplicaStatus"
 FINAL_PARAMETER = "triton_final_response"
 LIMIT_SETTING = "replica.max_message_bytes (ANYSERVE_MAX_MESSAGE_BYTES, --max-message-bytes)"
 
@@ -46,6 +53,9 @@ class Agent:
         max_message_bytes: int,
         router_url: str | None = None,
         forward: Forwarder | None = None,
+        lifecycle: Lifecycle | None = None,
+        offers: Callable[[], list[dict[str, Any]]] | None = None,
+        status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.pool = pool
         self.pm = pm
@@ -53,11 +63,23 @@ class Agent:
         self.max_message_bytes = max_message_bytes
         self.router_url = router_url
         self.forward = forward
+        self.lifecycle = lifecycle
+        self.offers = offers or pool.offers
+        self.status = status or (lambda: {"replica_id": replica_id, "workers": pool.snapshot()})
         self.ready = False
 
     # -- gRPC plumbing -----------------------------------------------------
 
-    def generic_handler(self) -> grpc.GenericRpcHandler:
+    def generic_handlers(self) -> tuple[grpc.GenericRpcHandler, ...]:
+        return (self._inference_handler(), self._status_handler())
+
+    def _status_handler(self) -> grpc.GenericRpcHandler:
+        async def get(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            return json.dumps(self.status(), default=str).encode()
+
+        return grpc.method_handlers_generic_handler(STATUS_SERVICE, {"Get": grpc.unary_unary_rpc_method_handler(get)})
+
+    def _inference_handler(self) -> grpc.GenericRpcHandler:
         def unary(fn: Any, req: Any) -> grpc.RpcMethodHandler:
             return grpc.unary_unary_rpc_method_handler(
                 fn, request_deserializer=req.FromString, response_serializer=lambda m: m.SerializeToString()
@@ -83,7 +105,7 @@ class Agent:
         return pb.ServerLiveResponse(live=True)
 
     async def server_ready(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext) -> Any:
-        return pb.ServerReadyResponse(ready=self.ready and bool(self.pool.offers()))
+        return pb.ServerReadyResponse(ready=self.ready and bool(self.offers()))
 
     async def server_metadata(self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext) -> Any:
         return pb.ServerMetadataResponse(name="anyserve", version=__version__, extensions=["model_stream_infer"])
@@ -94,14 +116,22 @@ class Agent:
             query = queries.from_request(pb.ModelInferRequest(model_name=name, model_version=version))
         return query
 
+    def _servable(self, query: Query) -> bool:
+        """Served now by a running worker, or by a worker class that can start."""
+        for stream in (False, True):
+            if self.pool.choose(query, stream=stream) is not None:
+                return True
+            if self.lifecycle is not None and self.lifecycle.match(query, stream=stream) is not None:
+                return True
+        return False
+
     async def model_ready(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext) -> Any:
         query = self._model_query(request.name, request.version, context)
-        ready = any(self.pool.choose(query, stream=s) is not None for s in (False, True))
-        return pb.ModelReadyResponse(ready=ready)
+        return pb.ModelReadyResponse(ready=self._servable(query))
 
     async def model_metadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext) -> Any:
         query = self._model_query(request.name, request.version, context)
-        if all(self.pool.choose(query, stream=s) is None for s in (False, True)):
+        if not self._servable(query):
             await context.abort(grpc.StatusCode.NOT_FOUND, self._not_found(query).message)
         return pb.ModelMetadataResponse(
             name=request.name, versions=[request.version] if request.version else [], platform="anyserve"
@@ -113,7 +143,7 @@ class Agent:
         why = f"; not delegated: {reason}" if reason else ""
         return CapabilityNotFound(
             f"no capability matches {dict(query)} on replica {self.replica_id}; it offers: "
-            f"{self.pool.describe_offers()}{why}"
+            f"{'; '.join(str(o) for o in self.offers()) or 'nothing'}{why}"
         )
 
     def _check_size(self, what: str, size: int) -> None:
@@ -127,15 +157,26 @@ class Agent:
             self._check_size("request", len(payload))
             metadata = context.invocation_metadata()
             query = queries.from_metadata(metadata) or queries.from_request(parse_request(payload))
-            slot = self.pool.choose(query, stream=False)
+            slot = await self._worker_for(query, False, context)
             if slot is None:
                 return await self._delegate(payload, query, queries.delegation_depth(metadata))
-            response = await slot.connection.infer(payload, query)
+            slot.last_used = time.monotonic()
+            try:
+                response = await slot.connection.infer(payload, query)
+            finally:
+                slot.last_used = time.monotonic()
             self._check_size("response", len(response))
             return response
         except AnyServeError as exc:
             await context.abort(grpc.StatusCode[exc.code], exc.message)
             raise  # abort raises; this keeps type checkers honest
+
+    async def _worker_for(self, query: Query, stream: bool, context: grpc.aio.ServicerContext) -> WorkerSlot | None:
+        """A running worker, else a worker class started for this request (waiting up to its deadline)."""
+        slot = self.pool.choose(query, stream=stream)
+        if slot is None and self.lifecycle is not None:
+            slot = await self.lifecycle.acquire(query, stream=stream, timeout=context.time_remaining())
+        return slot
 
     async def _delegate(self, payload: bytes, query: Query, depth: int) -> bytes:
         decision: Delegation | None = self.pm.hook.anyserve_delegate(
@@ -160,14 +201,15 @@ class Agent:
                 yield final_error(exc, "")
                 continue
             query = meta_query or queries.from_request(request)
-            slot = self.pool.choose(query, stream=True)
-            if slot is None:
-                yield final_error(self._not_found(query), request.id)
-                continue
             try:
+                slot = await self._worker_for(query, True, context)
+                if slot is None:
+                    raise self._not_found(query)
+                slot.last_used = time.monotonic()
                 async with contextlib.aclosing(slot.connection.stream(payload, query)) as chunks:
                     async for chunk in chunks:
                         yield chunk
+                slot.last_used = time.monotonic()
             except AnyServeError as exc:
                 yield final_error(exc, request.id)
                 continue

@@ -23,7 +23,7 @@ def load_app(ref: str | None, pm: PluginManager) -> AnyServe:
         app = AnyServe("plugins")
         for _ in call_each(pm, "anyserve_register_capabilities", app=app):
             pass
-        if not app.handlers:
+        if app.empty:
             raise AppLoadError(
                 "no handler is defined: pass --app module:app, or install a plugin that contributes "
                 "capabilities (see `anyserve plugins list`)"
@@ -48,6 +48,8 @@ def load_app(ref: str | None, pm: PluginManager) -> AnyServe:
         raise AppLoadError(f"module {module_name!r} has no attribute {attr!r} (expected an AnyServe app)") from None
     if not isinstance(app, AnyServe):
         raise AppLoadError(f"{ref!r} is a {type(app).__name__}, not an AnyServe app")
-    if not app.handlers:
-        raise AppLoadError(f"no handler is defined in {ref!r}: add an @app.capability(...) handler")
+    if app.empty:
+        raise AppLoadError(
+            f"no handler is defined in {ref!r}: add an @app.capability(...) handler or an @app.worker class"
+        )
     return app

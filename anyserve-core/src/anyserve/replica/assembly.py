@@ -8,9 +8,11 @@ files or environment.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,13 +58,14 @@ class Assembly:
             log_level=spec.get("log_level", "WARNING"),
         )
 
-    def spec(self, worker_id: str, address: str) -> dict[str, Any]:
+    def spec(self, worker_id: str, address: str, group: str | None = None) -> dict[str, Any]:
         """What a worker process needs to rebuild this assembly (JSON-safe)."""
         return {
             "settings": self.settings.model_dump(mode="json"),
             "app": self.app_ref,
             "replica_id": self.replica_id,
             "worker_id": worker_id,
+            "group": group,
             "address": address,
             "parent_pid": os.getpid(),
             "log_level": self.log_level,
@@ -78,14 +81,57 @@ class Assembly:
         url, options = self.settings.objects.url, self.settings.objects.options
         return functools.cache(lambda: self.catalog.object_backend(url).factory(url, options))
 
-    def worker_host(self, worker_id: str) -> WorkerHost:
+    def worker_host(self, worker_id: str, app: AnyServe | None = None, concurrency: int | None = None) -> WorkerHost:
         router_url = self.settings.router.url
         return WorkerHost(
-            self.app,
+            app or self.app,
             self.matcher,
             worker_id=worker_id,
             replica_id=self.replica_id,
-            concurrency=self.settings.replica.concurrency,
+            concurrency=concurrency or self.settings.replica.concurrency,
             objects=self.objects,
             caller=router_caller(router_url) if router_url else None,
         )
+
+    async def start_host(self, worker_id: str, group: str | None) -> tuple[WorkerHost, Callable[[], Awaitable[None]]]:
+        """The service a worker serves, and what to run when it stops.
+
+        For a worker class this instantiates it and runs ``on_start`` first, so
+        the worker's handshake (and with it "hot") comes only once it is loaded.
+        """
+        if group is None:
+            return self.worker_host(worker_id), _nothing
+        spec = self.app.worker_class(group)
+        instance = spec.cls()
+        await call_hook(getattr(instance, "on_start", None))
+        app = AnyServe(group)
+        for cap in spec.capabilities:
+            if spec.unary:
+                app.add_handler(cap, instance.handle)
+            if spec.streaming:
+                app.add_handler(cap, instance.handle_stream, stream=True)
+        host = self.worker_host(worker_id, app, concurrency=spec.max_concurrency)
+        return host, functools.partial(call_hook, getattr(instance, "on_cleanup", None))
+
+    async def serve_in_process(self, worker_id: str, address: str, group: str | None) -> None:
+        """An in-process transport's worker: the same life as a worker process, in a task."""
+        host, cleanup = await self.start_host(worker_id, group)
+        try:
+            await self.transport.serve(address, host)
+        finally:
+            host.close()
+            await cleanup()
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def call_hook(hook: Callable[[], Any] | None) -> None:
+    """Run a lifecycle hook: ``async def`` on the loop, plain ones in a thread (model loads block)."""
+    if hook is None:
+        return
+    if inspect.iscoroutinefunction(hook):
+        await hook()
+    else:
+        await asyncio.to_thread(hook)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +20,16 @@ class WorkerSlot:
 
     id: str
     connection: Connection
+    #: The worker class it runs; None for the app's plain handlers.
+    group: str | None = None
     unary: list[Capability] = field(default_factory=list)
     streaming: list[Capability] = field(default_factory=list)
+    #: time.monotonic() of the last request start or end (idle detection).
+    last_used: float = field(default_factory=time.monotonic)
 
     @classmethod
-    def from_connection(cls, worker_id: str, connection: Connection) -> WorkerSlot:
-        slot = cls(worker_id, connection)
+    def from_connection(cls, worker_id: str, connection: Connection, group: str | None = None) -> WorkerSlot:
+        slot = cls(worker_id, connection, group)
         for offer in connection.hello.get("capabilities", []):
             attrs = {k: v for k, v in offer.items() if k not in RUNTIME_KEYS}
             (slot.streaming if offer.get("stream") else slot.unary).append(Capability(attrs))
@@ -52,19 +57,20 @@ class WorkerPool:
         self._matches.clear()
         return self.slots.pop(worker_id, None)
 
-    def offers(self) -> list[dict[str, Any]]:
-        """Every capability some worker offers, as handshake dicts, without duplicates."""
+    @staticmethod
+    def merge_offers(slots: Iterable[WorkerSlot]) -> list[dict[str, Any]]:
+        """The capabilities ``slots`` offer, as handshake dicts, without duplicates."""
         seen: dict[tuple[Capability, bool], dict[str, Any]] = {}
-        for slot in self.slots.values():
+        for slot in slots:
             for cap in slot.unary:
                 seen.setdefault((cap, False), cap.to_dict())
             for cap in slot.streaming:
                 seen.setdefault((cap, True), {**cap.to_dict(), "stream": True})
         return list(seen.values())
 
-    def describe_offers(self) -> str:
-        offers = self.offers()
-        return "; ".join(str(o) for o in offers) or "nothing (no worker is running)"
+    def offers(self) -> list[dict[str, Any]]:
+        """Every capability some running worker offers."""
+        return self.merge_offers(self.slots.values())
 
     def _matching(self, query: Query, stream: bool) -> list[tuple[str, Capability, float]]:
         key = (frozenset(normalize_query(query).items()), stream)
@@ -106,6 +112,7 @@ class WorkerPool:
         return [
             {
                 "id": slot.id,
+                "group": slot.group,
                 "pid": slot.pid,
                 "in_flight": slot.connection.in_flight,
                 "alive": not slot.connection.closed,

@@ -32,20 +32,29 @@ class Registration:
         endpoint: str,
         offers: Callable[[], list[dict[str, Any]]],
         in_flight: Callable[[], int],
+        status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.client = client
         self.replica_id = replica_id
         self.endpoint = endpoint
         self.offers = offers
         self.in_flight = in_flight
+        self.status = status
         self.registered = asyncio.Event()
+        self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="registration")
 
+    def refresh(self) -> None:
+        """What this replica offers changed (a worker started or stopped): register again now."""
+        self._changed.set()
+
     async def _register(self) -> float:
-        answer = await self.client.register(self.replica_id, self.endpoint, self.offers())
+        self._changed.clear()
+        status = self.status() if self.status else None
+        answer = await self.client.register(self.replica_id, self.endpoint, self.offers(), status=status)
         self.registered.set()
         log.info("registered %s at %s with %s", self.replica_id, self.client.url, self.endpoint)
         return float(answer.get("heartbeat_seconds", 5.0))
@@ -58,7 +67,11 @@ class Registration:
             try:
                 if interval is None:
                     interval = await self._register()
-                await asyncio.sleep(interval)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), interval)
+                if self._changed.is_set():
+                    interval = None
+                    continue
                 if not await self.client.heartbeat(self.replica_id, self.in_flight()):
                     log.warning("router %s forgot replica %s; registering again", self.client.url, self.replica_id)
                     self.registered.clear()

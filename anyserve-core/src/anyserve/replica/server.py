@@ -18,6 +18,7 @@ import socket
 import tempfile
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 
@@ -26,10 +27,12 @@ from anyserve.delegation import Delegation
 from anyserve.errors import ConfigError
 from anyserve.replica.agent import Agent
 from anyserve.replica.assembly import Assembly
+from anyserve.replica.lifecycle import Lifecycle
 from anyserve.replica.pool import WorkerPool
 from anyserve.replica.registration import Registration
 from anyserve.replica.supervisor import Supervisor, WorkerStartError
 from anyserve.router_client import AsyncRouterClient
+from anyserve.routing import HOT
 from anyserve.transport import Query
 
 log = logging.getLogger("anyserve.replica")
@@ -59,6 +62,16 @@ class Replica:
         self.settings = settings
         self.assembly = Assembly(settings, app_ref, replica_id, log_level=log_level)
         self.pool = WorkerPool(self.assembly.matcher, self.assembly.pm)
+        self.run_dir = tempfile.mkdtemp(prefix="anyserve-")
+        self.supervisor = Supervisor(self.assembly, self.pool, self.run_dir, settings.replica.workers)
+        self.lifecycle = Lifecycle(
+            self.assembly.app,
+            self.supervisor,
+            self.pool,
+            self.assembly.matcher,
+            budget=settings.replica.resources,
+            on_change=self._changed,
+        )
         self.agent = Agent(
             self.pool,
             self.assembly.pm,
@@ -66,18 +79,44 @@ class Replica:
             max_message_bytes=settings.replica.max_message_bytes,
             router_url=settings.router.url,
             forward=self._forward,
+            lifecycle=self.lifecycle,
+            offers=self.offers,
+            status=self.status,
         )
         self._routers: dict[str, AsyncRouterClient] = {}
         self.registration: Registration | None = None
-        self.run_dir = tempfile.mkdtemp(prefix="anyserve-")
-        self.supervisor = Supervisor(self.assembly, self.pool, self.run_dir, settings.replica.workers)
         self.server: grpc.aio.Server | None = None
         self.endpoint = ""
         self._stop = asyncio.Event()
+        self._gc: asyncio.Task[None] | None = None
 
     @property
     def replica_id(self) -> str:
         return self.assembly.replica_id
+
+    def offers(self) -> list[dict[str, Any]]:
+        """What this replica can serve: running plain workers (hot) and every worker class with its state."""
+        plain = WorkerPool.merge_offers(s for s in self.pool.slots.values() if s.group is None)
+        return [{**o, "state": HOT} for o in plain] + self.lifecycle.offers()
+
+    def in_flight(self) -> int:
+        return sum(s.connection.in_flight for s in self.pool.slots.values())
+
+    def status(self) -> dict[str, Any]:
+        """What ``anyserve status`` shows for this replica (also sent to the router)."""
+        return {
+            "replica_id": self.replica_id,
+            "endpoint": self.endpoint,
+            "transport": self.assembly.transport.name,
+            "in_flight": self.in_flight(),
+            "workers": self.pool.snapshot(),
+            **self.lifecycle.status(),
+        }
+
+    def _changed(self) -> None:
+        """A worker class changed state: tell the router now, not at the next heartbeat."""
+        if self.registration is not None:
+            self.registration.refresh()
 
     def _router(self, url: str) -> AsyncRouterClient:
         """One pooled HTTP client per router URL."""
@@ -112,7 +151,7 @@ class Replica:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        self.server.add_generic_rpc_handlers((self.agent.generic_handler(),))
+        self.server.add_generic_rpc_handlers(self.agent.generic_handlers())
         try:
             port = self.server.add_insecure_port(f"{cfg.host}:{cfg.port}")
         except RuntimeError as exc:
@@ -124,14 +163,17 @@ class Replica:
             await self.supervisor.stop(grace=1.0)
             raise StartError(exc.message) from None
         await self.server.start()
+        self.lifecycle.start_reaper()
         self.agent.ready = True
+        self._gc = self._start_object_gc()
         if self.settings.router.url:
             self.registration = Registration(
                 AsyncRouterClient(self.settings.router.url),
                 self.replica_id,
                 self.endpoint,
-                offers=self.pool.offers,
-                in_flight=lambda: sum(s.connection.in_flight for s in self.pool.slots.values()),
+                offers=self.offers,
+                in_flight=self.in_flight,
+                status=self.status,
             )
             self.registration.start()
 
@@ -141,12 +183,49 @@ class Replica:
     async def wait(self) -> None:
         await self._stop.wait()
 
+    def _start_object_gc(self) -> asyncio.Task[None] | None:
+        """Collect expired objects in the background when a store is configured and TTL is on."""
+        cfg = self.settings.objects
+        if cfg.ttl_seconds <= 0 or self.settings.source_of("objects.url") == "default":
+            log.debug("object collection off (objects.url not configured or objects.ttl_seconds = 0)")
+            return None
+        return asyncio.create_task(self._collect_objects(cfg.ttl_seconds, cfg.gc_interval_seconds))
+
+    async def _collect_objects(self, ttl: float, interval: float) -> None:
+        try:
+            store = await asyncio.to_thread(self.assembly.objects)
+        except Exception as exc:  # unresolvable store: the replica still serves
+            log.warning("object collection off: cannot open %s: %s", self.settings.objects.url, exc)
+            return
+        log.info("collecting objects older than %gs in %s every %gs", ttl, self.settings.objects.url, interval)
+        while True:
+            try:
+                removed = await asyncio.to_thread(store.cleanup, ttl)
+            except Exception as exc:  # a bad pass is reported, the next one tries again
+                log.warning(
+                    "object collection in %s failed: %s: %s", self.settings.objects.url, type(exc).__name__, exc
+                )
+            else:
+                log.log(
+                    logging.INFO if removed else logging.DEBUG,
+                    "object collection removed %d object(s) older than %gs from %s",
+                    removed,
+                    ttl,
+                    self.settings.objects.url,
+                )
+            await asyncio.sleep(interval)
+
     async def stop(self) -> None:
         self.agent.ready = False
+        if self._gc is not None:
+            self._gc.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gc
         if self.registration is not None:
             await self.registration.stop()  # the router stops sending before we stop serving
         if self.server is not None:
             await self.server.stop(self.settings.replica.shutdown_grace)
+        await self.lifecycle.close()
         await self.supervisor.stop()
         for client in self._routers.values():
             await client.aclose()

@@ -1,10 +1,11 @@
-"""Starts the workers, connects the pool to them, and restarts those that die.
+"""Starts worker processes, connects the pool to them, and watches them.
 
 Workers are processes (``python -m anyserve.replica.worker_main``) unless the
-transport is in-process, in which case one worker is served inside the
-agent's event loop. A worker that exits unexpectedly is removed from the
-pool at once (its in-flight requests fail with UNAVAILABLE through the
-transport) and started again with exponential back-off.
+transport is in-process, in which case they are served inside the agent's
+event loop. The app's plain handlers run in ``--workers`` always-on workers
+that are restarted with exponential back-off when they die; worker classes
+(``group`` set) are started and stopped by :mod:`anyserve.replica.lifecycle`,
+which is told when one exits unexpectedly.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from anyserve.errors import AnyServeError
@@ -40,10 +42,25 @@ class WorkerStartError(AnyServeError):
 class WorkerProcess:
     id: str
     address: str
+    #: The worker class this process runs; None for the app's plain handlers.
+    group: str | None = None
     process: asyncio.subprocess.Process | None = None
     task: asyncio.Task[None] | None = None
     stderr_tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=20))
     restarts: int = 0
+    #: Set while the supervisor itself is stopping this worker.
+    stopping: bool = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def last_output(self) -> str:
+        return "\n".join(self.stderr_tail) or "(no output)"
+
+
+#: Called when a worker-class process exits without being asked to: (worker, exit code).
+ExitHandler = Callable[[WorkerProcess, int | None], None]
 
 
 class Supervisor:
@@ -52,51 +69,62 @@ class Supervisor:
         self.pool = pool
         self.run_dir = run_dir
         self.in_process = assembly.transport_spec.in_process
-        self.count = 1 if self.in_process else count
+        has_plain_handlers = bool(assembly.app.handlers)
+        self.count = (1 if self.in_process else count) if has_plain_handlers else 0
         self.workers: dict[str, WorkerProcess] = {}
+        self.on_group_exit: ExitHandler | None = None
         self._stopping = False
-        self._watchers: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coro: object, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def new_worker(self, worker_id: str, group: str | None = None) -> WorkerProcess:
+        worker = WorkerProcess(worker_id, self.assembly.transport.address(self.run_dir, worker_id), group=group)
+        self.workers[worker_id] = worker
+        return worker
 
     async def start(self) -> None:
-        """Start every worker and wait for all handshakes; raise if one fails."""
+        """Start the always-on workers and wait for their handshakes; raise if one fails."""
         if self.in_process and self.assembly.settings.replica.workers > 1:
             log.warning("transport %r runs handlers in the agent: --workers is ignored", self.assembly.transport.name)
-        ids = [f"w{i}" for i in range(self.count)]
-        for wid in ids:
-            self.workers[wid] = WorkerProcess(wid, self.assembly.transport.address(self.run_dir, wid))
-        await asyncio.gather(*(self._launch(self.workers[wid]) for wid in ids))
-        for wid in ids:
-            watcher = asyncio.create_task(self._watch(self.workers[wid]), name=f"watch-{wid}")
-            self._watchers.add(watcher)
+        workers = [self.new_worker(f"w{i}") for i in range(self.count)]
+        await asyncio.gather(*(self.launch(w) for w in workers))
 
-    async def _launch(self, worker: WorkerProcess) -> None:
+    async def launch(self, worker: WorkerProcess, timeout: float = START_TIMEOUT) -> WorkerSlot:
+        """Start ``worker`` and add it to the pool once its handshake arrived."""
         transport = self.assembly.transport
+        worker.stopping = False
         if self.in_process:
-            host = self.assembly.worker_host(worker.id)
-            worker.task = asyncio.create_task(transport.serve(worker.address, host), name=f"serve-{worker.id}")
+            worker.task = asyncio.create_task(
+                self.assembly.serve_in_process(worker.id, worker.address, worker.group), name=f"serve-{worker.id}"
+            )
         else:
-            spec = json.dumps(self.assembly.spec(worker.id, worker.address))
+            spec = json.dumps(self.assembly.spec(worker.id, worker.address, worker.group))
             worker.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "anyserve.replica.worker_main", spec,
                 stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
-            relay = asyncio.create_task(self._relay_stderr(worker, worker.process))
-            self._watchers.add(relay)
-            relay.add_done_callback(self._watchers.discard)
-        connect = asyncio.create_task(transport.connect(worker.address, timeout=START_TIMEOUT))
+            self._spawn(self._relay_stderr(worker, worker.process), f"stderr-{worker.id}")
+        connect = asyncio.create_task(transport.connect(worker.address, timeout=timeout))
         exited = asyncio.create_task(self._exited(worker))
         done, _ = await asyncio.wait({connect, exited}, return_when=asyncio.FIRST_COMPLETED)
         exited.cancel()
         if connect not in done:
             connect.cancel()
-            detail = "\n".join(worker.stderr_tail) or "(no output)"
-            raise WorkerStartError(f"worker {worker.id} exited before it was ready:\n{detail}")
+            raise WorkerStartError(f"worker {worker.id} exited before it was ready:\n{worker.last_output()}")
         try:
             connection = connect.result()
         except AnyServeError as exc:
+            await self._terminate(worker, grace=1.0)
             raise WorkerStartError(f"worker {worker.id} did not become ready: {exc.message}") from None
-        self.pool.add(WorkerSlot.from_connection(worker.id, connection))
+        slot = WorkerSlot.from_connection(worker.id, connection, group=worker.group)
+        self.pool.add(slot)
+        self._spawn(self._watch(worker), f"watch-{worker.id}")
         log.info("worker %s ready (pid %s)", worker.id, connection.hello.get("pid"))
+        return slot
 
     async def _exited(self, worker: WorkerProcess) -> None:
         if worker.process is not None:
@@ -114,54 +142,70 @@ class Supervisor:
             print(line, file=sys.stderr, flush=True)
 
     async def _watch(self, worker: WorkerProcess) -> None:
-        delay = BACKOFF_FIRST
+        """Wait for one run of ``worker`` to end; restart plain workers, report classes."""
         loop = asyncio.get_running_loop()
+        started = loop.time()
+        await self._exited(worker)
+        if self._stopping or worker.stopping:
+            return
+        code = worker.process.returncode if worker.process else None
+        slot = self.pool.remove(worker.id)
+        if slot is not None:
+            await slot.connection.close()
+        if worker.group is not None:
+            log.warning("worker %s (%s) exited unexpectedly (code %s)", worker.id, worker.group, code)
+            if self.on_group_exit is not None:
+                self.on_group_exit(worker, code)
+            return
+        delay = (
+            BACKOFF_FIRST
+            if loop.time() - started > STABLE_AFTER
+            else min(BACKOFF_FIRST * 2**worker.restarts, BACKOFF_MAX)
+        )
+        log.warning("worker %s exited (code %s); restarting in %.1fs", worker.id, code, delay)
         while not self._stopping:
-            started = loop.time()
-            await self._exited(worker)
-            if self._stopping:
-                return
-            code = worker.process.returncode if worker.process else None
-            slot = self.pool.remove(worker.id)
-            if slot is not None:
-                await slot.connection.close()
-            log.warning("worker %s exited (code %s); restarting in %.1fs", worker.id, code, delay)
-            if loop.time() - started > STABLE_AFTER:
-                delay = BACKOFF_FIRST
             await asyncio.sleep(delay)
-            delay = min(delay * 2, BACKOFF_MAX)
             worker.restarts += 1
             try:
-                await self._launch(worker)
+                await self.launch(worker)
+                return
             except WorkerStartError as exc:
                 log.error("restart of worker %s failed: %s", worker.id, exc.message)
+                delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _terminate(self, worker: WorkerProcess, grace: float) -> None:
+        worker.stopping = True
+        if worker.task is not None:
+            worker.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await worker.task
+        if worker.process is None:
+            return
+        if worker.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(worker.process.wait(), grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.kill()
+            await worker.process.wait()
+
+    async def stop_worker(self, worker: WorkerProcess, grace: float = 10.0) -> None:
+        """Stop one worker on purpose (idle, eviction); its cleanup hook runs."""
+        slot = self.pool.remove(worker.id)
+        if slot is not None:
+            await slot.connection.close()
+        await self._terminate(worker, grace)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop every worker: SIGTERM, then SIGKILL after ``grace`` seconds."""
         self._stopping = True
-        for watcher in self._watchers:
-            watcher.cancel()
         for slot in list(self.pool.slots.values()):
             await slot.connection.close()
-        for worker in self.workers.values():
-            if worker.task is not None:
-                worker.task.cancel()
-            if worker.process is not None and worker.process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    worker.process.send_signal(signal.SIGTERM)
-        for worker in self.workers.values():
-            if worker.process is None:
-                continue
-            try:
-                await asyncio.wait_for(worker.process.wait(), grace)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    worker.process.kill()
-                await worker.process.wait()
-        for worker in self.workers.values():
-            if worker.task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await worker.task
+        await asyncio.gather(*(self._terminate(w, grace) for w in self.workers.values()))
+        for task in list(self._tasks):
+            task.cancel()
 
     def pids(self) -> list[int]:
         return [w.process.pid for w in self.workers.values() if w.process is not None]

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from typing import Any
 
 from anyserve.errors import ConfigError
@@ -31,7 +32,7 @@ async def _watch_parent(parent: int) -> None:
 
 async def serve(spec: dict[str, Any]) -> None:
     assembly = Assembly.from_spec(spec)
-    host = assembly.worker_host(spec["worker_id"])
+    host, cleanup = await assembly.start_host(spec["worker_id"], spec.get("group"))
     serving = asyncio.create_task(assembly.transport.serve(spec["address"], host))
     watchdog = asyncio.create_task(_watch_parent(spec["parent_pid"]))
     loop = asyncio.get_running_loop()
@@ -45,6 +46,7 @@ async def serve(spec: dict[str, Any]) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         host.close()
+        await cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # e.g. a worker class's on_start raised: say which and why
+        traceback.print_exc()
+        where = f"worker class {spec['group']}" if spec.get("group") else "worker"
+        print(f"error: {where} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
