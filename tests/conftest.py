@@ -37,8 +37,8 @@ def start_router() -> Iterator[Callable[..., Router]]:
     """``start_router(*args)`` -> a ready ``anyserve router`` on a free port."""
     started: list[Process] = []
 
-    def start(*args: str, **env: str) -> Router:
-        port = free_port()
+    def start(*args: str, port: int | None = None, **env: str) -> Router:
+        port = port or free_port()
         process = run_anyserve("router", "--port", str(port), *args, env=env or None)
         started.append(process)
         process.wait_for(" ready at ")

@@ -122,3 +122,16 @@ def test_a_taken_command_name_is_refused_and_reported(cli_pm: PluginManager, inv
     result = invoke("say-hello")
     assert result.exit_code == 0
     assert result.stdout == "squatter says hi\n"
+
+
+def test_an_allow_list_keeps_the_command_lines_own_commands() -> None:
+    from anyserve.plugins import create_plugin_manager
+    from anyserve_cli.main import build_cli
+
+    pm = create_plugin_manager(env={"ANYSERVE_LOAD_PLUGINS": "some-capability-plugin"})
+    names = {c.name or c.callback.__name__ for c in build_cli(pm).registered_commands}
+    assert {"start", "status"} <= names
+    assert not [f for f in pm.failures if f.name == "cli"]
+
+    blocked = create_plugin_manager(env={"ANYSERVE_DISABLE_PLUGINS": "cli"})
+    assert "start" not in {c.name or c.callback.__name__ for c in build_cli(blocked).registered_commands}

@@ -13,7 +13,7 @@ import typer
 
 import anyserve
 from anyserve.errors import ConfigError
-from anyserve.plugins import PluginManager, get_plugin_manager
+from anyserve.plugins import PluginManager, PluginOrigin, get_plugin_manager
 from anyserve_cli.registration import CliState, register_commands
 from anyserve_cli.version import __version__
 
@@ -45,6 +45,26 @@ def _root(
     """Options that apply before any sub-command."""
 
 
+OWN_PLUGIN = "cli"
+
+
+def keep_own_commands(pm: PluginManager) -> None:
+    """An ``ANYSERVE_LOAD_PLUGINS`` allow-list narrows plugins, never the command line itself.
+
+    anyserve-cli's commands arrive through its own entry point like anyone
+    else's; an allow-list that names only, say, a capability plugin would
+    otherwise leave ``anyserve start`` undefined. ``ANYSERVE_DISABLE_PLUGINS=cli``
+    still removes them.
+    """
+    skipped = [f for f in pm.failures if f.name == OWN_PLUGIN and f.reason.startswith("not listed in")]
+    if pm.has_plugin(OWN_PLUGIN) or not skipped:
+        return
+    from anyserve_cli import commands
+
+    pm.failures.remove(skipped[0])
+    pm.register_checked(commands, PluginOrigin(OWN_PLUGIN, "anyserve-cli", __version__, builtin=False))
+
+
 def build_cli(pm: PluginManager | None = None) -> typer.Typer:
     """The root application with every plugin's commands added.
 
@@ -52,6 +72,7 @@ def build_cli(pm: PluginManager | None = None) -> typer.Typer:
     the environment's installed plugins never leak in.
     """
     state = CliState(pm or get_plugin_manager())
+    keep_own_commands(state.pm)
     cli = typer.Typer(
         name="anyserve",
         help=HELP,
