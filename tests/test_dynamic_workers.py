@@ -16,9 +16,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+from processes import ROOT
 
 from anyserve import Client, InferenceError
-from processes import ROOT
 
 STATUS = "/anyserve.ReplicaStatus/Get"
 

@@ -62,7 +62,7 @@ def pm():
 def test_register_returns_the_entry(registry):
     replica = registry.register("r1", "10.0.0.1:50051", [CHAT])
     assert (replica.id, replica.endpoint) == ("r1", "10.0.0.1:50051")
-    assert replica.capabilities == [{**CHAT, "state": "hot"}]
+    assert replica.capabilities == [CHAT]  # the default state, hot, is not repeated
     assert "r1" in registry and len(registry) == 1
 
 
@@ -213,11 +213,11 @@ def test_snapshot_is_json_ready(registry, clock):
     clock.advance(3)
     with registry.acquire("a"):
         snap = registry.snapshot()
-    assert [e["id"] for e in snap] == ["a", "b"]
+    assert [e["replica_id"] for e in snap] == ["a", "b"]
     assert snap[0] == {
-        "id": "a",
+        "replica_id": "a",
         "endpoint": "h:1",
-        "capabilities": [{**EMBED, "state": "hot"}],
+        "capabilities": [EMBED],
         "healthy": True,
         "last_heartbeat_age_s": 3.0,
         "in_flight": 1,
@@ -500,3 +500,22 @@ def test_a_replica_may_register_before_it_offers_anything(registry, matcher):
     registry.register("r1", "h:1", [])
     assert registry.candidates({}, matcher) == []
     assert registry.snapshot()[0]["capabilities"] == []
+
+
+def test_stream_filter_keeps_offers_of_the_right_kind(registry, matcher):
+    registry.register("unary", "h:1", [{"type": "chat", "stream": False}])
+    registry.register("streaming", "h:2", [{"type": "chat", "stream": True}])
+    registry.register("plain", "h:3", [{"type": "chat"}])  # no stream key: a plain (unary) handler
+    ids = lambda **kw: sorted(c.id for c in registry.candidates({"type": "chat"}, matcher, **kw))  # noqa: E731
+    assert ids() == ["plain", "streaming", "unary"]
+    assert ids(stream=True) == ["streaming"]
+    assert ids(stream=False) == ["plain", "unary"]
+
+
+def test_endpoints_and_live_ids(registry, clock):
+    registry.register("r1", "h:1", [CHAT])
+    clock.advance(10)
+    registry.register("r2", "h:2", [CHAT])
+    clock.advance(10)
+    assert registry.endpoints() == {"h:1", "h:2"}
+    assert registry.live_ids() == ["r2"]

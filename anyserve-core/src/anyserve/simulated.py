@@ -36,7 +36,7 @@ class SimulatedEngine:
         """Tokens of a deterministic answer, one every ``token_delay`` seconds."""
         if self.model is None:
             raise RuntimeError("no model is loaded: call load(model) first")
-        words = [f"[{self.model}]", *reversed(prompt.split())] or [f"[{self.model}]"]
+        words = [f"[{self.model}]", *reversed(prompt.split())]
         for i in range(max_tokens):
             time.sleep(self.token_delay)
             yield (" " if i else "") + words[i % len(words)]

@@ -178,7 +178,7 @@ class FileStore:
             raise self._missing(parsed) from None
 
     def stat(self, ref: ObjRef | str) -> ObjRef:
-        """The reference with its current size and content type filled in."""
+        """The reference with its current size, content type and write time (``created``) filled in."""
         parsed, path = self._locate(ref)
         try:
             info = os.stat(path)
@@ -186,21 +186,31 @@ class FileStore:
             raise self._missing(parsed) from None
         if not S_ISREG(info.st_mode):
             raise self._missing(parsed)
-        return ObjRef(self.backend, parsed.key, size=info.st_size, content_type=self._read_meta(path))
+        return ObjRef(
+            self.backend, parsed.key, size=info.st_size, content_type=self._read_meta(path), created=info.st_mtime
+        )
 
     def exists(self, ref: ObjRef | str) -> bool:
         _, path = self._locate(ref)
         return os.path.isfile(path)
 
     def list(self) -> list[ObjRef]:
-        """Every object, with size and content type; temp files and sidecars never appear."""
+        """Every object, with size, content type and write time; temp files and sidecars never appear."""
         refs = []
         for listing in layout.walk(self.root):
             for name, info in listing.objects.items():
                 content_type = None
                 if layout.META_PREFIX + name in listing.internal:
                     content_type = self._read_meta(os.path.join(listing.directory, name))
-                refs.append(ObjRef(self.backend, listing.prefix + name, size=info.st_size, content_type=content_type))
+                refs.append(
+                    ObjRef(
+                        self.backend,
+                        listing.prefix + name,
+                        size=info.st_size,
+                        content_type=content_type,
+                        created=info.st_mtime,
+                    )
+                )
         return refs
 
     # -- removing ----------------------------------------------------------

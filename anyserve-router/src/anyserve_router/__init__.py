@@ -1,8 +1,12 @@
-"""The anyserve router: which replica serves which capability.
+"""The anyserve router: which replica serves which capability, over HTTP.
 
-Today this is the replica registry (:mod:`anyserve_router.registry`); the
-HTTP service in front of it (``POST /register``, ``GET /registry``,
-``POST /infer``, ``POST /infer/stream``) builds on it next.
+:func:`anyserve_router.app.create_app` builds the FastAPI service
+(``POST /register``, ``POST /heartbeat``, ``GET /registry``, ``GET /lookup``,
+``POST /infer``, ``POST /infer/stream``, the KServe v2 REST paths) on the
+replica registry (:mod:`anyserve_router.registry`); ``anyserve router`` runs
+it. The API is described in docs/protocol.md ("Router HTTP API").
+
+Importing this package stays light (no FastAPI): the app lives in its module.
 """
 
 from anyserve_router.errors import DuplicateReplica, InvalidRegistration, UnknownReplica

@@ -1,13 +1,21 @@
-"""What the registry raises, as anyserve errors so the HTTP layer maps them by code.
+"""What the router raises, as anyserve errors so the HTTP layer maps them by code.
 
 Each carries a gRPC status name (``INVALID_ARGUMENT`` -> 400,
-``NOT_FOUND`` -> 404, ``ALREADY_EXISTS`` -> 409) so the router needs no
-table of its own, the same rule :mod:`anyserve.errors` follows.
+``NOT_FOUND`` -> 404, ``ALREADY_EXISTS`` -> 409, ``RESOURCE_EXHAUSTED`` ->
+413, ``UNAVAILABLE`` -> 502) and :func:`anyserve.errors.http_status` turns it
+into the HTTP status, so the router keeps no table of its own.
 """
 
 from __future__ import annotations
 
-from anyserve.errors import AnyServeError, InvalidRequest, NotFound
+from anyserve.errors import (
+    AnyServeError,
+    CapabilityNotFound,
+    InvalidRequest,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 
 
 class InvalidRegistration(InvalidRequest, ValueError):
@@ -33,3 +41,15 @@ class DuplicateReplica(AnyServeError):
     """
 
     code = "ALREADY_EXISTS"
+
+
+class NoMatch(CapabilityNotFound):
+    """No live replica offers a capability matching the request's query (404)."""
+
+
+class ReplicaUnreachable(Unavailable):
+    """The chosen replica did not answer, nor did the one tried instead (502)."""
+
+
+class BodyTooLarge(ResourceExhausted):
+    """The HTTP request body is larger than ``router.max_body_bytes`` (413)."""

@@ -31,8 +31,11 @@ class Offer:
     runtime: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The capability as registered: attributes plus runtime keys."""
-        return {**self.capability.to_dict(), **self.runtime, "state": self.state}
+        """The capability as registered: attributes plus runtime keys (``state`` only when not hot)."""
+        out = {**self.capability.to_dict(), **self.runtime}
+        if self.state != HOT:
+            out["state"] = self.state
+        return out
 
 
 def check_replica_id(replica_id: Any) -> str:

@@ -216,6 +216,17 @@ class ReplicaRegistry:
                 raise self._unknown(replica_id)
             return copy.copy(replica)
 
+    def endpoints(self) -> set[str]:
+        """The endpoints of every entry (alive or not yet swept)."""
+        with self._lock:
+            return {r.endpoint for r in self._replicas.values()}
+
+    def live_ids(self, now: float | None = None) -> list[str]:
+        """Ids of the replicas within their TTL, sorted."""
+        now = self._now(now)
+        with self._lock:
+            return sorted(rid for rid, r in self._replicas.items() if self._alive(r, now))
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._replicas)
@@ -243,7 +254,7 @@ class ReplicaRegistry:
             replicas = sorted(self._replicas.values(), key=lambda r: r.id)
             return [
                 {
-                    "id": r.id,
+                    "replica_id": r.id,
                     "endpoint": r.endpoint,
                     "capabilities": r.capabilities,
                     "healthy": self._alive(r, now),
@@ -266,14 +277,24 @@ class ReplicaRegistry:
     # -- routing -----------------------------------------------------------
 
     def candidates(
-        self, query: Mapping[str, Any], matcher: Matcher, exclude: Iterable[str] = (), now: float | None = None
+        self,
+        query: Mapping[str, Any],
+        matcher: Matcher,
+        exclude: Iterable[str] = (),
+        now: float | None = None,
+        *,
+        stream: bool | None = None,
     ) -> list[Candidate]:
         """Live replicas that can serve ``query``, each scored by its best-matching capability.
 
         ``exclude`` holds replica ids to leave out (the replica that
-        delegated the request). Among a replica's capabilities the best score
-        wins, ties going to the warmer state. The candidate carries the
-        replica's load as ``in_flight`` and its endpoint in ``info``.
+        delegated the request). ``stream`` (when not ``None``) keeps only
+        offers of that kind: ``stream: true`` offers serve streaming
+        requests, the others (``stream`` false or absent, as for a plain
+        handler) serve unary ones, so a request never lands on a replica
+        that offers the capability only the other way. Among a replica's capabilities the
+        best score wins, ties going to the warmer state. The candidate carries
+        the replica's load as ``in_flight`` and its endpoint in ``info``.
         """
         now = self._now(now)
         skip = set(exclude)
@@ -288,6 +309,8 @@ class ReplicaRegistry:
         for replica_id, endpoint, offers, load in live:
             best: tuple[float, int, Offer] | None = None
             for offer in offers:
+                if stream is not None and offer.runtime.get("stream", False) != stream:
+                    continue
                 score = matcher.score(offer.capability, query)
                 if score is None:
                     continue
@@ -315,6 +338,8 @@ class ReplicaRegistry:
         pm: PluginManager,
         exclude: Iterable[str] = (),
         now: float | None = None,
+        *,
+        stream: bool | None = None,
     ) -> Candidate | None:
         """The replica the routing hook picks for ``query``; ``None`` when none matches.
 
@@ -322,7 +347,7 @@ class ReplicaRegistry:
         ``scope="router"``. A hook answering something that is not one of the
         candidates is a plugin bug and raises :class:`PluginError`.
         """
-        found = self.candidates(query, matcher, exclude=exclude, now=now)
+        found = self.candidates(query, matcher, exclude=exclude, now=now, stream=stream)
         if not found:
             return None
         chosen = pm.hook.anyserve_select_target(query=query, candidates=found, scope="router")

@@ -6,15 +6,15 @@ import json
 import re
 from dataclasses import dataclass
 
-import anyserve_encoding_sse.plugin
 import pytest
-from anyserve_encoding_sse import SSEEncoder
 
+import anyserve_encoding_sse.plugin
 from anyserve.catalog import Catalog
 from anyserve.config import load_settings
 from anyserve.encoding import StreamEncoder
 from anyserve.errors import ConfigError
 from anyserve.plugins import create_plugin_manager
+from anyserve_encoding_sse import SSEEncoder
 
 # --------------------------------------------------------------------------
 # A small event-stream parser written from the WHATWG HTML spec,

@@ -37,6 +37,9 @@ from anyserve.transport import Query
 
 log = logging.getLogger("anyserve.replica")
 
+#: gRPC channel arguments are C ints: a larger limit overflows when the server is built.
+_GRPC_INT_MAX = 2**31 - 1
+
 
 class StartError(ConfigError):
     """The replica could not start; the message says why."""
@@ -146,8 +149,8 @@ class Replica:
         self.server = grpc.aio.server(
             options=[
                 # Headroom above the limit so the agent itself can answer with a message naming it.
-                ("grpc.max_receive_message_length", 4 * limit),
-                ("grpc.max_send_message_length", limit + 1024 * 1024),
+                ("grpc.max_receive_message_length", min(4 * limit, _GRPC_INT_MAX)),
+                ("grpc.max_send_message_length", min(limit + 1024 * 1024, _GRPC_INT_MAX)),
                 ("grpc.so_reuseport", 0),
             ]
         )

@@ -1,0 +1,155 @@
+"""The router's HTTP application: ``create_app(settings, pm)`` -> FastAPI.
+
+It wires the registry, the configured matcher and stream encoding (selected
+by name through the catalog), the routing logic and the upstream transport,
+and runs a background sweep that expires silent replicas every ``ttl/3``.
+Every error is JSON ``{"error": message, "code": grpc_status_name}`` with
+the HTTP status :func:`anyserve.errors.http_status` gives for the code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from anyserve.catalog import Catalog
+from anyserve.config import Settings
+from anyserve.encoding import StreamEncoder
+from anyserve.errors import AnyServeError, code_for_http, http_status
+from anyserve.plugins import PluginManager, get_plugin_manager
+from anyserve_router.infer_api import build_infer_routes
+from anyserve_router.registry import ReplicaRegistry
+from anyserve_router.registry_api import build_registry_routes
+from anyserve_router.rest import dumps
+from anyserve_router.routing import Router
+from anyserve_router.upstream import GrpcUpstream, Upstream
+from anyserve_router.version import __version__
+
+log = logging.getLogger("anyserve.router")
+
+
+@dataclass
+class RouterState:
+    """Everything the routes share, built once per app."""
+
+    settings: Settings
+    registry: ReplicaRegistry
+    router: Router
+    encoder: StreamEncoder
+    upstream: Upstream
+
+
+def error_response(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        dumps({"error": message, "code": code}), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+async def _anyserve_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AnyServeError)
+    replica_id = getattr(exc, "replica_id", None)
+    headers = {"X-Served-By": replica_id} if replica_id else None
+    status = http_status(exc.code)
+    if status >= 500:
+        log.warning("%s %s -> %d %s: %s", request.method, request.url.path, status, exc.code, exc.message)
+    return error_response(status, exc.message, exc.code, headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, str(exc.detail), code_for_http(exc.status_code), dict(exc.headers or {}))
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    return error_response(400, f"invalid request: {problems}", "INVALID_ARGUMENT")
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # Logged with its traceback by the server; the client still gets JSON.
+    return error_response(500, f"internal router error: {type(exc).__name__}: {exc}", "INTERNAL")
+
+
+async def _sweep(registry: ReplicaRegistry, upstream: Upstream) -> None:
+    """Expire silent replicas every ttl/3 and drop the channels of those gone."""
+    interval = registry.ttl_seconds / 3
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            gone = registry.expire()
+            if gone:
+                log.warning(
+                    "expired %d replica(s) silent for more than %gs: %s",
+                    len(gone),
+                    registry.ttl_seconds,
+                    ", ".join(gone),
+                )
+            await upstream.retain(registry.endpoints())
+        except Exception:  # the sweep must outlive any one failure
+            log.exception("registry sweep failed")
+
+
+def create_app(
+    settings: Settings | None = None,
+    pm: PluginManager | None = None,
+    *,
+    upstream: Upstream | None = None,
+    registry: ReplicaRegistry | None = None,
+) -> FastAPI:
+    """The router application for ``settings`` (defaults) and plugin manager ``pm`` (the process's).
+
+    The stream encoding and matcher are resolved now, so a name no installed
+    plugin provides fails here with the list of installed ones. ``upstream``
+    replaces the gRPC data path (tests, other transports); it is closed
+    when the server shuts down.
+    """
+    settings = settings or Settings()
+    pm = pm or get_plugin_manager()
+    catalog = Catalog(pm)
+    encoding = catalog.encoding(settings)
+    encoder = encoding.factory(settings.encoding.options)
+    matcher = catalog.matcher(settings).factory(settings.matcher.options)
+    registry = registry or ReplicaRegistry(settings.router.ttl_seconds)
+    # Channels open lazily, inside the server's event loop, on first use.
+    upstream = upstream or GrpcUpstream()
+    router = Router(registry, matcher, pm, upstream, no_match=settings.router.no_match)
+    state = RouterState(settings, registry, router, encoder, upstream)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sweeper = asyncio.create_task(_sweep(registry, upstream), name="anyserve-router-sweep")
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await upstream.close()
+
+    app = FastAPI(
+        title="anyserve router",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.anyserve = state
+    app.add_exception_handler(AnyServeError, _anyserve_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)
+    app.include_router(build_registry_routes(state))
+    app.include_router(build_infer_routes(state))
+    log.debug("router app: encoding %s, matcher %s", encoding.name, settings.matcher.name)
+    return app

@@ -1,0 +1,96 @@
+"""``anyserve router``: run the router (registry, capability routing, SSE bridge) until stopped.
+
+uvicorn runs programmatically in this process; the ready line is printed
+only once the socket listens, so scripts can wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from anyserve.config import load_settings
+from anyserve_router.app import create_app
+
+READY_POLL_SECONDS = 0.05
+
+
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A bound socket for ``host:port``, or a one-line error instead of uvicorn's traceback."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
+    return sock
+
+
+async def _serve(server: uvicorn.Server, sock: socket.socket, host: str) -> None:
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started and not task.done():
+        await asyncio.sleep(READY_POLL_SECONDS)
+    if server.started:
+        port = sock.getsockname()[1]
+        typer.echo(f"anyserve router ready at {_url(host, port)} (Ctrl-C to stop)")
+    await task
+
+
+def router(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (default 8080; 0 picks a free one).")] = None,
+    ttl_seconds: Annotated[
+        float | None,
+        typer.Option(help="Forget a replica silent for this long (default 15); it should heartbeat every ttl/3."),
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="Configuration file (anyserve.toml).")] = None,
+    log_level: Annotated[LogLevel, typer.Option(help="Log verbosity.")] = LogLevel.warning,
+) -> None:
+    """Run the router: replicas register with it, clients send it KServe v2 requests over HTTP.
+
+    Requests are routed by capability (X-Capability-<Key> headers, or the
+    KServe model name) to a live replica over gRPC; POST /infer/stream
+    streams the responses back as Server-Sent Events.
+    """
+    settings = load_settings(
+        config, overrides={"router.host": host, "router.port": port, "router.ttl_seconds": ttl_seconds}
+    )
+    level = log_level.value
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    sock = _listen(settings.router.host, settings.router.port)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level=level,
+            access_log=level == "debug",
+            log_config=None,
+            timeout_graceful_shutdown=5,
+        )
+    )
+    try:
+        asyncio.run(_serve(server, sock, settings.router.host))
+    finally:
+        sock.close()

@@ -1,0 +1,162 @@
+"""Inference routes: ``POST /infer``, ``POST /infer/stream`` and the KServe v2 REST infer paths.
+
+A JSON body is validated and converted to a ``ModelInferRequest`` once; a
+protobuf body is forwarded as the bytes it is, parsed only when its model
+name is the capability (no headers) or a delegated response must be marked.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter
+from google.protobuf.message import DecodeError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from anyserve._proto import grpc_predict_v2_pb2 as pb
+from anyserve.errors import InvalidRequest, Unavailable
+from anyserve.replica.query import from_request
+from anyserve_router import inbound
+from anyserve_router.inbound import Delegated
+from anyserve_router.rest import dumps, parse_infer_json, response_to_json
+from anyserve_router.routing import ReplicaFailed, Target, metadata
+from anyserve_router.streaming import DELEGATED_PARAMETER, BridgeResponse, StreamBridge, parse, split_error
+from anyserve_router.upstream import UpstreamStream
+
+if TYPE_CHECKING:
+    from anyserve_router.app import RouterState
+
+JSON = "application/json"
+NO_CAPABILITY = (
+    "the request names no capability: send X-Capability-<Key> headers (e.g. X-Capability-Type: chat), "
+    "or use POST /v2/models/{name}/infer, where the model name is the capability type"
+)
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class Inbound:
+    """One inference request as read off HTTP."""
+
+    __slots__ = ("delegated", "payload", "protobuf", "query")
+
+    def __init__(self, payload: bytes, query: dict[str, str], protobuf: bool, delegated: Delegated | None) -> None:
+        self.payload = payload
+        self.query = query
+        self.protobuf = protobuf
+        self.delegated = delegated
+
+
+def _parse_protobuf(body: bytes) -> pb.ModelInferRequest:
+    try:
+        return pb.ModelInferRequest.FromString(body)
+    except DecodeError as exc:
+        raise InvalidRequest(f"request body is not a serialised ModelInferRequest: {exc}") from None
+
+
+async def read_inbound(request: Request, limit: int, model: str = "", version: str = "") -> Inbound:
+    """Body, capability query and delegation of an inference request.
+
+    The query comes from ``X-Capability-*`` headers; without them, from the
+    path's model name and version (``type``, ``model``) or the request's
+    own ``capability.*`` parameters and model name, as a replica reads it.
+    """
+    body = await inbound.read_body(request, limit)
+    raw_headers = request.scope["headers"]
+    query = inbound.capability_query(raw_headers)
+    delegated = inbound.delegation(raw_headers)
+    path_query = {"type": model, **({"model": version} if version else {})} if model else {}
+    protobuf = inbound.is_protobuf(request)
+    if protobuf:
+        if not query:
+            query = path_query or from_request(_parse_protobuf(body))
+        payload = body
+    else:
+        parsed = parse_infer_json(
+            body, model_name=model or query.get("type", ""), model_version=version or query.get("model", "")
+        )
+        if not query:
+            query = path_query or from_request(parsed)
+        payload = parsed.SerializeToString()
+    if not query:
+        raise InvalidRequest(NO_CAPABILITY)
+    return Inbound(payload, query, protobuf, delegated)
+
+
+def _headers(target: Target, delegated: Delegated | None) -> dict[str, str]:
+    headers = {"X-Served-By": target.replica_id}
+    if delegated is not None:
+        headers["X-Delegated-From"] = delegated.origin
+    return headers
+
+
+def _bad_response(target: Target, exc: Exception) -> Unavailable:
+    return Unavailable(f"replica {target.replica_id!r} answered with an invalid ModelInferResponse: {exc}")
+
+
+def build_infer_routes(state: RouterState) -> APIRouter:
+    routes = APIRouter()
+    limit = state.settings.router.max_body_bytes
+
+    async def infer(request: Request, model: str = "", version: str = "") -> Response:
+        inb = await read_inbound(request, limit, model, version)
+        target, raw = await state.router.infer(inb.query, inb.payload, delegated=inb.delegated)
+        headers = _headers(target, inb.delegated)
+        if inb.protobuf and inb.delegated is None:
+            return Response(raw, media_type=inbound.PROTOBUF, headers=headers)
+        try:
+            response = pb.ModelInferResponse.FromString(raw)
+        except DecodeError as exc:
+            raise _bad_response(target, exc) from None
+        if inb.protobuf:
+            response.parameters[DELEGATED_PARAMETER].string_param = inb.delegated.origin  # type: ignore[union-attr]
+            return Response(response.SerializeToString(), media_type=inbound.PROTOBUF, headers=headers)
+        data = response_to_json(response)
+        if inb.delegated is not None:
+            data["parameters"][DELEGATED_PARAMETER] = inb.delegated.origin
+        return Response(dumps(data), media_type=JSON, headers=headers)
+
+    async def infer_stream(request: Request) -> Response:
+        inb = await read_inbound(request, limit)
+        md = metadata(inb.query, inb.delegated)
+
+        async def open_stream(target: Target) -> tuple[UpstreamStream, bytes | None]:
+            stream = state.upstream.stream(target.endpoint, inb.payload, md)
+            try:
+                return stream, await stream.read()
+            except BaseException:
+                stream.cancel()
+                raise
+
+        done = await state.router.forward(inb.query, open_stream, delegated=inb.delegated, stream=True)
+        stream, first = done.result
+        if first is not None:
+            try:
+                error = parse(first).error_message
+            except DecodeError as exc:
+                stream.cancel()
+                done.lease.release()
+                raise _bad_response(done.target, exc) from None
+            if error:  # failed before producing anything: an HTTP error, not a 200 stream
+                stream.cancel()
+                done.lease.release()
+                code, message = split_error(error)
+                raise ReplicaFailed(message, code=code, replica_id=done.target.replica_id)
+        origin = inb.delegated.origin if inb.delegated else None
+        bridge = StreamBridge(stream, first, state.encoder, done.lease, origin)
+        return BridgeResponse(bridge, {**_headers(done.target, inb.delegated), **STREAM_HEADERS})
+
+    async def v2_infer(request: Request, model_name: str) -> Response:
+        return await infer(request, model_name)
+
+    async def v2_infer_version(request: Request, model_name: str, model_version: str) -> Response:
+        return await infer(request, model_name, model_version)
+
+    async def plain_infer(request: Request) -> Response:
+        return await infer(request)
+
+    routes.add_api_route("/infer", plain_infer, methods=["POST"])
+    routes.add_api_route("/infer/stream", infer_stream, methods=["POST"])
+    routes.add_api_route("/v2/models/{model_name}/infer", v2_infer, methods=["POST"])
+    routes.add_api_route("/v2/models/{model_name}/versions/{model_version}/infer", v2_infer_version, methods=["POST"])
+    return routes

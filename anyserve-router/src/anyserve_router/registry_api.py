@@ -1,0 +1,130 @@
+"""Membership and discovery routes: register, heartbeat, deregister, registry, lookup, health.
+
+Plus the KServe v2 REST health and metadata paths, so plain KServe clients
+can probe the router as they would a single server.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from anyserve.capability import normalize_key, normalize_value
+from anyserve.errors import InvalidRequest
+from anyserve_router import inbound
+from anyserve_router.rest import loads_object
+from anyserve_router.version import __version__
+
+if TYPE_CHECKING:
+    from anyserve_router.app import RouterState
+
+log = logging.getLogger("anyserve.router")
+
+REGISTRATION_KEYS = ("replica_id", "endpoint", "capabilities")
+
+
+def _require(data: dict[str, Any], keys: tuple[str, ...], what: str) -> None:
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise InvalidRequest(
+            f"{what} is missing {', '.join(repr(k) for k in missing)}; expected a JSON object with {', '.join(keys)}"
+        )
+
+
+def lookup_query(request: Request) -> dict[str, str]:
+    """Query-string parameters (``?type=chat&model=x``) over ``X-Capability-*`` headers."""
+    query = inbound.capability_query(request.scope["headers"])
+    for key, value in request.query_params.multi_items():
+        name = normalize_key(key)
+        if not name or not value.strip():
+            raise InvalidRequest(f"lookup parameter {key!r}={value!r}: both the key and the value must be non-empty")
+        query[name] = normalize_value(value)
+    if not query:
+        raise InvalidRequest("lookup needs a capability: ?type=chat&model=x, or X-Capability-<Key> headers")
+    return query
+
+
+def build_registry_routes(state: RouterState) -> APIRouter:
+    routes = APIRouter()
+    registry = state.registry
+    limit = state.settings.router.max_body_bytes
+
+    def lease_terms(replica_id: str) -> dict[str, Any]:
+        ttl = registry.ttl_seconds
+        return {"replica_id": replica_id, "ttl_seconds": ttl, "heartbeat_seconds": ttl / 3}
+
+    @routes.post("/register")
+    async def register(request: Request) -> dict[str, Any]:
+        data = loads_object(await inbound.read_body(request, limit), "registration")
+        _require(data, REGISTRATION_KEYS, "registration")
+        replica = registry.register(data["replica_id"], data["endpoint"], data["capabilities"])
+        log.info(
+            "registered replica %s at %s offering %s",
+            replica.id,
+            replica.endpoint,
+            replica.capabilities or "nothing yet",
+        )
+        return lease_terms(replica.id)
+
+    @routes.post("/heartbeat")
+    async def heartbeat(request: Request) -> dict[str, Any]:
+        data = loads_object(await inbound.read_body(request, limit), "heartbeat")
+        _require(data, ("replica_id",), "heartbeat")
+        registry.heartbeat(data["replica_id"], data.get("in_flight"))
+        return lease_terms(data["replica_id"])
+
+    @routes.delete("/register/{replica_id}")
+    async def deregister(replica_id: str) -> dict[str, Any]:
+        registry.deregister(replica_id)
+        log.info("deregistered replica %s", replica_id)
+        return {"replica_id": replica_id, "deregistered": True}
+
+    @routes.get("/registry")
+    async def snapshot() -> dict[str, Any]:
+        return {"replicas": registry.snapshot(), "ttl_seconds": registry.ttl_seconds}
+
+    @routes.get("/lookup")
+    async def lookup(request: Request) -> dict[str, Any]:
+        target = state.router.lookup(lookup_query(request))
+        return {"replica_id": target.replica_id, "endpoint": target.endpoint}
+
+    @routes.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "replicas": len(registry.live_ids())}
+
+    # -- KServe v2 REST: health and metadata ------------------------------------
+
+    @routes.get("/v2")
+    async def server_metadata() -> dict[str, Any]:
+        return {"name": "anyserve-router", "version": __version__, "extensions": ["anyserve_capability_routing"]}
+
+    @routes.get("/v2/health/live")
+    async def live() -> dict[str, Any]:
+        return {"live": True}
+
+    @routes.get("/v2/health/ready")
+    async def ready() -> Response:
+        count = len(registry.live_ids())
+        if count:
+            return JSONResponse({"ready": True, "replicas": count})
+        return JSONResponse({"ready": False, "error": "no live replica is registered"}, status_code=503)
+
+    def model_ready(request: Request, name: str, version: str = "") -> Response:
+        query = inbound.capability_query(request.scope["headers"])
+        query = query or {"type": name, **({"model": version} if version else {})}
+        ready = bool(registry.candidates(query, state.router.matcher))
+        return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 404)
+
+    @routes.get("/v2/models/{model_name}/ready")
+    async def v2_model_ready(request: Request, model_name: str) -> Response:
+        return model_ready(request, model_name)
+
+    @routes.get("/v2/models/{model_name}/versions/{model_version}/ready")
+    async def v2_model_version_ready(request: Request, model_name: str, model_version: str) -> Response:
+        return model_ready(request, model_name, model_version)
+
+    return routes

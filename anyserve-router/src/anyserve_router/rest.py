@@ -1,0 +1,277 @@
+"""KServe v2 REST JSON <-> the protobuf messages replicas speak.
+
+Requests are validated here, once, with messages that name the tensor and
+the element at fault, so a bad body is a 400 from the router rather than an
+opaque failure inside a replica. Responses are converted the other way:
+``contents`` or ``raw_output_contents``, BYTES as UTF-8 text, or base64 with
+the output parameter ``content_encoding: base64`` when they are not text.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from anyserve._proto import grpc_predict_v2_pb2 as pb
+from anyserve.errors import AnyServeError, InvalidRequest
+from anyserve_router.datatypes import BYTES, CONTENT_FIELDS, DATATYPES, DataType, pack_raw, unpack_raw
+
+#: Tensor parameter saying a BYTES tensor's JSON strings are base64 (both directions).
+CONTENT_ENCODING = "content_encoding"
+BASE64 = "base64"
+_INT64 = (-(2**63), 2**63 - 1)
+_UINT64_MAX = 2**64 - 1
+_KINDS = {"bool": "a boolean", "int": "an integer", "float": "a number", "bytes": "a string"}
+_DATATYPE_NAMES = ", ".join(DATATYPES)
+
+
+def dumps(data: Any) -> bytes:
+    """Compact UTF-8 JSON, the router's one JSON writer (NaN/Infinity as Python writes them)."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+def loads_object(body: bytes, what: str = "request body") -> dict[str, Any]:
+    """A JSON object, or :class:`InvalidRequest` saying where the JSON breaks."""
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"{what} is not UTF-8 JSON: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise InvalidRequest(f"{what} is nested too deeply") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"{what} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+# -- parameters ------------------------------------------------------------------
+
+
+def set_parameter(target: pb.InferParameter, value: Any, where: str) -> None:
+    if isinstance(value, bool):
+        target.bool_param = value
+    elif isinstance(value, int):
+        if _INT64[0] <= value <= _INT64[1]:
+            target.int64_param = value
+        elif 0 <= value <= _UINT64_MAX:
+            target.uint64_param = value
+        else:
+            raise InvalidRequest(f"{where} = {value} does not fit in 64 bits")
+    elif isinstance(value, float):
+        target.double_param = value
+    elif isinstance(value, str):
+        target.string_param = value
+    else:
+        raise InvalidRequest(f"{where} must be a string, number or boolean, got {type(value).__name__} {value!r}")
+
+
+def _fill_parameters(target: Any, raw: Any, where: str) -> None:
+    if raw is None:
+        return
+    if not isinstance(raw, dict):
+        raise InvalidRequest(f"{where} must be an object, got {type(raw).__name__}")
+    for key, value in raw.items():
+        set_parameter(target[key], value, f"{where}.{key}")
+
+
+def parameters_to_json(parameters: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, param in parameters.items():
+        choice = param.WhichOneof("parameter_choice")
+        out[key] = getattr(param, choice) if choice else None
+    return out
+
+
+# -- requests --------------------------------------------------------------------
+
+
+def _flatten(items: list[Any], out: list[Any]) -> None:
+    for item in items:
+        if isinstance(item, list):
+            _flatten(item, out)
+        else:
+            out.append(item)
+
+
+def _shape(raw: Any, where: str) -> list[int]:
+    if not isinstance(raw, list) or not all(type(d) is int and d >= 0 for d in raw):
+        raise InvalidRequest(f"{where}: shape must be a list of non-negative integers, got {raw!r}")
+    return raw
+
+
+def _bad_element(values: list[Any], dt: DataType, where: str) -> InvalidRequest:
+    for i, value in enumerate(values):
+        if not _fits(dt, value):
+            shown = json.dumps(value) if isinstance(value, (str, int, float, bool)) else repr(value)
+            return InvalidRequest(
+                f"{where}: data[{i}] = {shown} ({type(value).__name__}) is not {_KINDS[dt.kind]} as {dt.name} needs"
+            )
+    return InvalidRequest(f"{where}: data does not match datatype {dt.name}")
+
+
+def _fits(dt: DataType, value: Any) -> bool:
+    kind = type(value)
+    if dt.kind == "float":
+        return kind is float or kind is int
+    if dt.kind == "int":
+        return kind is int
+    return kind is (bool if dt.kind == "bool" else str)
+
+
+def _elements(dt: DataType, values: list[Any], params: Mapping[str, Any], where: str) -> list[Any]:
+    """Checked elements in the form protobuf stores them (BYTES as bytes)."""
+    if not all(_fits(dt, v) for v in values):
+        raise _bad_element(values, dt, where)
+    if dt.bounds and values:
+        low, high = dt.bounds
+        smallest, largest = min(values), max(values)
+        if smallest < low or largest > high:
+            bad = smallest if smallest < low else largest
+            raise InvalidRequest(f"{where}: value {bad} is out of range for {dt.name} ({low}..{high})")
+    if dt.name != BYTES:
+        return values
+    if params.get(CONTENT_ENCODING) == BASE64:
+        try:
+            return [base64.b64decode(v, validate=True) for v in values]
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidRequest(f"{where}: data is marked content_encoding=base64 but is not base64: {exc}") from None
+    try:
+        return [v.encode("utf-8") for v in values]
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest(f"{where}: a string is not encodable as UTF-8: {exc}") from None
+
+
+def _input(raw: Any, index: int) -> tuple[pb.ModelInferRequest.InferInputTensor, DataType, list[Any]]:
+    if not isinstance(raw, dict):
+        raise InvalidRequest(f"inputs[{index}] must be an object, got {type(raw).__name__}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest(f"inputs[{index}] needs a non-empty string 'name', got {name!r}")
+    where = f"input {name!r}"
+    datatype = raw.get("datatype")
+    dt = DATATYPES.get(datatype) if isinstance(datatype, str) else None
+    if dt is None:
+        raise InvalidRequest(
+            f"{where}: datatype {datatype!r} is not a KServe v2 datatype; use one of {_DATATYPE_NAMES}"
+        )
+    shape = _shape(raw.get("shape"), where)
+    data = raw.get("data")
+    if not isinstance(data, list):
+        raise InvalidRequest(f"{where}: data must be a list (flat or nested), got {type(data).__name__}")
+    flat: list[Any] = []
+    try:
+        _flatten(data, flat)
+    except RecursionError:
+        raise InvalidRequest(f"{where}: data is nested too deeply") from None
+    if math.prod(shape) != len(flat):
+        raise InvalidRequest(f"{where}: shape {shape} holds {math.prod(shape)} elements but data has {len(flat)}")
+    tensor = pb.ModelInferRequest.InferInputTensor(name=name, datatype=dt.name, shape=shape)
+    params = raw.get("parameters") or {}
+    _fill_parameters(tensor.parameters, params, f"{where}: parameters")
+    return tensor, dt, _elements(dt, flat, params, where)
+
+
+def parse_infer_json(body: bytes, *, model_name: str = "", model_version: str = "") -> pb.ModelInferRequest:
+    """A KServe v2 JSON inference request as a ``ModelInferRequest``; :class:`InvalidRequest` if malformed."""
+    data = loads_object(body)
+    request = pb.ModelInferRequest(model_name=model_name, model_version=model_version)
+    request_id = data.get("id", "")
+    if not isinstance(request_id, str):
+        raise InvalidRequest(f"'id' must be a string, got {type(request_id).__name__}")
+    request.id = request_id
+    _fill_parameters(request.parameters, data.get("parameters"), "parameters")
+    inputs = data.get("inputs", [])
+    if not isinstance(inputs, list):
+        raise InvalidRequest(f"'inputs' must be a list of tensors, got {type(inputs).__name__}")
+    converted = [_input(raw, i) for i, raw in enumerate(inputs)]
+    seen: set[str] = set()
+    raw_mode = any(dt.field is None for _, dt, _ in converted)
+    for tensor, dt, values in converted:
+        if tensor.name in seen:
+            raise InvalidRequest(f"input {tensor.name!r} is given twice")
+        seen.add(tensor.name)
+        if raw_mode:  # FP16/BF16 have no contents field; then every input travels raw
+            request.raw_input_contents.append(pack_raw(dt, values))
+        elif values:
+            getattr(tensor.contents, dt.field).extend(values)  # type: ignore[arg-type]
+        request.inputs.append(tensor)
+    outputs = data.get("outputs", [])
+    if not isinstance(outputs, list):
+        raise InvalidRequest(f"'outputs' must be a list, got {type(outputs).__name__}")
+    for i, raw in enumerate(outputs):
+        name = raw.get("name") if isinstance(raw, dict) else None
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest(f"outputs[{i}] needs a non-empty string 'name'")
+        wanted = request.outputs.add(name=name)
+        _fill_parameters(wanted.parameters, raw.get("parameters"), f"output {name!r}: parameters")
+    return request
+
+
+# -- responses -------------------------------------------------------------------
+
+
+def _output_values(tensor: pb.ModelInferResponse.InferOutputTensor, raw: bytes | None) -> list[Any]:
+    dt = DATATYPES.get(tensor.datatype)
+    if raw is not None:
+        if dt is None:
+            raise AnyServeError(f"output {tensor.name!r}: raw contents of unknown datatype {tensor.datatype!r}")
+        try:
+            return unpack_raw(dt, raw)
+        except ValueError as exc:
+            raise AnyServeError(f"output {tensor.name!r}: raw contents do not fit {dt.name}: {exc}") from None
+    if dt is not None and dt.field is not None:
+        return list(getattr(tensor.contents, dt.field))
+    # Unknown datatype (or FP16 sent without raw): whichever field the replica filled.
+    for field in CONTENT_FIELDS:
+        values = getattr(tensor.contents, field)
+        if values:
+            return list(values)
+    return []
+
+
+def _utf8(values: list[bytes]) -> list[str] | None:
+    try:
+        return [v.decode("utf-8") for v in values]
+    except UnicodeDecodeError:
+        return None
+
+
+def _output(tensor: pb.ModelInferResponse.InferOutputTensor, raw: bytes | None) -> dict[str, Any]:
+    data = _output_values(tensor, raw)
+    params = parameters_to_json(tensor.parameters)
+    if data and isinstance(data[0], bytes):
+        # Text when it is UTF-8, unless the replica marked the tensor base64 itself.
+        text = None if params.get(CONTENT_ENCODING) == BASE64 else _utf8(data)
+        if text is None:
+            data = [base64.b64encode(v).decode("ascii") for v in data]
+            params[CONTENT_ENCODING] = BASE64
+        else:
+            data = text
+    return {
+        "name": tensor.name,
+        "datatype": tensor.datatype,
+        "shape": list(tensor.shape),
+        "parameters": params,
+        "data": data,
+    }
+
+
+def response_to_json(response: pb.ModelInferResponse) -> dict[str, Any]:
+    """A ``ModelInferResponse`` as KServe v2 JSON (a dict ready for :func:`dumps`)."""
+    raw = response.raw_output_contents
+    outputs = [
+        _output(t, raw[i] if i < len(raw) else None) if raw else _output(t, None)
+        for i, t in enumerate(response.outputs)
+    ]
+    return {
+        "model_name": response.model_name,
+        "model_version": response.model_version,
+        "id": response.id,
+        "parameters": parameters_to_json(response.parameters),
+        "outputs": outputs,
+    }

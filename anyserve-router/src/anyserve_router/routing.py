@@ -1,0 +1,204 @@
+"""Choosing the replica for a request and calling it, with one retry when it does not answer.
+
+The registry scores candidates with the configured matcher and the routing
+hook picks one (core's default: best score, hot first, least in flight).
+Each forwarded call holds a registry lease, so in-flight counts spread load.
+A replica that cannot be reached at all is excluded and the request goes to
+another match once; a replica that answers with an error is never retried
+(it may have run the request).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
+
+from anyserve.errors import AnyServeError
+from anyserve.matching import Matcher
+from anyserve.replica.query import DELEGATED_FROM_METADATA, DEPTH_METADATA, METADATA_PREFIX
+from anyserve_router.errors import NoMatch, ReplicaUnreachable, UnknownReplica
+from anyserve_router.inbound import Delegated
+from anyserve_router.registry import Lease, ReplicaRegistry
+from anyserve_router.rest import dumps
+from anyserve_router.upstream import Metadata, Upstream, UpstreamError
+
+if TYPE_CHECKING:
+    from anyserve.plugins import PluginManager
+
+log = logging.getLogger("anyserve.router")
+
+T = TypeVar("T")
+_SHOWN_CAPABILITIES = 20
+
+
+@dataclass(frozen=True)
+class Target:
+    replica_id: str
+    endpoint: str
+
+
+class ReplicaFailed(AnyServeError):
+    """A replica answered with an error; code and message are the replica's own."""
+
+    def __init__(self, message: str, *, code: str, replica_id: str) -> None:
+        super().__init__(message, code=code)
+        self.replica_id = replica_id
+
+
+@dataclass
+class Forwarded(Generic[T]):
+    """A call that reached a replica: its result, and the lease to release when done with it."""
+
+    target: Target
+    result: T
+    lease: Lease
+
+
+def metadata(query: Mapping[str, str], delegated: Delegated | None) -> Metadata:
+    """gRPC metadata for the replica: the query as ``x-capability-*``, plus the delegation marks."""
+    md = [(METADATA_PREFIX + key.replace("_", "-"), value) for key, value in query.items()]
+    if delegated is not None:
+        md.append((DELEGATED_FROM_METADATA, delegated.origin))
+        md.append((DEPTH_METADATA, str(delegated.depth)))
+    return md
+
+
+class Router:
+    """Routes capability queries over a registry to replicas through an :class:`Upstream`."""
+
+    def __init__(
+        self,
+        registry: ReplicaRegistry,
+        matcher: Matcher,
+        pm: PluginManager,
+        upstream: Upstream,
+        *,
+        no_match: Literal["404", "any-replica"] = "404",
+    ) -> None:
+        self.registry = registry
+        self.matcher = matcher
+        self.pm = pm
+        self.upstream = upstream
+        self.no_match = no_match
+
+    # -- choosing ------------------------------------------------------------
+
+    def pick(
+        self,
+        query: Mapping[str, str],
+        *,
+        exclude: set[str] | frozenset[str] = frozenset(),
+        stream: bool | None = None,
+        delegated: Delegated | None = None,
+    ) -> Target:
+        """The replica for ``query`` (not one in ``exclude``), or :class:`NoMatch` explaining why not."""
+        chosen = self.registry.choose(query, self.matcher, self.pm, exclude=exclude, stream=stream)
+        if chosen is not None:
+            return Target(chosen.id, chosen.info["endpoint"])
+        if self.no_match == "any-replica" and delegated is None:
+            # The seed's behaviour: some replica's delegation policy decides.
+            anyone = self._least_loaded(exclude)
+            if anyone is not None:
+                return anyone
+        raise NoMatch(self._no_match_message(query, exclude, delegated))
+
+    def _least_loaded(self, exclude: set[str] | frozenset[str]) -> Target | None:
+        entries = []
+        for replica_id in self.registry.live_ids():
+            if replica_id in exclude:
+                continue
+            try:
+                entries.append(self.registry.get(replica_id))
+            except UnknownReplica:
+                continue
+        if not entries:
+            return None
+        least = min(r.load for r in entries)
+        replica = random.choice([r for r in entries if r.load == least])
+        return Target(replica.id, replica.endpoint)
+
+    def _no_match_message(
+        self, query: Mapping[str, str], exclude: set[str] | frozenset[str], delegated: Delegated | None
+    ) -> str:
+        known = self.registry.known_capabilities()
+        shown = ", ".join(dumps(c).decode() for c in known[:_SHOWN_CAPABILITIES]) or "none (no live replicas)"
+        if len(known) > _SHOWN_CAPABILITIES:
+            shown += f" and {len(known) - _SHOWN_CAPABILITIES} more"
+        others = [i for i in sorted(exclude) if not delegated or i != delegated.origin]
+        why = ""
+        if delegated is not None:
+            why += f" other than {delegated.origin!r} (which delegated the request)"
+        if others:
+            why += f" (not answering: {', '.join(others)})"
+        return f"no live replica{why} offers a capability matching {dumps(dict(query)).decode()}; known: {shown}"
+
+    def lookup(self, query: Mapping[str, str]) -> Target:
+        """Discovery: the replica a request for ``query`` would go to now (no lease taken)."""
+        return self.pick(query)
+
+    # -- calling ---------------------------------------------------------------
+
+    async def forward(
+        self,
+        query: Mapping[str, str],
+        call: Callable[[Target], Awaitable[T]],
+        *,
+        delegated: Delegated | None = None,
+        stream: bool | None = None,
+    ) -> Forwarded[T]:
+        """Pick a replica, hold a lease on it and ``await call(target)``.
+
+        If the replica cannot be reached, it is excluded and one other match
+        is tried; if that fails too, or none is left,
+        :class:`ReplicaUnreachable` names the replica(s). An error the replica
+        itself answered becomes :class:`ReplicaFailed` with its code and
+        message. On success the caller owns the lease.
+        """
+        exclude: set[str] = {delegated.origin} if delegated else set()
+        failed: list[tuple[Target, UpstreamError]] = []
+        while len(failed) < 2:
+            try:
+                target = self.pick(query, exclude=exclude, stream=stream, delegated=delegated)
+            except NoMatch:
+                if failed:
+                    break
+                raise
+            try:
+                lease = self.registry.acquire(target.replica_id)
+            except UnknownReplica:  # deregistered between choice and call
+                exclude.add(target.replica_id)
+                continue
+            try:
+                return Forwarded(target, await call(target), lease)
+            except UpstreamError as exc:
+                lease.release()
+                if not exc.unreachable:
+                    raise ReplicaFailed(exc.message, code=exc.code, replica_id=target.replica_id) from None
+                log.warning("replica %s at %s did not answer: %s", target.replica_id, target.endpoint, exc.message)
+                failed.append((target, exc))
+                exclude.add(target.replica_id)
+            except BaseException:
+                lease.release()
+                raise
+        raise ReplicaUnreachable(self._unreachable_message(query, failed))
+
+    def _unreachable_message(self, query: Mapping[str, str], failed: list[tuple[Target, UpstreamError]]) -> str:
+        tried = "; ".join(f"replica {t.replica_id!r} at {t.endpoint} did not answer ({e.message})" for t, e in failed)
+        tail = "" if len(failed) > 1 else f"; no other live replica matches {dumps(dict(query)).decode()}"
+        return tried + tail
+
+    async def infer(
+        self, query: Mapping[str, str], payload: bytes, *, delegated: Delegated | None = None
+    ) -> tuple[Target, bytes]:
+        """Unary ModelInfer: serialised request in, the serving replica and serialised response out."""
+        md = metadata(query, delegated)
+
+        def call(target: Target) -> Awaitable[bytes]:
+            return self.upstream.infer(target.endpoint, payload, md)
+
+        done = await self.forward(query, call, delegated=delegated, stream=False)
+        done.lease.release()
+        return done.target, done.result

@@ -1,0 +1,199 @@
+"""The router -> replica data path: raw bytes over pooled gRPC channels.
+
+Routing code sees only the small :class:`Upstream` interface (a unary call,
+a stream, housekeeping), so a cheaper transport can replace gRPC here
+without touching routing. :class:`GrpcUpstream` keeps one ``grpc.aio``
+channel per replica endpoint, created on first use and reused by every
+request after (HTTP/2 multiplexes them); nothing is dialled per request and
+nothing is parsed: payloads go out and come back as serialised protobuf.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+
+from anyserve.errors import AnyServeError
+
+log = logging.getLogger("anyserve.router.upstream")
+
+INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
+Metadata = Sequence[tuple[str, str]]
+
+#: Phrases gRPC uses when it could not reach the server at all: the request
+#: never arrived, so another replica may safely be tried instead.
+_CONNECT_FAILURES = ("failed to connect", "connection refused", "dns resolution failed", "no route to host")
+
+CHANNEL_OPTIONS = (
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+    # A replica restarted on the same port is reachable again within a second.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    # Subchannels are otherwise shared process-wide, back-off state included,
+    # so a fresh channel would inherit the failed one's back-off.
+    ("grpc.use_local_subchannel_pool", 1),
+)
+
+
+class UpstreamError(AnyServeError):
+    """A call to a replica failed: ``code`` is the gRPC status name, ``message`` its details.
+
+    ``unreachable`` is true when the replica was never reached (nothing
+    arrived there), the only case where routing retries elsewhere.
+    """
+
+    def __init__(self, message: str, *, code: str, unreachable: bool = False) -> None:
+        super().__init__(message, code=code)
+        self.unreachable = unreachable
+
+
+class UpstreamStream(Protocol):
+    """One streaming call: responses as serialised ``ModelStreamInferResponse`` bytes."""
+
+    async def read(self) -> bytes | None:
+        """The next response, ``None`` at the end; raises :class:`UpstreamError`."""
+        ...
+
+    def cancel(self) -> None:
+        """Stop the call (the client went away); idempotent, also after the end."""
+        ...
+
+
+class Upstream(Protocol):
+    """What routing needs from a transport to replicas."""
+
+    async def infer(self, endpoint: str, payload: bytes, metadata: Metadata) -> bytes:
+        """Serialised ``ModelInferRequest`` in, serialised ``ModelInferResponse`` out."""
+        ...
+
+    def stream(self, endpoint: str, payload: bytes, metadata: Metadata) -> UpstreamStream:
+        """Start a ``ModelStreamInfer`` call carrying one request, already half-closed."""
+        ...
+
+    async def retain(self, endpoints: Iterable[str]) -> None:
+        """Release resources held for endpoints not listed (replicas that left)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def _error(exc: grpc.aio.AioRpcError) -> UpstreamError:
+    code = exc.code()
+    details = exc.details() or ""
+    unreachable = code == grpc.StatusCode.UNAVAILABLE and any(p in details.lower() for p in _CONNECT_FAILURES)
+    return UpstreamError(details or code.name, code=code.name, unreachable=unreachable)
+
+
+@dataclass
+class _Pooled:
+    channel: grpc.aio.Channel
+    infer: grpc.aio.UnaryUnaryMultiCallable
+    stream: grpc.aio.StreamStreamMultiCallable
+    active: int = 0
+
+
+class _GrpcStream:
+    def __init__(self, owner: GrpcUpstream, endpoint: str, pooled: _Pooled, payload: bytes, metadata: Metadata) -> None:
+        self._owner = owner
+        self._endpoint = endpoint
+        self._pooled = pooled
+        self._call = pooled.stream(iter((payload,)), metadata=metadata)
+        self._open = True
+        pooled.active += 1
+
+    def _finish(self) -> None:
+        if self._open:
+            self._open = False
+            self._pooled.active -= 1
+
+    async def read(self) -> bytes | None:
+        try:
+            message = await self._call.read()
+        except grpc.aio.AioRpcError as exc:
+            self._finish()
+            raise self._owner._failed(self._endpoint, self._pooled, exc) from None
+        if message is grpc.aio.EOF:
+            self._finish()
+            return None
+        return message
+
+    def cancel(self) -> None:
+        if not self._call.done():
+            self._call.cancel()
+        self._finish()
+
+
+class GrpcUpstream:
+    """:class:`Upstream` over ``grpc.aio``: one channel per endpoint, reused for every call.
+
+    Create it inside the event loop that will use it (the app's lifespan does).
+    """
+
+    def __init__(self, options: Sequence[tuple[str, object]] = CHANNEL_OPTIONS) -> None:
+        self._options = list(options)
+        self._pool: dict[str, _Pooled] = {}
+        #: Channels taken out of the pool that still carry calls; closed once idle.
+        self._retired: list[_Pooled] = []
+
+    def _get(self, endpoint: str) -> _Pooled:
+        pooled = self._pool.get(endpoint)
+        if pooled is None:
+            channel = grpc.aio.insecure_channel(endpoint, options=self._options)
+            pooled = _Pooled(channel, channel.unary_unary(INFER_METHOD), channel.stream_stream(STREAM_METHOD))
+            self._pool[endpoint] = pooled
+            log.debug("opened channel to %s", endpoint)
+        return pooled
+
+    def _failed(self, endpoint: str, pooled: _Pooled, exc: grpc.aio.AioRpcError) -> UpstreamError:
+        """Translate a failure; a channel that could not connect leaves the pool.
+
+        gRPC answers calls on a channel in connection back-off at once with
+        UNAVAILABLE, so a replica restarted on the same port would look dead
+        until the back-off ran out; the next call dials afresh instead.
+        """
+        error = _error(exc)
+        if error.unreachable and self._pool.get(endpoint) is pooled:
+            del self._pool[endpoint]
+            self._retired.append(pooled)
+        return error
+
+    @property
+    def endpoints(self) -> list[str]:
+        return sorted(self._pool)
+
+    async def infer(self, endpoint: str, payload: bytes, metadata: Metadata) -> bytes:
+        pooled = self._get(endpoint)
+        pooled.active += 1
+        try:
+            return await pooled.infer(payload, metadata=metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise self._failed(endpoint, pooled, exc) from None
+        finally:
+            pooled.active -= 1
+
+    def stream(self, endpoint: str, payload: bytes, metadata: Metadata) -> _GrpcStream:
+        return _GrpcStream(self, endpoint, self._get(endpoint), payload, metadata)
+
+    async def retain(self, endpoints: Iterable[str]) -> None:
+        keep = set(endpoints)
+        for endpoint in [e for e, p in self._pool.items() if e not in keep and p.active == 0]:
+            pooled = self._pool.pop(endpoint)
+            await pooled.channel.close()
+            log.debug("closed channel to %s (replica left)", endpoint)
+        idle = [p for p in self._retired if p.active == 0]
+        self._retired = [p for p in self._retired if p.active]
+        for pooled in idle:
+            await pooled.channel.close()
+
+    async def close(self) -> None:
+        pool, self._pool = [*self._pool.values(), *self._retired], {}
+        self._retired = []
+        for pooled in pool:
+            await pooled.channel.close()
