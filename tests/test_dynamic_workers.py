@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from processes import ROOT
 
@@ -185,3 +187,37 @@ def test_anyserve_status_shows_workers_and_switches(dynamic):
         timeout=30, cwd=ROOT,
     )  # fmt: skip
     assert json.loads(as_json.stdout)["worker_classes"][0]["worker"] == "Small"
+
+
+def test_router_sees_states_and_prefers_the_hot_replica(start_router, start_replica, tmp_path):
+    router = start_router()
+    env = {"ANYSERVE_TEST_EVENTS": str(tmp_path / "events.log"), "ANYSERVE_TEST_START_DELAY": "0.2"}
+    warm = start_replica("dynamic_app:app", "--api-server", router.url, "--replica-id", "warm", **env)
+    start_replica("dynamic_app:app", "--api-server", router.url, "--replica-id", "cold", **env)
+
+    def offer_state(replica_id: str) -> str | None:
+        replicas = {r["replica_id"]: r for r in httpx.get(f"{router.url}/registry", timeout=5).json()["replicas"]}
+        if replica_id not in replicas:
+            return None
+        small = [c for c in replicas[replica_id]["capabilities"] if c.get("model") == "small" and not c.get("stream")]
+        return small[0].get("state", "hot")
+
+    wait_until(lambda: offer_state("warm") == "cold" and offer_state("cold") == "cold", what="both registrations")
+    with Client(warm.endpoint) as client:
+        chat(client, "small")
+    wait_until(lambda: offer_state("warm") == "hot", what="the router to learn the worker is hot")
+    headers = {"X-Capability-Type": "chat", "X-Capability-Model": "small"}
+    body = {"inputs": [{"name": "seconds", "datatype": "FP64", "shape": [1], "data": [0.0]}]}
+    served = {httpx.post(f"{router.url}/infer", json=body, headers=headers, timeout=30).headers["X-Served-By"]
+              for _ in range(10)}  # fmt: skip
+    assert served == {"warm"}
+    assert offer_state("cold") == "cold"
+    registry = httpx.get(f"{router.url}/registry", timeout=5).json()["replicas"]
+    status_of_warm = next(r for r in registry if r["replica_id"] == "warm")["status"]
+    assert {c["worker"]: c["state"] for c in status_of_warm["worker_classes"]}["Small"] == "hot"
+    out = subprocess.run(
+        [sys.executable, "-m", "anyserve_cli", "status", router.url], capture_output=True, text=True, timeout=30,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "warm" in out.stdout and "cold" in out.stdout and "Small" in out.stdout

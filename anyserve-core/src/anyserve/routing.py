@@ -11,6 +11,10 @@ from anyserve.capability import Capability
 HOT = "hot"
 COLD = "cold"
 STARTING = "starting"
+#: Being stopped; it will be cold next.
+STOPPING = "stopping"
+#: Crashed repeatedly; not routable until the replica retries it.
+FAILED = "failed"
 
 
 @dataclass

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from anyserve.capability import Capability
-from anyserve.routing import COLD, HOT, STARTING
+from anyserve.routing import COLD, FAILED, HOT, STARTING, STOPPING
 from anyserve_router.errors import InvalidRegistration
 
 #: Keys a capability dict may carry that describe the replica's runtime, not
 #: what it serves; they are kept for routing and listings but never matched.
 RUNTIME_KEYS = frozenset({"state", "stream"})
-STATES = (HOT, STARTING, COLD)
+STATES = (HOT, STARTING, COLD, STOPPING, FAILED)
 SCALARS = (str, int, float, bool)
 
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from anyserve.errors import PluginError
 from anyserve.matching import Matcher
-from anyserve.routing import COLD, HOT, STARTING, Candidate
+from anyserve.routing import COLD, FAILED, HOT, STARTING, STOPPING, Candidate
 from anyserve_router.errors import DuplicateReplica, InvalidRegistration, UnknownReplica
 from anyserve_router.offers import Offer, check_capabilities, check_endpoint, check_in_flight, check_replica_id
 
@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 DEFAULT_TTL_SECONDS = 15.0
-_STATE_RANK = {HOT: 0, STARTING: 1, COLD: 2}
+_STATE_RANK = {HOT: 0, STARTING: 1, COLD: 2, STOPPING: 2}
 
 Clock = Callable[[], float]
 
@@ -68,6 +68,8 @@ class Replica:
     in_flight: int = 0
     #: What the replica itself last reported; includes traffic from other routers.
     reported_in_flight: int = 0
+    #: The replica's own status document (workers, resources, switches), if it sent one.
+    status: dict[str, Any] | None = None
 
     @property
     def load(self) -> int:
@@ -141,7 +143,12 @@ class ReplicaRegistry:
     # -- membership --------------------------------------------------------
 
     def register(
-        self, replica_id: str, endpoint: str, capabilities: list[dict[str, Any]], now: float | None = None
+        self,
+        replica_id: str,
+        endpoint: str,
+        capabilities: list[dict[str, Any]],
+        now: float | None = None,
+        status: dict[str, Any] | None = None,
     ) -> Replica:
         """Add a replica, or replace the capabilities of one re-registering from the same endpoint.
 
@@ -159,6 +166,7 @@ class ReplicaRegistry:
             if existing is not None and existing.endpoint == endpoint:
                 existing.offers = offers
                 existing.last_heartbeat = now
+                existing.status = status
                 replica = existing
             else:
                 if existing is not None and self._alive(existing, now):
@@ -168,7 +176,9 @@ class ReplicaRegistry:
                         f"{self.ttl_seconds:g}s); refusing the registration from {endpoint}. Give each "
                         f"replica a unique id, or stop the old one and retry after {self.ttl_seconds:g}s."
                     )
-                replica = Replica(replica_id, endpoint, offers, registered_at=self._wall_clock(), last_heartbeat=now)
+                replica = Replica(
+                    replica_id, endpoint, offers, registered_at=self._wall_clock(), last_heartbeat=now, status=status
+                )
                 self._replicas[replica_id] = replica
             return copy.copy(replica)
 
@@ -263,6 +273,7 @@ class ReplicaRegistry:
                     "router_in_flight": r.in_flight,
                     "reported_in_flight": r.reported_in_flight,
                     "registered_at": r.registered_at,
+                    **({"status": r.status} if r.status else {}),
                 }
                 for r in replicas
             ]
@@ -311,6 +322,8 @@ class ReplicaRegistry:
             for offer in offers:
                 if stream is not None and offer.runtime.get("stream", False) != stream:
                     continue
+                if offer.state == FAILED:
+                    continue  # the replica says it cannot serve this right now
                 score = matcher.score(offer.capability, query)
                 if score is None:
                     continue

@@ -61,7 +61,10 @@ def build_registry_routes(state: RouterState) -> APIRouter:
     async def register(request: Request) -> dict[str, Any]:
         data = loads_object(await inbound.read_body(request, limit), "registration")
         _require(data, REGISTRATION_KEYS, "registration")
-        replica = registry.register(data["replica_id"], data["endpoint"], data["capabilities"])
+        status = data.get("status")
+        if status is not None and not isinstance(status, dict):
+            raise InvalidRequest(f"registration 'status' must be a JSON object, got {type(status).__name__}")
+        replica = registry.register(data["replica_id"], data["endpoint"], data["capabilities"], status=status)
         log.info(
             "registered replica %s at %s offering %s",
             replica.id,

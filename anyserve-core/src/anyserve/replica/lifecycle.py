@@ -31,14 +31,11 @@ from anyserve.errors import ResourceExhausted, Unavailable
 from anyserve.matching import Matcher
 from anyserve.replica.pool import WorkerPool, WorkerSlot
 from anyserve.replica.supervisor import Supervisor, WorkerProcess, WorkerStartError
-from anyserve.routing import COLD, HOT, STARTING
+from anyserve.routing import COLD, FAILED, HOT, STARTING, STOPPING
 from anyserve.transport import Query
 from anyserve.workers import WorkerClass
 
 log = logging.getLogger("anyserve.lifecycle")
-
-STOPPING = "stopping"
-FAILED = "failed"
 
 MAX_WAITERS = 1024
 CRASH_WINDOW = 60.0
