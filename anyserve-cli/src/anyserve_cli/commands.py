@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from anyserve import hookimpl
+from anyserve_cli.demo_cmd import demo
 from anyserve_cli.objects_cmd import objects_app
 from anyserve_cli.plugins_cmd import plugins_app
 from anyserve_cli.start_cmd import start
@@ -22,3 +23,4 @@ def anyserve_register_commands(cli: typer.Typer) -> None:
     cli.command()(start)
     cli.add_typer(objects_app, name="objects")
     cli.command()(status)
+    cli.command()(demo)

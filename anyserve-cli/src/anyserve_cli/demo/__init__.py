@@ -1,0 +1,1 @@
+"""``anyserve demo``: a local cluster on embedded defaults and a guided tour of it."""

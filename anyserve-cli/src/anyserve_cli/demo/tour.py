@@ -1,0 +1,86 @@
+"""The scenarios ``anyserve demo`` walks through, each printed as it happens."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import httpx
+
+from anyserve import Client
+
+Say = Callable[[str], None]
+
+
+def _json_body(text: str) -> dict[str, object]:
+    return {"inputs": [{"name": "prompt", "datatype": "BYTES", "shape": [1], "data": [text]}]}
+
+
+def routing(router: str, say: Say) -> None:
+    for headers in (
+        {"X-Capability-Type": "chat", "X-Capability-Model": "demo-small"},
+        {"X-Capability-Type": "heavy", "X-Capability-Model": "llama-70b"},
+    ):
+        shown = ", ".join(f"{k}: {v}" for k, v in headers.items())
+        began = time.perf_counter()
+        answer = httpx.post(f"{router}/infer", json=_json_body("hello router"), headers=headers, timeout=60)
+        answer.raise_for_status()
+        say(f"  POST /infer [{shown}] -> served by {answer.headers['X-Served-By']} "
+            f"in {time.perf_counter() - began:.2f}s: {answer.json()['outputs'][0]['data'][0]}")  # fmt: skip
+    missing = httpx.post(
+        f"{router}/infer", json=_json_body("x"), headers={"X-Capability-Type": "translate"}, timeout=30
+    )
+    say(f"  X-Capability-Type: translate -> HTTP {missing.status_code}: {missing.json()['error'][:110]}...")
+
+
+def delegation(chat_endpoint: str, say: Say) -> None:
+    say(f"asking the chat replica ({chat_endpoint}) directly for a capability it lacks: type=heavy")
+    with Client(chat_endpoint, timeout=60) as client:
+        began = time.perf_counter()
+        result = client.infer("heavy", {"prompt": "summarise the quarter"},
+                              capability={"type": "heavy", "model": "llama-70b"})  # fmt: skip
+    say(f"  delegated by {result.parameters.get('anyserve.delegated_from')} through the router to the heavy "
+        f"replica ({time.perf_counter() - began:.2f}s): {result['text_output'][0]}")  # fmt: skip
+
+
+def objects(router: str, say: Say) -> None:
+    say("type=pipeline: the chat replica stores 8 MiB once and calls type=embed with only its reference")
+    answer = httpx.post(f"{router}/infer", json=_json_body("go"), headers={"X-Capability-Type": "pipeline"}, timeout=60)
+    answer.raise_for_status()
+    outputs = {o["name"]: o["data"][0] for o in answer.json()["outputs"]}
+    say(f"  reference passed: {outputs['reference']}")
+    say(f"  embed replica: {outputs['text_output']}")
+    say(f"  checksum matches: {outputs['sha256'][:12] in outputs['text_output']}")
+
+
+def streaming(router: str, say: Say, write: Callable[[str], None]) -> None:
+    say("POST /infer/stream (Server-Sent Events), tokens printed as they arrive:")
+    headers = {"X-Capability-Type": "chat", "X-Capability-Model": "demo-small"}
+    write("  ")
+    began = time.perf_counter()
+    first: float | None = None
+    with httpx.stream("POST", f"{router}/infer/stream", json=_json_body("stream"), headers=headers, timeout=60) as r:
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            for output in event.get("outputs", []):
+                if output["name"] == "text_output":
+                    first = first or time.perf_counter() - began
+                    write(str(output["data"][0]))
+    write("\n")
+    say(f"  first token after {1000 * (first or 0):.0f} ms, whole answer {time.perf_counter() - began:.2f}s")
+
+
+def switching(heavy_endpoint: str, say: Say) -> None:
+    say("the heavy replica has one gpu; llama-70b (already hot) and mixtral-8x22b each need it:")
+    with Client(heavy_endpoint, timeout=60) as client:
+        previous = "llama-70b"
+        for model in ("llama-70b", "mixtral-8x22b", "mixtral-8x22b", "llama-70b"):
+            began = time.perf_counter()
+            client.infer("heavy", {"prompt": "hi"}, capability={"type": "heavy", "model": model})
+            note = "switch" if model != previous else "same model"
+            say(f"  {model:<14} {time.perf_counter() - began:6.2f}s  ({note})")
+            previous = model
+    say("  only requests that change the served model pay the load; see `anyserve status` for each switch")

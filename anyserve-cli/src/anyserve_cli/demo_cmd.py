@@ -1,0 +1,120 @@
+"""``anyserve demo``: start a router and three replicas locally and walk through what anyserve does."""
+
+from __future__ import annotations
+
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from anyserve.catalog import Catalog
+from anyserve.config import load_settings
+from anyserve.plugins import get_plugin_manager
+from anyserve_cli.demo import tour
+from anyserve_cli.demo.cluster import ClusterError, LocalCluster
+
+APPS = "anyserve_cli.demo.apps"
+NEEDS = {"transport": ("unix", "anyserve-transport-unix"), "encoding": ("sse", "anyserve-encoding-sse")}
+
+
+def _check_installed() -> None:
+    """Everything the demo uses, or one clear line saying what to install."""
+    catalog = Catalog(get_plugin_manager())
+    missing = [dist for key, (name, dist) in NEEDS.items() if name not in catalog.registries[key].records]
+    if "file" not in catalog.scheme_owners():
+        missing.append("anyserve-objects-fs")
+    commands = get_plugin_manager().hook.anyserve_register_commands.get_hookimpls()
+    if not any(impl.plugin_name == "router" for impl in commands):
+        missing.append("anyserve-router")
+    if missing:
+        typer.echo(f"error: the demo needs {', '.join(missing)}: pip install {' '.join(missing)}", err=True)
+        raise typer.Exit(2)
+
+
+def demo(
+    keep_running: Annotated[
+        bool, typer.Option("--keep-running", help="Leave the cluster up afterwards and print commands to try.")
+    ] = False,
+    load_seconds: Annotated[float, typer.Option(help="Simulated model load (switching) cost.")] = 1.0,
+) -> None:
+    """Start a router and three replicas on free loopback ports and walk through routing by capability,
+    delegation, objects passed by reference, streaming and worker switching."""
+    _check_installed()
+    load_settings()  # a broken anyserve.toml in the current folder is reported before anything starts
+    step = 0
+
+    def say(text: str) -> None:
+        typer.echo(text)
+
+    def title(text: str) -> None:
+        nonlocal step
+        step += 1
+        typer.echo(typer.style(f"\n[{step}] {text}", bold=True))
+
+    def write(text: str) -> None:
+        typer.echo(text, nl=False)
+
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with tempfile.TemporaryDirectory(prefix="anyserve-demo-") as tmp:
+        workdir = Path(tmp)
+        store = f"file://{workdir / 'objects'}"
+        env = {"ANYSERVE_DEMO_LOAD_SECONDS": str(load_seconds)}
+        with LocalCluster(workdir, env=env) as cluster:
+            try:
+                title("starting a router and three replicas (unix transport, file object store)")
+                router = cluster.start_router()
+                say(f"  router   {router}")
+                common = ("--api-server", router, "--transport", "unix", "--object-store", store)
+                endpoints = {}
+                for name, extra in (("chat", ()), ("embed", ()), ("heavy", ("--resources", "gpus=1"))):
+                    endpoints[name] = cluster.start_replica(name, f"{APPS}:{name}", *common, *extra)
+                    say(f"  {name:<8} {endpoints[name]}")
+                _wait_registered(router, 3)
+                title("routing by capability")
+                tour.routing(router, say)
+                title("delegation: a replica hands back what it cannot serve (one hop at most)")
+                tour.delegation(endpoints["chat"], say)
+                title("objects passed between replicas by reference")
+                tour.objects(router, say)
+                title("a chat answer streamed token by token")
+                tour.streaming(router, say, write)
+                title("switching the model a replica serves")
+                tour.switching(endpoints["heavy"], say)
+                if keep_running:
+                    _print_try_it(router, endpoints)
+                    while True:
+                        time.sleep(3600)
+                else:
+                    typer.echo(typer.style("\ndone; stopping the cluster", bold=True))
+            except ClusterError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(1) from None
+            except KeyboardInterrupt:
+                typer.echo("\nstopping the cluster")
+
+
+def _wait_registered(router: str, count: int, timeout: float = 30.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while len(httpx.get(f"{router}/registry", timeout=5).json()["replicas"]) < count:
+        if time.monotonic() > deadline:
+            raise ClusterError(f"only some replicas registered with {router} within {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+def _print_try_it(router: str, endpoints: dict[str, str]) -> None:
+    body = '{"inputs":[{"name":"prompt","datatype":"BYTES","shape":[1],"data":["hi"]}]}'
+    typer.echo(typer.style("\nthe cluster stays up; try (Ctrl-C stops everything):", bold=True))
+    typer.echo(f"  curl -s {router}/registry")
+    typer.echo(f"  curl -s {router}/infer -H 'X-Capability-Type: chat' -H 'X-Capability-Model: demo-small' -d '{body}'")
+    typer.echo(f"  curl -sN {router}/infer/stream -H 'X-Capability-Type: chat' -H 'X-Capability-Model: demo-small' "
+               f"-d '{body}'")  # fmt: skip
+    typer.echo(
+        f"  curl -s {router}/infer -H 'X-Capability-Type: heavy' -H 'X-Capability-Model: mixtral-8x22b' -d '{body}'"
+    )
+    typer.echo(f"  anyserve status {router}")
+    typer.echo(f"  anyserve status {endpoints['heavy']}")
