@@ -3,8 +3,10 @@ declares (plus pytest) and passes its own tests there, without its siblings."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import subprocess
 import venv
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -47,30 +49,51 @@ ALL_DISTRIBUTIONS = {"anyserve-core", "anyserve-objects-fs", "anyserve-router", 
 
 
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kwargs)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kwargs)
+
+
+@dataclass
+class Outcome:
+    install: subprocess.CompletedProcess[str]
+    unexpected: set[str] = field(default_factory=set)
+    smoke: subprocess.CompletedProcess[str] | None = None
+    tests: subprocess.CompletedProcess[str] | None = None
+
+
+def build_and_test(group: str, where: Path) -> Outcome:
+    """A fresh venv with only the group's distributions (plus pytest), its import smoke check and its tests."""
+    dists, test_dirs, smoke = GROUPS[group]
+    env_dir = where / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = str(env_dir / "bin" / "python")
+    outcome = Outcome(run([python, "-m", "pip", "install", "--quiet", *(str(ROOT / d) for d in dists), "pytest"]))
+    if outcome.install.returncode != 0:
+        return outcome
+    installed = run([python, "-m", "pip", "list", "--format=freeze"]).stdout.lower()
+    names = {line.split("==")[0] for line in installed.splitlines()}
+    outcome.unexpected = {d for d in ALL_DISTRIBUTIONS if d.lower() in names} - {Path(d).name for d in dists}
+    outcome.smoke = run([python, "-c", smoke])
+    outcome.tests = run(
+        [python, "-m", "pytest", "-q", "-m", "not slow and not model", "-p", "no:cacheprovider", *test_dirs], cwd=ROOT
+    )
+    return outcome
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+    """Every group built side by side: most of the time is pip and interpreter start-up, not CPU."""
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        futures = {g: pool.submit(build_and_test, g, tmp_path_factory.mktemp(g)) for g in GROUPS}
+        return {g: f.result() for g, f in futures.items()}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("group", sorted(GROUPS))
-def test_distribution_installs_and_passes_alone(group: str, tmp_path: Path) -> None:
-    dists, test_dirs, smoke = GROUPS[group]
-    env_dir = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=True).create(env_dir)
-    python = str(env_dir / "bin" / "python")
-
-    install = run([python, "-m", "pip", "install", "--quiet", *(str(ROOT / d) for d in dists), "pytest"])
-    assert install.returncode == 0, install.stdout + install.stderr
-
-    installed = run([python, "-m", "pip", "list", "--format=freeze"]).stdout.lower()
-    names = {line.split("==")[0] for line in installed.splitlines()}
-    unexpected = {d for d in ALL_DISTRIBUTIONS if d.lower() in names} - {Path(d).name for d in dists}
-    assert not unexpected, f"{group} pulled in siblings it does not declare: {unexpected}"
-
-    assert run([python, "-c", smoke]).returncode == 0
-
-    tests = run(
-        [python, "-m", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider", *test_dirs],
-        cwd=ROOT,
-    )
-    assert tests.returncode == 0, tests.stdout[-4000:] + tests.stderr[-2000:]
-    assert " passed" in tests.stdout
+def test_distribution_installs_and_passes_alone(group: str, outcomes: dict[str, Outcome]) -> None:
+    outcome = outcomes[group]
+    assert outcome.install.returncode == 0, outcome.install.stdout + outcome.install.stderr
+    assert not outcome.unexpected, f"{group} pulled in siblings it does not declare: {outcome.unexpected}"
+    assert outcome.smoke is not None and outcome.smoke.returncode == 0, outcome.smoke
+    assert outcome.tests is not None
+    assert outcome.tests.returncode == 0, outcome.tests.stdout[-4000:] + outcome.tests.stderr[-2000:]
+    assert " passed" in outcome.tests.stdout
