@@ -1,0 +1,56 @@
+"""The anyserve application every anyserve system under test serves.
+
+Handlers are ``async def`` (they run on the worker's event loop, like the
+floors' handlers); ``echo`` with ``variant=sync`` is the same echo as a plain
+function (run in the worker's thread pool) for the supplementary row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from echo_logic import echo as _echo
+from echo_logic import token_count, token_text
+
+from anyserve import AnyServe, ModelInferResponse
+
+app = AnyServe("bench")
+
+
+@app.capability(type="echo")
+async def echo(request):
+    return _echo(request)
+
+
+@app.capability(type="echo", variant="sync")
+def echo_sync(request):
+    return _echo(request)
+
+
+@app.capability(type="tokens", stream=True)
+async def tokens(request, context, stream):
+    """``tokens`` small text tokens as fast as the loop lets them go (one yield to the loop per token)."""
+    for i in range(token_count(request)):
+        stream.send_text(token_text(i))
+        await asyncio.sleep(0)
+
+
+@app.capability(type="objstat")
+async def objstat(request, context):
+    """By reference: resolve the ObjRef and stat it in the shared store; answer its size."""
+    ref = context.ref(request, "data")
+    size = context.objects.stat(ref).size or 0
+    response = ModelInferResponse(model_name=request.model_name, id=request.id)
+    out = response.outputs.add(name="size", datatype="INT64", shape=[1])
+    out.contents.int64_contents.append(size)
+    return response
+
+
+@app.capability(type="objinline")
+async def objinline(request):
+    """Inline: the object arrives as raw contents; answer its size."""
+    size = sum(len(raw) for raw in request.raw_input_contents)
+    response = ModelInferResponse(model_name=request.model_name, id=request.id)
+    out = response.outputs.add(name="size", datatype="INT64", shape=[1])
+    out.contents.int64_contents.append(size)
+    return response
