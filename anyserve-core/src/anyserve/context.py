@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +36,9 @@ class Context:
         self._objects_factory = objects
         self._objects: ObjectStore | None = None
         self._caller = caller
-        self._cancelled = threading.Event()
+        # A plain flag, not a threading.Event: one Context is built per request,
+        # and setting or reading a bool is atomic in CPython.
+        self._cancelled = False
 
     @property
     def objects(self) -> ObjectStore:
@@ -114,8 +115,8 @@ class Context:
     @property
     def cancelled(self) -> bool:
         """True once the client cancelled or the deadline passed."""
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def cancel(self) -> None:
         """Called by the runtime; long loops in handlers may poll :attr:`cancelled`."""
-        self._cancelled.set()
+        self._cancelled = True

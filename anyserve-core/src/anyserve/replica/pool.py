@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from anyserve.capability import RUNTIME_KEYS, Capability, normalize_query
+from anyserve.capability import RUNTIME_KEYS, Capability
 from anyserve.matching import Matcher
 from anyserve.plugins import PluginManager
 from anyserve.routing import Candidate
@@ -47,7 +47,7 @@ class WorkerPool:
         self.matcher = matcher
         self.pm = pm
         self.slots: dict[str, WorkerSlot] = {}
-        self._matches: dict[tuple[frozenset[tuple[str, str]], bool], list[tuple[str, Capability, float]]] = {}
+        self._matches: dict[tuple[tuple[tuple[str, str], ...], bool], list[tuple[str, Capability, float]]] = {}
 
     def add(self, slot: WorkerSlot) -> None:
         self.slots[slot.id] = slot
@@ -73,7 +73,7 @@ class WorkerPool:
         return self.merge_offers(self.slots.values())
 
     def _matching(self, query: Query, stream: bool) -> list[tuple[str, Capability, float]]:
-        key = (frozenset(normalize_query(query).items()), stream)
+        key = (tuple(query.items()), stream)  # as it arrived: normalising happens in the matcher, on a miss
         found = self._matches.get(key)
         if found is None:
             found = []

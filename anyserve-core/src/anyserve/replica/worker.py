@@ -20,7 +20,6 @@ from google.protobuf.message import DecodeError
 
 from anyserve._proto.grpc_predict_v2_pb2 import ModelInferRequest, ModelInferResponse, ModelStreamInferResponse
 from anyserve.app import AnyServe, Handler
-from anyserve.capability import normalize_query
 from anyserve.context import Caller, Context
 from anyserve.errors import CapabilityNotFound, HandlerError, InvalidRequest
 from anyserve.matching import Matcher
@@ -66,7 +65,7 @@ class WorkerHost:
         self._caller = caller
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"anyserve-{worker_id}")
         self._slots = asyncio.Semaphore(concurrency)
-        self._choice: dict[tuple[frozenset[tuple[str, str]], bool], Handler | None] = {}
+        self._choice: dict[tuple[tuple[tuple[str, str], ...], bool], Handler | None] = {}
 
     def hello(self) -> dict[str, Any]:
         return {
@@ -80,7 +79,8 @@ class WorkerHost:
 
     def handler_for(self, query: Query, *, stream: bool) -> Handler:
         """The best-scoring handler of the right kind; cached per query."""
-        key = (frozenset(normalize_query(query).items()), stream)
+        # Keyed by the query as it arrived (cheap), normalised only on a miss.
+        key = (tuple(query.items()), stream)
         if key not in self._choice:
             best: Handler | None = None
             best_score = float("-inf")
