@@ -39,6 +39,8 @@ class DataType:
     numpy: str
     #: Inclusive range of an integer type, checked on encode.
     bounds: tuple[int, int] | None = None
+    #: Which plain values are acceptable: "bool", "int", "float" or "bytes".
+    kind: str = "float"
 
     @property
     def itemsize(self) -> int:
@@ -47,13 +49,13 @@ class DataType:
 
 def _int(name: str, field: str, fmt: str, bits: int, signed: bool) -> DataType:
     low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
-    return DataType(name, field, fmt, f"<{'i' if signed else 'u'}{bits // 8}", (low, high))
+    return DataType(name, field, fmt, f"<{'i' if signed else 'u'}{bits // 8}", (low, high), kind="int")
 
 
 DATATYPES: dict[str, DataType] = {
     dt.name: dt
     for dt in (
-        DataType("BOOL", "bool_contents", "?", "|b1"),
+        DataType("BOOL", "bool_contents", "?", "|b1", kind="bool"),
         _int("INT8", "int_contents", "b", 8, True),
         _int("INT16", "int_contents", "h", 16, True),
         _int("INT32", "int_contents", "i", 32, True),
@@ -65,7 +67,7 @@ DATATYPES: dict[str, DataType] = {
         DataType("FP16", None, "e", "<f2"),
         DataType("FP32", "fp32_contents", "f", "<f4"),
         DataType("FP64", "fp64_contents", "d", "<f8"),
-        DataType("BYTES", "bytes_contents", "", "object"),
+        DataType("BYTES", "bytes_contents", "", "object", kind="bytes"),
     )
 }
 
