@@ -2,23 +2,30 @@
 
 Registered by the ``cli`` entry point in the ``anyserve`` group, so the
 commands anyserve-cli ships take the same path as a third party's and show up
-in ``anyserve plugins list`` the same way.
+in ``anyserve plugins list`` the same way. Every anyserve process (each
+worker included) imports this module while loading plugins, so the command
+modules — typer, rich, httpx and the demo — are imported only when the hook
+runs, which only the command line does.
 """
 
 from __future__ import annotations
 
-import typer
+from typing import TYPE_CHECKING
 
 from anyserve import hookimpl
-from anyserve_cli.demo_cmd import demo
-from anyserve_cli.objects_cmd import objects_app
-from anyserve_cli.plugins_cmd import plugins_app
-from anyserve_cli.start_cmd import start
-from anyserve_cli.status_cmd import status
+
+if TYPE_CHECKING:
+    import typer
 
 
 @hookimpl
 def anyserve_register_commands(cli: typer.Typer) -> None:
+    from anyserve_cli.demo_cmd import demo
+    from anyserve_cli.objects_cmd import objects_app
+    from anyserve_cli.plugins_cmd import plugins_app
+    from anyserve_cli.start_cmd import start
+    from anyserve_cli.status_cmd import status
+
     cli.add_typer(plugins_app, name="plugins")
     cli.command()(start)
     cli.add_typer(objects_app, name="objects")
