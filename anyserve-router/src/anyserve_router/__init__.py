@@ -1,6 +1,7 @@
 """The anyserve router: which replica serves which capability, over HTTP.
 
-:func:`anyserve_router.app.create_app` builds the FastAPI service
+:func:`anyserve_router.app.create_app` builds the ASGI service (FastAPI, with
+the inference POSTs dispatched ahead of it)
 (``POST /register``, ``POST /heartbeat``, ``GET /registry``, ``GET /lookup``,
 ``POST /infer``, ``POST /infer/stream``, the KServe v2 REST paths) on the
 replica registry (:mod:`anyserve_router.registry`); ``anyserve router`` runs

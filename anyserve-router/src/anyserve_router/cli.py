@@ -1,7 +1,9 @@
 """``anyserve router``: run the router (registry, capability routing, SSE bridge) until stopped.
 
 uvicorn runs programmatically in this process; the ready line is printed
-only once the socket listens, so scripts can wait for it.
+only once the socket listens, so scripts can wait for it. Its loop and HTTP
+parser are uvicorn's "auto" choices: uvloop and httptools (uvicorn's standard
+extra, a dependency), the pure-Python asyncio loop and h11 only without them.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ def router(
     server = uvicorn.Server(
         uvicorn.Config(
             app,
+            loop="auto",
+            http="auto",
             log_level=level,
             access_log=level == "debug",
             log_config=None,
@@ -91,6 +95,8 @@ def router(
         )
     )
     try:
-        asyncio.run(_serve(server, sock, settings.router.host))
+        # As uvicorn.Server.run does: the event loop comes from the config (uvloop when installed).
+        with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+            runner.run(_serve(server, sock, settings.router.host))
     finally:
         sock.close()

@@ -7,6 +7,7 @@ name is the capability (no headers) or a delegated response must be marked.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
@@ -94,13 +95,23 @@ def _bad_response(target: Target, exc: Exception) -> Unavailable:
     return Unavailable(f"replica {target.replica_id!r} answered with an invalid ModelInferResponse: {exc}")
 
 
-def build_infer_routes(state: RouterState) -> APIRouter:
-    routes = APIRouter()
-    limit = state.settings.router.max_body_bytes
+class InferHandlers:
+    """The inference endpoints over one app's shared state, as plain ``Request -> Response`` coroutines.
 
-    async def infer(request: Request, model: str = "", version: str = "") -> Response:
-        inb = await read_inbound(request, limit, model, version)
-        target, raw = await state.router.infer(inb.query, inb.payload, delegated=inb.delegated)
+    FastAPI routes wrap them (:func:`build_infer_routes`), and the app's
+    front dispatcher calls them directly, skipping FastAPI's per-request
+    machinery on the hot path; errors propagate as exceptions either way.
+    """
+
+    __slots__ = ("limit", "state")
+
+    def __init__(self, state: RouterState) -> None:
+        self.state = state
+        self.limit = state.settings.router.max_body_bytes
+
+    async def infer(self, request: Request, model: str = "", version: str = "") -> Response:
+        inb = await read_inbound(request, self.limit, model, version)
+        target, raw = await self.state.router.infer(inb.query, inb.payload, delegated=inb.delegated)
         headers = _headers(target, inb.delegated)
         if inb.protobuf and inb.delegated is None:
             return Response(raw, media_type=inbound.PROTOBUF, headers=headers)
@@ -116,8 +127,9 @@ def build_infer_routes(state: RouterState) -> APIRouter:
             data["parameters"][DELEGATED_PARAMETER] = inb.delegated.origin
         return Response(dumps(data), media_type=JSON, headers=headers)
 
-    async def infer_stream(request: Request) -> Response:
-        inb = await read_inbound(request, limit)
+    async def infer_stream(self, request: Request) -> Response:
+        state = self.state
+        inb = await read_inbound(request, self.limit)
         md = metadata(inb.query, inb.delegated)
 
         async def open_stream(target: Target) -> tuple[UpstreamStream, bytes | None]:
@@ -146,14 +158,44 @@ def build_infer_routes(state: RouterState) -> APIRouter:
         bridge = StreamBridge(stream, first, state.encoder, done.lease, origin)
         return BridgeResponse(bridge, {**_headers(done.target, inb.delegated), **STREAM_HEADERS})
 
-    async def v2_infer(request: Request, model_name: str) -> Response:
-        return await infer(request, model_name)
+    def match(self, path: str) -> tuple[Callable[..., Awaitable[Response]], tuple[str, ...]] | None:
+        """The handler and its path arguments for a ``POST`` to ``path``, or ``None`` if it is no infer path.
 
-    async def v2_infer_version(request: Request, model_name: str, model_version: str) -> Response:
-        return await infer(request, model_name, model_version)
+        Exactly the paths :func:`build_infer_routes` declares: ``/infer``,
+        ``/infer/stream``, ``/v2/models/{name}/infer`` and
+        ``/v2/models/{name}/versions/{version}/infer`` (each segment non-empty).
+        """
+        if path == "/infer":
+            return self.infer, ()
+        if path == "/infer/stream":
+            return self.infer_stream, ()
+        if path.startswith(V2_MODELS) and path.endswith(V2_INFER):
+            parts = path[len(V2_MODELS) : -len(V2_INFER)].split("/")
+            if len(parts) == 1 and parts[0]:
+                return self.infer, (parts[0],)
+            if len(parts) == 3 and parts[1] == "versions" and parts[0] and parts[2]:
+                return self.infer, (parts[0], parts[2])
+        return None
+
+
+V2_MODELS = "/v2/models/"
+V2_INFER = "/infer"
+
+
+def build_infer_routes(handlers: InferHandlers) -> APIRouter:
+    routes = APIRouter()
 
     async def plain_infer(request: Request) -> Response:
-        return await infer(request)
+        return await handlers.infer(request)
+
+    async def infer_stream(request: Request) -> Response:
+        return await handlers.infer_stream(request)
+
+    async def v2_infer(request: Request, model_name: str) -> Response:
+        return await handlers.infer(request, model_name)
+
+    async def v2_infer_version(request: Request, model_name: str, model_version: str) -> Response:
+        return await handlers.infer(request, model_name, model_version)
 
     routes.add_api_route("/infer", plain_infer, methods=["POST"])
     routes.add_api_route("/infer/stream", infer_stream, methods=["POST"])
