@@ -23,9 +23,11 @@ import uvicorn
 
 import anyserve_encoding_sse.plugin
 from anyserve._proto import grpc_predict_v2_pb2 as pb
+from anyserve.builtins.subset import SubsetMatcher
 from anyserve.config import Settings
 from anyserve.plugins import PluginManager, create_plugin_manager
 from anyserve_router.app import create_app
+from anyserve_router.registry import ReplicaRegistry
 from anyserve_router.upstream import UpstreamError
 
 Behaviour = Callable[[bytes, dict[str, str]], bytes]
@@ -229,3 +231,34 @@ def register() -> Callable[..., None]:
 def wire() -> SimpleNamespace:
     """Builders of what a replica sends back: ``echo``, ``unreachable``, ``token``, ``final``, ``stream_error``."""
     return SimpleNamespace(echo=echo, unreachable=unreachable, token=token, final=final, stream_error=stream_error)
+
+
+# -- the registry, on a clock the test moves by hand --------------------------------
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def registry(clock: FakeClock) -> ReplicaRegistry:
+    return ReplicaRegistry(ttl_seconds=15, clock=clock, wall_clock=lambda: 1_700_000_000.0)
+
+
+@pytest.fixture
+def matcher() -> SubsetMatcher:
+    return SubsetMatcher()

@@ -1,59 +1,18 @@
-"""The replica registry: membership, liveness, scoring, routing and load accounting.
+"""The replica registry: membership, liveness, expiry, listings and input checks.
 
-Time is injected (a fake monotonic clock), so nothing here sleeps. Only
-anyserve-core and anyserve-router are needed.
+Time is injected (a fake monotonic clock, see conftest.py), so nothing here
+sleeps. Only anyserve-core and anyserve-router are needed.
 """
 
 from __future__ import annotations
 
-import random
-import threading
-from collections import Counter
-
 import pytest
 
-from anyserve import hookimpl
-from anyserve.builtins.subset import SubsetMatcher
-from anyserve.errors import InvalidRequest, NotFound, PluginError
-from anyserve.plugins import create_plugin_manager
+from anyserve.errors import InvalidRequest, NotFound
 from anyserve_router.registry import DuplicateReplica, InvalidRegistration, ReplicaRegistry, UnknownReplica
 
 CHAT = {"type": "chat", "model": "llama-70b"}
 EMBED = {"type": "embed", "model": "minilm"}
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def registry(clock: FakeClock) -> ReplicaRegistry:
-    return ReplicaRegistry(ttl_seconds=15, clock=clock, wall_clock=lambda: 1_700_000_000.0)
-
-
-@pytest.fixture
-def matcher() -> SubsetMatcher:
-    return SubsetMatcher()
-
-
-@pytest.fixture
-def pm():
-    """Core's built-ins only (the default trylast routing); never the environment's plugins."""
-    return create_plugin_manager(entrypoints=False, env={})
 
 
 # -- register / replace / duplicate --------------------------------------------
@@ -234,189 +193,6 @@ def test_known_capabilities_are_distinct_and_without_runtime_keys(registry):
     known = registry.known_capabilities()
     assert len(known) == 2
     assert CHAT in known and EMBED in known
-
-
-# -- candidates -----------------------------------------------------------------
-
-
-def test_candidates_score_with_the_subset_matcher(registry, matcher):
-    registry.register("chat", "h:1", [CHAT])
-    registry.register("embed", "h:2", [EMBED])
-    registry.register("both", "h:3", [EMBED, CHAT])
-    ids = sorted(c.id for c in registry.candidates({"type": "chat"}, matcher))
-    assert ids == ["both", "chat"]
-    assert sorted(c.id for c in registry.candidates({}, matcher)) == ["both", "chat", "embed"]
-    assert registry.candidates({"type": "chat", "model": "other"}, matcher) == []
-    [both] = [c for c in registry.candidates({"type": "chat"}, matcher) if c.id == "both"]
-    assert both.capability == CHAT
-    assert both.info["endpoint"] == "h:3"
-
-
-def test_header_style_queries_match_case_insensitively(registry, matcher):
-    registry.register("r1", "h:1", [CHAT])
-    assert [c.id for c in registry.candidates({"Type": "chat", "MODEL": "llama-70b"}, matcher)] == ["r1"]
-
-
-def test_typed_values_match_text_queries(registry, matcher):
-    registry.register("r1", "h:1", [{"type": "chat", "gpus": 2, "quantized": True, "temp": 1.0}])
-    assert len(registry.candidates({"gpus": "2"}, matcher)) == 1
-    assert len(registry.candidates({"quantized": "true", "temp": "1"}, matcher)) == 1
-    assert registry.candidates({"gpus": "3"}, matcher) == []
-
-
-def test_runtime_keys_are_not_matched_but_carried(registry, matcher):
-    registry.register("r1", "h:1", [{"type": "chat", "state": "starting", "stream": True}])
-    [candidate] = registry.candidates({"type": "chat"}, matcher)
-    assert candidate.state == "starting"
-    assert candidate.info["stream"] is True
-    assert "state" not in candidate.capability and "stream" not in candidate.capability
-    assert registry.candidates({"state": "starting"}, matcher) == []
-
-
-def test_best_offer_of_a_replica_wins(registry):
-    class PrefersModel:
-        def score(self, offered, query):
-            if not offered.matches(query):
-                return None
-            return 1.0 if "model" in offered else 0.5
-
-    registry.register("r1", "h:1", [{"type": "chat", "state": "cold"}, {**CHAT, "state": "cold"}])
-    [candidate] = registry.candidates({"type": "chat"}, PrefersModel())
-    assert (candidate.score, candidate.capability) == (1.0, CHAT)
-
-
-def test_equal_scores_prefer_the_warmer_offer(registry, matcher):
-    registry.register("r1", "h:1", [{**CHAT, "state": "cold"}, {"type": "chat", "state": "hot"}])
-    [candidate] = registry.candidates({"type": "chat"}, matcher)
-    assert candidate.state == "hot"
-
-
-def test_exclude_leaves_out_the_delegating_replica(registry, matcher, pm):
-    registry.register("r1", "h:1", [CHAT])
-    registry.register("r2", "h:2", [CHAT])
-    assert [c.id for c in registry.candidates(CHAT, matcher, exclude=["r1"])] == ["r2"]
-    for _ in range(20):
-        assert registry.choose(CHAT, matcher, pm, exclude=("r1",)).id == "r2"
-    assert registry.choose(CHAT, matcher, pm, exclude=("r1", "r2")) is None
-
-
-# -- choose: routing through the hook ------------------------------------------------
-
-
-def test_choose_returns_none_without_a_match(registry, matcher, pm):
-    registry.register("r1", "h:1", [EMBED])
-    assert registry.choose(CHAT, matcher, pm) is None
-
-
-def test_routing_spreads_among_equal_candidates_by_in_flight(registry, matcher, pm):
-    for i in range(3):
-        registry.register(f"r{i}", f"h:{i + 1}", [CHAT])
-    leases = []
-    for _ in range(3):
-        for _ in range(3):  # one round: each replica gets exactly one more request
-            chosen = registry.choose(CHAT, matcher, pm)
-            leases.append(registry.acquire(chosen.id))
-    assert Counter(lease.replica_id for lease in leases) == {"r0": 3, "r1": 3, "r2": 3}
-    for lease in leases:
-        lease.release()
-    assert {e["in_flight"] for e in registry.snapshot()} == {0}
-
-
-def test_routing_avoids_the_loaded_replica(registry, matcher, pm):
-    registry.register("busy", "h:1", [CHAT])
-    registry.register("idle", "h:2", [CHAT])
-    with registry.acquire("busy"):
-        assert {registry.choose(CHAT, matcher, pm).id for _ in range(20)} == {"idle"}
-    registry.heartbeat("idle", in_flight=4)  # load another router sent it
-    assert {registry.choose(CHAT, matcher, pm).id for _ in range(20)} == {"busy"}
-
-
-def test_idle_equal_replicas_are_not_always_the_first_registered(registry, matcher, pm):
-    random.seed(1234)
-    for i in range(3):
-        registry.register(f"r{i}", f"h:{i + 1}", [CHAT])
-    picks = Counter(registry.choose(CHAT, matcher, pm).id for _ in range(300))
-    assert set(picks) == {"r0", "r1", "r2"}
-
-
-def test_routing_prefers_hot_replicas(registry, matcher, pm):
-    registry.register("cold", "h:1", [{**CHAT, "state": "cold"}])
-    registry.register("hot", "h:2", [{**CHAT, "state": "hot"}])
-    assert {registry.choose(CHAT, matcher, pm).id for _ in range(20)} == {"hot"}
-
-
-def test_choose_asks_the_routing_hook_with_router_scope(registry, matcher):
-    calls = []
-
-    class LastById:
-        @hookimpl
-        def anyserve_select_target(self, query, candidates, scope):
-            calls.append((dict(query), scope, sorted(c.id for c in candidates)))
-            return max(candidates, key=lambda c: c.id)
-
-    pm = create_plugin_manager(entrypoints=False, env={}, plugins=(LastById(),))
-    registry.register("a", "h:1", [CHAT])
-    registry.register("b", "h:2", [CHAT])
-    assert registry.choose({"type": "chat"}, matcher, pm).id == "b"
-    assert calls == [({"type": "chat"}, "router", ["a", "b"])]
-
-
-def test_a_hook_returning_a_stranger_is_a_plugin_error(registry, matcher):
-    class Broken:
-        @hookimpl
-        def anyserve_select_target(self, query, candidates, scope):
-            return "somewhere"
-
-    pm = create_plugin_manager(entrypoints=False, env={}, plugins=(Broken(),))
-    registry.register("a", "h:1", [CHAT])
-    with pytest.raises(PluginError, match="not one of the 1 candidates"):
-        registry.choose(CHAT, matcher, pm)
-
-
-# -- load accounting ------------------------------------------------------------------
-
-
-def test_lease_release_is_idempotent(registry):
-    registry.register("r1", "h:1", [CHAT])
-    lease = registry.acquire("r1")
-    lease2 = registry.acquire("r1")
-    lease.release()
-    lease.release()
-    assert registry.get("r1").in_flight == 1
-    lease2.release()
-    registry.release("r1")  # never below zero
-    assert registry.get("r1").in_flight == 0
-
-
-def test_release_by_id(registry):
-    registry.register("r1", "h:1", [CHAT])
-    registry.acquire("r1")
-    registry.release("r1")
-    assert registry.get("r1").in_flight == 0
-
-
-def test_concurrent_acquire_and_release_balance(registry):
-    registry.register("r1", "h:1", [CHAT])
-
-    def work():
-        for _ in range(2000):
-            with registry.acquire("r1"):
-                pass
-
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert registry.get("r1").in_flight == 0
-
-
-def test_returned_entries_are_copies(registry):
-    replica = registry.register("r1", "h:1", [CHAT])
-    replica.in_flight = 99
-    replica.endpoint = "elsewhere:1"
-    assert registry.get("r1").in_flight == 0
-    assert registry.get("r1").endpoint == "h:1"
 
 
 # -- bad input ------------------------------------------------------------------------
