@@ -8,10 +8,10 @@ distribution is all it takes: anyserve finds this module through the
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 from anyserve import AnyServe, Context, ModelInferRequest, ModelInferResponse, hookimpl
+from anyserve.tensors import decode_inputs
 
 
 def greeting(name: str) -> str:
@@ -20,16 +20,10 @@ def greeting(name: str) -> str:
 
 def _name(request: ModelInferRequest) -> str:
     """The optional BYTES input ``name``, inline or as raw contents (how tritonclient sends it)."""
-    for index, tensor in enumerate(request.inputs):
-        if tensor.name != "name":
-            continue
-        if tensor.contents.bytes_contents:
-            return tensor.contents.bytes_contents[0].decode()
-        if index < len(request.raw_input_contents):
-            raw = request.raw_input_contents[index]  # each element: 4-byte little-endian length, then bytes
-            (length,) = struct.unpack_from("<I", raw)
-            return raw[4 : 4 + length].decode()
-    return "world"
+    value = decode_inputs(request).get("name", "world")
+    while isinstance(value, list):
+        value = value[0] if value else "world"
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def hello(request: ModelInferRequest, context: Context | None = None) -> ModelInferResponse:
