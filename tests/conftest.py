@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
 from processes import Process, Replica, Router, free_port, run_anyserve
 
@@ -47,6 +48,20 @@ def start_router() -> Iterator[Callable[..., Router]]:
     yield start
     for process in started:
         process.kill_group()
+
+
+@pytest.fixture
+def http_to() -> Iterator[Callable[[str], httpx.Client]]:
+    """``http_to(url)`` -> a pooled HTTP client to a router, closed after the test."""
+    clients: list[httpx.Client] = []
+
+    def make(url: str) -> httpx.Client:
+        clients.append(httpx.Client(base_url=url, timeout=30))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        client.close()
 
 
 @pytest.fixture(params=TRANSPORTS)

@@ -8,26 +8,12 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
 from router_http import ECHO_APP, output, register, tensor
 
 ECHO = {"X-Capability-Type": "echo"}
 ADD = {"X-Capability-Type": "add"}
 GOOD_ADD = {"inputs": [tensor("a", "INT64", [1]), tensor("b", "INT64", [2])]}
-
-
-@pytest.fixture
-def http_to():
-    clients: list[httpx.Client] = []
-
-    def make(url: str) -> httpx.Client:
-        clients.append(httpx.Client(base_url=url, timeout=30))
-        return clients[-1]
-
-    yield make
-    for client in clients:
-        client.close()
 
 
 def test_a_killed_replica_is_skipped_once_then_502_when_none_is_left(start_router, start_replica, http_to):

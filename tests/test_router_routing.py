@@ -9,24 +9,10 @@ from __future__ import annotations
 import concurrent.futures
 from collections import Counter
 
-import httpx
 import pytest
 from router_http import CHAT_APP, ECHO_APP, EMBED_APP, output, register, tensor
 
 from anyserve._proto import grpc_predict_v2_pb2 as pb
-
-
-@pytest.fixture
-def http_to():
-    clients: list[httpx.Client] = []
-
-    def make(url: str) -> httpx.Client:
-        clients.append(httpx.Client(base_url=url, timeout=30))
-        return clients[-1]
-
-    yield make
-    for client in clients:
-        client.close()
 
 
 @pytest.fixture

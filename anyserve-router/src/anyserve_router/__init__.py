@@ -1,11 +1,11 @@
 """The anyserve router: which replica serves which capability, over HTTP.
 
-:func:`anyserve_router.app.create_app` builds the ASGI service (FastAPI, with
-the inference POSTs dispatched ahead of it)
-(``POST /register``, ``POST /heartbeat``, ``GET /registry``, ``GET /lookup``,
-``POST /infer``, ``POST /infer/stream``, the KServe v2 REST paths) on the
-replica registry (:mod:`anyserve_router.registry`); ``anyserve router`` runs
-it. The API is described in docs/protocol.md ("Router HTTP API").
+:func:`anyserve_router.app.create_app` builds the ASGI service on the replica
+registry (:mod:`anyserve_router.registry`): ``POST /register``,
+``POST /heartbeat``, ``GET /registry``, ``GET /lookup``, ``POST /infer``,
+``POST /infer/stream`` and the KServe v2 REST paths, served by FastAPI except
+the inference POSTs, which a thin dispatcher handles ahead of it.
+``anyserve router`` runs it. The API is described in docs/protocol.md ("Router HTTP API").
 
 Importing this package stays light (no FastAPI): the app lives in its module.
 """

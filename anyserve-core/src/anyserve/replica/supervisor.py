@@ -206,6 +206,3 @@ class Supervisor:
         await asyncio.gather(*(self._terminate(w, grace) for w in self.workers.values()))
         for task in list(self._tasks):
             task.cancel()
-
-    def pids(self) -> list[int]:
-        return [w.process.pid for w in self.workers.values() if w.process is not None]
