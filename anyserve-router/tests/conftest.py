@@ -28,7 +28,7 @@ from anyserve.config import Settings
 from anyserve.plugins import PluginManager, create_plugin_manager
 from anyserve_router.app import create_app
 from anyserve_router.registry import ReplicaRegistry
-from anyserve_router.upstream import UpstreamError
+from anyserve_router.upstream import Target, UpstreamError
 
 Behaviour = Callable[[bytes, dict[str, str]], bytes]
 
@@ -92,21 +92,21 @@ class FakeUpstream:
     opened: list[FakeStream] = field(default_factory=list)
     closed: bool = False
 
-    async def infer(self, endpoint: str, payload: bytes, metadata) -> bytes:
+    async def infer(self, target: Target, payload: bytes, metadata) -> bytes:
         md = dict(metadata)
-        self.calls.append((endpoint, payload, md))
-        return self.unary.get(endpoint, echo)(payload, md)
+        self.calls.append((target.endpoint, payload, md))
+        return self.unary.get(target.endpoint, echo)(payload, md)
 
-    def stream(self, endpoint: str, payload: bytes, metadata) -> FakeStream:
-        self.calls.append((endpoint, payload, dict(metadata)))
-        items = self.streams.get(endpoint, [token("a"), token("b"), final()])
+    def stream(self, target: Target, payload: bytes, metadata) -> FakeStream:
+        self.calls.append((target.endpoint, payload, dict(metadata)))
+        items = self.streams.get(target.endpoint, [token("a"), token("b"), final()])
         if items and items[0] == "unreachable":
             items = [UpstreamError("failed to connect", code="UNAVAILABLE", unreachable=True)]
         opened = FakeStream(items)
         self.opened.append(opened)
         return opened
 
-    async def retain(self, endpoints) -> None:
+    async def retain(self, addresses) -> None:
         pass
 
     async def close(self) -> None:

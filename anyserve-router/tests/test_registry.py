@@ -168,14 +168,16 @@ def test_ttl_must_be_positive():
 
 def test_snapshot_is_json_ready(registry, clock):
     registry.register("b", "h:2", [{**CHAT, "state": "cold", "stream": True}])
-    registry.register("a", "h:1", [EMBED])
+    registry.register("a", "h:1", [EMBED], link="tcp://h:3")
     clock.advance(3)
     with registry.acquire("a"):
         snap = registry.snapshot()
     assert [e["replica_id"] for e in snap] == ["a", "b"]
+    assert snap[1]["link"] is None
     assert snap[0] == {
         "replica_id": "a",
         "endpoint": "h:1",
+        "link": "tcp://h:3",
         "capabilities": [EMBED],
         "healthy": True,
         "last_heartbeat_age_s": 3.0,
@@ -237,6 +239,19 @@ def test_good_endpoint(registry, endpoint):
     registry.deregister("r1")
 
 
+@pytest.mark.parametrize("link", ["127.0.0.1:7000", "tcp://", "tcp://h", "tcp://h:0", "://h:1", "t cp://h:1", 7000])
+def test_bad_link_is_refused_with_its_shape(registry, link):
+    with pytest.raises(InvalidRegistration, match="link"):
+        registry.register("r1", "h:1", [CHAT], link=link)
+
+
+def test_link_is_kept_and_replaced_on_reregistration(registry, matcher):
+    registry.register("r1", "h:1", [CHAT], link="tcp://h:2")
+    assert [c.info["link"] for c in registry.candidates({"type": "chat"}, matcher)] == ["tcp://h:2"]
+    registry.register("r1", "h:1", [CHAT])
+    assert registry.get("r1").link is None
+
+
 @pytest.mark.parametrize(
     ("capabilities", "match"),
     [
@@ -293,5 +308,5 @@ def test_endpoints_and_live_ids(registry, clock):
     clock.advance(10)
     registry.register("r2", "h:2", [CHAT])
     clock.advance(10)
-    assert registry.endpoints() == {"h:1", "h:2"}
+    assert registry.addresses() == {"h:1", "h:2"}
     assert registry.live_ids() == ["r2"]

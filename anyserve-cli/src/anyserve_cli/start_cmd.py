@@ -50,6 +50,11 @@ def start(
     transport: Annotated[
         str | None, typer.Option(help="IPC transport between agent and workers, e.g. unix or inproc.")
     ] = None,
+    link: Annotated[
+        str | None,
+        typer.Option(help="Network transport the router reaches this replica by (default tcp; off: gRPC only)."),
+    ] = None,
+    link_port: Annotated[int | None, typer.Option(help="Port of the router link (default 0: a free one).")] = None,
     replica_id: Annotated[str | None, typer.Option(help="This replica's id (default generated).")] = None,
     api_server: Annotated[
         str | None, typer.Option(help="Router URL to register with and delegate to, e.g. http://127.0.0.1:8080.")
@@ -83,6 +88,8 @@ def start(
             "replica.max_message_bytes": max_message_bytes,
             "replica.resources": parse_resources(resources) if resources else None,
             "transport.name": transport,
+            "link.name": link,
+            "replica.link_port": link_port,
             "router.url": api_server,
             "objects.url": object_store,
         },
@@ -94,7 +101,8 @@ def start(
         workers_count = replica.supervisor.count
         typer.echo(
             f"anyserve replica {replica.replica_id} ready at {replica.endpoint} "
-            f"({workers_count} worker(s), transport {replica.assembly.transport.name}); Ctrl-C to stop"
+            f"({workers_count} worker(s), transport {replica.assembly.transport.name}"
+            f"{', router link ' + replica.link if replica.link else ''}); Ctrl-C to stop"
         )
 
     asyncio.run(serve(settings, app, log_level=level, announce=announce))

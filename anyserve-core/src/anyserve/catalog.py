@@ -39,6 +39,8 @@ MATCHER = Category("matcher", "capability matcher", "anyserve_register_matchers"
 CATEGORIES = (TRANSPORT, OBJECTS, ENCODING, MATCHER)
 
 #: Decision hooks: the first implementation that answers wins.
+#: ``link.name`` that turns the router -> replica link off (gRPC only).
+LINK_OFF = "off"
 DECISION_HOOKS = {"routing": "anyserve_select_target", "delegation": "anyserve_delegate"}
 
 INSTALL_HINT = (
@@ -143,6 +145,28 @@ class Catalog:
     def transport(self, settings: Settings) -> TransportSpec:
         return self.registries[TRANSPORT.key].get(settings.transport.name)
 
+    def link(self, settings: Settings) -> TransportSpec | None:
+        """The router -> replica link transport, or ``None`` for gRPC only.
+
+        ``None`` also when the default (``tcp``) is not installed: a plain
+        ``anyserve-core`` install still routes, over gRPC. A name configured
+        explicitly must exist and be a network transport.
+        """
+        name = settings.link.name
+        if name == LINK_OFF:
+            return None
+        registry: Registry[TransportSpec] = self.registries[TRANSPORT.key]
+        if name not in registry.records and settings.source_of("link.name") == "default":
+            return None
+        spec = registry.get(name)
+        if not spec.network:
+            networked = ", ".join(n for n, r in sorted(registry.records.items()) if r.network) or "none installed"
+            raise ConfigError(
+                f"link.name = {name!r} is not a network transport and cannot link the router to replicas; "
+                f"use one of: {networked}, or {LINK_OFF!r} for gRPC"
+            )
+        return spec
+
     def encoding(self, settings: Settings) -> StreamEncodingSpec:
         return self.registries[ENCODING.key].get(settings.encoding.name)
 
@@ -175,6 +199,7 @@ class Catalog:
         out: dict[str, dict[str, Any]] = {}
         picks: dict[str, tuple[str, str, Callable[[], Any]]] = {
             TRANSPORT.key: ("transport.name", settings.transport.name, lambda: self.transport(settings)),
+            "link": ("link.name", settings.link.name, lambda: self.link(settings)),
             OBJECTS.key: ("objects.url", settings.objects.url, lambda: self.object_backend(settings.objects.url)),
             ENCODING.key: ("encoding.name", settings.encoding.name, lambda: self.encoding(settings)),
             MATCHER.key: ("matcher.name", settings.matcher.name, lambda: self.matcher(settings)),
@@ -183,8 +208,12 @@ class Catalog:
             entry: dict[str, Any] = {"setting": setting, "value": value, "source": settings.source_of(setting)}
             try:
                 record = resolve()
+                if record is None:  # the link is off: gRPC
+                    entry["selected"] = "grpc"
+                    out[key] = entry
+                    continue
                 entry["selected"] = record.name
-                entry["plugin"] = self.registries[key].owners[record.name]
+                entry["plugin"] = self.registries[TRANSPORT.key if key == "link" else key].owners[record.name]
             except ConfigError as exc:
                 entry["selected"] = None
                 entry["error"] = str(exc)

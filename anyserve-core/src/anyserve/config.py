@@ -13,6 +13,9 @@ selected ``name`` and an ``options`` table passed to that plugin's factory::
     [encoding]
     name = "sse"
 
+    [link]
+    name = "tcp"            # router -> replica frames; "off" for gRPC
+
     [router]
     url = "http://127.0.0.1:8080"
 
@@ -42,6 +45,7 @@ ENV_KEYS: dict[str, str] = {
     "ANYSERVE_OBJECT_GC_INTERVAL": "objects.gc_interval_seconds",
     "ANYSERVE_STREAM_ENCODING": "encoding.name",
     "ANYSERVE_MATCHER": "matcher.name",
+    "ANYSERVE_LINK": "link.name",
     "ANYSERVE_ROUTER_URL": "router.url",
     "ANYSERVE_MAX_MESSAGE_BYTES": "replica.max_message_bytes",
 }
@@ -104,6 +108,8 @@ class ReplicaSettings(_Table):
     #: host:port the router should give clients; default: host and the bound port
     #: (127.0.0.1 when listening on every interface).
     advertise: str | None = None
+    #: Port of the router link (see ``[link]``); 0 picks a free one.
+    link_port: int = Field(default=0, ge=0, le=65535)
 
 
 class Settings(_Table):
@@ -113,6 +119,9 @@ class Settings(_Table):
     objects: ObjectsSettings = Field(default_factory=ObjectsSettings)
     encoding: Selection = Field(default_factory=lambda: Selection(name="sse"))
     matcher: Selection = Field(default_factory=lambda: Selection(name="subset"))
+    #: The router -> replica data path: a network transport both sides speak
+    #: instead of gRPC, or "off" for gRPC only. The default is used when installed.
+    link: Selection = Field(default_factory=lambda: Selection(name="tcp"))
     router: RouterSettings = Field(default_factory=RouterSettings)
     replica: ReplicaSettings = Field(default_factory=ReplicaSettings)
 

@@ -61,6 +61,9 @@ def anyserve_register_transports(register: Callable[[TransportSpec], None]) -> N
     configuration and returns an object implementing
     :class:`anyserve.transport.Transport`. The configuration key
     ``transport.name`` (``ANYSERVE_TRANSPORT``, ``--transport``) picks one.
+    A transport registered with ``network=True`` serves ``host:port``
+    addresses and can also be the router -> replica link (``link.name``,
+    ``ANYSERVE_LINK``), with the replica's agent as the served side.
 
     Every transport must pass :class:`anyserve.testing.TransportContract`.
 

@@ -26,12 +26,15 @@ class TransportSpec:
 
     ``in_process`` transports are served by the agent itself (one worker in
     the agent's event loop) instead of by spawned worker processes.
+    ``network`` transports serve ``host:port`` addresses, so they can also
+    carry the router -> replica link (the ``[link]`` setting).
     """
 
     name: str
     factory: Callable[[Options], Transport]
     description: str = ""
     in_process: bool = False
+    network: bool = False
 
 
 @dataclass(frozen=True)

@@ -101,10 +101,14 @@ class AsyncRouterClient:
         capabilities: list[dict[str, Any]],
         *,
         status: dict[str, Any] | None = None,
+        link: str | None = None,
     ) -> dict[str, Any]:
+        """``link`` (``<transport>://host:port``) is where the router may send requests instead of ``endpoint``."""
         body: dict[str, Any] = {"replica_id": replica_id, "endpoint": endpoint, "capabilities": capabilities}
         if status is not None:
             body["status"] = status
+        if link is not None:
+            body["link"] = link
         response = await self._send("POST", "/register", json=body)
         if response.status_code >= 400:
             raise _error(response, self.url)

@@ -30,12 +30,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from anyserve.catalog import Catalog
+from anyserve.catalog import LINK_OFF, Catalog
 from anyserve.config import Settings
 from anyserve.encoding import StreamEncoder
 from anyserve.errors import AnyServeError, code_for_http, http_status
 from anyserve.plugins import PluginManager, get_plugin_manager
 from anyserve_router.infer_api import InferHandlers, build_infer_routes
+from anyserve_router.link import LinkUpstream
 from anyserve_router.registry import ReplicaRegistry
 from anyserve_router.registry_api import build_registry_routes
 from anyserve_router.rest import dumps
@@ -170,7 +171,7 @@ async def _sweep(registry: ReplicaRegistry, upstream: Upstream) -> None:
                     registry.ttl_seconds,
                     ", ".join(gone),
                 )
-            await upstream.retain(registry.endpoints())
+            await upstream.retain(registry.addresses())
         except Exception:  # the sweep must outlive any one failure
             log.exception("registry sweep failed")
 
@@ -185,9 +186,11 @@ def create_app(
     """The router application for ``settings`` (defaults) and plugin manager ``pm`` (the process's).
 
     The stream encoding and matcher are resolved now, so a name no installed
-    plugin provides fails here with the list of installed ones. ``upstream``
-    replaces the gRPC data path (tests, other transports); it is closed
-    when the server shuts down.
+    plugin provides fails here with the list of installed ones. Requests go
+    to a replica over its link when it registered one the router speaks
+    (``[link]``; ``off`` for gRPC only), else over gRPC. ``upstream``
+    replaces that data path (tests, other transports); it is closed when
+    the server shuts down.
     """
     settings = settings or Settings()
     pm = pm or get_plugin_manager()
@@ -196,8 +199,11 @@ def create_app(
     encoder = encoding.factory(settings.encoding.options)
     matcher = catalog.matcher(settings).factory(settings.matcher.options)
     registry = registry or ReplicaRegistry(settings.router.ttl_seconds)
-    # Channels open lazily, inside the server's event loop, on first use.
-    upstream = upstream or GrpcUpstream()
+    # Channels and links open lazily, inside the server's event loop, on first use.
+    if upstream is None:
+        upstream = GrpcUpstream()
+        if settings.link.name != LINK_OFF:
+            upstream = LinkUpstream(catalog, settings.link, upstream)
     router = Router(registry, matcher, pm, upstream, no_match=settings.router.no_match)
     state = RouterState(settings, registry, router, encoder, upstream)
 

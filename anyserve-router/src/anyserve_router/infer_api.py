@@ -133,7 +133,7 @@ class InferHandlers:
         md = metadata(inb.query, inb.delegated)
 
         async def open_stream(target: Target) -> tuple[UpstreamStream, bytes | None]:
-            stream = state.upstream.stream(target.endpoint, inb.payload, md)
+            stream = state.upstream.stream(target, inb.payload, md)
             try:
                 return stream, await stream.read()
             except BaseException:

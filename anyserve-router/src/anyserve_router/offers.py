@@ -64,6 +64,23 @@ def check_endpoint(endpoint: Any) -> str:
     return endpoint
 
 
+def check_link(link: Any) -> str | None:
+    """``<transport>://host:port``, the replica's router link; ``None`` when it serves none."""
+    if link is None:
+        return None
+    shape = "expected <transport>://host:port, e.g. tcp://10.0.0.5:50052"
+    if not isinstance(link, str):
+        raise InvalidRegistration(f"link must be a string, got {type(link).__name__}; {shape}")
+    scheme, sep, address = link.partition("://")
+    if not sep or not scheme.isidentifier():
+        raise InvalidRegistration(f"link {link!r} names no transport; {shape}")
+    try:
+        check_endpoint(address)
+    except InvalidRegistration as exc:
+        raise InvalidRegistration(f"link {link!r}: {exc}") from None
+    return link
+
+
 def _check_offer(index: int, raw: Any) -> Offer:
     where = f"capabilities[{index}]"
     if not isinstance(raw, Mapping):

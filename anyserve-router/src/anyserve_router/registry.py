@@ -34,7 +34,14 @@ from anyserve.errors import PluginError
 from anyserve.matching import Matcher
 from anyserve.routing import COLD, FAILED, HOT, STARTING, STOPPING, Candidate
 from anyserve_router.errors import DuplicateReplica, InvalidRegistration, UnknownReplica
-from anyserve_router.offers import Offer, check_capabilities, check_endpoint, check_in_flight, check_replica_id
+from anyserve_router.offers import (
+    Offer,
+    check_capabilities,
+    check_endpoint,
+    check_in_flight,
+    check_link,
+    check_replica_id,
+)
 
 if TYPE_CHECKING:
     from anyserve.plugins import PluginManager
@@ -70,6 +77,8 @@ class Replica:
     reported_in_flight: int = 0
     #: The replica's own status document (workers, resources, switches), if it sent one.
     status: dict[str, Any] | None = None
+    #: ``<transport>://host:port`` the router may call instead of the gRPC endpoint.
+    link: str | None = None
 
     @property
     def load(self) -> int:
@@ -149,6 +158,7 @@ class ReplicaRegistry:
         capabilities: list[dict[str, Any]],
         now: float | None = None,
         status: dict[str, Any] | None = None,
+        link: str | None = None,
     ) -> Replica:
         """Add a replica, or replace the capabilities of one re-registering from the same endpoint.
 
@@ -159,6 +169,7 @@ class ReplicaRegistry:
         """
         replica_id = check_replica_id(replica_id)
         endpoint = check_endpoint(endpoint)
+        link = check_link(link)
         offers = check_capabilities(capabilities)
         now = self._now(now)
         with self._lock:
@@ -167,6 +178,7 @@ class ReplicaRegistry:
                 existing.offers = offers
                 existing.last_heartbeat = now
                 existing.status = status
+                existing.link = link
                 replica = existing
             else:
                 if existing is not None and self._alive(existing, now):
@@ -177,7 +189,13 @@ class ReplicaRegistry:
                         f"replica a unique id, or stop the old one and retry after {self.ttl_seconds:g}s."
                     )
                 replica = Replica(
-                    replica_id, endpoint, offers, registered_at=self._wall_clock(), last_heartbeat=now, status=status
+                    replica_id,
+                    endpoint,
+                    offers,
+                    registered_at=self._wall_clock(),
+                    last_heartbeat=now,
+                    status=status,
+                    link=link,
                 )
                 self._replicas[replica_id] = replica
             return copy.copy(replica)
@@ -226,10 +244,10 @@ class ReplicaRegistry:
                 raise self._unknown(replica_id)
             return copy.copy(replica)
 
-    def endpoints(self) -> set[str]:
-        """The endpoints of every entry (alive or not yet swept)."""
+    def addresses(self) -> set[str]:
+        """The endpoints and links of every entry (alive or not yet swept)."""
         with self._lock:
-            return {r.endpoint for r in self._replicas.values()}
+            return {r.endpoint for r in self._replicas.values()} | {r.link for r in self._replicas.values() if r.link}
 
     def live_ids(self, now: float | None = None) -> list[str]:
         """Ids of the replicas within their TTL, sorted."""
@@ -266,6 +284,7 @@ class ReplicaRegistry:
                 {
                     "replica_id": r.id,
                     "endpoint": r.endpoint,
+                    "link": r.link,
                     "capabilities": r.capabilities,
                     "healthy": self._alive(r, now),
                     "last_heartbeat_age_s": round(r.age(now), 3),
@@ -311,13 +330,13 @@ class ReplicaRegistry:
         skip = set(exclude)
         with self._lock:
             live = [
-                (r.id, r.endpoint, r.offers, r.load)
+                (r.id, {"endpoint": r.endpoint, "link": r.link}, r.offers, r.load)
                 for r in self._replicas.values()
                 if r.id not in skip and self._alive(r, now)
             ]
         # Plugin code (the matcher) runs outside the lock.
         found: list[Candidate] = []
-        for replica_id, endpoint, offers, load in live:
+        for replica_id, where, offers, load in live:
             best: tuple[float, int, Offer] | None = None
             for offer in offers:
                 if stream is not None and offer.runtime.get("stream", False) != stream:
@@ -339,7 +358,7 @@ class ReplicaRegistry:
                         score=score,
                         in_flight=load,
                         state=offer.state,
-                        info={"endpoint": endpoint, **offer.runtime},
+                        info={**where, **offer.runtime},
                     )
                 )
         return found

@@ -64,7 +64,9 @@ def build_registry_routes(state: RouterState) -> APIRouter:
         status = data.get("status")
         if status is not None and not isinstance(status, dict):
             raise InvalidRequest(f"registration 'status' must be a JSON object, got {type(status).__name__}")
-        replica = registry.register(data["replica_id"], data["endpoint"], data["capabilities"], status=status)
+        replica = registry.register(
+            data["replica_id"], data["endpoint"], data["capabilities"], status=status, link=data.get("link")
+        )
         log.info(
             "registered replica %s at %s offering %s",
             replica.id,

@@ -23,7 +23,7 @@ from anyserve_router.errors import NoMatch, ReplicaUnreachable, UnknownReplica
 from anyserve_router.inbound import Delegated
 from anyserve_router.registry import Lease, ReplicaRegistry
 from anyserve_router.rest import dumps
-from anyserve_router.upstream import Metadata, Upstream, UpstreamError
+from anyserve_router.upstream import Metadata, Target, Upstream, UpstreamError
 
 if TYPE_CHECKING:
     from anyserve.plugins import PluginManager
@@ -32,12 +32,6 @@ log = logging.getLogger("anyserve.router")
 
 T = TypeVar("T")
 _SHOWN_CAPABILITIES = 20
-
-
-@dataclass(frozen=True)
-class Target:
-    replica_id: str
-    endpoint: str
 
 
 class ReplicaFailed(AnyServeError):
@@ -97,7 +91,7 @@ class Router:
         """The replica for ``query`` (not one in ``exclude``), or :class:`NoMatch` explaining why not."""
         chosen = self.registry.choose(query, self.matcher, self.pm, exclude=exclude, stream=stream)
         if chosen is not None:
-            return Target(chosen.id, chosen.info["endpoint"])
+            return Target(chosen.id, chosen.info["endpoint"], chosen.info.get("link"))
         if self.no_match == "any-replica" and delegated is None:
             # The seed's behaviour: some replica's delegation policy decides.
             anyone = self._least_loaded(exclude)
@@ -118,7 +112,7 @@ class Router:
             return None
         least = min(r.load for r in entries)
         replica = random.choice([r for r in entries if r.load == least])
-        return Target(replica.id, replica.endpoint)
+        return Target(replica.id, replica.endpoint, replica.link)
 
     def _no_match_message(
         self, query: Mapping[str, str], exclude: set[str] | frozenset[str], delegated: Delegated | None
@@ -197,7 +191,7 @@ class Router:
         md = metadata(query, delegated)
 
         def call(target: Target) -> Awaitable[bytes]:
-            return self.upstream.infer(target.endpoint, payload, md)
+            return self.upstream.infer(target, payload, md)
 
         done = await self.forward(query, call, delegated=delegated, stream=False)
         done.lease.release()

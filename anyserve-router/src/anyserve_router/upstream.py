@@ -1,11 +1,12 @@
-"""The router -> replica data path: raw bytes over pooled gRPC channels.
+"""The router -> replica data path: the :class:`Upstream` interface, and raw bytes over pooled gRPC channels.
 
 Routing code sees only the small :class:`Upstream` interface (a unary call,
-a stream, housekeeping), so a cheaper transport can replace gRPC here
-without touching routing. :class:`GrpcUpstream` keeps one ``grpc.aio``
-channel per replica endpoint, created on first use and reused by every
-request after (HTTP/2 multiplexes them); nothing is dialled per request and
-nothing is parsed: payloads go out and come back as serialised protobuf.
+a stream, housekeeping), so a cheaper transport replaces gRPC here without
+touching routing (:mod:`anyserve_router.link` does, for replicas that
+advertise a link). :class:`GrpcUpstream` keeps one ``grpc.aio`` channel per
+replica endpoint, created on first use and reused by every request after
+(HTTP/2 multiplexes them); nothing is dialled per request and nothing is
+parsed: payloads go out and come back as serialised protobuf.
 """
 
 from __future__ import annotations
@@ -42,6 +43,15 @@ CHANNEL_OPTIONS = (
 )
 
 
+@dataclass(frozen=True)
+class Target:
+    """A replica chosen for a request: its gRPC endpoint and, if it serves one, its link URL."""
+
+    replica_id: str
+    endpoint: str
+    link: str | None = None
+
+
 class UpstreamError(AnyServeError):
     """A call to a replica failed: ``code`` is the gRPC status name, ``message`` its details.
 
@@ -69,16 +79,16 @@ class UpstreamStream(Protocol):
 class Upstream(Protocol):
     """What routing needs from a transport to replicas."""
 
-    async def infer(self, endpoint: str, payload: bytes, metadata: Metadata) -> bytes:
+    async def infer(self, target: Target, payload: bytes, metadata: Metadata) -> bytes:
         """Serialised ``ModelInferRequest`` in, serialised ``ModelInferResponse`` out."""
         ...
 
-    def stream(self, endpoint: str, payload: bytes, metadata: Metadata) -> UpstreamStream:
+    def stream(self, target: Target, payload: bytes, metadata: Metadata) -> UpstreamStream:
         """Start a ``ModelStreamInfer`` call carrying one request, already half-closed."""
         ...
 
-    async def retain(self, endpoints: Iterable[str]) -> None:
-        """Release resources held for endpoints not listed (replicas that left)."""
+    async def retain(self, addresses: Iterable[str]) -> None:
+        """Release resources held for endpoints and links not listed (replicas that left)."""
         ...
 
     async def close(self) -> None: ...
@@ -168,7 +178,8 @@ class GrpcUpstream:
     def endpoints(self) -> list[str]:
         return sorted(self._pool)
 
-    async def infer(self, endpoint: str, payload: bytes, metadata: Metadata) -> bytes:
+    async def infer(self, target: Target, payload: bytes, metadata: Metadata) -> bytes:
+        endpoint = target.endpoint
         pooled = self._get(endpoint)
         pooled.active += 1
         try:
@@ -178,11 +189,11 @@ class GrpcUpstream:
         finally:
             pooled.active -= 1
 
-    def stream(self, endpoint: str, payload: bytes, metadata: Metadata) -> _GrpcStream:
-        return _GrpcStream(self, endpoint, self._get(endpoint), payload, metadata)
+    def stream(self, target: Target, payload: bytes, metadata: Metadata) -> _GrpcStream:
+        return _GrpcStream(self, target.endpoint, self._get(target.endpoint), payload, metadata)
 
-    async def retain(self, endpoints: Iterable[str]) -> None:
-        keep = set(endpoints)
+    async def retain(self, addresses: Iterable[str]) -> None:
+        keep = set(addresses)
         for endpoint in [e for e, p in self._pool.items() if e not in keep and p.active == 0]:
             pooled = self._pool.pop(endpoint)
             await pooled.channel.close()

@@ -218,7 +218,7 @@ def test_unknown_protocol_version_is_refused(sock_dir: str, arun: Run) -> None:
 
 def test_connect_names_the_address_when_nobody_serves(sock_dir: str, arun: Run) -> None:
     address = os.path.join(sock_dir, "nobody.sock")
-    with pytest.raises(Unavailable, match=f"no worker is serving unix socket {address}"):
+    with pytest.raises(Unavailable, match=f"nothing is serving {address}"):
         arun(UnixTransport().connect(address, timeout=0.2))
 
 

@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -37,6 +37,8 @@ STATUS_SERVICE = "anyserve.ReplicaStatus"
 FINAL_PARAMETER = "triton_final_response"
 LIMIT_SETTING = "replica.max_message_bytes (ANYSERVE_MAX_MESSAGE_BYTES, --max-message-bytes)"
 
+#: gRPC metadata, or the same pairs carried by the router link.
+Metadata = Iterable[tuple[str, str]]
 #: Forwards a delegated request: (delegation, payload, query) -> response bytes.
 Forwarder = Callable[[Delegation, bytes, Query], Awaitable[bytes]]
 
@@ -154,28 +156,35 @@ class Agent:
 
     async def model_infer(self, payload: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
-            self._check_size("request", len(payload))
-            metadata = context.invocation_metadata()
-            query = queries.from_metadata(metadata) or queries.from_request(parse_request(payload))
-            slot = await self._worker_for(query, False, context)
-            if slot is None:
-                return await self._delegate(payload, query, queries.delegation_depth(metadata))
-            slot.last_used = time.monotonic()
-            try:
-                response = await slot.connection.infer(payload, query)
-            finally:
-                slot.last_used = time.monotonic()
-            self._check_size("response", len(response))
-            return response
+            return await self.infer(payload, context.invocation_metadata() or (), context.time_remaining())
         except AnyServeError as exc:
             await context.abort(grpc.StatusCode[exc.code], exc.message)
             raise  # abort raises; this keeps type checkers honest
 
-    async def _worker_for(self, query: Query, stream: bool, context: grpc.aio.ServicerContext) -> WorkerSlot | None:
+    async def infer(self, payload: bytes, metadata: Metadata, timeout: float | None) -> bytes:
+        """One unary request, whatever carried it (gRPC or the router link); raises :class:`AnyServeError`.
+
+        ``metadata`` holds the capability query (``x-capability-*``) and the
+        delegation marks; without a query the request itself is parsed for one.
+        """
+        self._check_size("request", len(payload))
+        query = queries.from_metadata(metadata) or queries.from_request(parse_request(payload))
+        slot = await self._worker_for(query, False, timeout)
+        if slot is None:
+            return await self._delegate(payload, query, queries.delegation_depth(metadata))
+        slot.last_used = time.monotonic()
+        try:
+            response = await slot.connection.infer(payload, query)
+        finally:
+            slot.last_used = time.monotonic()
+        self._check_size("response", len(response))
+        return response
+
+    async def _worker_for(self, query: Query, stream: bool, timeout: float | None) -> WorkerSlot | None:
         """A running worker, else a worker class started for this request (waiting up to its deadline)."""
         slot = self.pool.choose(query, stream=stream)
         if slot is None and self.lifecycle is not None:
-            slot = await self.lifecycle.acquire(query, stream=stream, timeout=context.time_remaining())
+            slot = await self.lifecycle.acquire(query, stream=stream, timeout=timeout)
         return slot
 
     async def _delegate(self, payload: bytes, query: Query, depth: int) -> bytes:
@@ -194,26 +203,32 @@ class Agent:
     ) -> AsyncIterator[bytes]:
         meta_query = queries.from_metadata(context.invocation_metadata())
         async for payload in requests:
-            try:
-                self._check_size("request", len(payload))
-                request = parse_request(payload)
-            except AnyServeError as exc:
-                yield final_error(exc, "")
-                continue
-            query = meta_query or queries.from_request(request)
-            try:
-                slot = await self._worker_for(query, True, context)
-                if slot is None:
-                    raise self._not_found(query)
-                slot.last_used = time.monotonic()
-                async with contextlib.aclosing(slot.connection.stream(payload, query)) as chunks:
-                    async for chunk in chunks:
-                        yield chunk
-                slot.last_used = time.monotonic()
-            except AnyServeError as exc:
-                yield final_error(exc, request.id)
-                continue
-            yield final_marker(request.id)
+            async with contextlib.aclosing(self.stream(payload, meta_query, context.time_remaining())) as run:
+                async for response in run:
+                    yield response
+
+    async def stream(self, payload: bytes, meta_query: Query, timeout: float | None) -> AsyncIterator[bytes]:
+        """One streaming request's run of responses, the last one flagged final (errors included)."""
+        try:
+            self._check_size("request", len(payload))
+            request = parse_request(payload)
+        except AnyServeError as exc:
+            yield final_error(exc, "")
+            return
+        query = meta_query or queries.from_request(request)
+        try:
+            slot = await self._worker_for(query, True, timeout)
+            if slot is None:
+                raise self._not_found(query)
+            slot.last_used = time.monotonic()
+            async with contextlib.aclosing(slot.connection.stream(payload, query)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+            slot.last_used = time.monotonic()
+        except AnyServeError as exc:
+            yield final_error(exc, request.id)
+            return
+        yield final_marker(request.id)
 
 
 def final_marker(request_id: str) -> bytes:

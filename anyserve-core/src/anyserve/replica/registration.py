@@ -33,10 +33,12 @@ class Registration:
         offers: Callable[[], list[dict[str, Any]]],
         in_flight: Callable[[], int],
         status: Callable[[], dict[str, Any]] | None = None,
+        link: str | None = None,
     ) -> None:
         self.client = client
         self.replica_id = replica_id
         self.endpoint = endpoint
+        self.link = link
         self.offers = offers
         self.in_flight = in_flight
         self.status = status
@@ -54,7 +56,9 @@ class Registration:
     async def _register(self) -> float:
         self._changed.clear()
         status = self.status() if self.status else None
-        answer = await self.client.register(self.replica_id, self.endpoint, self.offers(), status=status)
+        answer = await self.client.register(
+            self.replica_id, self.endpoint, self.offers(), status=status, link=self.link
+        )
         self.registered.set()
         log.info("registered %s at %s with %s", self.replica_id, self.client.url, self.endpoint)
         return float(answer.get("heartbeat_seconds", 5.0))

@@ -25,9 +25,11 @@ import grpc
 from anyserve.config import Settings
 from anyserve.delegation import Delegation
 from anyserve.errors import ConfigError
+from anyserve.records import TransportSpec
 from anyserve.replica.agent import Agent
 from anyserve.replica.assembly import Assembly
 from anyserve.replica.lifecycle import Lifecycle
+from anyserve.replica.link import LinkService, link_url, start_link
 from anyserve.replica.pool import WorkerPool
 from anyserve.replica.registration import Registration
 from anyserve.replica.supervisor import Supervisor, WorkerStartError
@@ -90,6 +92,10 @@ class Replica:
         self.registration: Registration | None = None
         self.server: grpc.aio.Server | None = None
         self.endpoint = ""
+        #: ``<transport>://host:port`` of the router link, when one is served.
+        self.link = ""
+        self._link_service = LinkService(self.agent, self.offers)
+        self._link_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._gc: asyncio.Task[None] | None = None
 
@@ -110,6 +116,7 @@ class Replica:
         return {
             "replica_id": self.replica_id,
             "endpoint": self.endpoint,
+            "link": self.link or None,
             "transport": self.assembly.transport.name,
             "in_flight": self.in_flight(),
             "workers": self.pool.snapshot(),
@@ -135,13 +142,36 @@ class Replica:
         cfg = self.settings.replica
         if cfg.advertise:
             return cfg.advertise
-        host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
+        host = self._advertised_host()
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def _advertised_host(self) -> str:
+        cfg = self.settings.replica
+        if cfg.advertise:
+            return cfg.advertise.rsplit(":", 1)[0].strip("[]")
+        return "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
+
+    async def _start_link(self, spec: TransportSpec | None) -> None:
+        """Serve the router link when ``[link]`` names an installed network transport."""
+        if spec is None:
+            log.debug("no router link (link.name = %r): the router uses gRPC", self.settings.link.name)
+            return
+        transport = spec.factory(self.settings.link.options)
+        try:
+            self._link_task, address = await start_link(
+                spec, transport, self._link_service, self.settings.replica.host, self.settings.replica.link_port
+            )
+        except ConfigError as exc:
+            raise StartError(f"{exc} (choose another --link-port, or set link.name = 'off')") from None
+        bound_port = address.rsplit(":", 1)[1]
+        host = self._advertised_host()
+        self.link = link_url(spec, f"[{host}]:{bound_port}" if ":" in host else f"{host}:{bound_port}")
 
     async def start(self) -> None:
         cfg = self.settings.replica
         # Import the app here too: a broken --app fails before any process starts.
         app = self.assembly.app
+        link = self.assembly.catalog.link(self.settings)
         log.info("serving %d handler(s) from %s", len(app.handlers), self.assembly.app_ref or "installed plugins")
         if not _port_free(cfg.host, cfg.port):
             raise StartError(f"cannot listen on {cfg.host}:{cfg.port}: the port is already in use (choose --port)")
@@ -166,6 +196,7 @@ class Replica:
             await self.supervisor.stop(grace=1.0)
             raise StartError(exc.message) from None
         await self.server.start()
+        await self._start_link(link)
         self.lifecycle.start_reaper()
         self.agent.ready = True
         self._gc = self._start_object_gc()
@@ -174,6 +205,7 @@ class Replica:
                 AsyncRouterClient(self.settings.router.url),
                 self.replica_id,
                 self.endpoint,
+                link=self.link or None,
                 offers=self.offers,
                 in_flight=self.in_flight,
                 status=self.status,
@@ -226,8 +258,15 @@ class Replica:
                 await self._gc
         if self.registration is not None:
             await self.registration.stop()  # the router stops sending before we stop serving
+        grace = self.settings.replica.shutdown_grace
+        drains = [self._link_service.drain(grace)]
         if self.server is not None:
-            await self.server.stop(self.settings.replica.shutdown_grace)
+            drains.append(self.server.stop(grace))
+        await asyncio.gather(*drains)
+        if self._link_task is not None:
+            self._link_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._link_task
         await self.lifecycle.close()
         await self.supervisor.stop()
         for client in self._routers.values():

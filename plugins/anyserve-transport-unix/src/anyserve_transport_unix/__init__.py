@@ -1,8 +1,8 @@
-"""anyserve's ``unix`` IPC transport: framed protobuf over Unix domain sockets.
+"""anyserve's ``unix`` and ``tcp`` transports: framed protobuf over Unix domain sockets or TCP.
 
 The plugin is registered through the ``anyserve`` entry-point group. The
 package import stays light (every anyserve process imports the plugin
-module at start-up); :class:`UnixTransport` is loaded on first access.
+module at start-up); the transport classes load on first access.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 from anyserve_transport_unix.version import __version__
 
 if TYPE_CHECKING:
-    from anyserve_transport_unix.transport import UnixTransport
+    from anyserve_transport_unix.transport import TcpTransport, UnixTransport
 
-__all__ = ["UnixTransport", "__version__"]
+__all__ = ["TcpTransport", "UnixTransport", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "UnixTransport":
-        from anyserve_transport_unix.transport import UnixTransport
+    if name in ("TcpTransport", "UnixTransport"):
+        from anyserve_transport_unix import transport
 
-        return UnixTransport
+        return getattr(transport, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

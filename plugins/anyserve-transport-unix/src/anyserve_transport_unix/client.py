@@ -1,4 +1,4 @@
-"""Agent side: one multiplexed connection to a worker.
+"""Client side: one multiplexed connection to a worker (or, over TCP, to a replica's agent).
 
 Requests get ids from a counter; a single reader task routes each answer
 frame to the waiting future (unary) or queue (stream) of its id. Whatever
@@ -14,7 +14,7 @@ import contextlib
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from anyserve.errors import AnyServeError, ResourceExhausted, Unavailable, error_for_code
@@ -189,38 +189,59 @@ class UnixConnection:
             await self._writer.wait_closed()
 
 
-async def _open(address: str, deadline: float, stream_limit: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Open the socket, retrying while it does not exist yet or nobody listens."""
+Opener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+
+
+async def _open(
+    address: str, open_stream: Opener, deadline: float
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open the connection, retrying while the socket does not exist yet or nobody listens."""
     loop = asyncio.get_running_loop()
     while True:
         try:
-            return await asyncio.open_unix_connection(address, limit=stream_limit)
+            return await open_stream()
         except (FileNotFoundError, ConnectionRefusedError, BlockingIOError) as exc:
             last = exc
-        except OSError as exc:  # permissions, bad path: waiting will not help
-            raise Unavailable(f"cannot connect to unix socket {address}: {exc}") from exc
+        except OSError as exc:  # permissions, bad path, unknown host: waiting will not help
+            raise Unavailable(f"cannot connect to {address}: {exc}") from exc
         remaining = deadline - loop.time()
         if remaining <= 0:
-            raise Unavailable(f"no worker is serving unix socket {address} (last error: {last})")
+            raise Unavailable(f"nothing is serving {address} (last error: {last})")
         await asyncio.sleep(min(0.02, remaining))
 
 
 async def connect(address: str, *, timeout: float, max_frame_bytes: int, stream_limit: int) -> UnixConnection:
-    """Connect and complete the handshake within ``timeout`` seconds (see ``Transport.connect``)."""
+    """Connect to a Unix socket and complete the handshake within ``timeout`` seconds."""
+    return await handshake(
+        address, lambda: asyncio.open_unix_connection(address, limit=stream_limit), timeout, max_frame_bytes
+    )
+
+
+async def connect_tcp(
+    host: str, port: int, *, timeout: float, max_frame_bytes: int, stream_limit: int
+) -> UnixConnection:
+    """Connect to a TCP ``host:port`` and complete the handshake within ``timeout`` seconds."""
+    return await handshake(
+        f"{host}:{port}", lambda: asyncio.open_connection(host, port, limit=stream_limit), timeout, max_frame_bytes
+    )
+
+
+async def handshake(address: str, open_stream: Opener, timeout: float, max_frame_bytes: int) -> UnixConnection:
+    """Open with ``open_stream`` (retried until ``timeout``) and read the peer's hello."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    reader, writer = await _open(address, deadline, stream_limit)
+    reader, writer = await _open(address, open_stream, deadline)
     try:
-        # A worker that just started listening gets a short grace for its hello.
+        # A peer that just started listening gets a short grace for its hello.
         wait = max(deadline - loop.time(), 0.5)
         frame = await asyncio.wait_for(framing.read(reader, max_frame_bytes), wait)
         hello = _check_hello(address, frame)
     except TimeoutError as exc:
         writer.close()
-        raise Unavailable(f"worker at {address} accepted the connection but sent no hello") from exc
+        raise Unavailable(f"{address} accepted the connection but sent no hello") from exc
     except (ConnectionError, asyncio.IncompleteReadError, framing.ProtocolError) as exc:
         writer.close()
-        raise Unavailable(f"handshake with worker at {address} failed: {exc}") from exc
+        raise Unavailable(f"handshake with {address} failed: {exc}") from exc
     except BaseException:
         writer.close()
         raise

@@ -1,7 +1,7 @@
-"""Registers the ``unix`` transport with anyserve (entry point ``transport-unix``).
+"""Registers the ``unix`` and ``tcp`` transports with anyserve (entry point ``transport-unix``).
 
 Importing this module stays cheap: the transport's modules load only when
-configuration selects ``unix`` and core calls the factory.
+configuration selects one and core calls the factory.
 """
 
 from __future__ import annotations
@@ -13,22 +13,36 @@ from anyserve.errors import ConfigError
 from anyserve.records import Options, TransportSpec
 
 if TYPE_CHECKING:
-    from anyserve_transport_unix.transport import UnixTransport
+    from anyserve_transport_unix.transport import TcpTransport, UnixTransport
 
 OPTIONS = ("max_frame_bytes",)
 
 
-def create(options: Options) -> UnixTransport:
-    """Build the transport from ``[transport.options]``, naming any bad option."""
-    from anyserve_transport_unix.transport import UnixTransport
-
+def _options(name: str, options: Options) -> Options:
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
-        raise ConfigError(f"unknown [transport.options] for unix: {', '.join(unknown)}; valid: {', '.join(OPTIONS)}")
+        raise ConfigError(f"unknown options for transport {name}: {', '.join(unknown)}; valid: {', '.join(OPTIONS)}")
+    return options
+
+
+def create(options: Options) -> UnixTransport:
+    """Build the ``unix`` transport from its options, naming any bad one."""
+    from anyserve_transport_unix.transport import UnixTransport
+
     try:
-        return UnixTransport(**options)
+        return UnixTransport(**_options("unix", options))
     except ValueError as exc:
-        raise ConfigError(f"[transport.options] for unix: {exc}") from exc
+        raise ConfigError(f"options for transport unix: {exc}") from exc
+
+
+def create_tcp(options: Options) -> TcpTransport:
+    """Build the ``tcp`` transport from its options, naming any bad one."""
+    from anyserve_transport_unix.transport import TcpTransport
+
+    try:
+        return TcpTransport(**_options("tcp", options))
+    except ValueError as exc:
+        raise ConfigError(f"options for transport tcp: {exc}") from exc
 
 
 @hookimpl
@@ -38,5 +52,13 @@ def anyserve_register_transports(register):
             name="unix",
             factory=create,
             description="workers in separate processes, framed protobuf over Unix domain sockets",
+        )
+    )
+    register(
+        TransportSpec(
+            name="tcp",
+            factory=create_tcp,
+            description="the same frames over TCP; the default router -> replica link",
+            network=True,
         )
     )

@@ -1,4 +1,4 @@
-"""Worker side: serve a :class:`WorkerService` on a Unix socket.
+"""Server side: serve a :class:`WorkerService` on a Unix socket or a TCP port.
 
 Each agent connection is a :class:`Session`. The session reads frames and
 starts one task per request, so a slow handler never holds up the others on
@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from anyserve.errors import ResourceExhausted, Unavailable, as_anyserve_error
 from anyserve.transport import WorkerService
@@ -180,16 +180,46 @@ def _unlink_if_ours(address: str, ident: tuple[int, int]) -> None:
 
 
 async def serve(address: str, service: WorkerService, *, max_frame_bytes: int, stream_limit: int) -> None:
-    """Serve until cancelled; then close every session and remove the socket file."""
+    """Serve on a Unix socket until cancelled; then close every session and remove the socket file."""
     sock = bind(address)
     st = os.lstat(address)
     ident = (st.st_dev, st.st_ino)
+    try:
+        await _serve_sessions(
+            lambda on_connect: asyncio.start_unix_server(on_connect, sock=sock, limit=stream_limit),
+            service,
+            max_frame_bytes,
+            address,
+        )
+    except BaseException:
+        sock.close()  # a no-op once the server owned and closed it
+        raise
+    finally:
+        _unlink_if_ours(address, ident)
+
+
+async def serve_tcp(host: str, port: int, service: WorkerService, *, max_frame_bytes: int, stream_limit: int) -> None:
+    """Serve on a TCP ``host:port`` until cancelled; then close every session."""
+    await _serve_sessions(
+        lambda on_connect: asyncio.start_server(on_connect, host, port, limit=stream_limit, reuse_address=True),
+        service,
+        max_frame_bytes,
+        f"{host}:{port}",
+    )
+
+
+async def _serve_sessions(
+    start: Callable[[Callable[[asyncio.StreamReader, asyncio.StreamWriter], None]], Awaitable[asyncio.Server]],
+    service: WorkerService,
+    max_frame_bytes: int,
+    where: str,
+) -> None:
     sessions: set[asyncio.Task[None]] = set()
 
     def session_done(task: asyncio.Task[None]) -> None:
         sessions.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("agent session on %s failed", address, exc_info=task.exception())
+            log.error("session on %s failed", where, exc_info=task.exception())
 
     def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # A plain callback that starts our own task: asyncio would wrap a
@@ -199,17 +229,11 @@ async def serve(address: str, service: WorkerService, *, max_frame_bytes: int, s
         sessions.add(task)
         task.add_done_callback(session_done)
 
-    try:
-        server = await asyncio.start_unix_server(on_connect, sock=sock, limit=stream_limit)
-    except BaseException:
-        sock.close()
-        _unlink_if_ours(address, ident)
-        raise
+    server = await start(on_connect)
     try:
         await asyncio.Future()  # until cancelled
     finally:
         server.close()
-        _unlink_if_ours(address, ident)
         for task in list(sessions):
             task.cancel()
         if sessions:

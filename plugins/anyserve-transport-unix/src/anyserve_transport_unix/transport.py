@@ -1,14 +1,19 @@
-"""The ``unix`` transport: agent and workers talk over Unix domain sockets.
+"""The ``unix`` and ``tcp`` transports: the same frames over two kinds of socket.
 
-Workers are separate processes, so a crashing handler takes down only its
-worker; the agent sees the socket close and fails that worker's in-flight
-requests with ``Unavailable``. See the README for the frame format.
+``unix`` is the agent <-> worker IPC: workers are separate processes, so a
+crashing handler takes down only its worker; the agent sees the socket close
+and fails that worker's in-flight requests with ``Unavailable``. ``tcp``
+carries the same frames between hosts; its main use is the router -> replica
+link (``[link] name = "tcp"``), where it replaces a gRPC hop. See the README
+for the frame format.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
+from urllib.parse import urlsplit
 
 from anyserve.errors import ConfigError
 from anyserve.transport import WorkerService
@@ -32,10 +37,10 @@ def check_path(path: str) -> str:
     return path
 
 
-class UnixTransport:
-    """Creates worker sockets and agent connections; see :class:`anyserve.transport.Transport`."""
+class _FrameTransport:
+    """What both transports share: the frame size limit."""
 
-    name = "unix"
+    name = ""
 
     def __init__(self, *, max_frame_bytes: int = framing.DEFAULT_MAX_FRAME_BYTES) -> None:
         if isinstance(max_frame_bytes, bool) or not isinstance(max_frame_bytes, int):
@@ -47,7 +52,13 @@ class UnixTransport:
         self.max_frame_bytes = max_frame_bytes
 
     def __repr__(self) -> str:
-        return f"UnixTransport(max_frame_bytes={self.max_frame_bytes})"
+        return f"{type(self).__name__}(max_frame_bytes={self.max_frame_bytes})"
+
+
+class UnixTransport(_FrameTransport):
+    """Creates worker sockets and agent connections; see :class:`anyserve.transport.Transport`."""
+
+    name = "unix"
 
     def address(self, run_dir: str, worker_id: str) -> str:
         return check_path(os.path.join(run_dir, f"{worker_id}.sock"))
@@ -60,4 +71,43 @@ class UnixTransport:
     async def connect(self, address: str, *, timeout: float = 10.0) -> client.UnixConnection:
         return await client.connect(
             check_path(address), timeout=timeout, max_frame_bytes=self.max_frame_bytes, stream_limit=STREAM_LIMIT
+        )
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port), with an error naming what is wrong."""
+    try:
+        parts = urlsplit(f"//{address}")
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise ConfigError(f"tcp address {address!r}: {exc}") from None
+    if not host or port is None or parts.path or parts.username:
+        raise ConfigError(f"tcp address {address!r} is not host:port (e.g. 127.0.0.1:7000)")
+    return host, port
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (the kernel's pick)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+class TcpTransport(_FrameTransport):
+    """The frames over TCP: ``host:port`` addresses; see :class:`anyserve.transport.Transport`."""
+
+    name = "tcp"
+
+    def address(self, run_dir: str, worker_id: str) -> str:
+        return f"127.0.0.1:{free_port()}"
+
+    async def serve(self, address: str, service: WorkerService) -> None:
+        host, port = split_address(address)
+        await server.serve_tcp(host, port, service, max_frame_bytes=self.max_frame_bytes, stream_limit=STREAM_LIMIT)
+
+    async def connect(self, address: str, *, timeout: float = 10.0) -> client.UnixConnection:
+        host, port = split_address(address)
+        return await client.connect_tcp(
+            host, port, timeout=timeout, max_frame_bytes=self.max_frame_bytes, stream_limit=STREAM_LIMIT
         )

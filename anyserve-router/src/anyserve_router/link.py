@@ -1,0 +1,180 @@
+"""The router -> replica data path over a replica's link, gRPC where there is none.
+
+A replica may register a ``link`` (``tcp://host:port``): its agent serving
+the frame protocol of a network transport plugin. :class:`LinkUpstream`
+sends a request there when the router has that transport installed, over
+one multiplexed connection per replica, and otherwise over gRPC. The
+payloads are the same serialised KServe v2 messages either way; the link
+carries the gRPC metadata as the frame's string map, and the replica
+answers with the same codes, so routing, retries and delegation cannot
+tell the two apart.
+
+A connection that cannot be opened means the request never reached the
+replica (``unreachable``: routing may try another); one that breaks while
+a request is out means the request may have run (never retried).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING
+
+from anyserve.errors import AnyServeError, ConfigError
+from anyserve_router.upstream import Metadata, Target, Upstream, UpstreamError, UpstreamStream
+
+if TYPE_CHECKING:
+    from anyserve.catalog import Catalog
+    from anyserve.config import Selection
+    from anyserve.transport import Connection, Transport
+
+log = logging.getLogger("anyserve.router.link")
+
+#: How long dialling a replica's link may take before the replica counts as unreachable.
+CONNECT_TIMEOUT = 1.0
+
+
+def _upstream_error(exc: AnyServeError) -> UpstreamError:
+    return UpstreamError(exc.message, code=exc.code)
+
+
+class _LinkStream:
+    """One streaming call over a link; the request goes out on the first ``read``."""
+
+    def __init__(self, owner: LinkUpstream, link: str, transport: Transport, payload: bytes, md: Metadata) -> None:
+        self._owner = owner
+        self._link = link
+        self._transport = transport
+        self._payload = payload
+        self._metadata = dict(md)
+        self._responses: AsyncIterator[bytes] | None = None
+        self._finished = False
+        self._closing: asyncio.Task[None] | None = None
+
+    async def read(self) -> bytes | None:
+        if self._finished:
+            return None
+        if self._responses is None:
+            connection = await self._owner.connection(self._link, self._transport)
+            self._responses = aiter(connection.stream(self._payload, self._metadata))
+        try:
+            return await anext(self._responses)
+        except StopAsyncIteration:
+            self._finished = True
+            return None
+        except AnyServeError as exc:
+            self._finished = True
+            raise _upstream_error(exc) from None
+
+    def cancel(self) -> None:
+        if self._finished or self._responses is None or self._closing is not None:
+            self._finished = True
+            return
+        self._finished = True
+        close = getattr(self._responses, "aclose", None)
+        if close is not None:  # closing the iterator cancels the request on the replica
+            self._closing = asyncio.get_running_loop().create_task(close())
+            self._closing.add_done_callback(_quiet)
+
+
+def _quiet(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("closing a link stream failed: %s", task.exception())
+
+
+class LinkUpstream:
+    """:class:`Upstream` that prefers a replica's link and falls back to ``grpc``.
+
+    Transports are looked up by the link's scheme among the installed network
+    transports; a link this router cannot speak goes over gRPC, with a
+    warning once per scheme. Create it inside the event loop that uses it.
+    """
+
+    def __init__(self, catalog: Catalog, settings: Selection, grpc: Upstream) -> None:
+        self._catalog = catalog
+        self._settings = settings
+        self._grpc = grpc
+        self._transports: dict[str, Transport | None] = {}
+        self._connections: dict[str, Connection] = {}
+        self._dialling: dict[str, asyncio.Future[Connection]] = {}
+
+    def _transport(self, link: str) -> Transport | None:
+        scheme = link.partition("://")[0]
+        if scheme not in self._transports:
+            self._transports[scheme] = self._create(scheme)
+        return self._transports[scheme]
+
+    def _create(self, scheme: str) -> Transport | None:
+        spec = self._catalog.registries["transport"].records.get(scheme)
+        if spec is None or not spec.network:
+            log.warning("replicas offer %s:// links, which no installed network transport speaks; using gRPC", scheme)
+            return None
+        options = self._settings.options if scheme == self._settings.name else {}
+        try:
+            return spec.factory(options)
+        except ConfigError as exc:
+            log.warning("cannot use %s:// links (%s); using gRPC", scheme, exc)
+            return None
+
+    async def connection(self, link: str, transport: Transport) -> Connection:
+        """The open connection to ``link``, dialled once however many requests wait for it."""
+        connection = self._connections.get(link)
+        if connection is not None and not connection.closed:
+            return connection
+        dialling = self._dialling.get(link)
+        if dialling is None:
+            dialling = asyncio.get_running_loop().create_future()
+            self._dialling[link] = dialling
+            try:
+                connection = await transport.connect(link.partition("://")[2], timeout=CONNECT_TIMEOUT)
+            except AnyServeError as exc:
+                error = UpstreamError(exc.message, code="UNAVAILABLE", unreachable=True)
+                dialling.set_exception(error)
+                dialling.exception()  # retrieved: the waiters, if any, raise it themselves
+                raise error from None
+            else:
+                self._connections[link] = connection
+                dialling.set_result(connection)
+                log.debug("opened link %s", link)
+                return connection
+            finally:
+                del self._dialling[link]
+        return await asyncio.shield(dialling)
+
+    async def infer(self, target: Target, payload: bytes, metadata: Metadata) -> bytes:
+        transport = self._transport(target.link) if target.link else None
+        if transport is None:
+            return await self._grpc.infer(target, payload, metadata)
+        assert target.link is not None
+        connection = await self.connection(target.link, transport)
+        try:
+            return await connection.infer(payload, dict(metadata))
+        except AnyServeError as exc:
+            raise _upstream_error(exc) from None
+
+    def stream(self, target: Target, payload: bytes, metadata: Metadata) -> UpstreamStream:
+        transport = self._transport(target.link) if target.link else None
+        if transport is None:
+            return self._grpc.stream(target, payload, metadata)
+        assert target.link is not None
+        return _LinkStream(self, target.link, transport, payload, metadata)
+
+    async def retain(self, addresses: Iterable[str]) -> None:
+        keep = set(addresses)
+        for link in [k for k, c in self._connections.items() if k not in keep or c.closed]:
+            connection = self._connections.pop(link)
+            if connection.in_flight == 0 or connection.closed:
+                await connection.close()
+                log.debug("closed link %s (replica left)", link)
+            else:  # still carrying requests: keep it until they finish
+                self._connections[link] = connection
+        await self._grpc.retain(keep)
+
+    async def close(self) -> None:
+        connections, self._connections = list(self._connections.values()), {}
+        for connection in connections:
+            with contextlib.suppress(Exception):
+                await connection.close()
+        await self._grpc.close()
