@@ -257,3 +257,37 @@ def test_broken_hello_is_reported_to_the_agent(sock_dir: str, arun: Run) -> None
                 await UnixTransport().connect(address, timeout=5)
 
     arun(main())
+
+
+class Counting(ContractService):
+    """Streams ``count`` chunks as fast as it may, counting what it produced."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.count = count
+        self.produced = 0
+
+    async def stream(self, payload: bytes, query: Query) -> AsyncIterator[bytes]:
+        for i in range(self.count):
+            self.produced += 1
+            yield b"%d" % i
+
+
+def test_a_stream_runs_at_most_a_window_ahead_of_its_reader(sock_dir: str, arun: Run) -> None:
+    address = os.path.join(sock_dir, "w0.sock")
+    service = Counting(framing.STREAM_WINDOW * 4)
+
+    async def main() -> None:
+        async with serving(address, service):
+            conn = await UnixTransport().connect(address, timeout=5)
+            chunks = conn.stream(b"go", {})
+            assert await anext(chunks) == b"0"
+            await asyncio.sleep(0.2)  # a reader that stalls: the worker must stop, not fill memory
+            # the generator may hold one chunk it has produced but could not send yet
+            assert framing.STREAM_WINDOW <= service.produced <= framing.STREAM_WINDOW + 1
+            rest = [chunk async for chunk in chunks]  # reading on grants credit until the end
+            assert len(rest) == framing.STREAM_WINDOW * 4 - 1
+            assert rest[-1] == b"%d" % (framing.STREAM_WINDOW * 4 - 1)
+            await conn.close()
+
+    arun(main())

@@ -20,7 +20,7 @@ from typing import Any
 from anyserve.errors import AnyServeError, ResourceExhausted, Unavailable, error_for_code
 from anyserve.transport import Query
 from anyserve_transport_unix import framing
-from anyserve_transport_unix.frames_pb2 import Cancel, Error, Frame
+from anyserve_transport_unix.frames_pb2 import Cancel, Credit, Error, Frame
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +83,18 @@ class UnixConnection:
         request_id, buffers = self._prepare(payload, query, stream=True)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._pending[request_id] = queue
+        consumed = 0
         try:
             await self._write(buffers)
             while (item := await queue.get()) is not _END:
                 if isinstance(item, BaseException):
                     raise item
                 yield item
+                consumed += 1
+                if consumed == framing.STREAM_CREDIT:  # the caller is done with them: the worker may send more
+                    consumed = 0
+                    credit = Frame(id=request_id, credit=Credit(chunks=framing.STREAM_CREDIT))
+                    self._send_now([framing.encode(credit)])
         finally:
             self._abandon(request_id)
 
@@ -97,7 +103,8 @@ class UnixConnection:
         if self._failure is not None:
             raise Unavailable(self._failure)
         request_id = next(self._ids)
-        buffers = framing.encode_payload(request_id, framing.REQUEST, payload, query, stream)
+        window = framing.STREAM_WINDOW if stream else 0
+        buffers = framing.encode_payload(request_id, framing.REQUEST, payload, query, stream, window)
         size = framing.frame_size(buffers)
         if size > self._max_frame_bytes:
             raise ResourceExhausted(

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Frame(_message.Message):
-    __slots__ = ("id", "hello", "request", "response", "chunk", "end", "error", "cancel")
+    __slots__ = ("id", "hello", "request", "response", "chunk", "end", "error", "cancel", "credit")
     ID_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class Frame(_message.Message):
     END_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_FIELD_NUMBER: _ClassVar[int]
     id: int
     hello: Hello
     request: Request
@@ -24,7 +25,8 @@ class Frame(_message.Message):
     end: End
     error: Error
     cancel: Cancel
-    def __init__(self, id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., request: _Optional[_Union[Request, _Mapping]] = ..., response: _Optional[_Union[Response, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., end: _Optional[_Union[End, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ...) -> None: ...
+    credit: Credit
+    def __init__(self, id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., request: _Optional[_Union[Request, _Mapping]] = ..., response: _Optional[_Union[Response, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., end: _Optional[_Union[End, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., credit: _Optional[_Union[Credit, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("version", "json")
@@ -35,7 +37,7 @@ class Hello(_message.Message):
     def __init__(self, version: _Optional[int] = ..., json: _Optional[str] = ...) -> None: ...
 
 class Request(_message.Message):
-    __slots__ = ("payload", "query", "stream")
+    __slots__ = ("payload", "query", "stream", "window")
     class QueryEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -46,10 +48,12 @@ class Request(_message.Message):
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
     payload: bytes
     query: _containers.ScalarMap[str, str]
     stream: bool
-    def __init__(self, payload: _Optional[bytes] = ..., query: _Optional[_Mapping[str, str]] = ..., stream: _Optional[bool] = ...) -> None: ...
+    window: int
+    def __init__(self, payload: _Optional[bytes] = ..., query: _Optional[_Mapping[str, str]] = ..., stream: _Optional[bool] = ..., window: _Optional[int] = ...) -> None: ...
 
 class Response(_message.Message):
     __slots__ = ("payload",)
@@ -78,3 +82,9 @@ class Error(_message.Message):
 class Cancel(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class Credit(_message.Message):
+    __slots__ = ("chunks",)
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    chunks: int
+    def __init__(self, chunks: _Optional[int] = ...) -> None: ...

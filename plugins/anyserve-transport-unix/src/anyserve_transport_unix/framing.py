@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError
 
 from anyserve_transport_unix.frames_pb2 import Frame, Request
 
-PROTOCOL_VERSION = 1  # sent in Hello; bump on incompatible frame changes
+PROTOCOL_VERSION = 2  # sent in Hello; bump on incompatible frame changes (2: stream credit)
 HEADER = struct.Struct(">I")
 MAX_FRAME_LIMIT = 0xFFFFFFFF  # what the 4-byte length can express
 DEFAULT_MAX_FRAME_BYTES = 256 * 1024 * 1024
@@ -32,9 +32,41 @@ SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 # are written. Smaller frames are joined: one write is cheaper than two.
 BIG_PAYLOAD_BYTES = 64 * 1024
 
+# A stream's receiver lets the sender run STREAM_WINDOW chunks ahead, and
+# grants STREAM_CREDIT more each time it has consumed that many.
+STREAM_WINDOW = 32
+STREAM_CREDIT = STREAM_WINDOW // 2
+
 # Field numbers of Frame's oneof members that carry a payload (see frames.proto).
 REQUEST, RESPONSE, CHUNK = 3, 4, 5
 _PAYLOAD_TAG = b"\x0a"  # field 1, wire type 2 (length-delimited), in Request/Response/Chunk
+
+
+class Window:
+    """The sending side of a stream's credit: chunks it may still send before waiting.
+
+    Without credit a fast producer runs ahead of a slow consumer: chunks pile
+    up in the receiver's memory, and on a shared core the producer's work
+    starves the consumer (the first token reaches the client late). The
+    receiver grants ``STREAM_CREDIT`` more each time it has consumed that many.
+    """
+
+    __slots__ = ("_granted", "available")
+
+    def __init__(self, size: int) -> None:
+        self.available = size
+        self._granted: asyncio.Event | None = None
+
+    async def take(self) -> None:
+        while self.available <= 0:
+            self._granted = asyncio.Event()
+            await self._granted.wait()
+        self.available -= 1
+
+    def grant(self, chunks: int) -> None:
+        self.available += chunks
+        if self._granted is not None:
+            self._granted.set()
 
 
 class ProtocolError(Exception):
@@ -80,13 +112,14 @@ def encode_payload(
     payload: bytes,
     query: Mapping[str, str] | None = None,
     stream: bool = False,
+    window: int = 0,
 ) -> list[bytes | memoryview]:
     """Buffers of one payload frame; ``field`` is REQUEST, RESPONSE or CHUNK.
 
-    ``query`` and ``stream`` only apply to REQUEST. The payload is returned
-    as its own buffer (never copied); the caller writes the buffers in order.
+    ``query``, ``stream`` and ``window`` only apply to REQUEST. The payload is
+    returned as its own buffer (never copied); the caller writes the buffers in order.
     """
-    rest = Request(query=query, stream=stream).SerializeToString() if field == REQUEST else b""
+    rest = Request(query=query, stream=stream, window=window).SerializeToString() if field == REQUEST else b""
     tail = rest + _PAYLOAD_TAG + _varint(len(payload))
     inner_len = len(tail) + len(payload)
     head = (b"\x08" + _varint(request_id) if request_id else b"") + _tag(field) + _varint(inner_len) + tail

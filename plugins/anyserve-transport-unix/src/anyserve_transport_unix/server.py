@@ -47,6 +47,8 @@ class Session:
         self.out = framing.FrameWriter(writer)
         self.max_frame_bytes = max_frame_bytes
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        #: Credit of the streams that have a window (see ``Request.window``).
+        self.windows: dict[int, framing.Window] = {}
 
     async def run(self) -> None:
         """Handshake, then serve frames until the agent leaves or the task is cancelled."""
@@ -86,19 +88,29 @@ class Session:
             task = self.tasks.get(frame.id)
             if task is not None:  # else it finished already; its answer is on its way
                 task.cancel()
+        elif kind == "credit":
+            window = self.windows.get(frame.id)
+            if window is not None:  # else the stream ended already
+                window.grant(frame.credit.chunks)
         else:
             raise framing.ProtocolError(f"unexpected {kind or 'empty'} frame from the agent")
 
     def _forget(self, request_id: int, task: asyncio.Task[None]) -> None:
         if self.tasks.get(request_id) is task:
             del self.tasks[request_id]
+            self.windows.pop(request_id, None)
 
     async def _serve(self, request_id: int, request: Request) -> None:
         payload, query, streaming = request.payload, dict(request.query), request.stream
         try:
             if streaming:
+                window = None
+                if request.window:
+                    window = self.windows[request_id] = framing.Window(request.window)
                 async with contextlib.aclosing(self.service.stream(payload, query)) as chunks:
                     async for chunk in chunks:
+                        if window is not None:
+                            await window.take()
                         await self._send(framing.encode_payload(request_id, framing.CHUNK, chunk))
                 await self._send([framing.encode(Frame(id=request_id, end=End()))])
             else:
