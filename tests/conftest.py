@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -25,8 +26,9 @@ def start_replica() -> Iterator[Callable[..., Replica]]:
             cli += ["--app", app]
         process = run_anyserve(*cli, env=env or None)
         started.append(process)
-        process.wait_for(" ready at ")
-        return Replica(process, f"127.0.0.1:{port}")
+        ready = process.wait_for(" ready at ")
+        link = re.search(r"router link (\S+)\)", ready)
+        return Replica(process, f"127.0.0.1:{port}", link.group(1) if link else None)
 
     yield start
     for process in started:
@@ -62,6 +64,12 @@ def http_to() -> Iterator[Callable[[str], httpx.Client]]:
     yield make
     for client in clients:
         client.close()
+
+
+@pytest.fixture(params=["grpc", "link"])
+def data_path(request: pytest.FixtureRequest) -> str:
+    """How the router reaches replicas registered with ``register(..., link=...)``: gRPC, or their link."""
+    return request.param
 
 
 @pytest.fixture(params=TRANSPORTS)

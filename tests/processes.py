@@ -111,6 +111,8 @@ def run_anyserve(*args: str, cwd: Path | None = None, env: dict[str, str] | None
 class Replica:
     process: Process
     endpoint: str
+    #: ``tcp://host:port`` of its router link, when it serves one.
+    link: str | None = None
 
     @property
     def pid(self) -> int:

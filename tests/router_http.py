@@ -8,6 +8,7 @@ the router on its own, independently of replica-side registration.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,10 +30,14 @@ CHAT_APP = [{"type": "chat", "model": "big", "gpus": 2}, {"type": "countdown", "
 EMBED_APP = [{"type": "embed", "model_family": "mini"}]
 
 
-def register(http: httpx.Client, replica_id: str, endpoint: str, capabilities: list[dict[str, Any]]) -> dict:
-    response = http.post(
-        "/register", json={"replica_id": replica_id, "endpoint": endpoint, "capabilities": capabilities}
-    )
+def register(
+    http: httpx.Client, replica_id: str, endpoint: str, capabilities: list[dict[str, Any]], link: str | None = None
+) -> dict:
+    """Register by hand; with ``link`` the router sends requests over it instead of gRPC."""
+    body = {"replica_id": replica_id, "endpoint": endpoint, "capabilities": capabilities}
+    if link is not None:
+        body["link"] = link
+    response = http.post("/register", json=body)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -64,3 +69,14 @@ def sse_events(lines: Iterable[str]) -> Iterable[tuple[str, Any]]:
 
 def token_text(data: dict[str, Any]) -> str:
     return output(data, "text_output")[0]
+
+
+def wait_registered(router_url: str, count: int, timeout: float = 30) -> list[dict]:
+    """The registry once ``count`` replicas registered themselves (they do so just after "ready")."""
+    deadline = time.monotonic() + timeout
+    while True:
+        replicas = httpx.get(f"{router_url}/registry", timeout=5).json()["replicas"]
+        if len(replicas) >= count:
+            return replicas
+        assert time.monotonic() < deadline, f"only {len(replicas)} of {count} replicas registered"
+        time.sleep(0.1)

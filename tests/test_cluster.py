@@ -6,23 +6,12 @@ a deployment would run them.
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 from processes import Replica, Router
+from router_http import wait_registered
 
 from anyserve import Client, InferenceError
-
-
-def wait_registered(router: Router, count: int, timeout: float = 30) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while True:
-        replicas = httpx.get(f"{router.url}/registry", timeout=5).json()["replicas"]
-        if len(replicas) >= count:
-            return replicas
-        assert time.monotonic() < deadline, f"only {len(replicas)} of {count} replicas registered"
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -32,7 +21,7 @@ def cluster(start_router, start_replica) -> tuple[Router, dict[str, Replica]]:
         name: start_replica(f"cluster_apps:{name}", "--api-server", router.url, "--replica-id", f"replica-{name}")
         for name in ("chat", "embed", "heavy")
     }
-    wait_registered(router, 3)
+    wait_registered(router.url, 3)
     return router, replicas
 
 
@@ -83,12 +72,12 @@ def test_context_call_reaches_another_replica_through_the_router(cluster):
 def test_discovery_client_finds_and_refinds_a_replica(start_router, start_replica):
     router = start_router()
     first = start_replica("cluster_apps:embed", "--api-server", router.url, "--replica-id", "embed-1")
-    wait_registered(router, 1)
+    wait_registered(router.url, 1)
     client = Client(api_server=router.url, capability={"type": "embed"})
     assert client.endpoint == first.endpoint
     assert client.infer("embed", {"text": "a"})["text_output"] == ["embedded: a"]
     second = start_replica("cluster_apps:embed", "--api-server", router.url, "--replica-id", "embed-2")
-    wait_registered(router, 2)
+    wait_registered(router.url, 2)
     first.process.signal(15)  # a clean stop deregisters
     first.process.proc.wait(timeout=20)
     assert client.infer("embed", {"text": "b"})["text_output"] == ["embedded: b"]
@@ -99,8 +88,8 @@ def test_discovery_client_finds_and_refinds_a_replica(start_router, start_replic
 def test_replica_registers_again_after_the_router_restarts(start_router, start_replica):
     router = start_router("--ttl-seconds", "3")
     start_replica("cluster_apps:embed", "--api-server", router.url, "--replica-id", "survivor")
-    wait_registered(router, 1)
+    wait_registered(router.url, 1)
     port = int(router.url.rsplit(":", 1)[1])
     router.process.kill_group()
     again = start_router("--ttl-seconds", "3", port=port)
-    assert [r["replica_id"] for r in wait_registered(again, 1, timeout=30)] == ["survivor"]
+    assert [r["replica_id"] for r in wait_registered(again.url, 1, timeout=30)] == ["survivor"]

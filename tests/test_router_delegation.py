@@ -60,14 +60,14 @@ def test_nothing_else_matches_is_404_never_a_loop(pair):
     assert second_hop.status_code == 404 and "delegated at most 1 time" in second_hop.json()["error"]
 
 
-def test_the_receiving_replica_does_not_delegate_again(start_router, start_replica):
-    """The router forwards the depth as gRPC metadata, and the replica's policy refuses a second hop."""
+def test_the_receiving_replica_does_not_delegate_again(start_router, start_replica, data_path):
+    """The router forwards the depth (gRPC metadata or the link's map); the replica refuses a second hop."""
     router = start_router()
     with httpx.Client(base_url=router.url, timeout=30) as http:
         # A replica that can delegate (it knows the router) registered, by hand, for a capability
         # its app does not serve: the request reaches it and it has to decide what to do.
         replica = start_replica("echo_app:app", "--api-server", router.url, "--replica-id", "b-self")
-        register(http, "b", replica.endpoint, [{"type": "phantom"}])
+        register(http, "b", replica.endpoint, [{"type": "phantom"}], replica.link if data_path == "link" else None)
         response = http.post("/infer", json={"inputs": []}, headers={"X-Capability-Type": "phantom", **delegated("a")})
         assert response.status_code == 404
         assert response.headers["X-Served-By"] == "b"

@@ -16,12 +16,12 @@ ADD = {"X-Capability-Type": "add"}
 GOOD_ADD = {"inputs": [tensor("a", "INT64", [1]), tensor("b", "INT64", [2])]}
 
 
-def test_a_killed_replica_is_skipped_once_then_502_when_none_is_left(start_router, start_replica, http_to):
+def test_a_killed_replica_is_skipped_once_then_502_when_none_is_left(start_router, start_replica, http_to, data_path):
     router = start_router()
     http = http_to(router.url)
     first, second = start_replica("echo_app:app", transport="inproc"), start_replica("echo_app:app", transport="inproc")
-    register(http, "first", first.endpoint, ECHO_APP)
-    register(http, "second", second.endpoint, ECHO_APP)
+    for replica_id, replica in (("first", first), ("second", second)):
+        register(http, replica_id, replica.endpoint, ECHO_APP, replica.link if data_path == "link" else None)
     first.process.kill_group()
     for _ in range(10):  # whichever the router picks, the live one answers
         response = http.post("/infer", json={"inputs": []}, headers=ECHO)
@@ -35,7 +35,7 @@ def test_a_killed_replica_is_skipped_once_then_502_when_none_is_left(start_route
     # the router itself is fine, and a replica that comes back is used again
     assert http.get("/health").status_code == 200
     revived = start_replica("echo_app:app", transport="inproc")
-    register(http, "revived", revived.endpoint, ECHO_APP)
+    register(http, "revived", revived.endpoint, ECHO_APP, revived.link if data_path == "link" else None)
     http.delete("/register/first")
     http.delete("/register/second")
     assert http.post("/infer", json={"inputs": []}, headers=ECHO).headers["X-Served-By"] == "revived"

@@ -1,4 +1,4 @@
-"""`POST /infer/stream` end to end: a replica's gRPC stream reaches the HTTP client as SSE.
+"""`POST /infer/stream` end to end: a replica's stream (gRPC or link) reaches the HTTP client as SSE.
 
 Tokens arrive in order and as they are produced, the end marker closes the
 stream, errors become error events, and a client that leaves stops the
@@ -15,12 +15,16 @@ from router_http import CHAT_APP, ECHO_APP, register, sse_events, token_text
 
 
 @pytest.fixture
-def routed(start_router, start_replica):
-    """An HTTP client to a router with one echo_app and one chat_app replica registered."""
+def routed(start_router, start_replica, data_path):
+    """An HTTP client to a router with one echo_app and one chat_app replica registered (gRPC or link)."""
     router = start_router()
     http = httpx.Client(base_url=router.url, timeout=30)
-    register(http, "echo", start_replica("echo_app:app", transport="inproc").endpoint, ECHO_APP)
-    register(http, "chat", start_replica("router_apps:chat_app", transport="inproc").endpoint, CHAT_APP)
+    for replica_id, app, capabilities in (
+        ("echo", "echo_app:app", ECHO_APP),
+        ("chat", "router_apps:chat_app", CHAT_APP),
+    ):
+        replica = start_replica(app, transport="inproc")
+        register(http, replica_id, replica.endpoint, capabilities, replica.link if data_path == "link" else None)
     yield http
     http.close()
 
@@ -61,11 +65,12 @@ def test_the_first_token_arrives_before_the_handler_finishes(routed, tmp_path):
     assert marker.exists()
 
 
-def test_a_client_that_leaves_stops_the_handler(start_router, start_replica, transport, tmp_path):
-    """Over both transports: the cancellation crosses the router, the agent and (unix) the worker IPC."""
+def test_a_client_that_leaves_stops_the_handler(start_router, start_replica, transport, data_path, tmp_path):
+    """Over both transports and both data paths: the cancellation crosses the router, the agent and the worker IPC."""
     router = start_router()
     routed = httpx.Client(base_url=router.url, timeout=30)
-    register(routed, "echo", start_replica("echo_app:app", transport=transport).endpoint, ECHO_APP)
+    replica = start_replica("echo_app:app", transport=transport)
+    register(routed, "echo", replica.endpoint, ECHO_APP, replica.link if data_path == "link" else None)
     marker = tmp_path / "ticker-stopped"
     with stream(routed, "ticker", marker=str(marker)) as response:
         received = []

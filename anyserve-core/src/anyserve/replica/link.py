@@ -42,6 +42,8 @@ class LinkService:
         self.agent = agent
         self.offers = offers
         self.in_flight = 0
+        #: Requests received over the link since start (``anyserve status`` shows it).
+        self.requests = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -66,6 +68,7 @@ class LinkService:
             self._end()
 
     def _begin(self) -> None:
+        self.requests += 1
         self.in_flight += 1
         self._idle.clear()
 

@@ -117,6 +117,7 @@ class Replica:
             "replica_id": self.replica_id,
             "endpoint": self.endpoint,
             "link": self.link or None,
+            "link_requests": self._link_service.requests,
             "transport": self.assembly.transport.name,
             "in_flight": self.in_flight(),
             "workers": self.pool.snapshot(),
