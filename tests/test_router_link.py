@@ -13,7 +13,7 @@ import json
 import grpc
 import pytest
 from processes import free_port, run_anyserve
-from router_http import output, tensor, wait_registered
+from router_http import ECHO_APP, output, register, tensor, wait_registered
 
 STATUS = "/anyserve.ReplicaStatus/Get"
 ADD = {"X-Capability-Type": "add"}
@@ -85,3 +85,13 @@ def test_a_taken_link_port_fails_start_up_naming_it(start_replica):
         assert f"127.0.0.1:{port}" in text and "--link-port" in text
     finally:
         process.kill_group()
+
+
+def test_a_link_the_router_cannot_speak_falls_back_to_grpc(start_router, start_replica, http_to):
+    router = start_router()
+    http = http_to(router.url)
+    replica = start_replica("echo_app:app")
+    register(http, "r1", replica.endpoint, ECHO_APP, link="quic://127.0.0.1:1")
+    add_three_times(http)
+    assert status(replica.endpoint)["link_requests"] == 0
+    assert "quic:// links" in router.process.output()

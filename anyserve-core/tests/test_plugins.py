@@ -142,6 +142,26 @@ def test_unknown_names_list_what_is_installed(plugin_manager, tmp_path):
     assert selected["routing"]["selected"] == "routing"
 
 
+def test_the_link_is_a_network_transport_and_the_default_is_optional(plugin_manager, tmp_path):
+    catalog = Catalog(plugin_manager)  # core alone: no network transport installed
+    assert catalog.link(load_settings(env={}, cwd=tmp_path)) is None  # default tcp missing: gRPC
+    assert catalog.selected(load_settings(env={}, cwd=tmp_path))["link"]["selected"] == "grpc"
+    with pytest.raises(ConfigError, match="no IPC transport named 'tcp' is installed"):
+        catalog.link(load_settings(env={"ANYSERVE_LINK": "tcp"}, cwd=tmp_path))  # asked for: must exist
+    with pytest.raises(ConfigError, match=r"'inproc' is not a network transport.*use one of: none installed"):
+        catalog.link(load_settings(env={"ANYSERVE_LINK": "inproc"}, cwd=tmp_path))
+
+    @hookimpl
+    def anyserve_register_transports(register):
+        register(TransportSpec(name="tcp", factory=lambda options: None, network=True))
+
+    plugin_manager.register(plugin("net", anyserve_register_transports=anyserve_register_transports))
+    catalog = Catalog(plugin_manager)
+    assert catalog.link(load_settings(env={}, cwd=tmp_path)).name == "tcp"
+    assert catalog.link(load_settings(env={"ANYSERVE_LINK": "off"}, cwd=tmp_path)) is None
+    assert catalog.selected(load_settings(env={}, cwd=tmp_path))["link"]["plugin"] == "net"
+
+
 def test_call_each_attributes_results(plugin_manager):
     @hookimpl
     def anyserve_register_commands(cli):

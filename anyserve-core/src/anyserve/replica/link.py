@@ -83,9 +83,9 @@ class LinkService:
             await asyncio.wait_for(self._idle.wait(), grace)
 
 
-def link_url(spec: TransportSpec, address: str) -> str:
-    """What the replica registers: ``<transport>://host:port``."""
-    return f"{spec.name}://{address}"
+def host_port(host: str, port: int | str) -> str:
+    """``host:port``, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _free_port(host: str) -> int:
@@ -97,8 +97,8 @@ def _free_port(host: str) -> int:
 
 async def start_link(
     spec: TransportSpec, transport: Transport, service: LinkService, host: str, port: int
-) -> tuple[asyncio.Task[None], str]:
-    """Serve ``service`` on ``host:port`` (port 0: a free one); the serving task and its address.
+) -> tuple[asyncio.Task[None], int]:
+    """Serve ``service`` on ``host:port`` (port 0: a free one); the serving task and its port.
 
     The transport's ``serve`` runs until cancelled, so it runs in a task.
     Start-up ends with a real handshake over the link, so a replica that
@@ -107,7 +107,7 @@ async def start_link(
     tries = 1 if port else _PORT_TRIES
     for attempt in range(tries):
         chosen = port or _free_port(host)
-        address = f"[{host}]:{chosen}" if ":" in host else f"{host}:{chosen}"
+        address = host_port(host, chosen)
         serving = asyncio.create_task(transport.serve(address, service), name=f"anyserve-link:{address}")
         probe = asyncio.create_task(transport.connect(address, timeout=_READY_TIMEOUT))
         await asyncio.wait((serving, probe), return_when=asyncio.FIRST_COMPLETED)
@@ -121,7 +121,7 @@ async def start_link(
                 ) from None
             await connection.close()
             log.info("router link (%s) listening on %s", spec.name, address)
-            return serving, address
+            return serving, chosen
         probe.cancel()
         with contextlib.suppress(BaseException):
             await probe

@@ -29,7 +29,7 @@ from anyserve.records import TransportSpec
 from anyserve.replica.agent import Agent
 from anyserve.replica.assembly import Assembly
 from anyserve.replica.lifecycle import Lifecycle
-from anyserve.replica.link import LinkService, link_url, start_link
+from anyserve.replica.link import LinkService, host_port, start_link
 from anyserve.replica.pool import WorkerPool
 from anyserve.replica.registration import Registration
 from anyserve.replica.supervisor import Supervisor, WorkerStartError
@@ -143,8 +143,7 @@ class Replica:
         cfg = self.settings.replica
         if cfg.advertise:
             return cfg.advertise
-        host = self._advertised_host()
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return host_port(self._advertised_host(), port)
 
     def _advertised_host(self) -> str:
         cfg = self.settings.replica
@@ -159,14 +158,12 @@ class Replica:
             return
         transport = spec.factory(self.settings.link.options)
         try:
-            self._link_task, address = await start_link(
+            self._link_task, port = await start_link(
                 spec, transport, self._link_service, self.settings.replica.host, self.settings.replica.link_port
             )
         except ConfigError as exc:
             raise StartError(f"{exc} (choose another --link-port, or set link.name = 'off')") from None
-        bound_port = address.rsplit(":", 1)[1]
-        host = self._advertised_host()
-        self.link = link_url(spec, f"[{host}]:{bound_port}" if ":" in host else f"{host}:{bound_port}")
+        self.link = f"{spec.name}://{host_port(self._advertised_host(), port)}"
 
     async def start(self) -> None:
         cfg = self.settings.replica

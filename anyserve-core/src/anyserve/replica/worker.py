@@ -107,7 +107,8 @@ class WorkerHost:
     async def infer(self, payload: bytes, query: Query) -> bytes:
         handler = self.handler_for(query, stream=False)
         request = parse_request(payload)
-        context = self._context(query)
+        # A handler that takes no context gets none built: this is the hot path.
+        context = self._context(query) if handler.arity > 1 else None
         args = (request, context)[: handler.arity]
         async with self._slots:
             try:
@@ -117,7 +118,8 @@ class WorkerHost:
                     loop = asyncio.get_running_loop()
                     result = await loop.run_in_executor(self._executor, functools.partial(handler.func, *args))
             except asyncio.CancelledError:
-                context.cancel()
+                if context is not None:
+                    context.cancel()
                 raise
         return self._response_bytes(result, handler, request)
 
