@@ -12,8 +12,8 @@ import re
 import subprocess
 import sys
 
-from processes import ROOT, Process, Router, free_port, run_anyserve
-from test_cluster import wait_registered
+from processes import ROOT, Process, free_port, run_anyserve
+from router_http import wait_registered
 
 EXAMPLE = ROOT / "examples" / "pipeline"
 ENV = {"PYTHONDONTWRITEBYTECODE": "1"}  # keep __pycache__ out of examples/
@@ -52,7 +52,7 @@ def test_the_pipeline_summarises_a_document_passed_by_reference(tmp_path):
             assert args[0] == "anyserve"
             started.append(run_anyserve(*args[1:], cwd=EXAMPLE, env=ENV))
             started[-1].wait_for(" ready at ")
-        wait_registered(Router(started[0], f"http://127.0.0.1:{ports['8080']}"), 3)
+        wait_registered(f"http://127.0.0.1:{ports['8080']}", 3)
         client = adapt(commands[4])
         result = subprocess.run(
             [sys.executable, *client[1:]],

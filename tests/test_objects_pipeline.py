@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from processes import Replica, Router
-from test_cluster import wait_registered
+from router_http import wait_registered
 
 from anyserve import Client, InferenceError, ObjRef
 
@@ -34,7 +34,7 @@ def pipeline(start_router, start_replica, object_dir) -> tuple[Router, dict[str,
         name: start_replica(f"objects_apps:{name}", *common, "--replica-id", f"replica-{name}")
         for name in ("producer", "consumer")
     }
-    wait_registered(router, 2)
+    wait_registered(router.url, 2)
     return router, replicas
 
 

@@ -81,7 +81,7 @@ def test_json_schema(invoke) -> None:
         "reason": None,
     }
     selected = document["selected"]
-    assert set(selected) == {"transport", "objects", "encoding", "matcher", "routing", "delegation", "router"}
+    assert set(selected) == {"transport", "link", "objects", "encoding", "matcher", "routing", "delegation", "router"}
     assert selected["transport"] == {
         "setting": "transport.name",
         "value": "inproc",
@@ -89,6 +89,8 @@ def test_json_schema(invoke) -> None:
         "selected": "inproc",
         "plugin": "inproc",
     }
+    # the default link (tcp) is not installed in this environment: the router would use gRPC
+    assert selected["link"] == {"setting": "link.name", "value": "tcp", "source": "default", "selected": "grpc"}
     assert selected["routing"] == {"setting": None, "selected": "routing", "order": ["routing"]}
     assert selected["router"] == {"setting": "router.url", "value": None, "source": "default"}
 
