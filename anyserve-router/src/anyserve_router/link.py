@@ -22,6 +22,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
 
+from anyserve.catalog import TRANSPORT
 from anyserve.errors import AnyServeError, ConfigError
 from anyserve_router.upstream import Metadata, Target, Upstream, UpstreamError, UpstreamStream
 
@@ -107,7 +108,7 @@ class LinkUpstream:
         return self._transports[scheme]
 
     def _create(self, scheme: str) -> Transport | None:
-        spec = self._catalog.registries["transport"].records.get(scheme)
+        spec = self._catalog.registries[TRANSPORT.key].records.get(scheme)
         if spec is None or not spec.network:
             log.warning("replicas offer %s:// links, which no installed network transport speaks; using gRPC", scheme)
             return None
@@ -163,13 +164,12 @@ class LinkUpstream:
 
     async def retain(self, addresses: Iterable[str]) -> None:
         keep = set(addresses)
-        for link in [k for k, c in self._connections.items() if k not in keep or c.closed]:
-            connection = self._connections.pop(link)
-            if connection.in_flight == 0 or connection.closed:
+        for link, connection in list(self._connections.items()):
+            # A link of a replica that left stays open while it still carries requests.
+            if connection.closed or (link not in keep and connection.in_flight == 0):
+                del self._connections[link]
                 await connection.close()
-                log.debug("closed link %s (replica left)", link)
-            else:  # still carrying requests: keep it until they finish
-                self._connections[link] = connection
+                log.debug("closed link %s", link)
         await self._grpc.retain(keep)
 
     async def close(self) -> None:

@@ -45,10 +45,9 @@ _PAYLOAD_TAG = b"\x0a"  # field 1, wire type 2 (length-delimited), in Request/Re
 class Window:
     """The sending side of a stream's credit: chunks it may still send before waiting.
 
-    Without credit a fast producer runs ahead of a slow consumer: chunks pile
-    up in the receiver's memory, and on a shared core the producer's work
-    starves the consumer (the first token reaches the client late). The
-    receiver grants ``STREAM_CREDIT`` more each time it has consumed that many.
+    Without credit a fast producer runs ahead of a slow consumer and its
+    chunks pile up in the receiver's memory. The receiver grants
+    ``STREAM_CREDIT`` more each time it has consumed that many.
     """
 
     __slots__ = ("_granted", "available")
