@@ -229,8 +229,11 @@ def register() -> Callable[..., None]:
 
 @pytest.fixture
 def wire() -> SimpleNamespace:
-    """Builders of what a replica sends back: ``echo``, ``unreachable``, ``token``, ``final``, ``stream_error``."""
-    return SimpleNamespace(echo=echo, unreachable=unreachable, token=token, final=final, stream_error=stream_error)
+    """Builders of what a replica sends back: ``echo``, ``unreachable``, ``token``, ``final``, ``stream_error``,
+    and ``stream`` (an upstream stream whose responses have all arrived)."""
+    return SimpleNamespace(
+        echo=echo, unreachable=unreachable, token=token, final=final, stream_error=stream_error, stream=FakeStream
+    )
 
 
 # -- the registry, on a clock the test moves by hand --------------------------------

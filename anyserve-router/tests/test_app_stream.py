@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+from types import SimpleNamespace
 
-from anyserve_router.streaming import split_error
+from anyserve_encoding_sse.encoder import SSEEncoder
+from anyserve_router.streaming import READ_AHEAD, StreamBridge, split_error
 from anyserve_router.upstream import UpstreamError
 
 A, B = "127.0.0.1:5001", "127.0.0.1:5002"
@@ -85,6 +89,43 @@ def test_delegated_streams_are_marked(client, register, upstream, wire):
     first = json.loads(events(response.text)[0][1])
     assert first["parameters"]["anyserve.delegated_from"] == "a"
     assert upstream.calls[-1][2]["x-delegation-depth"] == "1"
+
+
+def bridge_over(stream) -> StreamBridge:
+    lease = SimpleNamespace(replica_id="r", release=threading.Event().set)
+    return StreamBridge(stream, stream.items.pop(0), SSEEncoder(), lease)  # type: ignore[arg-type]
+
+
+def test_responses_that_arrived_together_leave_in_one_write(wire):
+    count = READ_AHEAD // 2
+    stream = wire.stream([wire.token(f"t{i}") for i in range(count)] + [wire.final()])
+
+    async def writes() -> list[bytes]:
+        return [chunk async for chunk in bridge_over(stream).body()]
+
+    chunks = asyncio.run(writes())
+    # the first token at once, without waiting for the rest; everything that was waiting after it in one piece
+    assert len(chunks) == 2
+    text = b"".join(chunks).decode()
+    assert tokens(text) == [f"t{i}" for i in range(count)]
+    assert events(text)[-1] == ("end", "[DONE]")
+    assert stream.cancelled
+
+
+def test_the_bridge_reads_at_most_read_ahead_events_past_a_stalled_writer(wire):
+    stream = wire.stream([wire.token(f"t{i}") for i in range(READ_AHEAD * 4)] + [wire.final()])
+
+    async def stall() -> int:
+        body = bridge_over(stream).body()
+        await anext(body)
+        await asyncio.sleep(0.2)  # the HTTP side writes nothing more: the reader must stop, not read it all
+        left = len(stream.items)
+        await body.aclose()
+        return left
+
+    left = asyncio.run(stall())
+    assert READ_AHEAD * 4 - READ_AHEAD - 1 <= left <= READ_AHEAD * 3
+    assert stream.cancelled
 
 
 def test_split_error():

@@ -7,8 +7,6 @@ function (run in the worker's thread pool) for the supplementary row.
 
 from __future__ import annotations
 
-import asyncio
-
 from echo_logic import echo as _echo
 from echo_logic import token_count, token_text
 
@@ -29,10 +27,14 @@ def echo_sync(request):
 
 @app.capability(type="tokens", stream=True)
 async def tokens(request, context, stream):
-    """``tokens`` small text tokens as fast as the loop lets them go (one yield to the loop per token)."""
+    """``tokens`` small text tokens as fast as the reader takes them.
+
+    ``await stream.drain()`` paces the handler by its reader, as the floors'
+    async generators are paced by the server pulling from them.
+    """
     for i in range(token_count(request)):
         stream.send_text(token_text(i))
-        await asyncio.sleep(0)
+        await stream.drain()
 
 
 @app.capability(type="objstat")

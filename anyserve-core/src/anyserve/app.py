@@ -66,7 +66,9 @@ class AnyServe:
 
         Plain functions run in a worker's thread pool, ``async def`` ones on
         its event loop. A streaming handler (``stream=True``) sends responses
-        through its ``stream`` argument and returns nothing.
+        through its ``stream`` argument and returns nothing; ``stream.send``
+        blocks a plain handler while its reader is behind, and an ``async``
+        one awaits ``stream.drain()`` after sending.
         """
         if not attrs:
             raise TypeError("@app.capability needs at least one attribute, e.g. type='chat'")

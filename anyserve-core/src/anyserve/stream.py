@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from anyserve._proto.grpc_predict_v2_pb2 import ModelInferResponse, ModelStreamInferResponse
 from anyserve.errors import Cancelled
@@ -13,13 +13,21 @@ class Stream:
 
     The runtime supplies ``sink``; once the client goes away ``send`` raises
     :class:`anyserve.errors.Cancelled`, so a plain-loop handler stops
-    producing without checking anything itself.
+    producing without checking anything itself. The runtime also paces the
+    handler by its reader: in a plain handler ``send`` blocks while the
+    reader is behind; an ``async`` handler awaits :meth:`drain`.
     """
 
     def __init__(
-        self, sink: Callable[[ModelStreamInferResponse], None], *, model_name: str = "", request_id: str = ""
+        self,
+        sink: Callable[[ModelStreamInferResponse], None],
+        *,
+        model_name: str = "",
+        request_id: str = "",
+        room: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._sink = sink
+        self._room = room
         self._closed = False
         self.model_name = model_name
         self.request_id = request_id
@@ -31,6 +39,18 @@ class Stream:
     def close(self) -> None:
         """Called by the runtime when the client cancelled or the stream ended."""
         self._closed = True
+
+    async def drain(self) -> None:
+        """Wait until the reader has caught up enough to take more; call it after ``send`` in an ``async`` handler.
+
+        Without it an ``async`` handler that never waits for anything else
+        runs its whole answer into memory before the first response leaves.
+        Raises :class:`anyserve.errors.Cancelled` once the client has gone.
+        """
+        if self._closed:
+            raise Cancelled("stream closed: the client cancelled or went away")
+        if self._room is not None:
+            await self._room()
 
     def send(self, response: ModelStreamInferResponse | ModelInferResponse) -> None:
         """Send one response; a bare ``ModelInferResponse`` is wrapped for you."""

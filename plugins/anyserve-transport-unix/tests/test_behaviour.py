@@ -284,9 +284,15 @@ def test_a_stream_runs_at_most_a_window_ahead_of_its_reader(sock_dir: str, arun:
             assert await anext(chunks) == b"0"
             await asyncio.sleep(0.2)  # a reader that stalls: the worker must stop, not fill memory
             # the generator may hold one chunk it has produced but could not send yet
-            assert framing.STREAM_WINDOW <= service.produced <= framing.STREAM_WINDOW + 1
+            assert framing.FIRST_WINDOW <= service.produced <= framing.FIRST_WINDOW + 1
+            # asking past the first window (the caller is done with it) opens the full one
+            for i in range(1, framing.FIRST_WINDOW + 1):
+                assert await anext(chunks) == b"%d" % i
+            await asyncio.sleep(0.2)
+            assert framing.FIRST_WINDOW + framing.STREAM_WINDOW <= service.produced
+            assert service.produced <= framing.FIRST_WINDOW + framing.STREAM_WINDOW + 1
             rest = [chunk async for chunk in chunks]  # reading on grants credit until the end
-            assert len(rest) == framing.STREAM_WINDOW * 4 - 1
+            assert len(rest) == framing.STREAM_WINDOW * 4 - framing.FIRST_WINDOW - 1
             assert rest[-1] == b"%d" % (framing.STREAM_WINDOW * 4 - 1)
             await conn.close()
 

@@ -18,12 +18,13 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from anyserve._proto.grpc_predict_v2_pb2 import ModelInferRequest, ModelInferResponse, ModelStreamInferResponse
+from anyserve._proto.grpc_predict_v2_pb2 import ModelInferRequest, ModelInferResponse
 from anyserve.app import AnyServe, Handler
 from anyserve.context import Caller, Context
 from anyserve.errors import CapabilityNotFound, HandlerError, InvalidRequest
 from anyserve.matching import Matcher
 from anyserve.objects import ObjectStore
+from anyserve.replica.outbox import Outbox
 from anyserve.stream import Stream
 from anyserve.transport import Query
 
@@ -142,16 +143,8 @@ class WorkerHost:
         request = parse_request(payload)
         context = self._context(query)
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-
-        if handler.is_async:
-            sink: Callable[[ModelStreamInferResponse], None] = queue.put_nowait
-        else:
-
-            def sink(message: ModelStreamInferResponse) -> None:
-                loop.call_soon_threadsafe(queue.put_nowait, message)
-
-        stream = Stream(sink, model_name=request.model_name, request_id=request.id)
+        outbox = Outbox(threaded=not handler.is_async)
+        stream = Stream(outbox.put, model_name=request.model_name, request_id=request.id, room=outbox.room)
         args = (request, context, stream) if handler.arity == 3 else (request, stream)
 
         async def produce() -> None:
@@ -161,16 +154,16 @@ class WorkerHost:
                         await handler.func(*args)
                     else:
                         await loop.run_in_executor(self._executor, functools.partial(handler.func, *args))
-                    queue.put_nowait(_DONE)
+                    outbox.finish(_DONE)
                 except asyncio.CancelledError:
                     raise
                 except BaseException as exc:  # reported to the consumer, which re-raises
-                    queue.put_nowait(exc)
+                    outbox.finish(exc)
 
         producer = asyncio.create_task(produce())
         try:
             while True:
-                item = await queue.get()
+                item = await outbox.take()
                 if item is _DONE:
                     break
                 if isinstance(item, BaseException):
@@ -182,6 +175,7 @@ class WorkerHost:
                     break
         finally:
             stream.close()
+            outbox.close()
             context.cancel()
             producer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

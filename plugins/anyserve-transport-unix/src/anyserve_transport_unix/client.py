@@ -84,6 +84,8 @@ class UnixConnection:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._pending[request_id] = queue
         consumed = 0
+        # The first credit opens the window from FIRST_WINDOW to STREAM_WINDOW; later ones keep it there.
+        credit_at, grant = framing.FIRST_WINDOW, framing.STREAM_WINDOW
         try:
             await self._write(buffers)
             while (item := await queue.get()) is not _END:
@@ -91,9 +93,10 @@ class UnixConnection:
                     raise item
                 yield item
                 consumed += 1
-                if consumed == framing.STREAM_CREDIT:  # the caller is done with them: the worker may send more
+                if consumed == credit_at:  # the caller is done with them: the worker may send more
                     consumed = 0
-                    credit = Frame(id=request_id, credit=Credit(chunks=framing.STREAM_CREDIT))
+                    credit = Frame(id=request_id, credit=Credit(chunks=grant))
+                    credit_at = grant = framing.STREAM_CREDIT
                     self._send_now([framing.encode(credit)])
         finally:
             self._abandon(request_id)
@@ -103,7 +106,7 @@ class UnixConnection:
         if self._failure is not None:
             raise Unavailable(self._failure)
         request_id = next(self._ids)
-        window = framing.STREAM_WINDOW if stream else 0
+        window = framing.FIRST_WINDOW if stream else 0
         buffers = framing.encode_payload(request_id, framing.REQUEST, payload, query, stream, window)
         size = framing.frame_size(buffers)
         if size > self._max_frame_bytes:
