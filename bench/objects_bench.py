@@ -310,6 +310,7 @@ def main() -> None:
     config.write_text(
         f'[objects]\nurl = "file://{store_dir}"\nttl_seconds = 0\n\n'
         f'[transport]\nname = "unix"\noptions = {{ max_frame_bytes = {limit} }}\n\n'
+        f'[link]\nname = "tcp"\noptions = {{ max_frame_bytes = {limit} }}\n\n'
         f"[router]\nmax_body_bytes = {limit}\n\n[replica]\nmax_message_bytes = {limit}\n"
     )
     router_port, replica_port = _free_port(), _free_port()

@@ -59,6 +59,7 @@ def anyserve_config(work: Path, name: str, store: Path) -> Path:
     )
     path.write_text(
         f'[objects]\nurl = "file://{store}"\nttl_seconds = 0\n\n{transport}'
+        f'[link]\nname = "tcp"\noptions = {{ max_frame_bytes = {BIG_LIMIT} }}\n\n'
         f"[router]\nmax_body_bytes = {BIG_LIMIT}\n\n[replica]\nmax_message_bytes = {BIG_LIMIT}\n"
     )
     return path

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import pytest
 
-from anyserve.errors import ConfigError
-from anyserve.testing import TransportContract
+from anyserve.errors import ConfigError, ResourceExhausted
+from anyserve.testing import ContractService, TransportContract
 from anyserve_transport_unix import TcpTransport
-from anyserve_transport_unix.transport import split_address
+from anyserve_transport_unix.transport import free_port, split_address
 
 
 class TestTcpTransport(TransportContract):
@@ -28,3 +31,23 @@ def test_addresses_are_host_and_port(address: str, expected: tuple[str, int]) ->
 def test_a_bad_address_is_named(address: str) -> None:
     with pytest.raises(ConfigError, match="tcp address"):
         split_address(address)
+
+
+def test_an_oversize_frame_names_the_tcp_transport_whose_limit_it_broke(arun) -> None:
+    transport = TcpTransport(max_frame_bytes=4096)
+    address = f"127.0.0.1:{free_port()}"
+
+    async def main() -> None:
+        server = asyncio.create_task(transport.serve(address, ContractService()))
+        try:
+            conn = await transport.connect(address, timeout=5)
+            with pytest.raises(ResourceExhausted, match="the tcp transport's max_frame_bytes=4096"):
+                await conn.infer(b"x" * 5000, {})
+            assert await conn.infer(b"x", {}) == b"x|"
+            await conn.close()
+        finally:
+            server.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await server
+
+    arun(main())

@@ -42,8 +42,10 @@ class UnixConnection:
         writer: asyncio.StreamWriter,
         hello: dict[str, Any],
         max_frame_bytes: int,
+        transport: str = "unix",
     ) -> None:
         self.address = address
+        self.transport = transport  # named in errors, so a limit is looked up under the right transport
         self.hello = hello
         self._reader = reader
         self._writer = writer
@@ -111,7 +113,8 @@ class UnixConnection:
         size = framing.frame_size(buffers)
         if size > self._max_frame_bytes:
             raise ResourceExhausted(
-                f"request frame of {size} bytes exceeds the unix transport's max_frame_bytes={self._max_frame_bytes}"
+                f"request frame of {size} bytes exceeds the {self.transport} transport's "
+                f"max_frame_bytes={self._max_frame_bytes}"
             )
         return request_id, buffers
 
@@ -232,11 +235,17 @@ async def connect_tcp(
 ) -> UnixConnection:
     """Connect to a TCP ``host:port`` and complete the handshake within ``timeout`` seconds."""
     return await handshake(
-        f"{host}:{port}", lambda: asyncio.open_connection(host, port, limit=stream_limit), timeout, max_frame_bytes
+        f"{host}:{port}",
+        lambda: asyncio.open_connection(host, port, limit=stream_limit),
+        timeout,
+        max_frame_bytes,
+        transport="tcp",
     )
 
 
-async def handshake(address: str, open_stream: Opener, timeout: float, max_frame_bytes: int) -> UnixConnection:
+async def handshake(
+    address: str, open_stream: Opener, timeout: float, max_frame_bytes: int, *, transport: str = "unix"
+) -> UnixConnection:
     """Open with ``open_stream`` (retried until ``timeout``) and read the peer's hello."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -255,7 +264,7 @@ async def handshake(address: str, open_stream: Opener, timeout: float, max_frame
     except BaseException:
         writer.close()
         raise
-    return UnixConnection(address, reader, writer, hello, max_frame_bytes)
+    return UnixConnection(address, reader, writer, hello, max_frame_bytes, transport)
 
 
 def _check_hello(address: str, frame: Frame | None) -> dict[str, Any]:

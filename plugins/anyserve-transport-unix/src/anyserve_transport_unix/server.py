@@ -39,8 +39,10 @@ class Session:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         max_frame_bytes: int,
+        transport: str = "unix",
     ) -> None:
         self.service = service
+        self.transport = transport
         self.reader = reader
         self.writer = writer
         framing.enlarge_socket_buffers(writer)
@@ -125,7 +127,8 @@ class Session:
         size = framing.frame_size(buffers)
         if size > self.max_frame_bytes:
             raise ResourceExhausted(
-                f"response frame of {size} bytes exceeds the unix transport's max_frame_bytes={self.max_frame_bytes}"
+                f"response frame of {size} bytes exceeds the {self.transport} transport's "
+                f"max_frame_bytes={self.max_frame_bytes}"
             )
         with contextlib.suppress(ConnectionError):  # the agent is gone; run() is about to cancel us
             await self.out.write(buffers)
@@ -217,6 +220,7 @@ async def serve_tcp(host: str, port: int, service: WorkerService, *, max_frame_b
         service,
         max_frame_bytes,
         f"{host}:{port}",
+        transport="tcp",
     )
 
 
@@ -225,6 +229,8 @@ async def _serve_sessions(
     service: WorkerService,
     max_frame_bytes: int,
     where: str,
+    *,
+    transport: str = "unix",
 ) -> None:
     sessions: set[asyncio.Task[None]] = set()
 
@@ -237,7 +243,7 @@ async def _serve_sessions(
         # A plain callback that starts our own task: asyncio would wrap a
         # coroutine in a task of its own, and Python 3.11 reports such a task
         # as an error when shutdown cancels it.
-        task = asyncio.create_task(Session(service, reader, writer, max_frame_bytes).run())
+        task = asyncio.create_task(Session(service, reader, writer, max_frame_bytes, transport).run())
         sessions.add(task)
         task.add_done_callback(session_done)
 
