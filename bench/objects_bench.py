@@ -355,7 +355,8 @@ def main() -> None:
         for proc in reversed(procs):
             _stop(proc)
     env = {
-        "path": "client → router `POST /infer` (protobuf body) → replica link (tcp frames; gRPC without it) → agent → worker (unix socket) → handler",
+        "path": "client → router `POST /infer` (protobuf body) → replica link (tcp frames; gRPC without it) "
+        "→ agent → worker (unix socket) → handler",
         "object store": f"`fs` in a temp directory on {_fs_type(store_dir)}",
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, Linux {platform.release()}, "
         f"Python {platform.python_version()}",
