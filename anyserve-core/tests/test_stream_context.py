@@ -1,3 +1,5 @@
+import asyncio
+
 import pytest
 
 from anyserve import Context, ModelInferResponse, ModelStreamInferResponse, Stream
@@ -21,6 +23,24 @@ def test_stream_sends_wraps_and_stops_after_close():
     stream.close()
     with pytest.raises(Cancelled):
         stream.send_text("late")
+
+
+def test_drain_waits_for_room_and_refuses_a_closed_stream():
+    waited = []
+
+    async def room():
+        waited.append(1)
+
+    async def main():
+        await Stream([].append).drain()  # no pacing given: nothing to wait for
+        stream = Stream([].append, room=room)
+        await stream.drain()
+        assert waited == [1]
+        stream.close()
+        with pytest.raises(Cancelled):
+            await stream.drain()
+
+    asyncio.run(main())
 
 
 def test_context_opens_objects_lazily_and_explains_missing_parts():

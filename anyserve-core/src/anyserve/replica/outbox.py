@@ -56,7 +56,10 @@ class Outbox:
             if self._queue.qsize() >= self._limit:
                 self._room.clear()
             return
-        self._slots.acquire()
+        # close() wakes a waiting thread; the timeout only guards against a loop that died without closing.
+        while not self._slots.acquire(timeout=1.0):
+            if self.closed or self._loop.is_closed():
+                raise _closed()
         if self.closed:  # woken by close(), not by the reader
             raise _closed()
         self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
