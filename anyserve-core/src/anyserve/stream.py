@@ -8,6 +8,11 @@ from anyserve._proto.grpc_predict_v2_pb2 import ModelInferResponse, ModelStreamI
 from anyserve.errors import Cancelled
 
 
+def closed() -> Cancelled:
+    """What sending on (or draining) a stream whose client has gone raises."""
+    return Cancelled("stream closed: the client cancelled or went away")
+
+
 class Stream:
     """A thin, thread-safe sink for ``ModelStreamInferResponse`` messages.
 
@@ -48,14 +53,14 @@ class Stream:
         Raises :class:`anyserve.errors.Cancelled` once the client has gone.
         """
         if self._closed:
-            raise Cancelled("stream closed: the client cancelled or went away")
+            raise closed()
         if self._room is not None:
             await self._room()
 
     def send(self, response: ModelStreamInferResponse | ModelInferResponse) -> None:
         """Send one response; a bare ``ModelInferResponse`` is wrapped for you."""
         if self._closed:
-            raise Cancelled("stream closed: the client cancelled or went away")
+            raise closed()
         if isinstance(response, ModelInferResponse):
             response = ModelStreamInferResponse(infer_response=response)
         self._sink(response)

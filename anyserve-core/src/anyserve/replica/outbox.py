@@ -19,14 +19,10 @@ import asyncio
 import threading
 from typing import Any
 
-from anyserve.errors import Cancelled
+from anyserve.stream import closed as _closed
 
 #: Responses a streaming handler may have sent that the transport has not taken yet.
 OUTBOX_LIMIT = 8
-
-
-def _closed() -> Cancelled:
-    return Cancelled("stream closed: the client cancelled or went away")
 
 
 class Outbox:
