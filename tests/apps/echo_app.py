@@ -11,6 +11,13 @@ from anyserve import AnyServe, ModelInferRequest, ModelInferResponse
 app = AnyServe("e2e")
 
 
+def write_marker(path: str, text: str) -> None:
+    """Written whole, then renamed: a test polling for the file never reads it half-written."""
+    with open(path + ".tmp", "w") as fh:
+        fh.write(text)
+    os.replace(path + ".tmp", path)
+
+
 def _echo(request: ModelInferRequest) -> ModelInferResponse:
     response = ModelInferResponse(model_name=request.model_name, id=request.id)
     for tensor in request.inputs:
@@ -70,8 +77,7 @@ def slow(request, context):
     while time.monotonic() < deadline:
         if context.cancelled:
             if marker:
-                with open(marker, "w") as fh:
-                    fh.write("cancelled")
+                write_marker(marker, "cancelled")
             return ModelInferResponse()
         time.sleep(0.01)
     return _echo(request)
@@ -97,8 +103,7 @@ async def ticker(request, context, stream):
             await asyncio.sleep(0.01)
     finally:
         if marker:
-            with open(marker, "w") as fh:
-                fh.write(str(n))
+            write_marker(marker, str(n))
 
 
 @app.capability(type="broken-stream", stream=True)
