@@ -89,6 +89,16 @@ class Process:
             self.proc.wait(timeout=10)
 
 
+def sigint_as_in_a_terminal() -> None:
+    """``preexec_fn``: the child gets Ctrl-C's default action, as from a terminal.
+
+    A suite run as a background job starts with SIGINT ignored, and an ignored
+    signal stays ignored across exec: without this, a test that sends SIGINT to
+    a child would see it ignored and fail for a reason outside the product.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_anyserve(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Process:
     """``anyserve ARGS`` in a new session, output merged into one stream."""
     cmd = [sys.executable, "-m", "anyserve_cli", *args]
@@ -103,6 +113,7 @@ def run_anyserve(*args: str, cwd: Path | None = None, env: dict[str, str] | None
         stdin=subprocess.DEVNULL,
         text=True,
         start_new_session=True,
+        preexec_fn=sigint_as_in_a_terminal,
     )
     return Process(cmd, proc)
 

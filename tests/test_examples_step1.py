@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from processes import ROOT, Process, group_pids
+from processes import ROOT, Process, group_pids, sigint_as_in_a_terminal
 
 EXAMPLE = ROOT / "examples" / "step1"
 ENV = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}  # keep __pycache__ out of examples/
@@ -93,6 +93,7 @@ def test_ctrl_c_stops_every_process_the_demo_started():
         stdin=subprocess.DEVNULL,
         text=True,
         start_new_session=True,
+        preexec_fn=sigint_as_in_a_terminal,
     )
     demo = Process(proc.args, proc)
     pids: dict[str, int] = {}
