@@ -150,7 +150,7 @@ def test_failed_stream_ends_with_error(encoder):
 
 
 def test_real_parser_agrees_when_installed(encoder):
-    """Optional cross-check against httpx-sse's decoder (skipped when it is not installed)."""
+    """Cross-check against httpx-sse's decoder (a dev requirement; skipped where it is not installed)."""
     httpx_sse = pytest.importorskip("httpx_sse._decoders")
     decoder = httpx_sse.SSEDecoder()
     body = encoder.event({"text": "a\nb"}) + encoder.error("boom", "INTERNAL") + encoder.end()
