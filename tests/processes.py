@@ -99,15 +99,12 @@ def sigint_as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def run_anyserve(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Process:
-    """``anyserve ARGS`` in a new session, output merged into one stream."""
-    cmd = [sys.executable, "-m", "anyserve_cli", *args]
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(APPS), full_env.get("PYTHONPATH", "")]))
+def start_process(cmd: list[str], *, cwd: Path, env: dict[str, str]) -> Process:
+    """``cmd`` in a new session (so its process group can be signalled), output merged into one stream."""
     proc = subprocess.Popen(
         cmd,
-        cwd=cwd or APPS,
-        env=full_env,
+        cwd=cwd,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -116,6 +113,13 @@ def run_anyserve(*args: str, cwd: Path | None = None, env: dict[str, str] | None
         preexec_fn=sigint_as_in_a_terminal,
     )
     return Process(cmd, proc)
+
+
+def run_anyserve(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Process:
+    """``anyserve ARGS`` with the test apps importable."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(APPS), full_env.get("PYTHONPATH", "")]))
+    return start_process([sys.executable, "-m", "anyserve_cli", *args], cwd=cwd or APPS, env=full_env)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from processes import ROOT, Process, group_pids, sigint_as_in_a_terminal
+from processes import ROOT, group_pids, start_process
 
 EXAMPLE = ROOT / "examples" / "step1"
 ENV = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}  # keep __pycache__ out of examples/
@@ -84,18 +84,8 @@ def test_the_demo_runs_the_step1_scenario_and_cleans_up():
 
 def test_ctrl_c_stops_every_process_the_demo_started():
     # A long load keeps the demo busy in step 2 (a gRPC call in flight) when Ctrl-C arrives.
-    proc = subprocess.Popen(
-        [sys.executable, "demo_step1.py", "--load-seconds", "20"],
-        cwd=EXAMPLE,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-        preexec_fn=sigint_as_in_a_terminal,
-    )
-    demo = Process(proc.args, proc)
+    demo = start_process([sys.executable, "demo_step1.py", "--load-seconds", "20"], cwd=EXAMPLE, env=ENV)
+    proc = demo.proc
     pids: dict[str, int] = {}
     try:
         demo.wait_for("2. delegation", timeout=30)
