@@ -115,6 +115,23 @@ def start_process(cmd: list[str], *, cwd: Path, env: dict[str, str]) -> Process:
     return Process(cmd, proc)
 
 
+#: For processes started in examples/: no __pycache__ left in the examples' folders.
+EXAMPLE_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def run_example_script(example: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` in an example's folder, as its README runs it; output captured, failures returned."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=example,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **EXAMPLE_ENV},
+        check=False,
+    )
+
+
 def run_anyserve(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Process:
     """``anyserve ARGS`` with the test apps importable."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
-from processes import ROOT, free_port, run_anyserve
+from processes import EXAMPLE_ENV, ROOT, free_port, run_anyserve, run_example_script
 
 from anyserve import Client, InferenceError
 
 EXAMPLE = ROOT / "examples" / "basic"
-ENV = {"PYTHONDONTWRITEBYTECODE": "1"}  # keep __pycache__ out of examples/
 
 
 def _readme() -> str:
@@ -28,18 +24,10 @@ def test_readme_names_the_commands_this_test_runs() -> None:
 
 def test_the_client_prints_every_handlers_answer() -> None:
     port = free_port()  # the README's 50051 may be taken on a test machine; --port is the only change
-    replica = run_anyserve("start", "--app", "app:app", "--port", str(port), cwd=EXAMPLE, env=ENV)
+    replica = run_anyserve("start", "--app", "app:app", "--port", str(port), cwd=EXAMPLE, env=EXAMPLE_ENV)
     try:
         replica.wait_for(f" ready at 127.0.0.1:{port}", timeout=30)
-        result = subprocess.run(
-            [sys.executable, "client.py", "--endpoint", f"127.0.0.1:{port}"],
-            cwd=EXAMPLE,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env={**os.environ, **ENV},
-            check=False,
-        )
+        result = run_example_script(EXAMPLE, "client.py", "--endpoint", f"127.0.0.1:{port}", timeout=30)
         # A bad request is a clear error, as the README says.
         with Client(f"127.0.0.1:{port}", timeout=10) as client, pytest.raises(InferenceError) as info:
             client.infer("add", {"a": [1, 2], "b": [1, 2, 3]})

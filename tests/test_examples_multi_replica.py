@@ -5,15 +5,11 @@ The only change is free ports instead of the README's fixed ones.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
-from processes import ROOT, Process, free_port, run_anyserve
+from processes import EXAMPLE_ENV, ROOT, Process, free_port, run_anyserve, run_example_script
 
 EXAMPLE = ROOT / "examples" / "multi_replica"
-ENV = {"PYTHONDONTWRITEBYTECODE": "1"}  # keep __pycache__ out of examples/
 README_PORTS = ("8080", "50051", "50052")
 
 
@@ -43,18 +39,10 @@ def test_the_client_shows_routing_and_delegation():
         for command in commands[:3]:  # router first: the replicas register with it
             args = adapt(command)
             assert args[0] == "anyserve"
-            started.append(run_anyserve(*args[1:], cwd=EXAMPLE, env=ENV))
+            started.append(run_anyserve(*args[1:], cwd=EXAMPLE, env=EXAMPLE_ENV))
             started[-1].wait_for(" ready at ", timeout=30)
         client = adapt(commands[3])
-        result = subprocess.run(
-            [sys.executable, *client[1:]],
-            cwd=EXAMPLE,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, **ENV},
-            check=False,
-        )
+        result = run_example_script(EXAMPLE, *client[1:])
     finally:
         for process in started:
             process.kill_group()

@@ -11,15 +11,13 @@ import contextlib
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from processes import ROOT, group_pids, start_process
+from processes import EXAMPLE_ENV, ROOT, group_pids, run_example_script, start_process
 
 EXAMPLE = ROOT / "examples" / "step1"
-ENV = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}  # keep __pycache__ out of examples/
 STARTED = re.compile(r"\((router|node-a|node-b), pid (\d+)\)")
 
 
@@ -46,9 +44,7 @@ def test_readme_names_the_command_this_test_runs():
 
 
 def test_the_demo_runs_the_step1_scenario_and_cleans_up():
-    result = subprocess.run(
-        [sys.executable, "demo_step1.py"], cwd=EXAMPLE, capture_output=True, text=True, timeout=60, env=ENV, check=False
-    )
+    result = run_example_script(EXAMPLE, "demo_step1.py")
     pids = _started_pids(result.stdout)
     try:
         assert result.returncode == 0, result.stdout + result.stderr
@@ -84,7 +80,8 @@ def test_the_demo_runs_the_step1_scenario_and_cleans_up():
 
 def test_ctrl_c_stops_every_process_the_demo_started():
     # A long load keeps the demo busy in step 2 (a gRPC call in flight) when Ctrl-C arrives.
-    demo = start_process([sys.executable, "demo_step1.py", "--load-seconds", "20"], cwd=EXAMPLE, env=ENV)
+    env = {**os.environ, **EXAMPLE_ENV}
+    demo = start_process([sys.executable, "demo_step1.py", "--load-seconds", "20"], cwd=EXAMPLE, env=env)
     proc = demo.proc
     pids: dict[str, int] = {}
     try:

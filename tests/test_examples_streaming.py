@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
-from processes import ROOT, free_port, run_anyserve
+from processes import EXAMPLE_ENV, ROOT, free_port, run_anyserve, run_example_script
 
 EXAMPLE = ROOT / "examples" / "streaming"
 
@@ -19,20 +15,10 @@ def test_readme_names_the_commands_this_test_runs() -> None:
 
 def test_the_client_prints_the_streamed_reply() -> None:
     port = free_port()  # the README's 50051 may be taken on a test machine; --port is the only change
-    # PYTHONDONTWRITEBYTECODE keeps __pycache__ out of examples/.
-    env = {"PYTHONDONTWRITEBYTECODE": "1"}
-    replica = run_anyserve("start", "--app", "app:app", "--port", str(port), cwd=EXAMPLE, env=env)
+    replica = run_anyserve("start", "--app", "app:app", "--port", str(port), cwd=EXAMPLE, env=EXAMPLE_ENV)
     try:
         replica.wait_for(f" ready at 127.0.0.1:{port}")
-        result = subprocess.run(
-            [sys.executable, "client.py", "--endpoint", f"127.0.0.1:{port}"],
-            cwd=EXAMPLE,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, **env},
-            check=False,
-        )
+        result = run_example_script(EXAMPLE, "client.py", "--endpoint", f"127.0.0.1:{port}")
     finally:
         replica.kill_group()
     assert result.returncode == 0, result.stderr

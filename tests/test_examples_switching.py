@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from processes import ROOT, free_port, run_anyserve
+from processes import ROOT, free_port, run_anyserve, run_example_script
 
 EXAMPLE = ROOT / "examples" / "switching"
 
@@ -18,9 +18,7 @@ def test_switching_example_pays_only_for_model_changes():
     )  # fmt: skip
     try:
         process.wait_for(" ready at ")
-        out = subprocess.run(
-            [sys.executable, "client.py", f"127.0.0.1:{port}"], cwd=EXAMPLE, capture_output=True, text=True, timeout=120
-        )
+        out = run_example_script(EXAMPLE, "client.py", f"127.0.0.1:{port}", timeout=120)
         assert out.returncode == 0, out.stderr
         rows = [line.split() for line in out.stdout.splitlines()]
         costs = [

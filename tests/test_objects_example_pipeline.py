@@ -7,16 +7,12 @@ temporary store directory instead of /tmp/anyserve-pipeline.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 
-from processes import ROOT, Process, free_port, run_anyserve
+from processes import EXAMPLE_ENV, ROOT, Process, free_port, run_anyserve, run_example_script
 from router_http import wait_registered
 
 EXAMPLE = ROOT / "examples" / "pipeline"
-ENV = {"PYTHONDONTWRITEBYTECODE": "1"}  # keep __pycache__ out of examples/
 
 
 def _readme_commands() -> list[str]:
@@ -50,19 +46,11 @@ def test_the_pipeline_summarises_a_document_passed_by_reference(tmp_path):
         for command in commands[:4]:
             args = adapt(command)
             assert args[0] == "anyserve"
-            started.append(run_anyserve(*args[1:], cwd=EXAMPLE, env=ENV))
+            started.append(run_anyserve(*args[1:], cwd=EXAMPLE, env=EXAMPLE_ENV))
             started[-1].wait_for(" ready at ")
         wait_registered(f"http://127.0.0.1:{ports['8080']}", 3)
         client = adapt(commands[4])
-        result = subprocess.run(
-            [sys.executable, *client[1:]],
-            cwd=EXAMPLE,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**os.environ, **ENV},
-            check=False,
-        )
+        result = run_example_script(EXAMPLE, *client[1:], timeout=120)
     finally:
         for process in started:
             process.kill_group()
