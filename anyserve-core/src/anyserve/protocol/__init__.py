@@ -1,0 +1,1 @@
+"""The wire contract: every message, codec and name anyserve speaks, in one package."""
