@@ -1,4 +1,5 @@
 import asyncio
+import pickle
 
 import pytest
 
@@ -75,3 +76,16 @@ def test_context_call_goes_through_the_caller():
     ctx = Context(caller=caller)
     assert ctx.call(capability={"type": "embed"}, inputs={"x": 1}) == {"out": 1}
     assert seen == {"capability": {"type": "embed"}, "inputs": {"x": 1}}
+
+
+def test_a_missing_object_store_is_a_runtime_error_with_a_precondition_code():
+    from anyserve.errors import ObjectStoreNotConfigured, as_anyserve_error
+
+    with pytest.raises(RuntimeError, match="no object store is configured") as caught:
+        Context().objects  # noqa: B018
+    exc = caught.value
+    assert isinstance(exc, ObjectStoreNotConfigured) and isinstance(exc, AnyServeError)
+    assert exc.code == "FAILED_PRECONDITION"
+    assert as_anyserve_error(exc) is exc  # a handler raising it keeps its code across the transport
+    again = pickle.loads(pickle.dumps(exc))
+    assert type(again) is ObjectStoreNotConfigured and again.message == exc.message

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from anyserve.errors import AnyServeError, InvalidRequest
+from anyserve.errors import AnyServeError, InvalidRequest, ObjectStoreNotConfigured
 from anyserve.objects import ObjRef, encode_ref_parameters
 
 if TYPE_CHECKING:
@@ -42,10 +42,14 @@ class Context:
 
     @property
     def objects(self) -> ObjectStore:
-        """The configured object store (``objects.url``)."""
+        """The configured object store (``objects.url``).
+
+        Raises :class:`~anyserve.errors.ObjectStoreNotConfigured` (a
+        ``RuntimeError``) when this context was built without one.
+        """
         if self._objects is None:
             if self._objects_factory is None:
-                raise AnyServeError("no object store is configured for this replica (set objects.url)")
+                raise ObjectStoreNotConfigured("no object store is configured for this replica (set objects.url)")
             self._objects = self._objects_factory()
         return self._objects
 

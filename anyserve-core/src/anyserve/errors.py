@@ -73,6 +73,24 @@ class Cancelled(AnyServeError):
     code = "CANCELLED"
 
 
+class ObjectStoreNotConfigured(AnyServeError, RuntimeError):
+    """``context.objects`` was used where no object store is configured.
+
+    Also a :class:`RuntimeError`, so handlers written as ``except
+    RuntimeError`` around ``context.objects`` keep working. Its code is
+    ``FAILED_PRECONDITION``, not ``INTERNAL``: the request is well formed
+    and nothing is broken, the replica is just not set up for what the
+    handler needs, and retrying cannot help until ``objects.url`` is set.
+    The router answers it as HTTP 500 (the code has no entry in
+    :data:`HTTP_STATUS`), since the fix is the server's, not the client's.
+    """
+
+    code = "FAILED_PRECONDITION"
+
+    def __reduce__(self):  # pickled, it stays this class (still a RuntimeError)
+        return (type(self), (self.message,))
+
+
 class HandlerError(AnyServeError):
     """A user handler raised; the message carries the exception type and text."""
 
