@@ -19,7 +19,9 @@ GROUPS: dict[str, tuple[list[str], list[str], str]] = {
     "core+objects-fs": (
         ["anyserve-core", "anyserve-objects-fs"],
         ["anyserve-core/tests", "anyserve-objects-fs/tests"],
-        "import anyserve, anyserve_objects_fs",
+        # the documented way to serve without anyserve-cli explains itself here too
+        "import anyserve, anyserve_objects_fs, subprocess, sys; "
+        "subprocess.run([sys.executable, '-m', 'anyserve', '--help'], check=True, capture_output=True)",
     ),
     "cli": (["anyserve-core", "anyserve-cli"], ["anyserve-cli/tests"], "import anyserve_cli"),
     "router": (
