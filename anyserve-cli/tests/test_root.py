@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+
+import pytest
 import typer
+from typer.testing import CliRunner
 
 import anyserve
 from anyserve import hookimpl
-from anyserve.plugins import PluginManager, PluginOrigin
+from anyserve.plugins import PluginManager, PluginOrigin, create_plugin_manager
 from anyserve_cli.main import build_cli
 from anyserve_cli.registration import CliState
 from anyserve_cli.version import __version__
@@ -135,3 +139,31 @@ def test_an_allow_list_keeps_the_command_lines_own_commands() -> None:
 
     blocked = create_plugin_manager(env={"ANYSERVE_DISABLE_PLUGINS": "cli"})
     assert "start" not in {c.name or c.callback.__name__ for c in build_cli(blocked).registered_commands}
+
+
+def test_a_known_command_of_an_uninstalled_distribution_names_it(invoke) -> None:
+    # the private manager holds no router plugin: as if anyserve-router were not installed
+    result = invoke("router", "--port", "8080")
+    assert result.exit_code == 2
+    assert result.stderr == "error: `anyserve router` is provided by anyserve-router: pip install anyserve-router\n"
+    assert "No such command" not in result.output
+    assert "`anyserve router` (from anyserve-router)" in invoke("--help").stdout
+
+
+def test_an_unknown_command_is_still_no_such_command(invoke) -> None:
+    result = invoke("routr")
+    assert result.exit_code == 2
+    assert "No such command" in result.output
+    assert "pip install" not in result.output
+
+
+def test_a_known_command_whose_distribution_is_installed_but_disabled_says_so() -> None:
+    try:
+        importlib.metadata.distribution("anyserve-router")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("anyserve-router is not installed here")
+    pm = create_plugin_manager(env={"ANYSERVE_DISABLE_PLUGINS": "router"})
+    result = CliRunner().invoke(build_cli(pm), ["router", "--help"])
+    assert result.exit_code == 2
+    assert "`anyserve router` is provided by anyserve-router, which is installed but not loaded" in result.stderr
+    assert "disabled by ANYSERVE_DISABLE_PLUGINS" in result.stderr
