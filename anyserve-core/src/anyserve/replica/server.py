@@ -25,9 +25,11 @@ import grpc
 from anyserve.config import Settings
 from anyserve.delegation import Delegation
 from anyserve.errors import ConfigError
+from anyserve.protocol.health import HealthServicer
 from anyserve.records import TransportSpec
 from anyserve.replica.agent import Agent
 from anyserve.replica.assembly import Assembly
+from anyserve.replica.health import serve_health
 from anyserve.replica.lifecycle import Lifecycle
 from anyserve.replica.link import LinkService, host_port, start_link
 from anyserve.replica.pool import WorkerPool
@@ -91,6 +93,7 @@ class Replica:
         self._routers: dict[str, AsyncRouterClient] = {}
         self.registration: Registration | None = None
         self.server: grpc.aio.Server | None = None
+        self.health: HealthServicer | None = None
         self.endpoint = ""
         #: ``<transport>://host:port`` of the router link, when one is served.
         self.link = ""
@@ -183,6 +186,7 @@ class Replica:
             ]
         )
         self.server.add_generic_rpc_handlers(self.agent.generic_handlers())
+        self.health = serve_health(self.server, self.agent, app)  # grpc.health.v1 and server reflection
         try:
             port = self.server.add_insecure_port(f"{cfg.host}:{cfg.port}")
         except RuntimeError as exc:
@@ -250,6 +254,8 @@ class Replica:
 
     async def stop(self) -> None:
         self.agent.ready = False
+        if self.health is not None:
+            self.health.shutdown()  # open health watches end now instead of holding the grace period
         if self._gc is not None:
             self._gc.cancel()
             with contextlib.suppress(asyncio.CancelledError):
