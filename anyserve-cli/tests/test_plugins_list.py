@@ -226,3 +226,48 @@ def test_disabled_builtin_is_listed_as_disabled(cli_pm: PluginManager, invoke) -
     assert plugins["jsonl"]["status"] == "disabled"
     assert plugins["jsonl"]["builtin"] is True
     assert "jsonl" not in _by_name(_json(invoke("plugins", "list", "--json")))
+
+
+class WrapsTransports:
+    """A hook wrapper on a registration hook: refused, and listed with the reason."""
+
+    @hookimpl(wrapper=True)
+    def anyserve_register_transports(self, register):
+        return (yield)
+
+    @hookimpl
+    def anyserve_register_capabilities(self, app: AnyServe) -> None:
+        @app.capability(type="wrapped")
+        def wrapped(request):
+            return request
+
+
+class WrapsRouting:
+    """A hook wrapper on a decision hook: pluggy honours it, so the plugin is fine."""
+
+    @hookimpl(hookwrapper=True)
+    def anyserve_select_target(self, query, candidates, scope):
+        yield
+
+
+def test_a_wrapper_on_a_registration_hook_is_listed_as_refused(cli_pm: PluginManager, invoke) -> None:
+    assert not cli_pm.register_checked(WrapsTransports(), PluginOrigin("wraps", "anyserve-wraps", "0.1", False))
+    assert cli_pm.register_checked(WrapsRouting(), PluginOrigin("timing", "anyserve-timing", "0.2", False))
+
+    document = _json(invoke("plugins", "list", "--json"))
+    assert document["selected"]["routing"]["order"] == ["routing"]  # a wrapper wraps the call, never answers it
+    plugins = _by_name(document)
+    wraps = plugins["wraps"]
+    assert (wraps["status"], wraps["distribution"], wraps["version"]) == ("error", "anyserve-wraps", "0.1")
+    assert wraps["reason"].startswith(
+        "hook wrappers are not supported on registration hook anyserve_register_transports:"
+    )
+    assert wraps["contributes"]["capabilities"] == []  # refused as a whole, like any bad hook declaration
+    timing = plugins["timing"]
+    assert (timing["status"], timing["hooks"], timing["reason"]) == ("ok", ["select_target"], None)
+
+    out = invoke("plugins", "list").stdout
+    assert (
+        "wraps (anyserve-wraps 0.1) error: hook wrappers are not supported on registration hook "
+        "anyserve_register_transports" in out
+    )

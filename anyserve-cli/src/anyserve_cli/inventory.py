@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from anyserve import AnyServe
-from anyserve.catalog import OBJECTS, Catalog, call_impl
-from anyserve.plugins import DEFAULT_PLUGINS, PluginManager
+from anyserve.catalog import OBJECTS, Catalog
+from anyserve.plugins import DEFAULT_PLUGINS, PerImpl, PluginManager
 
 CAPABILITIES_HOOK = "anyserve_register_capabilities"
 
@@ -50,17 +50,20 @@ class PluginReport:
 def collect_capabilities(pm: PluginManager) -> dict[str, list[dict[str, Any]]]:
     """plugin name -> the capabilities its ``anyserve_register_capabilities`` adds.
 
-    Each implementation gets an application of its own (pluggy's ``call_each``
-    would hand all of them the same one), so every handler is attributed to
-    the plugin that added it, even when a later plugin's hook raises. A
-    raising hook is recorded in ``pm.failures`` by :func:`call_impl`.
+    Each implementation gets an application of its own (a replica hands all
+    of them the same one), so every handler is attributed to the plugin that
+    added it; what a plugin added before its hook raised is listed too,
+    because a replica would serve it. The raise itself lands in
+    ``pm.failures``.
     """
     out: dict[str, list[dict[str, Any]]] = {}
-    for impl in reversed(getattr(pm.hook, CAPABILITIES_HOOK).get_hookimpls()):
-        app = AnyServe(name=impl.plugin_name)
-        call_impl(pm, impl, CAPABILITIES_HOOK, {"app": app})
+
+    def keep(plugin_name: str, app: AnyServe) -> None:
         if app.handlers:
-            out.setdefault(impl.plugin_name, []).extend(h.describe() for h in app.handlers)
+            out.setdefault(plugin_name, []).extend(h.describe() for h in app.handlers)
+
+    for _ in pm.each_impl(CAPABILITIES_HOOK, app=PerImpl(lambda name: AnyServe(name=name), keep)):
+        pass
     return out
 
 

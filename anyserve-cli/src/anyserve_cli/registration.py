@@ -3,8 +3,9 @@
 ``anyserve plugins list`` shows which commands each plugin contributes, and a
 plugin's broken hook must cost only that plugin's commands, so the hook is
 never called as a whole (``pm.hook.anyserve_register_commands(cli=...)``):
-each implementation is called on its own and the root application's
-commands are compared before and after.
+each implementation is called on its own, through
+:meth:`~anyserve.plugins.PluginManager.each_impl`, and the root
+application's commands are compared before and after.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import typer
 from typer.main import get_command_name, solve_typer_info_defaults
 from typer.models import CommandInfo, TyperInfo
 
-from anyserve.catalog import call_impl
-from anyserve.plugins import PluginManager
+from anyserve.plugins import PerImpl, PluginManager
 
 HOOK = "anyserve_register_commands"
 
@@ -59,30 +59,38 @@ def _drop(cli: typer.Typer, entry: CommandInfo | TyperInfo) -> None:
 def register_commands(pm: PluginManager, cli: typer.Typer) -> dict[str, list[str]]:
     """Let every plugin add its commands to ``cli``; return plugin -> names it added.
 
-    Implementations are called in pluggy's order, like
-    :func:`anyserve.catalog.call_each`, but through
-    :func:`anyserve.catalog.call_impl` so that even what a plugin added before
-    its hook raised is attributed to it rather than to the next plugin. A
-    raising hook lands in ``pm.failures``; a command name another plugin
+    Every plugin gets the root application itself (a plugin may extend a
+    group another added), and what appeared during its call is attributed
+    to it, also when its hook raised after adding something: the
+    :class:`~anyserve.plugins.PerImpl` ``done`` step runs either way, and
+    the raise lands in ``pm.failures``. A command name another plugin
     already took is dropped and reported against the later plugin, so no
     plugin can silently replace another's command.
     """
     owners: dict[str, list[str]] = {}
     taken: dict[str, str] = {}  # command name -> plugin that added it
-    for impl in reversed(getattr(pm.hook, HOOK).get_hookimpls()):
-        before = {id(entry) for entry in _entries(cli)}
-        call_impl(pm, impl, HOOK, {"cli": cli})
+    before: set[int] = set()
+
+    def hand_over(plugin_name: str) -> typer.Typer:
+        before.clear()
+        before.update(id(entry) for entry in _entries(cli))
+        return cli
+
+    def attribute(plugin_name: str, _cli: typer.Typer) -> None:
         for entry in [e for e in _entries(cli) if id(e) not in before]:
             names = _entry_names(entry)
             clash = next((n for n in names if n in taken), None)
             if clash is not None:
                 _drop(cli, entry)
                 pm.record_failure(
-                    impl.plugin_name,
+                    plugin_name,
                     f"command {clash!r} is already provided by plugin {taken[clash]!r}; this one was not added",
                 )
                 continue
             for name in names:
-                taken[name] = impl.plugin_name
-                owners.setdefault(impl.plugin_name, []).append(name)
+                taken[name] = plugin_name
+                owners.setdefault(plugin_name, []).append(name)
+
+    for _ in pm.each_impl(HOOK, cli=PerImpl(hand_over, attribute)):
+        pass
     return owners

@@ -1,7 +1,8 @@
 """Name -> record maps built from the registration hooks, and selection by name.
 
 Core, never the plugins, turns configuration into implementations: the
-catalog calls each plugin's registration hook separately so every record is
+catalog calls each plugin's registration hook separately (through
+:meth:`~anyserve.plugins.PluginManager.registrations`) so every record is
 attributed to its plugin, duplicate names are reported with both sources, a
 hook that raises is reported by plugin name, and an unknown name lists what
 is installed.
@@ -48,29 +49,9 @@ INSTALL_HINT = (
 )
 
 
-def call_impl(pm: PluginManager, impl: Any, hook: str, kwargs: dict[str, Any]) -> tuple[bool, Any]:
-    """Call one hook implementation; if it raises, record it against its plugin.
-
-    Returns ``(ok, result)``. pluggy passes each implementation only the
-    arguments it declares, and so does this.
-    """
-    try:
-        return True, impl.function(*(kwargs[name] for name in impl.argnames))
-    except Exception as exc:  # a plugin's hook may raise anything
-        pm.record_hook_error(impl.plugin_name, hook, exc)
-        return False, None
-
-
 def call_each(pm: PluginManager, hook: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:
-    """Call every implementation of ``hook`` separately, in pluggy's order.
-
-    Yields ``(plugin_name, result)`` so callers can attribute what each
-    plugin did; an implementation that raises is reported and skipped.
-    """
-    for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
-        ok, result = call_impl(pm, impl, hook, kwargs)
-        if ok:
-            yield impl.plugin_name, result
+    """The same as ``pm.each_impl(hook, **kwargs)``, kept for existing callers."""
+    return pm.each_impl(hook, **kwargs)
 
 
 @dataclass
@@ -111,7 +92,7 @@ class Catalog:
 
     def _collect(self, category: Category) -> Registry[Any]:
         registry: Registry[Any] = Registry(category)
-        for plugin_name, records in self._each_register(category):
+        for plugin_name, records in self.pm.registrations(category.hook, category.record_type):
             for record in records:
                 if record.name in registry.records:
                     # Listing keeps working; selecting this name is the error.
@@ -124,21 +105,6 @@ class Catalog:
                 registry.records[record.name] = record
                 registry.owners[record.name] = plugin_name
         return registry
-
-    def _each_register(self, category: Category) -> Iterator[tuple[str, list[Any]]]:
-        for impl in reversed(getattr(self.pm.hook, category.hook).get_hookimpls()):
-            got: list[Any] = []
-
-            def register(record: Any, _got: list[Any] = got) -> None:
-                if not isinstance(record, category.record_type):
-                    raise TypeError(
-                        f"register() expects a {category.record_type.__name__}, got {type(record).__name__}"
-                    )
-                _got.append(record)
-
-            ok, _ = call_impl(self.pm, impl, category.hook, {"register": register})
-            if ok:
-                yield impl.plugin_name, got
 
     # -- selection ---------------------------------------------------------
 
@@ -192,7 +158,7 @@ class Catalog:
 
     def decision_order(self, hook: str) -> list[str]:
         """Plugins implementing a decision hook, in the order they are asked."""
-        return [impl.plugin_name for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls())]
+        return self.pm.impl_names(hook)
 
     def selected(self, settings: Settings) -> dict[str, dict[str, Any]]:
         """Per category: what the configuration selects, where it came from, any error."""
