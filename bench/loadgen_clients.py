@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 from loadgen_measure import Call
 
-from anyserve._proto import grpc_predict_v2_pb2 as pb
+from anyserve.protocol import messages as pb
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 STREAM = "/inference.GRPCInferenceService/ModelStreamInfer"

@@ -13,7 +13,7 @@ from typing import Any
 from loadgen_clients import MIB, GrpcClient, HttpClient
 from loadgen_measure import Call, closed_loop, pct, repeat, stream_loop
 
-from anyserve._proto import grpc_predict_v2_pb2 as pb
+from anyserve.protocol import messages as pb
 
 SMALL_BYTES = 64
 TOKENS = 256

@@ -143,7 +143,7 @@ class Bench:
         import grpc
         import httpx
 
-        from anyserve._proto.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+        from anyserve.protocol.messages import GRPCInferenceServiceStub
         from anyserve_objects_fs import FileStore
 
         self.http = httpx.Client(base_url=router_url, timeout=600)
@@ -152,7 +152,7 @@ class Bench:
         self.store = FileStore(store_dir)
 
     def post(self, capability: str, request) -> tuple[int, str]:
-        from anyserve._proto.grpc_predict_v2_pb2 import ModelInferResponse as Response
+        from anyserve.protocol.messages import ModelInferResponse as Response
 
         body = request.SerializeToString()
         answer = self.http.post(
@@ -171,7 +171,7 @@ class Bench:
         return outputs["size"].contents.int64_contents[0], outputs["sha256"].contents.bytes_contents[0].decode()
 
     def inline(self, blob: bytes, mode: str) -> tuple[float, int, str]:
-        from anyserve._proto.grpc_predict_v2_pb2 import ModelInferRequest
+        from anyserve.protocol.messages import ModelInferRequest
 
         start = time.perf_counter()
         request = ModelInferRequest(model_name="bench-inline")
@@ -183,7 +183,7 @@ class Bench:
 
     def direct(self, blob: bytes) -> tuple[float, int]:
         """Inline straight to the replica over gRPC, skipping the router: where does the time go?"""
-        from anyserve._proto.grpc_predict_v2_pb2 import ModelInferRequest
+        from anyserve.protocol.messages import ModelInferRequest
 
         start = time.perf_counter()
         request = ModelInferRequest(model_name="bench-inline")

@@ -6,8 +6,8 @@ from collections.abc import Iterable, Iterator
 
 import grpc
 
-from anyserve._proto import grpc_predict_v2_pb2 as pb
-from anyserve._proto import grpc_predict_v2_pb2_grpc as pb_grpc
+from anyserve.protocol import messages as pb
+from anyserve.protocol import messages as pb_grpc
 
 
 class Wire:

@@ -101,7 +101,7 @@ def test_the_shared_memory_shape_works_over_grpc(pipeline, object_dir):
     """Triton's shared-memory shape: contents left empty, the reference in the tensor's string parameter."""
     _, replicas = pipeline
     from anyserve import ModelInferRequest
-    from anyserve._proto.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+    from anyserve.protocol.messages import GRPCInferenceServiceStub
     from anyserve_objects_fs import FileStore
 
     ref = FileStore(object_dir).create(b"shared memory style")

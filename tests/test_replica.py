@@ -17,7 +17,7 @@ import pytest
 from kserve import Wire, output, request, tokens
 from processes import free_port, group_pids, run_anyserve
 
-from anyserve._proto import grpc_predict_v2_pb2 as pb
+from anyserve.protocol import messages as pb
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_handler_exception_is_internal_with_type_and_message(start_replica, tran
     assert "ValueError: the handler failed on purpose" in info.value.details()
     with pytest.raises(grpc.RpcError) as info:
         wire.infer(request("wrong-return"))
-    assert info.value.code() == grpc.StatusCode.INTERNAL and "returned dict" in info.value.details()
+    assert info.value.code() == grpc.StatusCode.INTERNAL and "returned int" in info.value.details()
     assert output(wire.infer(request("echo", x=[5])), "output_x") == [5]  # the replica keeps serving
 
 

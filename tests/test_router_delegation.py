@@ -12,7 +12,7 @@ import httpx
 import pytest
 from router_http import ECHO_APP, register
 
-from anyserve._proto import grpc_predict_v2_pb2 as pb
+from anyserve.protocol import messages as pb
 
 ECHO = {"X-Capability-Type": "echo"}
 

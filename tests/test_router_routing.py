@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 from router_http import CHAT_APP, ECHO_APP, EMBED_APP, output, register, tensor
 
-from anyserve._proto import grpc_predict_v2_pb2 as pb
+from anyserve.protocol import messages as pb
 
 
 @pytest.fixture

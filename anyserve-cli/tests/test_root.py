@@ -116,7 +116,7 @@ def test_a_taken_command_name_is_refused_and_reported(cli_pm: PluginManager, inv
     cli_pm.register_checked(Greeter(), _origin("greeter"))
     cli_pm.register_checked(Squatter(), _origin("squatter"))
     cli = build_cli(cli_pm)
-    # pluggy's order (last registered first, as call_each): squatter comes
+    # pluggy's order (last registered first, as each_impl): squatter comes
     # first, so greeter's duplicate is the one refused; its other group stays.
     commands = _state(cli).commands
     assert (commands["squatter"], commands["greeter"]) == (["say-hello"], ["things"])

@@ -8,7 +8,7 @@ import types
 import pytest
 
 from anyserve import hookimpl
-from anyserve.catalog import Catalog, call_each
+from anyserve.catalog import Catalog
 from anyserve.config import load_settings
 from anyserve.errors import ConfigError
 from anyserve.plugins import DEFAULT_PLUGINS, PerImpl, create_plugin_manager
@@ -172,7 +172,7 @@ def test_call_each_attributes_results(plugin_manager):
 
     plugin_manager.register(plugin("cmds", anyserve_register_commands=anyserve_register_commands))
     cli: list[str] = []
-    assert [name for name, _ in call_each(plugin_manager, "anyserve_register_commands", cli=cli)] == ["cmds"]
+    assert [name for name, _ in plugin_manager.each_impl("anyserve_register_commands", cli=cli)] == ["cmds"]
     assert cli == ["hello"]
 
 

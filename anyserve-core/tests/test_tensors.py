@@ -130,6 +130,7 @@ DATATYPE_SAMPLES = {
     "UINT32": [0, 3, 2**32 - 1],
     "UINT64": [0, 4, 2**64 - 1],
     "FP16": [0.5, -2.0, 65504.0],
+    "BF16": [0.5, -2.0, 2.0**100],
     "FP32": [0.5, -2.25, 2.0**100],
     "FP64": [0.1, -2.5, 1.0e308],
     "BYTES": [b"a", b"", b"\x00\x01"],
@@ -149,6 +150,8 @@ def _response(datatype: str, raw: bool) -> ModelInferResponse:
     if raw:
         if datatype == "BYTES":
             response.raw_output_contents.append(b"".join(struct.pack("<I", len(v)) + v for v in values))
+        elif datatype == "BF16":  # the upper halves of float32s
+            response.raw_output_contents.append(b"".join(struct.pack("<f", v)[2:] for v in values))
         else:
             response.raw_output_contents.append(struct.pack(f"<3{RAW_FORMATS[datatype]}", *values))
     else:
@@ -156,12 +159,12 @@ def _response(datatype: str, raw: bool) -> ModelInferResponse:
     return ModelInferResponse.FromString(response.SerializeToString())
 
 
-# FP16 has no typed contents field: it exists only as raw contents.
+# FP16 and BF16 have no typed contents field: they exist only as raw contents.
 ENCODINGS = [
     pytest.param(datatype, raw, id=f"{datatype}-{'raw' if raw else 'typed'}")
     for datatype in DATATYPE_SAMPLES
     for raw in (False, True)
-    if raw or datatype != "FP16"
+    if raw or datatype not in ("FP16", "BF16")
 ]
 
 

@@ -22,10 +22,10 @@ import pytest
 import uvicorn
 
 import anyserve_encoding_sse.plugin
-from anyserve._proto import grpc_predict_v2_pb2 as pb
 from anyserve.builtins.subset import SubsetMatcher
 from anyserve.config import Settings
 from anyserve.plugins import PluginManager, create_plugin_manager
+from anyserve.protocol import messages as pb
 from anyserve_router.app import create_app
 from anyserve_router.registry import ReplicaRegistry
 from anyserve_router.upstream import Target, UpstreamError
@@ -88,17 +88,24 @@ class FakeUpstream:
 
     unary: dict[str, Behaviour] = field(default_factory=dict)
     streams: dict[str, list[bytes | Exception]] = field(default_factory=dict)
+    #: What each call got, its request id left out (``request_ids`` keeps those, in order).
     calls: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
+    request_ids: list[str] = field(default_factory=list)
     opened: list[FakeStream] = field(default_factory=list)
     closed: bool = False
 
-    async def infer(self, target: Target, payload: bytes, metadata) -> bytes:
+    def _record(self, target: Target, payload: bytes, metadata) -> dict[str, str]:
         md = dict(metadata)
+        self.request_ids.append(md.pop("x-request-id", ""))
         self.calls.append((target.endpoint, payload, md))
+        return md
+
+    async def infer(self, target: Target, payload: bytes, metadata) -> bytes:
+        md = self._record(target, payload, metadata)
         return self.unary.get(target.endpoint, echo)(payload, md)
 
     def stream(self, target: Target, payload: bytes, metadata) -> FakeStream:
-        self.calls.append((target.endpoint, payload, dict(metadata)))
+        self._record(target, payload, metadata)
         items = self.streams.get(target.endpoint, [token("a"), token("b"), final()])
         if items and items[0] == "unreachable":
             items = [UpstreamError("failed to connect", code="UNAVAILABLE", unreachable=True)]

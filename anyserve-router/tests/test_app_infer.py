@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from anyserve._proto import grpc_predict_v2_pb2 as pb
+from anyserve.protocol import messages as pb
 from anyserve_router.upstream import UpstreamError
 
 A, B, C = "127.0.0.1:5001", "127.0.0.1:5002", "127.0.0.1:5003"

@@ -7,8 +7,9 @@ import json
 import threading
 from types import SimpleNamespace
 
+from anyserve.protocol import split_error
 from anyserve_encoding_sse.encoder import SSEEncoder
-from anyserve_router.streaming import READ_AHEAD, StreamBridge, split_error
+from anyserve_router.streaming import READ_AHEAD, StreamBridge
 from anyserve_router.upstream import UpstreamError
 
 A, B = "127.0.0.1:5001", "127.0.0.1:5002"

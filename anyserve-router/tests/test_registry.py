@@ -10,6 +10,7 @@ import pytest
 
 from anyserve.errors import InvalidRequest, NotFound
 from anyserve_router.registry import DuplicateReplica, InvalidRegistration, ReplicaRegistry, UnknownReplica
+from anyserve_router.selection import candidates
 
 CHAT = {"type": "chat", "model": "llama-70b"}
 EMBED = {"type": "embed", "model": "minilm"}
@@ -29,8 +30,8 @@ def test_reregister_from_same_endpoint_replaces_capabilities(registry, matcher):
     registry.register("r1", "10.0.0.1:50051", [CHAT])
     registry.register("r1", "10.0.0.1:50051", [EMBED])
     assert len(registry) == 1
-    assert registry.candidates({"type": "chat"}, matcher) == []
-    assert [c.id for c in registry.candidates({"type": "embed"}, matcher)] == ["r1"]
+    assert candidates(registry, {"type": "chat"}, matcher) == []
+    assert [c.id for c in candidates(registry, {"type": "embed"}, matcher)] == ["r1"]
 
 
 def test_reregister_keeps_the_routers_in_flight_count(registry):
@@ -77,7 +78,7 @@ def test_deregister(registry, matcher):
     registry.register("r1", "h:1", [CHAT])
     registry.deregister("r1")
     assert "r1" not in registry
-    assert registry.candidates({}, matcher) == []
+    assert candidates(registry, {}, matcher) == []
 
 
 def test_unknown_ids_raise_unknown_replica(registry):
@@ -98,13 +99,13 @@ def test_heartbeat_keeps_a_replica_alive(registry, clock, matcher):
         clock.advance(10)
         registry.heartbeat("r1")
     assert registry.expire() == []
-    assert [c.id for c in registry.candidates(CHAT, matcher)] == ["r1"]
+    assert [c.id for c in candidates(registry, CHAT, matcher)] == ["r1"]
 
 
 def test_heartbeat_reports_in_flight(registry, matcher):
     registry.register("r1", "h:1", [CHAT])
     registry.heartbeat("r1", in_flight=7)
-    [candidate] = registry.candidates(CHAT, matcher)
+    [candidate] = candidates(registry, CHAT, matcher)
     assert candidate.in_flight == 7
     assert registry.snapshot()[0]["reported_in_flight"] == 7
 
@@ -142,7 +143,7 @@ def test_expire_removes_only_silent_replicas(registry, clock):
 def test_past_ttl_replicas_are_no_candidates_before_the_sweep(registry, clock, matcher):
     registry.register("r1", "h:1", [CHAT])
     clock.advance(16)
-    assert registry.candidates(CHAT, matcher) == []
+    assert candidates(registry, CHAT, matcher) == []
     assert registry.known_capabilities() == []
     [entry] = registry.snapshot()
     assert entry["healthy"] is False
@@ -247,7 +248,7 @@ def test_bad_link_is_refused_with_its_shape(registry, link):
 
 def test_link_is_kept_and_replaced_on_reregistration(registry, matcher):
     registry.register("r1", "h:1", [CHAT], link="tcp://h:2")
-    assert [c.info["link"] for c in registry.candidates({"type": "chat"}, matcher)] == ["tcp://h:2"]
+    assert [c.info["link"] for c in candidates(registry, {"type": "chat"}, matcher)] == ["tcp://h:2"]
     registry.register("r1", "h:1", [CHAT])
     assert registry.get("r1").link is None
 
@@ -284,12 +285,12 @@ def test_bad_reregistration_keeps_the_old_entry(registry, matcher):
     registry.register("r1", "h:1", [CHAT])
     with pytest.raises(InvalidRegistration):
         registry.register("r1", "h:1", [{"type": []}])
-    assert [c.id for c in registry.candidates(CHAT, matcher)] == ["r1"]
+    assert [c.id for c in candidates(registry, CHAT, matcher)] == ["r1"]
 
 
 def test_a_replica_may_register_before_it_offers_anything(registry, matcher):
     registry.register("r1", "h:1", [])
-    assert registry.candidates({}, matcher) == []
+    assert candidates(registry, {}, matcher) == []
     assert registry.snapshot()[0]["capabilities"] == []
 
 
@@ -297,7 +298,7 @@ def test_stream_filter_keeps_offers_of_the_right_kind(registry, matcher):
     registry.register("unary", "h:1", [{"type": "chat", "stream": False}])
     registry.register("streaming", "h:2", [{"type": "chat", "stream": True}])
     registry.register("plain", "h:3", [{"type": "chat"}])  # no stream key: a plain (unary) handler
-    ids = lambda **kw: sorted(c.id for c in registry.candidates({"type": "chat"}, matcher, **kw))  # noqa: E731
+    ids = lambda **kw: sorted(c.id for c in candidates(registry, {"type": "chat"}, matcher, **kw))  # noqa: E731
     assert ids() == ["plain", "streaming", "unary"]
     assert ids(stream=True) == ["streaming"]
     assert ids(stream=False) == ["plain", "unary"]

@@ -1,4 +1,4 @@
-"""The replica registry's routing side: candidate scoring, the routing hook, load accounting.
+"""Choosing among registered replicas: candidate scoring, the routing hook, load accounting.
 
 Time is injected (a fake monotonic clock, see conftest.py), so nothing here
 sleeps. Only anyserve-core and anyserve-router are needed.
@@ -15,6 +15,7 @@ import pytest
 from anyserve import hookimpl
 from anyserve.errors import PluginError
 from anyserve.plugins import create_plugin_manager
+from anyserve_router.selection import candidates, choose
 
 CHAT = {"type": "chat", "model": "llama-70b"}
 EMBED = {"type": "embed", "model": "minilm"}
@@ -27,34 +28,34 @@ def test_candidates_score_with_the_subset_matcher(registry, matcher):
     registry.register("chat", "h:1", [CHAT])
     registry.register("embed", "h:2", [EMBED])
     registry.register("both", "h:3", [EMBED, CHAT])
-    ids = sorted(c.id for c in registry.candidates({"type": "chat"}, matcher))
+    ids = sorted(c.id for c in candidates(registry, {"type": "chat"}, matcher))
     assert ids == ["both", "chat"]
-    assert sorted(c.id for c in registry.candidates({}, matcher)) == ["both", "chat", "embed"]
-    assert registry.candidates({"type": "chat", "model": "other"}, matcher) == []
-    [both] = [c for c in registry.candidates({"type": "chat"}, matcher) if c.id == "both"]
+    assert sorted(c.id for c in candidates(registry, {}, matcher)) == ["both", "chat", "embed"]
+    assert candidates(registry, {"type": "chat", "model": "other"}, matcher) == []
+    [both] = [c for c in candidates(registry, {"type": "chat"}, matcher) if c.id == "both"]
     assert both.capability == CHAT
     assert both.info["endpoint"] == "h:3"
 
 
 def test_header_style_queries_match_case_insensitively(registry, matcher):
     registry.register("r1", "h:1", [CHAT])
-    assert [c.id for c in registry.candidates({"Type": "chat", "MODEL": "llama-70b"}, matcher)] == ["r1"]
+    assert [c.id for c in candidates(registry, {"Type": "chat", "MODEL": "llama-70b"}, matcher)] == ["r1"]
 
 
 def test_typed_values_match_text_queries(registry, matcher):
     registry.register("r1", "h:1", [{"type": "chat", "gpus": 2, "quantized": True, "temp": 1.0}])
-    assert len(registry.candidates({"gpus": "2"}, matcher)) == 1
-    assert len(registry.candidates({"quantized": "true", "temp": "1"}, matcher)) == 1
-    assert registry.candidates({"gpus": "3"}, matcher) == []
+    assert len(candidates(registry, {"gpus": "2"}, matcher)) == 1
+    assert len(candidates(registry, {"quantized": "true", "temp": "1"}, matcher)) == 1
+    assert candidates(registry, {"gpus": "3"}, matcher) == []
 
 
 def test_runtime_keys_are_not_matched_but_carried(registry, matcher):
     registry.register("r1", "h:1", [{"type": "chat", "state": "starting", "stream": True}])
-    [candidate] = registry.candidates({"type": "chat"}, matcher)
+    [candidate] = candidates(registry, {"type": "chat"}, matcher)
     assert candidate.state == "starting"
     assert candidate.info["stream"] is True
     assert "state" not in candidate.capability and "stream" not in candidate.capability
-    assert registry.candidates({"state": "starting"}, matcher) == []
+    assert candidates(registry, {"state": "starting"}, matcher) == []
 
 
 def test_best_offer_of_a_replica_wins(registry):
@@ -65,23 +66,23 @@ def test_best_offer_of_a_replica_wins(registry):
             return 1.0 if "model" in offered else 0.5
 
     registry.register("r1", "h:1", [{"type": "chat", "state": "cold"}, {**CHAT, "state": "cold"}])
-    [candidate] = registry.candidates({"type": "chat"}, PrefersModel())
+    [candidate] = candidates(registry, {"type": "chat"}, PrefersModel())
     assert (candidate.score, candidate.capability) == (1.0, CHAT)
 
 
 def test_equal_scores_prefer_the_warmer_offer(registry, matcher):
     registry.register("r1", "h:1", [{**CHAT, "state": "cold"}, {"type": "chat", "state": "hot"}])
-    [candidate] = registry.candidates({"type": "chat"}, matcher)
+    [candidate] = candidates(registry, {"type": "chat"}, matcher)
     assert candidate.state == "hot"
 
 
 def test_exclude_leaves_out_the_delegating_replica(registry, matcher, pm):
     registry.register("r1", "h:1", [CHAT])
     registry.register("r2", "h:2", [CHAT])
-    assert [c.id for c in registry.candidates(CHAT, matcher, exclude=["r1"])] == ["r2"]
+    assert [c.id for c in candidates(registry, CHAT, matcher, exclude=["r1"])] == ["r2"]
     for _ in range(20):
-        assert registry.choose(CHAT, matcher, pm, exclude=("r1",)).id == "r2"
-    assert registry.choose(CHAT, matcher, pm, exclude=("r1", "r2")) is None
+        assert choose(registry, CHAT, matcher, pm, exclude=("r1",)).id == "r2"
+    assert choose(registry, CHAT, matcher, pm, exclude=("r1", "r2")) is None
 
 
 # -- choose: routing through the hook ------------------------------------------------
@@ -89,7 +90,7 @@ def test_exclude_leaves_out_the_delegating_replica(registry, matcher, pm):
 
 def test_choose_returns_none_without_a_match(registry, matcher, pm):
     registry.register("r1", "h:1", [EMBED])
-    assert registry.choose(CHAT, matcher, pm) is None
+    assert choose(registry, CHAT, matcher, pm) is None
 
 
 def test_routing_spreads_among_equal_candidates_by_in_flight(registry, matcher, pm):
@@ -98,7 +99,7 @@ def test_routing_spreads_among_equal_candidates_by_in_flight(registry, matcher, 
     leases = []
     for _ in range(3):
         for _ in range(3):  # one round: each replica gets exactly one more request
-            chosen = registry.choose(CHAT, matcher, pm)
+            chosen = choose(registry, CHAT, matcher, pm)
             leases.append(registry.acquire(chosen.id))
     assert Counter(lease.replica_id for lease in leases) == {"r0": 3, "r1": 3, "r2": 3}
     for lease in leases:
@@ -110,23 +111,23 @@ def test_routing_avoids_the_loaded_replica(registry, matcher, pm):
     registry.register("busy", "h:1", [CHAT])
     registry.register("idle", "h:2", [CHAT])
     with registry.acquire("busy"):
-        assert {registry.choose(CHAT, matcher, pm).id for _ in range(20)} == {"idle"}
+        assert {choose(registry, CHAT, matcher, pm).id for _ in range(20)} == {"idle"}
     registry.heartbeat("idle", in_flight=4)  # load another router sent it
-    assert {registry.choose(CHAT, matcher, pm).id for _ in range(20)} == {"busy"}
+    assert {choose(registry, CHAT, matcher, pm).id for _ in range(20)} == {"busy"}
 
 
 def test_idle_equal_replicas_are_not_always_the_first_registered(registry, matcher, pm):
     random.seed(1234)
     for i in range(3):
         registry.register(f"r{i}", f"h:{i + 1}", [CHAT])
-    picks = Counter(registry.choose(CHAT, matcher, pm).id for _ in range(300))
+    picks = Counter(choose(registry, CHAT, matcher, pm).id for _ in range(300))
     assert set(picks) == {"r0", "r1", "r2"}
 
 
 def test_routing_prefers_hot_replicas(registry, matcher, pm):
     registry.register("cold", "h:1", [{**CHAT, "state": "cold"}])
     registry.register("hot", "h:2", [{**CHAT, "state": "hot"}])
-    assert {registry.choose(CHAT, matcher, pm).id for _ in range(20)} == {"hot"}
+    assert {choose(registry, CHAT, matcher, pm).id for _ in range(20)} == {"hot"}
 
 
 def test_choose_asks_the_routing_hook_with_router_scope(registry, matcher):
@@ -141,7 +142,7 @@ def test_choose_asks_the_routing_hook_with_router_scope(registry, matcher):
     pm = create_plugin_manager(entrypoints=False, env={}, plugins=(LastById(),))
     registry.register("a", "h:1", [CHAT])
     registry.register("b", "h:2", [CHAT])
-    assert registry.choose({"type": "chat"}, matcher, pm).id == "b"
+    assert choose(registry, {"type": "chat"}, matcher, pm).id == "b"
     assert calls == [({"type": "chat"}, "router", ["a", "b"])]
 
 
@@ -154,7 +155,7 @@ def test_a_hook_returning_a_stranger_is_a_plugin_error(registry, matcher):
     pm = create_plugin_manager(entrypoints=False, env={}, plugins=(Broken(),))
     registry.register("a", "h:1", [CHAT])
     with pytest.raises(PluginError, match="not one of the 1 candidates"):
-        registry.choose(CHAT, matcher, pm)
+        choose(registry, CHAT, matcher, pm)
 
 
 # -- load accounting ------------------------------------------------------------------

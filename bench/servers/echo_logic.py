@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from anyserve._proto.grpc_predict_v2_pb2 import ModelInferRequest, ModelInferResponse, ModelStreamInferResponse
+from anyserve.protocol.messages import ModelInferRequest, ModelInferResponse, ModelStreamInferResponse
 
 #: Tokens one W3 stream sends.
 TOKENS = 256

@@ -16,7 +16,7 @@ import signal
 import grpc
 from echo_logic import echo, final_marker, token_count, token_response
 
-from anyserve._proto import grpc_predict_v2_pb2_grpc as rpc
+from anyserve.protocol import messages as rpc
 
 MAX_MESSAGE = 512 * 1024 * 1024
 

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from anyserve._proto.grpc_predict_v2_pb2 import ModelInferRequest
+from anyserve.protocol.messages import ModelInferRequest
 
 PROTOBUF = "application/x-protobuf"
 END = b"event: end\ndata: [DONE]\n\n"

@@ -65,7 +65,7 @@ def boom(request):
 
 @app.capability(type="wrong-return")
 def wrong_return(request):
-    return {"not": "a response"}
+    return 42  # neither a mapping of outputs nor a ModelInferResponse
 
 
 @app.capability(type="slow")

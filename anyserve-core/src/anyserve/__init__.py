@@ -10,7 +10,13 @@ the gRPC client.
 
 from typing import TYPE_CHECKING, Any
 
-from anyserve._proto.grpc_predict_v2_pb2 import (
+from anyserve.app import AnyServe, Handler
+from anyserve.capability import Capability
+from anyserve.context import Context
+from anyserve.errors import AnyServeError
+from anyserve.hookspecs import hookimpl
+from anyserve.objects import ObjRef
+from anyserve.protocol.messages import (
     InferParameter,
     InferTensorContents,
     ModelInferRequest,
@@ -27,12 +33,6 @@ from anyserve._proto.grpc_predict_v2_pb2 import (
     ServerReadyRequest,
     ServerReadyResponse,
 )
-from anyserve.app import AnyServe, Handler
-from anyserve.capability import Capability
-from anyserve.context import Context
-from anyserve.errors import AnyServeError
-from anyserve.hookspecs import hookimpl
-from anyserve.objects import ObjRef
 from anyserve.stream import Stream
 from anyserve.version import __version__
 from anyserve.workers import Worker

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from anyserve.capability import Capability
+from anyserve.tensors.outputs import TensorSpec, tensor_specs
 from anyserve.workers import WorkerClass, make_worker_class
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -27,6 +28,9 @@ class Handler:
     stream: bool
     arity: int
     is_async: bool
+    #: The tensors the handler declares it reads and writes (KServe model metadata).
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
 
     @property
     def name(self) -> str:
@@ -35,6 +39,10 @@ class Handler:
     def describe(self) -> dict[str, Any]:
         """The handshake form: the capability's attributes plus ``stream``."""
         return {**self.capability.to_dict(), "stream": self.stream} if self.stream else self.capability.to_dict()
+
+    def tensors(self) -> dict[str, list[dict[str, Any]]]:
+        """The declared inputs and outputs, as ``ModelMetadata`` lists them."""
+        return {"inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
 
 
 def _positional_arity(func: Callable[..., Any]) -> int:
@@ -61,27 +69,47 @@ class AnyServe:
         self.handlers: list[Handler] = []
         self.worker_classes: list[WorkerClass] = []
 
-    def capability(self, stream: bool = False, **attrs: Any) -> Callable[[F], F]:
+    def capability(
+        self,
+        stream: bool = False,
+        *,
+        inputs: Iterable[Any] | None = None,
+        outputs: Iterable[Any] | None = None,
+        **attrs: Any,
+    ) -> Callable[[F], F]:
         """Register the decorated function as the handler of ``Capability(**attrs)``.
 
         Plain functions run in a worker's thread pool, ``async def`` ones on
-        its event loop. A streaming handler (``stream=True``) sends responses
-        through its ``stream`` argument and returns nothing; ``stream.send``
-        blocks a plain handler while its reader is behind, and an ``async``
-        one awaits ``stream.drain()`` after sending.
+        its event loop. A unary handler returns a ``ModelInferResponse`` or a
+        mapping of output name to value (``{"sum": [3]}``). A streaming
+        handler (``stream=True``) sends responses through its ``stream``
+        argument and returns nothing; ``stream.send`` blocks a plain handler
+        while its reader is behind, and an ``async`` one awaits
+        ``stream.drain()`` after sending.
+
+        ``inputs`` and ``outputs`` declare the handler's tensors, as
+        ``(name, datatype, shape)`` tuples (``-1`` for any size): KServe
+        model metadata lists them, and returned values are encoded as the
+        declared datatype.
         """
         if not attrs:
             raise TypeError("@app.capability needs at least one attribute, e.g. type='chat'")
         cap = Capability(attrs)
 
         def decorator(func: F) -> F:
-            self.add_handler(cap, func, stream=stream)
+            self.add_handler(cap, func, stream=stream, inputs=inputs, outputs=outputs)
             return func
 
         return decorator
 
     def add_handler(
-        self, capability: Capability | Mapping[str, Any], func: Callable[..., Any], *, stream: bool = False
+        self,
+        capability: Capability | Mapping[str, Any],
+        func: Callable[..., Any],
+        *,
+        stream: bool = False,
+        inputs: Iterable[Any] | None = None,
+        outputs: Iterable[Any] | None = None,
     ) -> Handler:
         """Register ``func`` without the decorator (plugins and generated apps use this)."""
         cap = capability if isinstance(capability, Capability) else Capability(capability)
@@ -102,6 +130,8 @@ class AnyServe:
             stream=stream,
             arity=min(arity, allowed[-1]),
             is_async=inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func),
+            inputs=tensor_specs(inputs, f"inputs of {cap!r}"),
+            outputs=tensor_specs(outputs, f"outputs of {cap!r}"),
         )
         self.handlers.append(handler)
         return handler

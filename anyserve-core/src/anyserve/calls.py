@@ -12,8 +12,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from anyserve._proto.grpc_predict_v2_pb2 import ModelInferResponse
 from anyserve.context import Caller
+from anyserve.protocol.messages import ModelInferResponse
 from anyserve.results import InferResult
 from anyserve.router_client import RouterClient
 

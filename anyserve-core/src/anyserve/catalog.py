@@ -10,7 +10,7 @@ is installed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
@@ -47,11 +47,6 @@ DECISION_HOOKS = {"routing": "anyserve_select_target", "delegation": "anyserve_d
 INSTALL_HINT = (
     "install a plugin that provides it (pip install anyserve-<kind>-<name>) and check `anyserve plugins list`"
 )
-
-
-def call_each(pm: PluginManager, hook: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:
-    """The same as ``pm.each_impl(hook, **kwargs)``, kept for existing callers."""
-    return pm.each_impl(hook, **kwargs)
 
 
 @dataclass

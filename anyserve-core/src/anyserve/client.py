@@ -17,10 +17,12 @@ from typing import Any
 
 import grpc
 
-from anyserve._proto import grpc_predict_v2_pb2 as pb
-from anyserve._proto.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from anyserve.capability import normalize_key, normalize_value
 from anyserve.errors import InvalidRequest
+from anyserve.protocol import is_final
+from anyserve.protocol import messages as pb
+from anyserve.protocol.messages import GRPCInferenceServiceStub
+from anyserve.protocol.names import CAPABILITY_KEY
 from anyserve.results import InferenceError, InferResult
 from anyserve.router_client import RouterClient
 from anyserve.tensors import encode_inputs, set_parameters
@@ -28,9 +30,6 @@ from anyserve.tensors import encode_inputs, set_parameters
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Client", "InferResult", "InferenceError"]
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-#: Triton's flag on the response that closes a request's run; the agent sends it too.
-FINAL_RESPONSE_PARAMETER = "triton_final_response"
-_METADATA_PREFIX = "x-capability-"  # read back by anyserve.replica.query
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 
@@ -48,7 +47,7 @@ def capability_metadata(capability: Mapping[str, Any] | None) -> list[tuple[str,
             raise InvalidRequest(f"capability key {key!r} must be ASCII letters, digits, '_', '-' or '.'")
         if not text.isascii() or not text.isprintable():
             raise InvalidRequest(f"capability {name}={text!r}: gRPC metadata values must be printable ASCII")
-        metadata.append((_METADATA_PREFIX + name, text))
+        metadata.append((CAPABILITY_KEY + name, text))
     return metadata
 
 
@@ -69,11 +68,6 @@ def build_request(
     for name in outputs or ():
         request.outputs.add(name=name)
     return request
-
-
-def _is_final(response: pb.ModelInferResponse) -> bool:
-    flag = response.parameters.get(FINAL_RESPONSE_PARAMETER)  # .get: indexing would add the key
-    return flag is not None and flag.bool_param
 
 
 def _as_text(value: Any) -> str:
@@ -232,7 +226,7 @@ class Client:
                 if message.error_message:
                     raise InferenceError.from_stream_error(message.error_message)
                 response = message.infer_response
-                final = _is_final(response)
+                final = is_final(response)
                 if response.outputs or not final:
                     yield InferResult(response, as_numpy=as_numpy)
                 if final:

@@ -9,8 +9,8 @@ from anyserve.errors import AnyServeError, InvalidRequest, ObjectStoreNotConfigu
 from anyserve.objects import ObjRef, encode_ref_parameters
 
 if TYPE_CHECKING:
-    from anyserve._proto.grpc_predict_v2_pb2 import ModelInferRequest
     from anyserve.objects import ObjectStore
+    from anyserve.protocol.messages import ModelInferRequest
 
 Caller = Callable[..., Any]
 
@@ -30,8 +30,11 @@ class Context:
         query: Mapping[str, str] | None = None,
         objects: Callable[[], ObjectStore] | None = None,
         caller: Caller | None = None,
+        request_id: str = "",
     ) -> None:
         self.replica_id = replica_id
+        #: The request's id, as logs and error messages name it.
+        self.request_id = request_id
         self.query: Mapping[str, str] = dict(query or {})
         self._objects_factory = objects
         self._objects: ObjectStore | None = None

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from anyserve.errors import InvalidRequest
+from anyserve.protocol.names import OBJREF_PARAMETER
 
 #: The tensor/request parameter an ObjRef rides in on the KServe wire.
-OBJREF_PARAMETER = "anyserve.objref"
 #: Request parameters named ``anyserve.objref.<name>`` carry reference ``<name>``.
 OBJREF_PARAMETER_PREFIX = OBJREF_PARAMETER + "."
 

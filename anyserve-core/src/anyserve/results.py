@@ -12,8 +12,8 @@ from typing import Any
 
 import grpc
 
-from anyserve._proto.grpc_predict_v2_pb2 import ModelInferResponse
 from anyserve.errors import AnyServeError
+from anyserve.protocol.messages import ModelInferResponse
 from anyserve.tensors import decode_outputs, decode_parameters
 
 

@@ -17,9 +17,7 @@ import httpx
 
 from anyserve.capability import normalize_key, normalize_value
 from anyserve.errors import AnyServeError, Unavailable, code_for_http, error_for_code
-
-PROTOBUF = "application/x-protobuf"
-CAPABILITY_HEADER = "X-Capability-"
+from anyserve.protocol.names import CAPABILITY_HEADER, PROTOBUF
 
 
 def capability_headers(query: Mapping[str, Any]) -> dict[str, str]:

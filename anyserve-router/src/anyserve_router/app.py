@@ -35,11 +35,11 @@ from anyserve.config import Settings
 from anyserve.encoding import StreamEncoder
 from anyserve.errors import AnyServeError, code_for_http, http_status
 from anyserve.plugins import PluginManager, get_plugin_manager
+from anyserve.protocol import dumps
 from anyserve_router.infer_api import InferHandlers, build_infer_routes
 from anyserve_router.link import LinkUpstream
 from anyserve_router.registry import ReplicaRegistry
 from anyserve_router.registry_api import build_registry_routes
-from anyserve_router.rest import dumps
 from anyserve_router.routing import Router
 from anyserve_router.upstream import GrpcUpstream, Upstream
 from anyserve_router.version import __version__

@@ -15,20 +15,28 @@ from google.protobuf.message import DecodeError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from anyserve._proto import grpc_predict_v2_pb2 as pb
 from anyserve.errors import InvalidRequest, Unavailable
-from anyserve.replica.query import from_request
+from anyserve.protocol import (
+    BinaryWanted,
+    RequestMeta,
+    dumps,
+    join,
+    names,
+    parse_header_length,
+    parse_infer_json,
+    query_from_request,
+    response_to_json,
+    split_error,
+)
+from anyserve.protocol import messages as pb
 from anyserve_router import inbound
-from anyserve_router.inbound import Delegated
-from anyserve_router.rest import dumps, parse_infer_json, response_to_json
-from anyserve_router.routing import ReplicaFailed, Target, metadata
-from anyserve_router.streaming import DELEGATED_PARAMETER, BridgeResponse, StreamBridge, parse, split_error
+from anyserve_router.routing import ReplicaFailed, Target
+from anyserve_router.streaming import BridgeResponse, StreamBridge, parse
 from anyserve_router.upstream import UpstreamStream
 
 if TYPE_CHECKING:
     from anyserve_router.app import RouterState
 
-JSON = "application/json"
 NO_CAPABILITY = (
     "the request names no capability: send X-Capability-<Key> headers (e.g. X-Capability-Type: chat), "
     "or use POST /v2/models/{name}/infer, where the model name is the capability type"
@@ -39,13 +47,14 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 class Inbound:
     """One inference request as read off HTTP."""
 
-    __slots__ = ("delegated", "payload", "protobuf", "query")
+    __slots__ = ("binary", "meta", "payload", "protobuf")
 
-    def __init__(self, payload: bytes, query: dict[str, str], protobuf: bool, delegated: Delegated | None) -> None:
+    def __init__(self, payload: bytes, meta: RequestMeta, protobuf: bool, binary: BinaryWanted | None) -> None:
         self.payload = payload
-        self.query = query
+        self.meta = meta
         self.protobuf = protobuf
-        self.delegated = delegated
+        #: Outputs the client asked to receive as binary data (JSON bodies only).
+        self.binary = binary
 
 
 def _parse_protobuf(body: bytes) -> pb.ModelInferRequest:
@@ -56,43 +65,60 @@ def _parse_protobuf(body: bytes) -> pb.ModelInferRequest:
 
 
 async def read_inbound(request: Request, limit: int, model: str = "", version: str = "") -> Inbound:
-    """Body, capability query and delegation of an inference request.
+    """Body, metadata and format of an inference request.
 
     The query comes from ``X-Capability-*`` headers; without them, from the
     path's model name and version (``type``, ``model``) or the request's
     own ``capability.*`` parameters and model name, as a replica reads it.
     """
     body = await inbound.read_body(request, limit)
-    raw_headers = request.scope["headers"]
-    query = inbound.capability_query(raw_headers)
-    delegated = inbound.delegation(raw_headers)
+    meta = inbound.read_meta(request)
+    query = meta.query
     path_query = {"type": model, **({"model": version} if version else {})} if model else {}
     protobuf = inbound.is_protobuf(request)
+    binary = None
     if protobuf:
         if not query:
-            query = path_query or from_request(_parse_protobuf(body))
+            parsed = _parse_protobuf(body)
+            query = path_query or query_from_request(parsed.model_name, parsed.model_version, parsed.parameters)
         payload = body
     else:
         parsed = parse_infer_json(
-            body, model_name=model or query.get("type", ""), model_version=version or query.get("model", "")
+            body,
+            model_name=model or query.get("type", ""),
+            model_version=version or query.get("model", ""),
+            header_length=parse_header_length(request.headers.get(names.HEADER_LENGTH_KEY)),
         )
         if not query:
-            query = path_query or from_request(parsed)
+            query = path_query or query_from_request(parsed.model_name, parsed.model_version, parsed.parameters)
+        binary = BinaryWanted.from_request(parsed)
         payload = parsed.SerializeToString()
     if not query:
         raise InvalidRequest(NO_CAPABILITY)
-    return Inbound(payload, query, protobuf, delegated)
+    return Inbound(payload, meta if query is meta.query else meta.with_query(query), protobuf, binary)
 
 
-def _headers(target: Target, delegated: Delegated | None) -> dict[str, str]:
-    headers = {"X-Served-By": target.replica_id}
-    if delegated is not None:
-        headers["X-Delegated-From"] = delegated.origin
+def _headers(target: Target, meta: RequestMeta) -> dict[str, str]:
+    headers = {names.SERVED_BY_HEADER: target.replica_id, names.REQUEST_ID_HEADER: meta.request_id}
+    if meta.delegated_from is not None:
+        headers[names.DELEGATED_FROM_HEADER] = meta.delegated_from
     return headers
 
 
 def _bad_response(target: Target, exc: Exception) -> Unavailable:
     return Unavailable(f"replica {target.replica_id!r} answered with an invalid ModelInferResponse: {exc}")
+
+
+def _json_response(response: pb.ModelInferResponse, inb: Inbound, headers: dict[str, str]) -> Response:
+    """KServe v2 JSON, with the outputs the client asked for as binary data after it."""
+    blobs: list[bytes] | None = [] if inb.binary is not None else None
+    data = response_to_json(response, inb.binary, blobs)
+    if inb.meta.delegated_from is not None:
+        data["parameters"][names.DELEGATED_PARAMETER] = inb.meta.delegated_from
+    if not blobs:
+        return Response(dumps(data), media_type=names.JSON, headers=headers)
+    body, extra = join(dumps(data), blobs)
+    return Response(body, media_type=names.OCTET_STREAM, headers={**headers, **extra})
 
 
 class InferHandlers:
@@ -111,26 +137,24 @@ class InferHandlers:
 
     async def infer(self, request: Request, model: str = "", version: str = "") -> Response:
         inb = await read_inbound(request, self.limit, model, version)
-        target, raw = await self.state.router.infer(inb.query, inb.payload, delegated=inb.delegated)
-        headers = _headers(target, inb.delegated)
-        if inb.protobuf and inb.delegated is None:
-            return Response(raw, media_type=inbound.PROTOBUF, headers=headers)
+        meta = inb.meta
+        target, raw = await self.state.router.infer(meta, inb.payload)
+        headers = _headers(target, meta)
+        if inb.protobuf and meta.delegated_from is None:
+            return Response(raw, media_type=names.PROTOBUF, headers=headers)
         try:
             response = pb.ModelInferResponse.FromString(raw)
         except DecodeError as exc:
             raise _bad_response(target, exc) from None
         if inb.protobuf:
-            response.parameters[DELEGATED_PARAMETER].string_param = inb.delegated.origin  # type: ignore[union-attr]
-            return Response(response.SerializeToString(), media_type=inbound.PROTOBUF, headers=headers)
-        data = response_to_json(response)
-        if inb.delegated is not None:
-            data["parameters"][DELEGATED_PARAMETER] = inb.delegated.origin
-        return Response(dumps(data), media_type=JSON, headers=headers)
+            response.parameters[names.DELEGATED_PARAMETER].string_param = meta.delegated_from or ""
+            return Response(response.SerializeToString(), media_type=names.PROTOBUF, headers=headers)
+        return _json_response(response, inb, headers)
 
     async def infer_stream(self, request: Request) -> Response:
         state = self.state
         inb = await read_inbound(request, self.limit)
-        md = metadata(inb.query, inb.delegated)
+        md = inb.meta.to_metadata()
 
         async def open_stream(target: Target) -> tuple[UpstreamStream, bytes | None]:
             stream = state.upstream.stream(target, inb.payload, md)
@@ -140,7 +164,7 @@ class InferHandlers:
                 stream.cancel()
                 raise
 
-        done = await state.router.forward(inb.query, open_stream, delegated=inb.delegated, stream=True)
+        done = await state.router.forward(inb.meta, open_stream, stream=True)
         stream, first = done.result
         if first is not None:
             try:
@@ -154,9 +178,8 @@ class InferHandlers:
                 done.lease.release()
                 code, message = split_error(error)
                 raise ReplicaFailed(message, code=code, replica_id=done.target.replica_id)
-        origin = inb.delegated.origin if inb.delegated else None
-        bridge = StreamBridge(stream, first, state.encoder, done.lease, origin)
-        return BridgeResponse(bridge, {**_headers(done.target, inb.delegated), **STREAM_HEADERS})
+        bridge = StreamBridge(stream, first, state.encoder, done.lease, inb.meta.delegated_from)
+        return BridgeResponse(bridge, {**_headers(done.target, inb.meta), **STREAM_HEADERS})
 
     def match(self, path: str) -> tuple[Callable[..., Awaitable[Response]], tuple[str, ...]] | None:
         """The handler and its path arguments for a ``POST`` to ``path``, or ``None`` if it is no infer path.

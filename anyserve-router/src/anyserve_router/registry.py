@@ -2,8 +2,8 @@
 
 Replicas ``register`` their endpoint and capabilities, ``heartbeat`` every
 few seconds, and are forgotten once silent for longer than ``ttl_seconds``.
-The router asks for the ``candidates`` that match a request's capability
-query and lets the routing hook ``choose`` among them.
+Choosing among them is :mod:`anyserve_router.selection`'s job; this module
+only keeps the entries, their liveness and their load.
 
 Concurrency: the registry is **thread-safe** and safe to call directly from
 an asyncio event loop. Every method is synchronous and holds one
@@ -25,14 +25,11 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from anyserve.errors import PluginError
-from anyserve.matching import Matcher
-from anyserve.routing import COLD, FAILED, HOT, STARTING, STOPPING, Candidate
 from anyserve_router.errors import DuplicateReplica, InvalidRegistration, UnknownReplica
 from anyserve_router.offers import (
     Offer,
@@ -42,9 +39,6 @@ from anyserve_router.offers import (
     check_link,
     check_replica_id,
 )
-
-if TYPE_CHECKING:
-    from anyserve.plugins import PluginManager
 
 __all__ = [
     "DEFAULT_TTL_SECONDS",
@@ -57,7 +51,6 @@ __all__ = [
 ]
 
 DEFAULT_TTL_SECONDS = 15.0
-_STATE_RANK = {HOT: 0, STARTING: 1, COLD: 2, STOPPING: 2}
 
 Clock = Callable[[], float]
 
@@ -304,93 +297,24 @@ class ReplicaRegistry:
             offered = {o.capability for r in self._replicas.values() if self._alive(r, now) for o in r.offers}
         return sorted((c.to_dict() for c in offered), key=lambda d: sorted((k, str(v)) for k, v in d.items()))
 
-    # -- routing -----------------------------------------------------------
+    # -- what choosing reads ---------------------------------------------------
 
-    def candidates(
-        self,
-        query: Mapping[str, Any],
-        matcher: Matcher,
-        exclude: Iterable[str] = (),
-        now: float | None = None,
-        *,
-        stream: bool | None = None,
-    ) -> list[Candidate]:
-        """Live replicas that can serve ``query``, each scored by its best-matching capability.
+    def live_entries(
+        self, exclude: Iterable[str] = (), now: float | None = None
+    ) -> list[tuple[str, dict[str, str | None], tuple[Offer, ...], int]]:
+        """``(id, {"endpoint", "link"}, offers, load)`` of each live replica not in ``exclude``.
 
-        ``exclude`` holds replica ids to leave out (the replica that
-        delegated the request). ``stream`` (when not ``None``) keeps only
-        offers of that kind: ``stream: true`` offers serve streaming
-        requests, the others (``stream`` false or absent, as for a plain
-        handler) serve unary ones, so a request never lands on a replica
-        that offers the capability only the other way. Among a replica's capabilities the
-        best score wins, ties going to the warmer state. The candidate carries
-        the replica's load as ``in_flight`` and its endpoint in ``info``.
+        A snapshot taken under the lock: choosing runs plugin code (matchers,
+        routing hooks) on it without holding the lock.
         """
         now = self._now(now)
         skip = set(exclude)
         with self._lock:
-            live = [
+            return [
                 (r.id, {"endpoint": r.endpoint, "link": r.link}, r.offers, r.load)
                 for r in self._replicas.values()
                 if r.id not in skip and self._alive(r, now)
             ]
-        # Plugin code (the matcher) runs outside the lock.
-        found: list[Candidate] = []
-        for replica_id, where, offers, load in live:
-            best: tuple[float, int, Offer] | None = None
-            for offer in offers:
-                if stream is not None and offer.runtime.get("stream", False) != stream:
-                    continue
-                if offer.state == FAILED:
-                    continue  # the replica says it cannot serve this right now
-                score = matcher.score(offer.capability, query)
-                if score is None:
-                    continue
-                key = (score, -_STATE_RANK.get(offer.state, len(_STATE_RANK)), offer)
-                if best is None or key[:2] > best[:2]:
-                    best = key
-            if best is not None:
-                score, _, offer = best
-                found.append(
-                    Candidate(
-                        id=replica_id,
-                        capability=offer.capability,
-                        score=score,
-                        in_flight=load,
-                        state=offer.state,
-                        info={**where, **offer.runtime},
-                    )
-                )
-        return found
-
-    def choose(
-        self,
-        query: Mapping[str, Any],
-        matcher: Matcher,
-        pm: PluginManager,
-        exclude: Iterable[str] = (),
-        now: float | None = None,
-        *,
-        stream: bool | None = None,
-    ) -> Candidate | None:
-        """The replica the routing hook picks for ``query``; ``None`` when none matches.
-
-        ``pm`` is the plugin manager; the hook is called with
-        ``scope="router"``. A hook answering something that is not one of the
-        candidates is a plugin bug and raises :class:`PluginError`.
-        """
-        found = self.candidates(query, matcher, exclude=exclude, now=now, stream=stream)
-        if not found:
-            return None
-        chosen = pm.hook.anyserve_select_target(query=query, candidates=found, scope="router")
-        if chosen is None:
-            return None
-        if not any(chosen is c for c in found):
-            raise PluginError(
-                f"anyserve_select_target returned {chosen!r}, which is not one of the "
-                f"{len(found)} candidates it was given (ids: {', '.join(c.id for c in found)})"
-            )
-        return chosen
 
     # -- load accounting ---------------------------------------------------
 

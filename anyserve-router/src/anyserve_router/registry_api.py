@@ -15,8 +15,9 @@ from starlette.responses import JSONResponse, Response
 
 from anyserve.capability import normalize_key, normalize_value
 from anyserve.errors import InvalidRequest
+from anyserve.protocol import RequestMeta, loads_object
 from anyserve_router import inbound
-from anyserve_router.rest import loads_object
+from anyserve_router.selection import candidates
 from anyserve_router.version import __version__
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def _require(data: dict[str, Any], keys: tuple[str, ...], what: str) -> None:
 
 def lookup_query(request: Request) -> dict[str, str]:
     """Query-string parameters (``?type=chat&model=x``) over ``X-Capability-*`` headers."""
-    query = inbound.capability_query(request.scope["headers"])
+    query = dict(RequestMeta.from_http(request.scope["headers"]).query)
     for key, value in request.query_params.multi_items():
         name = normalize_key(key)
         if not name or not value.strip():
@@ -119,9 +120,9 @@ def build_registry_routes(state: RouterState) -> APIRouter:
         return JSONResponse({"ready": False, "error": "no live replica is registered"}, status_code=503)
 
     def model_ready(request: Request, name: str, version: str = "") -> Response:
-        query = inbound.capability_query(request.scope["headers"])
+        query = RequestMeta.from_http(request.scope["headers"]).query
         query = query or {"type": name, **({"model": version} if version else {})}
-        ready = bool(registry.candidates(query, state.router.matcher))
+        ready = bool(candidates(registry, query, state.router.matcher))
         return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 404)
 
     @routes.get("/v2/models/{model_name}/ready")

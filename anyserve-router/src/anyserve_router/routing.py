@@ -1,7 +1,8 @@
 """Choosing the replica for a request and calling it, with one retry when it does not answer.
 
-The registry scores candidates with the configured matcher and the routing
-hook picks one (core's default: best score, hot first, least in flight).
+:mod:`anyserve_router.selection` scores candidates with the configured
+matcher and the routing hook picks one (core's default: best score, hot
+first, least in flight).
 Each forwarded call holds a registry lease, so in-flight counts spread load.
 A replica that cannot be reached at all is excluded and the request goes to
 another match once; a replica that answers with an error is never retried
@@ -18,12 +19,11 @@ from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 from anyserve.errors import AnyServeError
 from anyserve.matching import Matcher
-from anyserve.replica.query import DELEGATED_FROM_METADATA, DEPTH_METADATA, METADATA_PREFIX
+from anyserve.protocol import RequestMeta, dumps
+from anyserve_router import selection
 from anyserve_router.errors import NoMatch, ReplicaUnreachable, UnknownReplica
-from anyserve_router.inbound import Delegated
 from anyserve_router.registry import Lease, ReplicaRegistry
-from anyserve_router.rest import dumps
-from anyserve_router.upstream import Metadata, Target, Upstream, UpstreamError
+from anyserve_router.upstream import Target, Upstream, UpstreamError
 
 if TYPE_CHECKING:
     from anyserve.plugins import PluginManager
@@ -49,15 +49,6 @@ class Forwarded(Generic[T]):
     target: Target
     result: T
     lease: Lease
-
-
-def metadata(query: Mapping[str, str], delegated: Delegated | None) -> Metadata:
-    """gRPC metadata for the replica: the query as ``x-capability-*``, plus the delegation marks."""
-    md = [(METADATA_PREFIX + key.replace("_", "-"), value) for key, value in query.items()]
-    if delegated is not None:
-        md.append((DELEGATED_FROM_METADATA, delegated.origin))
-        md.append((DEPTH_METADATA, str(delegated.depth)))
-    return md
 
 
 class Router:
@@ -86,18 +77,18 @@ class Router:
         *,
         exclude: set[str] | frozenset[str] = frozenset(),
         stream: bool | None = None,
-        delegated: Delegated | None = None,
+        delegated_from: str | None = None,
     ) -> Target:
         """The replica for ``query`` (not one in ``exclude``), or :class:`NoMatch` explaining why not."""
-        chosen = self.registry.choose(query, self.matcher, self.pm, exclude=exclude, stream=stream)
+        chosen = selection.choose(self.registry, query, self.matcher, self.pm, exclude=exclude, stream=stream)
         if chosen is not None:
             return Target(chosen.id, chosen.info["endpoint"], chosen.info.get("link"))
-        if self.no_match == "any-replica" and delegated is None:
-            # The seed's behaviour: some replica's delegation policy decides.
+        if self.no_match == "any-replica" and delegated_from is None:
+            # Some replica's delegation policy decides (``router.no_match = "any-replica"``).
             anyone = self._least_loaded(exclude)
             if anyone is not None:
                 return anyone
-        raise NoMatch(self._no_match_message(query, exclude, delegated))
+        raise NoMatch(self._no_match_message(query, exclude, delegated_from, stream))
 
     def _least_loaded(self, exclude: set[str] | frozenset[str]) -> Target | None:
         entries = []
@@ -115,19 +106,30 @@ class Router:
         return Target(replica.id, replica.endpoint, replica.link)
 
     def _no_match_message(
-        self, query: Mapping[str, str], exclude: set[str] | frozenset[str], delegated: Delegated | None
+        self,
+        query: Mapping[str, str],
+        exclude: set[str] | frozenset[str],
+        delegated_from: str | None,
+        stream: bool | None,
     ) -> str:
+        shown_query = dumps(dict(query)).decode()
+        if stream is not None and selection.candidates(
+            self.registry, query, self.matcher, exclude=exclude, stream=not stream
+        ):
+            if stream:
+                return f"{shown_query} is served only as a unary call, not as a stream: use POST /infer"
+            return f"{shown_query} is served only as a stream: use POST /infer/stream (gRPC: ModelStreamInfer)"
         known = self.registry.known_capabilities()
         shown = ", ".join(dumps(c).decode() for c in known[:_SHOWN_CAPABILITIES]) or "none (no live replicas)"
         if len(known) > _SHOWN_CAPABILITIES:
             shown += f" and {len(known) - _SHOWN_CAPABILITIES} more"
-        others = [i for i in sorted(exclude) if not delegated or i != delegated.origin]
+        others = [i for i in sorted(exclude) if i != delegated_from]
         why = ""
-        if delegated is not None:
-            why += f" other than {delegated.origin!r} (which delegated the request)"
+        if delegated_from is not None:
+            why += f" other than {delegated_from!r} (which delegated the request)"
         if others:
             why += f" (not answering: {', '.join(others)})"
-        return f"no live replica{why} offers a capability matching {dumps(dict(query)).decode()}; known: {shown}"
+        return f"no live replica{why} offers a capability matching {shown_query}; known: {shown}"
 
     def lookup(self, query: Mapping[str, str]) -> Target:
         """Discovery: the replica a request for ``query`` would go to now (no lease taken)."""
@@ -137,10 +139,9 @@ class Router:
 
     async def forward(
         self,
-        query: Mapping[str, str],
+        meta: RequestMeta,
         call: Callable[[Target], Awaitable[T]],
         *,
-        delegated: Delegated | None = None,
         stream: bool | None = None,
     ) -> Forwarded[T]:
         """Pick a replica, hold a lease on it and ``await call(target)``.
@@ -151,11 +152,12 @@ class Router:
         itself answered becomes :class:`ReplicaFailed` with its code and
         message. On success the caller owns the lease.
         """
-        exclude: set[str] = {delegated.origin} if delegated else set()
+        query, delegated_from = meta.query, meta.delegated_from
+        exclude: set[str] = {delegated_from} if delegated_from else set()
         failed: list[tuple[Target, UpstreamError]] = []
         while len(failed) < 2:
             try:
-                target = self.pick(query, exclude=exclude, stream=stream, delegated=delegated)
+                target = self.pick(query, exclude=exclude, stream=stream, delegated_from=delegated_from)
             except NoMatch:
                 if failed:
                     break
@@ -184,15 +186,13 @@ class Router:
         tail = "" if len(failed) > 1 else f"; no other live replica matches {dumps(dict(query)).decode()}"
         return tried + tail
 
-    async def infer(
-        self, query: Mapping[str, str], payload: bytes, *, delegated: Delegated | None = None
-    ) -> tuple[Target, bytes]:
+    async def infer(self, meta: RequestMeta, payload: bytes) -> tuple[Target, bytes]:
         """Unary ModelInfer: serialised request in, the serving replica and serialised response out."""
-        md = metadata(query, delegated)
+        md = meta.to_metadata()
 
         def call(target: Target) -> Awaitable[bytes]:
             return self.upstream.infer(target, payload, md)
 
-        done = await self.forward(query, call, delegated=delegated, stream=False)
+        done = await self.forward(meta, call, stream=False)
         done.lease.release()
         return done.target, done.result

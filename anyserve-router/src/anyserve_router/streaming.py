@@ -25,34 +25,21 @@ from typing import Any
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from anyserve._proto import grpc_predict_v2_pb2 as pb
 from anyserve.encoding import StreamEncoder
+from anyserve.protocol import is_final, response_to_json, split_error
+from anyserve.protocol import messages as pb
+from anyserve.protocol.names import DELEGATED_PARAMETER, FINAL_PARAMETER
 from anyserve_router.registry import Lease
-from anyserve_router.rest import response_to_json
 from anyserve_router.upstream import UpstreamError, UpstreamStream
 
 log = logging.getLogger("anyserve.router.stream")
 
-FINAL_PARAMETER = "triton_final_response"
-DELEGATED_PARAMETER = "anyserve.delegated_from"
 #: Encoded events the reader may hold that the HTTP side has not written yet.
 READ_AHEAD = 64
 
 
-def split_error(error_message: str) -> tuple[str, str]:
-    """``"<CODE>: <message>"`` (the replica's convention) as ``(code, message)``; INTERNAL when uncoded."""
-    code, sep, message = error_message.partition(": ")
-    if sep and code and code.replace("_", "").isalpha() and code.isupper():
-        return code, message
-    return "INTERNAL", error_message
-
-
 def parse(raw: bytes) -> pb.ModelStreamInferResponse:
     return pb.ModelStreamInferResponse.FromString(raw)
-
-
-def is_final(response: pb.ModelInferResponse) -> bool:
-    return FINAL_PARAMETER in response.parameters and response.parameters[FINAL_PARAMETER].bool_param
 
 
 class StreamBridge:

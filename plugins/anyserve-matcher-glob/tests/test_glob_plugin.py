@@ -185,12 +185,14 @@ def test_worker_picks_the_most_specific_handler(catalog):
 
 def test_router_registry_routes_to_the_preferred_replica(pm, catalog):
     registry_mod = pytest.importorskip("anyserve_router.registry")
+    from anyserve_router.selection import candidates, choose
+
     registry = registry_mod.ReplicaRegistry(clock=lambda: 0.0)
     registry.register("r-us", "10.0.0.1:50051", [{"type": "chat", "model": "llama-70b", "region": "us"}])
     registry.register("r-eu", "10.0.0.2:50051", [{"type": "chat", "model": "llama-*", "region": "eu", "state": "cold"}])
     registry.register("r-x", "10.0.0.3:50051", [{"type": "embed", "model": "minilm"}])
     matcher = glob_matcher(catalog)
     query = {"type": "chat", "model": "llama-70b", "prefer_region": "eu"}
-    assert {c.id for c in registry.candidates(query, matcher)} == {"r-us", "r-eu"}
-    assert registry.choose(query, matcher, pm).id == "r-eu"
-    assert registry.choose({"type": "chat", "model": "llama-70b"}, matcher, pm).id == "r-us"
+    assert {c.id for c in candidates(registry, query, matcher)} == {"r-us", "r-eu"}
+    assert choose(registry, query, matcher, pm).id == "r-eu"
+    assert choose(registry, {"type": "chat", "model": "llama-70b"}, matcher, pm).id == "r-us"

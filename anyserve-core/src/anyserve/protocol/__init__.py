@@ -1,1 +1,51 @@
-"""The wire contract: every message, codec and name anyserve speaks, in one package."""
+"""The wire contract: every message, codec and name anyserve speaks, in one package.
+
+Fronts (the router's HTTP and gRPC servers, a replica's gRPC agent, the
+router link) are thin adapters over what this package defines, as kserve's
+``protocol`` package is for its servers:
+
+- :mod:`~anyserve.protocol.names`: every header, metadata key, parameter and
+  content type, one constant each;
+- :mod:`~anyserve.protocol.messages`: the KServe v2 protobuf messages and stubs;
+- :mod:`~anyserve.protocol.metadata`: :class:`RequestMeta`, the capability
+  query, delegation marks, deadline, request id and trace context, parsed
+  once where a request arrives and carried unchanged to the worker;
+- :mod:`~anyserve.protocol.datatypes`: the KServe v2 datatypes and raw packing;
+- :mod:`~anyserve.protocol.v2_json` and :mod:`~anyserve.protocol.binary`:
+  KServe v2 REST bodies, JSON and the binary tensor extension, both ways;
+- :mod:`~anyserve.protocol.streams`: how a run of stream responses ends or fails.
+
+Nothing outside this package imports ``anyserve._proto``.
+"""
+
+from anyserve.protocol import messages, names
+from anyserve.protocol.binary import BinaryPart, BinaryWanted, join, parse_header_length
+from anyserve.protocol.datatypes import DATATYPES, DataType, TensorError, pack_raw, unpack_raw
+from anyserve.protocol.metadata import RequestMeta, new_request_id, query_from_request
+from anyserve.protocol.streams import final_error, final_marker, is_final, split_error
+from anyserve.protocol.v2_json import dumps, loads_object, parse_infer_json, response_to_json
+
+__all__ = [
+    "DATATYPES",
+    "BinaryPart",
+    "BinaryWanted",
+    "DataType",
+    "RequestMeta",
+    "TensorError",
+    "dumps",
+    "final_error",
+    "final_marker",
+    "is_final",
+    "join",
+    "loads_object",
+    "messages",
+    "names",
+    "new_request_id",
+    "pack_raw",
+    "parse_header_length",
+    "parse_infer_json",
+    "query_from_request",
+    "response_to_json",
+    "split_error",
+    "unpack_raw",
+]

@@ -32,7 +32,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from anyserve._proto import grpc_predict_v2_pb2
+from anyserve.protocol.names import INFERENCE_SERVICE
 
 log = logging.getLogger("anyserve.health")
 
@@ -40,8 +40,6 @@ log = logging.getLogger("anyserve.health")
 HEALTH_SERVICE: str = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 #: ``grpc.reflection.v1alpha.ServerReflection``
 REFLECTION_SERVICE: str = reflection.SERVICE_NAME
-#: ``inference.GRPCInferenceService``, the KServe v2 service (from its descriptor, so the name cannot drift).
-INFERENCE_SERVICE: str = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

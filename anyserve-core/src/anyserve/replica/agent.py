@@ -3,6 +3,10 @@
 ModelInfer and ModelStreamInfer are registered with raw-bytes (de)serialisers:
 the agent forwards request bytes to a worker and response bytes back, and
 parses a request only when the capability query is not in the metadata.
+Each request's :class:`~anyserve.protocol.RequestMeta` is read once, where
+it arrives (gRPC metadata, or the router link's frame map), matched once
+among the workers, and sent on to the chosen worker with the index of the
+handler to run.
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from anyserve._proto import grpc_predict_v2_pb2 as pb
 from anyserve.delegation import Delegation
 from anyserve.errors import AnyServeError, CapabilityNotFound, ResourceExhausted
 from anyserve.plugins import PluginManager
-from anyserve.replica import query as queries
+from anyserve.protocol import RequestMeta, final_error, final_marker, query_from_request
+from anyserve.protocol import messages as pb
+from anyserve.protocol.names import INFERENCE_SERVICE, STATUS_SERVICE
 from anyserve.replica.pool import WorkerPool, WorkerSlot
 from anyserve.replica.worker import parse_request
+from anyserve.routing import FAILED
 from anyserve.transport import Query
 from anyserve.version import __version__
 
@@ -31,16 +37,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("anyserve.agent")
 
-SERVICE = "inference.GRPCInferenceService"
-#: A small extra service for ``anyserve status``: Get returns the replica's status as JSON.
-STATUS_SERVICE = "anyserve.ReplicaStatus"
-FINAL_PARAMETER = "triton_final_response"
 LIMIT_SETTING = "replica.max_message_bytes (ANYSERVE_MAX_MESSAGE_BYTES, --max-message-bytes)"
 
 #: gRPC metadata, or the same pairs carried by the router link.
 Metadata = Iterable[tuple[str, str]]
-#: Forwards a delegated request: (delegation, payload, query) -> response bytes.
-Forwarder = Callable[[Delegation, bytes, Query], Awaitable[bytes]]
+#: Forwards a delegated request: (delegation, payload, metadata) -> response bytes.
+Forwarder = Callable[[Delegation, bytes, RequestMeta], Awaitable[bytes]]
 
 
 class Agent:
@@ -88,7 +90,7 @@ class Agent:
             )
 
         return grpc.method_handlers_generic_handler(
-            SERVICE,
+            INFERENCE_SERVICE,
             {
                 "ServerLive": unary(self.server_live, pb.ServerLiveRequest),
                 "ServerReady": unary(self.server_ready, pb.ServerReadyRequest),
@@ -106,47 +108,77 @@ class Agent:
     async def server_live(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext) -> Any:
         return pb.ServerLiveResponse(live=True)
 
+    def is_ready(self) -> bool:
+        """Serving, with something to serve (KServe ``ServerReady``, and health service ``""``)."""
+        return self.ready and bool(self.offers())
+
     async def server_ready(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext) -> Any:
-        return pb.ServerReadyResponse(ready=self.ready and bool(self.offers()))
+        return pb.ServerReadyResponse(ready=self.is_ready())
 
     async def server_metadata(self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext) -> Any:
         return pb.ServerMetadataResponse(name="anyserve", version=__version__, extensions=["model_stream_infer"])
 
-    def _model_query(self, name: str, version: str, context: grpc.aio.ServicerContext) -> dict[str, str]:
-        query = queries.from_metadata(context.invocation_metadata())
-        if not query:
-            query = queries.from_request(pb.ModelInferRequest(model_name=name, model_version=version))
-        return query
+    @staticmethod
+    def model_query(name: str, version: str, metadata: Metadata | None = ()) -> Query:
+        """The query a KServe model name and version stand for, unless metadata names one."""
+        return RequestMeta.from_metadata(metadata).query or query_from_request(name, version, {})
 
-    def _servable(self, query: Query) -> bool:
-        """Served now by a running worker, or by a worker class that can start."""
+    def servable(self, query: Query, *, failed: bool = True) -> bool:
+        """Served now by a running worker, or by a worker class that can start.
+
+        ``failed=False`` leaves out worker classes in the ``failed`` state
+        (health checking: they cannot serve until their retry).
+        """
         for stream in (False, True):
             if self.pool.choose(query, stream=stream) is not None:
                 return True
-            if self.lifecycle is not None and self.lifecycle.match(query, stream=stream) is not None:
+            group = self.lifecycle.match(query, stream=stream) if self.lifecycle is not None else None
+            if group is not None and (failed or self.lifecycle.public_state(group) != FAILED):  # type: ignore[union-attr]
                 return True
         return False
 
     async def model_ready(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext) -> Any:
-        query = self._model_query(request.name, request.version, context)
-        return pb.ModelReadyResponse(ready=self._servable(query))
+        query = self.model_query(request.name, request.version, context.invocation_metadata())
+        return pb.ModelReadyResponse(ready=self.servable(query))
+
+    def tensors(self, query: Query) -> dict[str, Any]:
+        """The inputs and outputs the handler that would serve ``query`` declares (unary first)."""
+        for stream in (False, True):
+            chosen = self.pool.choose(query, stream=stream)
+            if chosen is not None:
+                slot, index = chosen
+                return slot.tensors(index)
+        return {"inputs": [], "outputs": []}
 
     async def model_metadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext) -> Any:
-        query = self._model_query(request.name, request.version, context)
-        if not self._servable(query):
+        query = self.model_query(request.name, request.version, context.invocation_metadata())
+        if not self.servable(query):
             await context.abort(grpc.StatusCode.NOT_FOUND, self._not_found(query).message)
-        return pb.ModelMetadataResponse(
+        response = pb.ModelMetadataResponse(
             name=request.name, versions=[request.version] if request.version else [], platform="anyserve"
         )
+        declared = self.tensors(query)
+        for field in ("inputs", "outputs"):
+            for tensor in declared.get(field, ()):
+                getattr(response, field).add(name=tensor["name"], datatype=tensor["datatype"], shape=tensor["shape"])
+        return response
 
     # -- inference ----------------------------------------------------------
 
-    def _not_found(self, query: Query, reason: str = "") -> CapabilityNotFound:
+    def _not_found(self, query: Query, reason: str = "", stream: bool | None = None) -> CapabilityNotFound:
+        if stream is not None and self._offered(query, stream=not stream):
+            kind = "a unary call, not as a stream" if stream else "a stream: call ModelStreamInfer"
+            return CapabilityNotFound(f"{dict(query)} is served on replica {self.replica_id} only as {kind}")
         why = f"; not delegated: {reason}" if reason else ""
         return CapabilityNotFound(
             f"no capability matches {dict(query)} on replica {self.replica_id}; it offers: "
             f"{'; '.join(str(o) for o in self.offers()) or 'nothing'}{why}"
         )
+
+    def _offered(self, query: Query, *, stream: bool) -> bool:
+        if self.pool.choose(query, stream=stream) is not None:
+            return True
+        return self.lifecycle is not None and self.lifecycle.match(query, stream=stream) is not None
 
     def _check_size(self, what: str, size: int) -> None:
         if size > self.max_message_bytes:
@@ -154,93 +186,89 @@ class Agent:
                 f"{what} of {size} bytes exceeds the limit of {self.max_message_bytes} bytes set by {LIMIT_SETTING}"
             )
 
+    @staticmethod
+    def grpc_meta(context: grpc.aio.ServicerContext) -> RequestMeta:
+        """A gRPC call's metadata, its deadline included."""
+        return RequestMeta.from_metadata(context.invocation_metadata(), timeout=context.time_remaining())
+
     async def model_infer(self, payload: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
-            return await self.infer(payload, context.invocation_metadata() or (), context.time_remaining())
+            return await self.infer(payload, self.grpc_meta(context))
         except AnyServeError as exc:
             await context.abort(grpc.StatusCode[exc.code], exc.message)
             raise  # abort raises; this keeps type checkers honest
 
-    async def infer(self, payload: bytes, metadata: Metadata, timeout: float | None) -> bytes:
+    async def infer(self, payload: bytes, meta: RequestMeta) -> bytes:
         """One unary request, whatever carried it (gRPC or the router link); raises :class:`AnyServeError`.
 
-        ``metadata`` holds the capability query (``x-capability-*``) and the
-        delegation marks; without a query the request itself is parsed for one.
+        Without a query in ``meta`` the request itself is parsed for one.
         """
         self._check_size("request", len(payload))
-        query = queries.from_metadata(metadata) or queries.from_request(parse_request(payload))
-        slot = await self._worker_for(query, False, timeout)
-        if slot is None:
-            return await self._delegate(payload, query, queries.delegation_depth(metadata))
+        if not meta.query:
+            request = parse_request(payload)
+            meta = meta.with_query(query_from_request(request.model_name, request.model_version, request.parameters))
+        chosen = await self._worker_for(meta, False)
+        if chosen is None:
+            return await self._delegate(payload, meta)
+        slot, handler = chosen
         slot.last_used = time.monotonic()
         try:
-            response = await slot.connection.infer(payload, query)
+            response = await slot.connection.infer(payload, dict(meta.to_metadata(handler=handler)))
         finally:
             slot.last_used = time.monotonic()
         self._check_size("response", len(response))
         return response
 
-    async def _worker_for(self, query: Query, stream: bool, timeout: float | None) -> WorkerSlot | None:
+    async def _worker_for(self, meta: RequestMeta, stream: bool) -> tuple[WorkerSlot, int] | None:
         """A running worker, else a worker class started for this request (waiting up to its deadline)."""
-        slot = self.pool.choose(query, stream=stream)
-        if slot is None and self.lifecycle is not None:
-            slot = await self.lifecycle.acquire(query, stream=stream, timeout=timeout)
-        return slot
+        chosen = self.pool.choose(meta.query, stream=stream)
+        if chosen is None and self.lifecycle is not None:
+            chosen = await self.lifecycle.acquire(meta.query, stream=stream, timeout=meta.timeout())
+        return chosen
 
-    async def _delegate(self, payload: bytes, query: Query, depth: int) -> bytes:
+    async def _delegate(self, payload: bytes, meta: RequestMeta) -> bytes:
+        query = meta.query
         decision: Delegation | None = self.pm.hook.anyserve_delegate(
-            query=dict(query), origin=self.replica_id, depth=depth, router_url=self.router_url
+            query=dict(query), origin=self.replica_id, depth=meta.depth, router_url=self.router_url
         )
         if decision is None or decision.refused:
-            raise self._not_found(query, decision.reason if decision else "no delegation policy answered")
+            raise self._not_found(query, decision.reason if decision else "no delegation policy answered", False)
         if self.forward is None:
             raise self._not_found(query, "this replica cannot forward requests (no router client)")
-        log.info("delegating %s to %s", dict(query), decision.url)
-        return await self.forward(decision, payload, query)
+        log.info("delegating %s to %s (request %s)", dict(query), decision.url, meta.request_id or "-")
+        return await self.forward(decision, payload, meta)
 
     async def model_stream_infer(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
-        meta_query = queries.from_metadata(context.invocation_metadata())
+        meta = self.grpc_meta(context)
         async for payload in requests:
-            async with contextlib.aclosing(self.stream(payload, meta_query, context.time_remaining())) as run:
+            async with contextlib.aclosing(self.stream(payload, meta)) as run:
                 async for response in run:
                     yield response
 
-    async def stream(self, payload: bytes, meta_query: Query, timeout: float | None) -> AsyncIterator[bytes]:
+    async def stream(self, payload: bytes, meta: RequestMeta) -> AsyncIterator[bytes]:
         """One streaming request's run of responses, the last one flagged final (errors included)."""
         try:
             self._check_size("request", len(payload))
             request = parse_request(payload)
         except AnyServeError as exc:
-            yield final_error(exc, "")
+            yield final_error(exc.code, exc.message, "")
             return
-        query = meta_query or queries.from_request(request)
+        if not meta.query:
+            meta = meta.with_query(query_from_request(request.model_name, request.model_version, request.parameters))
         try:
-            slot = await self._worker_for(query, True, timeout)
-            if slot is None:
-                raise self._not_found(query)
+            chosen = await self._worker_for(meta, True)
+            if chosen is None:
+                raise self._not_found(meta.query, stream=True)
+            slot, handler = chosen
             slot.last_used = time.monotonic()
-            async with contextlib.aclosing(slot.connection.stream(payload, query)) as chunks:
+            fields = dict(meta.to_metadata(handler=handler))
+            async with contextlib.aclosing(slot.connection.stream(payload, fields)) as chunks:
                 async for chunk in chunks:
                     yield chunk
             slot.last_used = time.monotonic()
         except AnyServeError as exc:
-            yield final_error(exc, request.id)
+            yield final_error(exc.code, exc.message, request.id)
             return
         yield final_marker(request.id)
-
-
-def final_marker(request_id: str) -> bytes:
-    """The empty response that closes one request's run (Triton's convention)."""
-    response = pb.ModelInferResponse(id=request_id)
-    response.parameters[FINAL_PARAMETER].bool_param = True
-    return pb.ModelStreamInferResponse(infer_response=response).SerializeToString()
-
-
-def final_error(exc: AnyServeError, request_id: str) -> bytes:
-    """An error that also closes the run: no response follows it for this request."""
-    response = pb.ModelInferResponse(id=request_id)
-    response.parameters[FINAL_PARAMETER].bool_param = True
-    message = f"{exc.code}: {exc.message}"
-    return pb.ModelStreamInferResponse(error_message=message, infer_response=response).SerializeToString()

@@ -7,7 +7,6 @@ import os
 import sys
 
 from anyserve.app import AnyServe
-from anyserve.catalog import call_each
 from anyserve.errors import ConfigError
 from anyserve.plugins import PluginManager
 
@@ -21,7 +20,7 @@ def load_app(ref: str | None, pm: PluginManager) -> AnyServe:
     reference, a new app holding what installed capability plugins contribute."""
     if ref is None:
         app = AnyServe("plugins")
-        for _ in call_each(pm, "anyserve_register_capabilities", app=app):
+        for _ in pm.each_impl("anyserve_register_capabilities", app=app):
             pass
         if app.empty:
             raise AppLoadError(

@@ -41,36 +41,18 @@ import grpc
 
 from anyserve.app import AnyServe
 from anyserve.capability import normalize_value
-from anyserve.protocol.health import INFERENCE_SERVICE, HealthServicer, add_health, enable_reflection
-from anyserve.routing import FAILED
+from anyserve.protocol.health import HealthServicer, add_health, enable_reflection
+from anyserve.protocol.names import INFERENCE_SERVICE
 from anyserve.transport import Query
 
 if TYPE_CHECKING:
     from anyserve.replica.agent import Agent
 
 
-class _NoCallMetadata:
-    """Stands in for a gRPC call context that carries no ``x-capability-*`` metadata.
-
-    The agent derives a query from the call's metadata first and from the
-    KServe name and version otherwise; a health service name is only the
-    latter, so it goes through the same rule with nothing in the metadata.
-    """
-
-    @staticmethod
-    def invocation_metadata() -> tuple[tuple[str, str], ...]:
-        return ()
-
-
-def agent_ready(agent: Agent) -> bool:
-    """What KServe ``ServerReady`` answers (``Agent.server_ready``), without a call to answer."""
-    return agent.ready and bool(agent.offers())
-
-
 def query_for(agent: Agent, service: str) -> Query:
     """The capability query a health service name stands for (``type`` or ``type/model``)."""
     name, _, version = service.partition("/")
-    return agent._model_query(name, version, _NoCallMetadata())  # type: ignore[arg-type]
+    return agent.model_query(name, version)
 
 
 def declared(agent: Agent, app: AnyServe, query: Query) -> bool:
@@ -83,29 +65,13 @@ def declared(agent: Agent, app: AnyServe, query: Query) -> bool:
     return any(matcher.score(capability, query) is not None for capability in app.capabilities())
 
 
-def serving(agent: Agent, query: Query) -> bool:
-    """Whether a request for ``query`` would get a worker now (``Agent._worker_for``'s choice).
-
-    A running worker first (``WorkerPool.choose``), else the worker class a
-    request would start (``Lifecycle.match``) unless it is failed and not yet
-    due for a retry; unary and streaming alike, as ``ModelReady`` does.
-    """
-    lifecycle = agent.lifecycle
-    for stream in (False, True):
-        if agent.pool.choose(query, stream=stream) is not None:
-            return True
-        group = lifecycle.match(query, stream=stream) if lifecycle is not None else None
-        if group is not None and lifecycle is not None and lifecycle._public_state(group) != FAILED:
-            return True
-    return False
-
-
 def capability_status(agent: Agent, app: AnyServe, service: str) -> bool | None:
     """The status of one capability service name; None when the app declares nothing matching it."""
     query = query_for(agent, service)
     if not query or not declared(agent, app, query):
         return None  # an empty query ("/") would match everything: it names no capability
-    return agent.ready and serving(agent, query)
+    # A running worker, or the worker class a request would start unless it is failed and not yet due for a retry.
+    return agent.ready and agent.servable(query, failed=False)
 
 
 class ReplicaHealth:
@@ -117,7 +83,7 @@ class ReplicaHealth:
 
     def status(self, service: str) -> bool | None:
         if service in ("", INFERENCE_SERVICE):
-            return agent_ready(self.agent)
+            return self.agent.is_ready()
         return capability_status(self.agent, self.app, service)
 
     def services(self) -> Iterator[str]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from anyserve.app import AnyServe
+from anyserve.capability import Capability
 from anyserve.errors import ResourceExhausted, Unavailable
 from anyserve.matching import Matcher
 from anyserve.replica.pool import WorkerPool, WorkerSlot
@@ -103,9 +104,9 @@ class Lifecycle:
 
     def offers(self) -> list[dict[str, Any]]:
         """Every capability of every worker class, with its group's state."""
-        return [{**offer, "state": self._public_state(g)} for g in self.groups.values() for offer in g.spec.describe()]
+        return [{**offer, "state": self.public_state(g)} for g in self.groups.values() for offer in g.spec.describe()]
 
-    def _public_state(self, group: Group) -> str:
+    def public_state(self, group: Group) -> str:
         if group.state == FAILED and time.monotonic() >= group.retry_at:
             return COLD  # it will be tried again on the next request
         return group.state
@@ -134,22 +135,35 @@ class Lifecycle:
 
     # -- serving a request ----------------------------------------------------------
 
-    def match(self, query: Query, *, stream: bool) -> Group | None:
-        best: tuple[float, Group] | None = None
+    def _best(self, query: Query, stream: bool) -> tuple[Group, Capability] | None:
+        best: tuple[float, Group, Capability] | None = None
         for group in self.groups.values():
             if (stream and not group.spec.streaming) or (not stream and not group.spec.unary):
                 continue
             for cap in group.spec.capabilities:
                 score = self.matcher.score(cap, query)
                 if score is not None and (best is None or score > best[0]):
-                    best = (score, group)
-        return best[1] if best else None
+                    best = (score, group, cap)
+        return (best[1], best[2]) if best else None
 
-    async def acquire(self, query: Query, *, stream: bool, timeout: float | None) -> WorkerSlot | None:
-        """A hot worker for ``query``, starting its class if needed; None if no class offers it."""
-        group = self.match(query, stream=stream)
-        if group is None:
+    def match(self, query: Query, *, stream: bool) -> Group | None:
+        """The worker class that would serve ``query``, running or not."""
+        found = self._best(query, stream)
+        return found[0] if found else None
+
+    async def acquire(self, query: Query, *, stream: bool, timeout: float | None) -> tuple[WorkerSlot, int] | None:
+        """A hot worker for ``query`` and its handler's index, starting its class if needed.
+
+        None if no class offers ``query``.
+        """
+        found = self._best(query, stream)
+        if found is None:
             return None
+        group, capability = found
+        slot = await self._hot_slot(group, query, timeout)
+        return slot, slot.handler(capability, stream)
+
+    async def _hot_slot(self, group: Group, query: Query, timeout: float | None) -> WorkerSlot:
         slot = self._slot(group)
         if group.state == HOT:
             if slot is not None and not slot.connection.closed:
@@ -299,7 +313,7 @@ class Lifecycle:
             slot = self._slot(group)
             groups.append({
                 "worker": group.name,
-                "state": self._public_state(group),
+                "state": self.public_state(group),
                 "capabilities": [c.to_dict() for c in group.spec.capabilities],
                 "resources": dict(group.spec.resources),
                 "idle_timeout": group.spec.idle_timeout,

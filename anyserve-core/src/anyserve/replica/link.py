@@ -22,8 +22,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from anyserve.errors import AnyServeError, ConfigError
+from anyserve.protocol import RequestMeta
 from anyserve.records import TransportSpec
-from anyserve.replica import query as queries
 from anyserve.replica.agent import Agent
 from anyserve.transport import Query, Transport
 
@@ -50,17 +50,17 @@ class LinkService:
     def hello(self) -> dict[str, Any]:
         return {"replica_id": self.agent.replica_id, "pid": os.getpid(), "capabilities": self.offers()}
 
-    async def infer(self, payload: bytes, query: Query) -> bytes:
+    async def infer(self, payload: bytes, fields: Query) -> bytes:
         self._begin()
         try:
-            return await self.agent.infer(payload, query.items(), None)
+            return await self.agent.infer(payload, RequestMeta.from_metadata(fields.items()))
         finally:
             self._end()
 
-    async def stream(self, payload: bytes, query: Query) -> AsyncIterator[bytes]:
+    async def stream(self, payload: bytes, fields: Query) -> AsyncIterator[bytes]:
         self._begin()
         try:
-            run = self.agent.stream(payload, queries.from_metadata(query.items()), None)
+            run = self.agent.stream(payload, RequestMeta.from_metadata(fields.items()))
             async with contextlib.aclosing(run):
                 async for response in run:
                     yield response

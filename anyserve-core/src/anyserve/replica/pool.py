@@ -1,4 +1,9 @@
-"""The agent's view of its workers: what each offers, and which one serves a request."""
+"""The agent's view of its workers: what each offers, and which one serves a request.
+
+The agent matches once per request, here: the choice names the worker and
+the index of the handler it runs, which the worker is told instead of
+matching again.
+"""
 
 from __future__ import annotations
 
@@ -24,16 +29,30 @@ class WorkerSlot:
     group: str | None = None
     unary: list[Capability] = field(default_factory=list)
     streaming: list[Capability] = field(default_factory=list)
+    #: (capability, stream) -> the index of the worker's handler serving it (its place in the handshake).
+    handlers: dict[tuple[Capability, bool], int] = field(default_factory=dict)
     #: time.monotonic() of the last request start or end (idle detection).
     last_used: float = field(default_factory=time.monotonic)
 
     @classmethod
     def from_connection(cls, worker_id: str, connection: Connection, group: str | None = None) -> WorkerSlot:
         slot = cls(worker_id, connection, group)
-        for offer in connection.hello.get("capabilities", []):
+        for index, offer in enumerate(connection.hello.get("capabilities", [])):
             attrs = {k: v for k, v in offer.items() if k not in RUNTIME_KEYS}
-            (slot.streaming if offer.get("stream") else slot.unary).append(Capability(attrs))
+            stream = bool(offer.get("stream"))
+            cap = Capability(attrs)
+            (slot.streaming if stream else slot.unary).append(cap)
+            slot.handlers.setdefault((cap, stream), index)
         return slot
+
+    def handler(self, capability: Capability, stream: bool) -> int:
+        """The index of the handler serving ``capability`` (as this worker announced it)."""
+        return self.handlers[(capability, stream)]
+
+    def tensors(self, index: int) -> dict[str, Any]:
+        """The inputs and outputs handler ``index`` declares (empty lists when it declares none)."""
+        declared = self.connection.hello.get("tensors") or []
+        return declared[index] if index < len(declared) else {"inputs": [], "outputs": []}
 
     @property
     def pid(self) -> int | None:
@@ -90,19 +109,24 @@ class WorkerPool:
             self._matches[key] = found
         return found
 
-    def choose(self, query: Query, *, stream: bool) -> WorkerSlot | None:
-        """The worker to serve ``query``, or None when no live worker offers it."""
+    def choose(self, query: Query, *, stream: bool) -> tuple[WorkerSlot, int] | None:
+        """The worker to serve ``query`` and its handler's index, or None when no live worker offers it."""
         live = [(wid, cap, score) for wid, cap, score in self._matching(query, stream) if self._live(wid)]
         if not live:
             return None
         if len(live) == 1:
-            return self.slots[live[0][0]]
-        candidates = [
-            Candidate(id=wid, capability=cap, score=score, in_flight=self.slots[wid].connection.in_flight)
-            for wid, cap, score in live
-        ]
-        chosen = self.pm.hook.anyserve_select_target(query=dict(query), candidates=candidates, scope="agent")
-        return self.slots[chosen.id] if chosen is not None else None
+            wid, cap, _ = live[0]
+        else:
+            candidates = [
+                Candidate(id=wid, capability=cap, score=score, in_flight=self.slots[wid].connection.in_flight)
+                for wid, cap, score in live
+            ]
+            chosen = self.pm.hook.anyserve_select_target(query=dict(query), candidates=candidates, scope="agent")
+            if chosen is None:
+                return None
+            wid, cap = chosen.id, chosen.capability
+        slot = self.slots[wid]
+        return slot, slot.handler(cap, stream)
 
     def _live(self, worker_id: str) -> bool:
         slot = self.slots.get(worker_id)

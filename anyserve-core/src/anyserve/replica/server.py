@@ -25,7 +25,9 @@ import grpc
 from anyserve.config import Settings
 from anyserve.delegation import Delegation
 from anyserve.errors import ConfigError
+from anyserve.protocol import RequestMeta
 from anyserve.protocol.health import HealthServicer
+from anyserve.protocol.names import REQUEST_ID_HEADER
 from anyserve.records import TransportSpec
 from anyserve.replica.agent import Agent
 from anyserve.replica.assembly import Assembly
@@ -37,7 +39,6 @@ from anyserve.replica.registration import Registration
 from anyserve.replica.supervisor import Supervisor, WorkerStartError
 from anyserve.router_client import AsyncRouterClient
 from anyserve.routing import HOT
-from anyserve.transport import Query
 
 log = logging.getLogger("anyserve.replica")
 
@@ -138,9 +139,10 @@ class Replica:
             self._routers[url] = AsyncRouterClient(url)
         return self._routers[url]
 
-    async def _forward(self, decision: Delegation, payload: bytes, query: Query) -> bytes:
+    async def _forward(self, decision: Delegation, payload: bytes, meta: RequestMeta) -> bytes:
         assert decision.url is not None
-        return await self._router(decision.url).infer(query, payload, headers=decision.headers)
+        headers = {**decision.headers, **({REQUEST_ID_HEADER: meta.request_id} if meta.request_id else {})}
+        return await self._router(decision.url).infer(meta.query, payload, headers=headers)
 
     def advertised_endpoint(self, port: int) -> str:
         cfg = self.settings.replica

@@ -2,8 +2,12 @@
 
 Plain handlers run in a thread pool sized by the worker's concurrency;
 ``async def`` handlers run on the worker's event loop under the same bound.
-The worker parses the request (the agent never does), picks the handler the
-matcher scores best, and serialises what the handler returns.
+The worker parses the request (the agent never does) and runs the handler
+the agent chose (the frame map's ``x-anyserve-handler``: the agent matched
+once, so the worker does not score again), then serialises what the
+handler returns. A handler that raises is logged here, once, with its
+traceback and the request id; its caller gets INTERNAL with the
+exception's type and message.
 """
 
 from __future__ import annotations
@@ -11,22 +15,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from anyserve._proto.grpc_predict_v2_pb2 import ModelInferRequest, ModelInferResponse
 from anyserve.app import AnyServe, Handler
 from anyserve.context import Caller, Context
-from anyserve.errors import CapabilityNotFound, HandlerError, InvalidRequest
+from anyserve.errors import AnyServeError, CapabilityNotFound, HandlerError, InvalidRequest
 from anyserve.matching import Matcher
 from anyserve.objects import ObjectStore
+from anyserve.protocol import RequestMeta
+from anyserve.protocol.messages import ModelInferRequest, ModelInferResponse
 from anyserve.replica.outbox import Outbox
 from anyserve.stream import Stream
+from anyserve.tensors.outputs import as_raw_outputs, encode_outputs
 from anyserve.transport import Query
+
+log = logging.getLogger("anyserve.worker")
 
 _DONE = object()
 
@@ -69,8 +78,10 @@ class WorkerHost:
         self._choice: dict[tuple[tuple[tuple[str, str], ...], bool], Handler | None] = {}
 
     def hello(self) -> dict[str, Any]:
+        """Capabilities in handler order (the agent names a handler by its index), and their tensors."""
         return {
             "capabilities": [h.describe() for h in self.app.handlers],
+            "tensors": [h.tensors() for h in self.app.handlers],
             "pid": os.getpid(),
             "worker_id": self.worker_id,
         }
@@ -102,14 +113,45 @@ class WorkerHost:
             )
         return handler
 
-    def _context(self, query: Query) -> Context:
-        return Context(replica_id=self.replica_id, query=query, objects=self._objects, caller=self._caller)
+    def _chosen(self, meta: RequestMeta, *, stream: bool) -> Handler:
+        """The handler the agent named; a direct caller that named none gets the best match."""
+        index = meta.handler
+        if index is None:
+            return self.handler_for(meta.query, stream=stream)
+        handlers = self.app.handlers
+        if not 0 <= index < len(handlers) or handlers[index].stream != stream:
+            raise InvalidRequest(f"worker {self.worker_id} has no {'streaming ' if stream else ''}handler #{index}")
+        return handlers[index]
 
-    async def infer(self, payload: bytes, query: Query) -> bytes:
-        handler = self.handler_for(query, stream=False)
+    def _context(self, meta: RequestMeta) -> Context:
+        return Context(
+            replica_id=self.replica_id,
+            query=meta.query,
+            objects=self._objects,
+            caller=self._caller,
+            request_id=meta.request_id,
+        )
+
+    def _failed(self, handler: Handler, meta: RequestMeta, exc: Exception) -> AnyServeError:
+        """What the caller gets for a handler's exception; anything unplanned is logged with its traceback."""
+        if isinstance(exc, AnyServeError):
+            return exc
+        log.error(
+            "handler %s failed (request %s): %s: %s",
+            handler.name,
+            meta.request_id or "-",
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+        return HandlerError.from_exception(exc)
+
+    async def infer(self, payload: bytes, fields: Query) -> bytes:
+        meta = RequestMeta.from_metadata(fields.items())
+        handler = self._chosen(meta, stream=False)
         request = parse_request(payload)
         # A handler that takes no context gets none built: this is the hot path.
-        context = self._context(query) if handler.arity > 1 else None
+        context = self._context(meta) if handler.arity > 1 else None
         args = (request, context)[: handler.arity]
         async with self._slots:
             try:
@@ -118,30 +160,39 @@ class WorkerHost:
                 else:
                     loop = asyncio.get_running_loop()
                     result = await loop.run_in_executor(self._executor, functools.partial(handler.func, *args))
+                return self._response_bytes(result, handler, request)
             except asyncio.CancelledError:
                 if context is not None:
                     context.cancel()
                 raise
-        return self._response_bytes(result, handler, request)
+            except Exception as exc:
+                raise self._failed(handler, meta, exc) from None
 
     @staticmethod
     def _response_bytes(result: Any, handler: Handler, request: ModelInferRequest) -> bytes:
         # `return context.call(...)` hands back what another capability answered.
         result = getattr(result, "response", result)
-        if isinstance(result, ModelInferResponse):
-            if not result.id and request.id:
-                result.id = request.id
-            if not result.model_name:
-                result.model_name = request.model_name
-            return result.SerializeToString()
-        raise HandlerError(
-            f"handler {handler.name} returned {type(result).__name__}; a unary handler returns a ModelInferResponse"
-        )
+        if isinstance(result, Mapping):
+            result = encode_outputs(result, declared=handler.outputs, request=request)
+        elif isinstance(result, ModelInferResponse):
+            if request.raw_input_contents:
+                as_raw_outputs(result)
+        else:
+            raise HandlerError(
+                f"handler {handler.name} returned {type(result).__name__}; a unary handler returns a mapping "
+                "of output name to value, or a ModelInferResponse"
+            )
+        if not result.id and request.id:
+            result.id = request.id
+        if not result.model_name:
+            result.model_name = request.model_name
+        return result.SerializeToString()
 
-    async def stream(self, payload: bytes, query: Query) -> AsyncIterator[bytes]:
-        handler = self.handler_for(query, stream=True)
+    async def stream(self, payload: bytes, fields: Query) -> AsyncIterator[bytes]:
+        meta = RequestMeta.from_metadata(fields.items())
+        handler = self._chosen(meta, stream=True)
         request = parse_request(payload)
-        context = self._context(query)
+        context = self._context(meta)
         loop = asyncio.get_running_loop()
         outbox = Outbox(threaded=not handler.is_async)
         stream = Stream(outbox.put, model_name=request.model_name, request_id=request.id, room=outbox.room)
@@ -169,7 +220,7 @@ class WorkerHost:
                 if isinstance(item, BaseException):
                     if stream.closed:
                         break
-                    raise item
+                    raise self._failed(handler, meta, item) if isinstance(item, Exception) else item
                 yield item.SerializeToString()
                 if item.error_message:
                     break

@@ -7,7 +7,7 @@ them and numpy arrays (numpy is optional) survive the round trip with their
 types. Errors are :class:`TensorError` (INVALID_ARGUMENT and ``ValueError``).
 """
 
-from anyserve.tensors.datatypes import (
+from anyserve.protocol.datatypes import (
     CONTENT_TYPE_PARAMETER,
     DATATYPES,
     STR_CONTENT_TYPE,
@@ -15,6 +15,7 @@ from anyserve.tensors.datatypes import (
 )
 from anyserve.tensors.decode import decode_inputs, decode_outputs, decode_tensor
 from anyserve.tensors.encode import Tensor, encode_inputs, encode_value
+from anyserve.tensors.outputs import TensorSpec, as_raw_outputs, encode_outputs
 from anyserve.tensors.parameters import decode_parameters, set_parameters
 
 __all__ = [
@@ -23,11 +24,14 @@ __all__ = [
     "STR_CONTENT_TYPE",
     "Tensor",
     "TensorError",
+    "TensorSpec",
+    "as_raw_outputs",
     "decode_inputs",
     "decode_outputs",
     "decode_parameters",
     "decode_tensor",
     "encode_inputs",
+    "encode_outputs",
     "encode_value",
     "set_parameters",
 ]

@@ -9,20 +9,13 @@ elements come back as ``str`` when the tensor says ``content_type=str``, as
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from anyserve._proto.grpc_predict_v2_pb2 import InferParameter, ModelInferRequest, ModelInferResponse
-from anyserve.objects import OBJREF_PARAMETER, ObjRef
-from anyserve.tensors.datatypes import (
-    CONTENT_TYPE_PARAMETER,
-    STR_CONTENT_TYPE,
-    DataType,
-    TensorError,
-    lookup,
-    unpack_bytes,
-)
+from anyserve.objects import ObjRef
+from anyserve.protocol.datatypes import DataType, TensorError, lookup, unpack_bytes, unpack_raw
+from anyserve.protocol.messages import InferParameter, ModelInferRequest, ModelInferResponse
+from anyserve.protocol.names import CONTENT_TYPE_PARAMETER, OBJREF_PARAMETER, STR_CONTENT_TYPE
 
 #: Anything shaped like a KServe tensor message (input or output tensor).
 TensorMessage = ModelInferRequest.InferInputTensor | ModelInferResponse.InferOutputTensor
@@ -90,9 +83,9 @@ def decode_tensor(tensor: TensorMessage, raw: bytes | None = None, *, as_numpy: 
         values: Sequence[Any] = unpack_bytes(raw, what)
     elif raw is not None:
         _check_raw_size(dt, raw, count, what)
-        if as_numpy:
+        if as_numpy and dt.name != "BF16":
             return _to_numpy(dt, raw, shape)
-        values = struct.unpack(f"<{count}{dt.fmt}", raw)
+        values = unpack_raw(dt, raw, what)
     elif dt.field is None:
         raise TensorError(f"{what}: {dt.name} needs raw contents, but the message has none for it")
     else:

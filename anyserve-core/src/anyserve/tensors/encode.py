@@ -10,20 +10,14 @@ optional and only used when the caller already passes numpy values.
 from __future__ import annotations
 
 import numbers
-import struct
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from anyserve._proto.grpc_predict_v2_pb2 import InferTensorContents, ModelInferRequest
-from anyserve.objects import OBJREF_PARAMETER, ObjRef
-from anyserve.tensors.datatypes import (
-    CONTENT_TYPE_PARAMETER,
-    STR_CONTENT_TYPE,
-    TensorError,
-    lookup,
-    pack_bytes,
-)
+from anyserve.objects import ObjRef
+from anyserve.protocol.datatypes import TensorError, lookup, pack_bytes, pack_raw
+from anyserve.protocol.messages import InferTensorContents, ModelInferRequest
+from anyserve.protocol.names import CONTENT_TYPE_PARAMETER, OBJREF_PARAMETER, STR_CONTENT_TYPE
 from anyserve.tensors.parameters import set_parameters
 
 
@@ -40,10 +34,10 @@ class Tensor(NamedTuple):
         """The elements as raw contents (little-endian; BYTES length-prefixed)."""
         if self.datatype == "BYTES":
             return pack_bytes(_to_bytes(self.values))
-        if not isinstance(self.values, list):  # numpy: one copy, no per-element work
-            dt = lookup(self.datatype)
+        dt = lookup(self.datatype)
+        if not isinstance(self.values, list) and dt.name != "BF16":  # numpy: one copy, no per-element work
             return self.values.astype(dt.numpy, copy=False).tobytes()
-        return struct.pack(f"<{len(self.values)}{lookup(self.datatype).fmt}", *self.values)
+        return pack_raw(dt, self.values if isinstance(self.values, list) else self.values.tolist())
 
     def fill(self, contents: InferTensorContents) -> None:
         """The elements as typed contents, the form every KServe v2 server accepts."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from anyserve._proto.grpc_predict_v2_pb2 import InferParameter
-from anyserve.tensors.datatypes import TensorError
+from anyserve.protocol.datatypes import TensorError
+from anyserve.protocol.messages import InferParameter
 
 _INT64_MAX = 2**63 - 1
 

@@ -1,10 +1,15 @@
-"""KServe v2 REST JSON <-> the protobuf messages replicas speak.
+"""KServe v2 REST bodies <-> the protobuf messages replicas speak.
 
 Requests are validated here, once, with messages that name the tensor and
 the element at fault, so a bad body is a 400 from the router rather than an
-opaque failure inside a replica. Responses are converted the other way:
-``contents`` or ``raw_output_contents``, BYTES as UTF-8 text, or base64 with
-the output parameter ``content_encoding: base64`` when they are not text.
+opaque failure inside a replica. A body may use the binary tensor extension
+(:mod:`anyserve.protocol.binary`): tensors whose ``binary_data_size``
+parameter says how many bytes of the binary part are theirs; then every
+input travels as raw contents, since KServe forbids mixing raw and typed
+inputs. Responses are converted the other way: ``contents`` or
+``raw_output_contents``, BYTES as UTF-8 text, or base64 with the output
+parameter ``content_encoding: base64`` when they are not text; outputs the
+client asked for in binary go to the binary part.
 """
 
 from __future__ import annotations
@@ -16,13 +21,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from anyserve._proto import grpc_predict_v2_pb2 as pb
 from anyserve.errors import AnyServeError, InvalidRequest
-from anyserve_router.datatypes import BYTES, CONTENT_FIELDS, DATATYPES, DataType, pack_raw, unpack_raw
+from anyserve.protocol import messages as pb
+from anyserve.protocol.binary import BinaryPart, BinaryWanted
+from anyserve.protocol.datatypes import BYTES, CONTENT_FIELDS, DATATYPES, DataType, pack_raw, unpack_bytes, unpack_raw
+from anyserve.protocol.names import BASE64, BINARY_DATA_SIZE
+from anyserve.protocol.names import CONTENT_ENCODING_PARAMETER as CONTENT_ENCODING
 
-#: Tensor parameter saying a BYTES tensor's JSON strings are base64 (both directions).
-CONTENT_ENCODING = "content_encoding"
-BASE64 = "base64"
 _INT64 = (-(2**63), 2**63 - 1)
 _UINT64_MAX = 2**64 - 1
 _KINDS = {"bool": "a boolean", "int": "an integer", "float": "a number", "bytes": "a string"}
@@ -146,7 +151,30 @@ def _elements(dt: DataType, values: list[Any], params: Mapping[str, Any], where:
         raise InvalidRequest(f"{where}: a string is not encodable as UTF-8: {exc}") from None
 
 
-def _input(raw: Any, index: int) -> tuple[pb.ModelInferRequest.InferInputTensor, DataType, list[Any]]:
+def _binary_input(dt: DataType, shape: list[int], size: Any, part: BinaryPart | None, where: str) -> bytes:
+    """An input's raw bytes from the body's binary part, checked against its shape."""
+    if part is None:
+        raise InvalidRequest(
+            f"{where}: parameter {BINARY_DATA_SIZE} needs a binary body (Inference-Header-Content-Length header)"
+        )
+    if type(size) is not int or size < 0:
+        raise InvalidRequest(f"{where}: {BINARY_DATA_SIZE} must be a non-negative integer, got {size!r}")
+    data = part.take(size, where)
+    count = math.prod(shape)
+    if dt.name == BYTES:
+        got = len(unpack_bytes(data, where))
+        if got != count:
+            raise InvalidRequest(f"{where}: shape {shape} holds {count} elements but the binary data has {got}")
+    elif len(data) != count * dt.itemsize:
+        raise InvalidRequest(
+            f"{where}: shape {shape} needs {count * dt.itemsize} bytes of {dt.name}, binary data has {len(data)}"
+        )
+    return data
+
+
+def _input(
+    raw: Any, index: int, part: BinaryPart | None
+) -> tuple[pb.ModelInferRequest.InferInputTensor, DataType, list[Any] | bytes]:
     if not isinstance(raw, dict):
         raise InvalidRequest(f"inputs[{index}] must be an object, got {type(raw).__name__}")
     name = raw.get("name")
@@ -160,6 +188,13 @@ def _input(raw: Any, index: int) -> tuple[pb.ModelInferRequest.InferInputTensor,
             f"{where}: datatype {datatype!r} is not a KServe v2 datatype; use one of {_DATATYPE_NAMES}"
         )
     shape = _shape(raw.get("shape"), where)
+    params = raw.get("parameters") or {}
+    tensor = pb.ModelInferRequest.InferInputTensor(name=name, datatype=dt.name, shape=shape)
+    if isinstance(params, dict) and BINARY_DATA_SIZE in params:
+        data = _binary_input(dt, shape, params[BINARY_DATA_SIZE], part, where)
+        rest = {k: v for k, v in params.items() if k != BINARY_DATA_SIZE}
+        _fill_parameters(tensor.parameters, rest, f"{where}: parameters")
+        return tensor, dt, data
     data = raw.get("data")
     if not isinstance(data, list):
         raise InvalidRequest(f"{where}: data must be a list (flat or nested), got {type(data).__name__}")
@@ -170,14 +205,22 @@ def _input(raw: Any, index: int) -> tuple[pb.ModelInferRequest.InferInputTensor,
         raise InvalidRequest(f"{where}: data is nested too deeply") from None
     if math.prod(shape) != len(flat):
         raise InvalidRequest(f"{where}: shape {shape} holds {math.prod(shape)} elements but data has {len(flat)}")
-    tensor = pb.ModelInferRequest.InferInputTensor(name=name, datatype=dt.name, shape=shape)
-    params = raw.get("parameters") or {}
     _fill_parameters(tensor.parameters, params, f"{where}: parameters")
     return tensor, dt, _elements(dt, flat, params, where)
 
 
-def parse_infer_json(body: bytes, *, model_name: str = "", model_version: str = "") -> pb.ModelInferRequest:
-    """A KServe v2 JSON inference request as a ``ModelInferRequest``; :class:`InvalidRequest` if malformed."""
+def parse_infer_json(
+    body: bytes, *, model_name: str = "", model_version: str = "", header_length: int | None = None
+) -> pb.ModelInferRequest:
+    """A KServe v2 JSON inference request as a ``ModelInferRequest``; :class:`InvalidRequest` if malformed.
+
+    ``header_length`` (the ``Inference-Header-Content-Length`` header) says
+    the JSON is only the body's first bytes and binary tensor data follows.
+    """
+    part: BinaryPart | None = None
+    if header_length is not None:
+        part = BinaryPart.split(body, header_length)
+        body = part.header
     data = loads_object(body)
     request = pb.ModelInferRequest(model_name=model_name, model_version=model_version)
     request_id = data.get("id", "")
@@ -188,14 +231,19 @@ def parse_infer_json(body: bytes, *, model_name: str = "", model_version: str = 
     inputs = data.get("inputs", [])
     if not isinstance(inputs, list):
         raise InvalidRequest(f"'inputs' must be a list of tensors, got {type(inputs).__name__}")
-    converted = [_input(raw, i) for i, raw in enumerate(inputs)]
+    converted = [_input(raw, i, part) for i, raw in enumerate(inputs)]
+    if part is not None:
+        part.check_used()
     seen: set[str] = set()
-    raw_mode = any(dt.field is None for _, dt, _ in converted)
+    # FP16/BF16 have no contents field and binary data is raw already; then every input travels raw.
+    raw_mode = any(dt.field is None or isinstance(values, bytes) for _, dt, values in converted)
     for tensor, dt, values in converted:
         if tensor.name in seen:
             raise InvalidRequest(f"input {tensor.name!r} is given twice")
         seen.add(tensor.name)
-        if raw_mode:  # FP16/BF16 have no contents field; then every input travels raw
+        if isinstance(values, bytes):
+            request.raw_input_contents.append(values)
+        elif raw_mode:
             request.raw_input_contents.append(pack_raw(dt, values))
         elif values:
             getattr(tensor.contents, dt.field).extend(values)  # type: ignore[arg-type]
@@ -221,7 +269,7 @@ def _output_values(tensor: pb.ModelInferResponse.InferOutputTensor, raw: bytes |
         if dt is None:
             raise AnyServeError(f"output {tensor.name!r}: raw contents of unknown datatype {tensor.datatype!r}")
         try:
-            return unpack_raw(dt, raw)
+            return unpack_raw(dt, raw, f"output {tensor.name!r}")
         except ValueError as exc:
             raise AnyServeError(f"output {tensor.name!r}: raw contents do not fit {dt.name}: {exc}") from None
     if dt is not None and dt.field is not None:
@@ -241,9 +289,26 @@ def _utf8(values: list[bytes]) -> list[str] | None:
         return None
 
 
-def _output(tensor: pb.ModelInferResponse.InferOutputTensor, raw: bytes | None) -> dict[str, Any]:
-    data = _output_values(tensor, raw)
+def output_raw(tensor: pb.ModelInferResponse.InferOutputTensor, raw: bytes | None) -> bytes:
+    """An output's elements as raw bytes, whichever form the replica answered in."""
+    if raw is not None:
+        return raw
+    dt = DATATYPES.get(tensor.datatype)
+    if dt is None:
+        raise AnyServeError(f"output {tensor.name!r}: cannot send unknown datatype {tensor.datatype!r} as binary")
+    return pack_raw(dt, _output_values(tensor, None))
+
+
+def _output(
+    tensor: pb.ModelInferResponse.InferOutputTensor, raw: bytes | None, blobs: list[bytes] | None = None
+) -> dict[str, Any]:
     params = parameters_to_json(tensor.parameters)
+    if blobs is not None:
+        blob = output_raw(tensor, raw)
+        blobs.append(blob)
+        params[BINARY_DATA_SIZE] = len(blob)
+        return {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape), "parameters": params}
+    data = _output_values(tensor, raw)
     if data and isinstance(data[0], bytes):
         # Text when it is UTF-8, unless the replica marked the tensor base64 itself.
         text = None if params.get(CONTENT_ENCODING) == BASE64 else _utf8(data)
@@ -261,11 +326,21 @@ def _output(tensor: pb.ModelInferResponse.InferOutputTensor, raw: bytes | None) 
     }
 
 
-def response_to_json(response: pb.ModelInferResponse) -> dict[str, Any]:
-    """A ``ModelInferResponse`` as KServe v2 JSON (a dict ready for :func:`dumps`)."""
+def response_to_json(
+    response: pb.ModelInferResponse, binary: BinaryWanted | None = None, blobs: list[bytes] | None = None
+) -> dict[str, Any]:
+    """A ``ModelInferResponse`` as KServe v2 JSON (a dict ready for :func:`dumps`).
+
+    Outputs ``binary`` asks for leave their data out: their raw bytes are
+    appended to ``blobs``, in order, and ``binary_data_size`` says how many.
+    """
     raw = response.raw_output_contents
     outputs = [
-        _output(t, raw[i] if i < len(raw) else None) if raw else _output(t, None)
+        _output(
+            t,
+            raw[i] if i < len(raw) else None,
+            blobs if binary is not None and blobs is not None and binary.wants(t.name) else None,
+        )
         for i, t in enumerate(response.outputs)
     ]
     return {

@@ -1,20 +1,48 @@
 """The KServe v2 datatypes: where each one lives in a message and how it packs raw.
 
-One table serves both directions so the encoder and the decoder can never
-disagree about a field name, a struct format or a byte order.
+One table serves every codec (Python values, KServe v2 JSON, the binary
+tensor extension) in both directions, so no two of them can disagree about
+a field name, a struct format or a byte order. FP16 and BF16 have no typed
+contents field: they travel raw only.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from anyserve.errors import InvalidRequest
+from anyserve.protocol.names import CONTENT_TYPE_PARAMETER, STR_CONTENT_TYPE
 
-#: Tensor parameter that marks a BYTES tensor as UTF-8 text (MLServer's convention).
-CONTENT_TYPE_PARAMETER = "content_type"
-STR_CONTENT_TYPE = "str"
+__all__ = [
+    "BYTES",
+    "CONTENT_FIELDS",
+    "CONTENT_TYPE_PARAMETER",
+    "DATATYPES",
+    "STR_CONTENT_TYPE",
+    "DataType",
+    "TensorError",
+    "lookup",
+    "pack_bytes",
+    "pack_raw",
+    "unpack_bytes",
+    "unpack_raw",
+]
+
+BYTES = "BYTES"
+#: Every typed contents field of ``InferTensorContents``.
+CONTENT_FIELDS = (
+    "bool_contents",
+    "int_contents",
+    "int64_contents",
+    "uint_contents",
+    "uint64_contents",
+    "fp32_contents",
+    "fp64_contents",
+    "bytes_contents",
+)
 
 
 class TensorError(InvalidRequest, ValueError):
@@ -65,9 +93,11 @@ DATATYPES: dict[str, DataType] = {
         _int("UINT32", "uint_contents", "I", 32, False),
         _int("UINT64", "uint64_contents", "Q", 64, False),
         DataType("FP16", None, "e", "<f2"),
+        # BF16 is the upper 16 bits of a float32; numpy has no such type, so arrays of it are float32.
+        DataType("BF16", None, "H", "<f4"),
         DataType("FP32", "fp32_contents", "f", "<f4"),
         DataType("FP64", "fp64_contents", "d", "<f8"),
-        DataType("BYTES", "bytes_contents", "", "object", kind="bytes"),
+        DataType(BYTES, "bytes_contents", "", "object", kind="bytes"),
     )
 }
 
@@ -99,3 +129,36 @@ def unpack_bytes(raw: bytes, what: str) -> list[bytes]:
         elements.append(bytes(view[offset : offset + length]))
         offset += length
     return elements
+
+
+def _bf16_bits(value: float) -> int:
+    """The upper 16 bits of a float32, rounded to nearest even."""
+    (bits,) = struct.unpack("<I", struct.pack("<f", value))
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) & 0xFFFF
+
+
+def _bf16_value(bits: int) -> float:
+    return float(struct.unpack("<f", struct.pack("<I", bits << 16))[0])
+
+
+def pack_raw(dt: DataType, values: Sequence[Any]) -> bytes:
+    """Plain elements (already checked) as KServe raw contents: little-endian, BYTES length-prefixed."""
+    if dt.name == BYTES:
+        return pack_bytes(values)
+    if dt.name == "BF16":
+        values = [_bf16_bits(v) for v in values]
+    return struct.pack(f"<{len(values)}{dt.fmt}", *values)
+
+
+def unpack_raw(dt: DataType, raw: bytes, what: str = "tensor") -> list[Any]:
+    """KServe raw contents as plain elements; :class:`TensorError` when the bytes do not fit the type."""
+    if dt.name == BYTES:
+        return unpack_bytes(raw, what)
+    if len(raw) % dt.itemsize:
+        raise TensorError(
+            f"{what}: {len(raw)} raw bytes are not a whole number of {dt.itemsize}-byte {dt.name} elements"
+        )
+    values = list(struct.unpack(f"<{len(raw) // dt.itemsize}{dt.fmt}", raw))
+    if dt.name == "BF16":
+        values = [_bf16_value(v) for v in values]
+    return values

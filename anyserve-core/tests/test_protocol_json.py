@@ -7,9 +7,9 @@ import struct
 
 import pytest
 
-from anyserve._proto import grpc_predict_v2_pb2 as pb
 from anyserve.errors import InvalidRequest
-from anyserve_router.rest import parse_infer_json, response_to_json
+from anyserve.protocol import messages as pb
+from anyserve.protocol.v2_json import parse_infer_json, response_to_json
 
 
 def parse(body: dict | str | bytes, **kwargs) -> pb.ModelInferRequest:

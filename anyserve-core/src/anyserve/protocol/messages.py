@@ -1,0 +1,62 @@
+"""The KServe v2 protobuf messages and gRPC stubs, under the names the rest of anyserve imports.
+
+The generated code lives in ``anyserve._proto`` (``./dev proto`` writes it);
+everything else, the router included, reaches it through this module.
+"""
+
+from __future__ import annotations
+
+from anyserve._proto.grpc_predict_v2_pb2 import DESCRIPTOR as FILE_DESCRIPTOR
+from anyserve._proto.grpc_predict_v2_pb2 import (
+    InferParameter,
+    InferTensorContents,
+    ModelInferRequest,
+    ModelInferResponse,
+    ModelMetadataRequest,
+    ModelMetadataResponse,
+    ModelReadyRequest,
+    ModelReadyResponse,
+    ModelStreamInferResponse,
+    ServerLiveRequest,
+    ServerLiveResponse,
+    ServerMetadataRequest,
+    ServerMetadataResponse,
+    ServerReadyRequest,
+    ServerReadyResponse,
+)
+from anyserve._proto.grpc_predict_v2_pb2_grpc import (
+    GRPCInferenceServiceServicer,
+    GRPCInferenceServiceStub,
+    add_GRPCInferenceServiceServicer_to_server,
+)
+
+InferInputTensor = ModelInferRequest.InferInputTensor
+InferRequestedOutputTensor = ModelInferRequest.InferRequestedOutputTensor
+InferOutputTensor = ModelInferResponse.InferOutputTensor
+TensorMetadata = ModelMetadataResponse.TensorMetadata
+
+__all__ = [
+    "FILE_DESCRIPTOR",
+    "GRPCInferenceServiceServicer",
+    "GRPCInferenceServiceStub",
+    "InferInputTensor",
+    "InferOutputTensor",
+    "InferParameter",
+    "InferRequestedOutputTensor",
+    "InferTensorContents",
+    "ModelInferRequest",
+    "ModelInferResponse",
+    "ModelMetadataRequest",
+    "ModelMetadataResponse",
+    "ModelReadyRequest",
+    "ModelReadyResponse",
+    "ModelStreamInferResponse",
+    "ServerLiveRequest",
+    "ServerLiveResponse",
+    "ServerMetadataRequest",
+    "ServerMetadataResponse",
+    "ServerReadyRequest",
+    "ServerReadyResponse",
+    "TensorMetadata",
+    "add_GRPCInferenceServiceServicer_to_server",
+]

@@ -1,0 +1,235 @@
+"""What travels with a request besides its body, read once at each edge.
+
+:class:`RequestMeta` holds the capability query, the delegation marks, the
+deadline, the request id and the trace context. Each hop parses it once,
+where the request arrives: from HTTP headers at the router
+(:meth:`RequestMeta.from_http`), from gRPC metadata or a frame's string map
+at a replica (:meth:`RequestMeta.from_metadata`); it leaves again as
+metadata pairs (:meth:`RequestMeta.to_metadata`), which gRPC, the router
+link and the worker transports all carry as they are.
+
+The query's keys and values are normalised here (``Model-Family`` ->
+``model_family``, ``True`` -> ``true``), so matchers and caches downstream
+compare it as it is.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from anyserve.capability import normalize_key, normalize_value
+from anyserve.errors import InvalidRequest
+from anyserve.protocol import names
+
+#: Capability keys a header or metadata key may name.
+_KEY = re.compile(r"[a-z0-9_.]+")
+_CAPABILITY_KEY = names.CAPABILITY_KEY.encode()
+_PLAIN_KEYS = {
+    names.DELEGATED_FROM_KEY.encode(): "delegated_from",
+    names.DELEGATION_DEPTH_KEY.encode(): "depth",
+    names.REQUEST_ID_KEY.encode(): "request_id",
+    names.TIMEOUT_KEY.encode(): "timeout",
+    names.TRACEPARENT_KEY.encode(): "traceparent",
+    names.TRACESTATE_KEY.encode(): "tracestate",
+}
+_PLAIN_TEXT_KEYS = {key.decode(): name for key, name in _PLAIN_KEYS.items()}
+#: Longest accepted request id, header value or trace field (bytes).
+MAX_FIELD = 256
+
+Pairs = Iterable[tuple[str, str | bytes]]
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class RequestMeta:
+    """A request's routing and tracing fields, the same object on every hop."""
+
+    #: The capability query, normalised; empty when the request names its capability by model name.
+    query: Mapping[str, str] = field(default_factory=dict)
+    #: The replica that delegated the request back to the router, if any.
+    delegated_from: str | None = None
+    #: How many times the request was delegated (0 for a client's own request).
+    depth: int = 0
+    #: ``time.monotonic()`` by which the request must be done, if the caller set a deadline.
+    deadline: float | None = None
+    request_id: str = ""
+    traceparent: str = ""
+    tracestate: str = ""
+    #: Agent -> worker: which of the worker's handlers serves the request.
+    handler: int | None = None
+
+    # -- reading -----------------------------------------------------------------
+
+    @classmethod
+    def from_http(cls, headers: Iterable[tuple[bytes, bytes]]) -> RequestMeta:
+        """From ASGI raw headers (lower-case byte names); a malformed one is :class:`InvalidRequest`.
+
+        Clients write these headers, so every value is checked: capability
+        keys must be ``[a-z0-9_.]`` once normalised, values ASCII (they travel
+        on as gRPC metadata), a key given twice must agree with itself.
+        """
+        query: dict[str, str] = {}
+        plain: dict[str, str] = {}
+        for raw_name, raw_value in headers:
+            if raw_name.startswith(_CAPABILITY_KEY):
+                header = raw_name.decode("latin-1")
+                key = normalize_key(header[len(names.CAPABILITY_KEY) :])
+                if not _KEY.fullmatch(key):
+                    raise InvalidRequest(
+                        f"header {header} does not name a capability key: use X-Capability-<Key> with letters, "
+                        "digits, '-', '_' or '.', e.g. X-Capability-Type: chat"
+                    )
+                text = _header_text(raw_value, header)
+                if query.get(key, text) != text:
+                    raise InvalidRequest(
+                        f"capability {key!r} is given twice with different values ({query[key]!r}, {text!r})"
+                    )
+                query[key] = text
+            elif (name := _PLAIN_KEYS.get(raw_name)) is not None:
+                plain[name] = _header_text(raw_value, raw_name.decode("latin-1"))
+        return cls._build(query, plain, strict=True)
+
+    @classmethod
+    def from_metadata(cls, pairs: Pairs | None, *, timeout: float | None = None) -> RequestMeta:
+        """From gRPC metadata or a frame's string map (``map.items()``).
+
+        ``timeout`` is a deadline the carrier knows itself (gRPC's
+        ``time_remaining()``); it wins over a ``x-request-timeout`` pair.
+        Peers here are anyserve's own hops or KServe clients, so unreadable
+        fields are ignored rather than refused, except a bad delegation depth.
+        """
+        query: dict[str, str] = {}
+        plain: dict[str, str] = {}
+        handler: int | None = None
+        for key, value in pairs or ():
+            text = value if isinstance(value, str) else value.decode("utf-8", "replace")
+            if key.startswith(names.CAPABILITY_KEY):
+                if not key.endswith("-bin"):
+                    query[normalize_key(key[len(names.CAPABILITY_KEY) :])] = text.strip()
+            elif (name := _PLAIN_TEXT_KEYS.get(key)) is not None:
+                plain[name] = text
+            elif key == names.HANDLER_KEY and text.isdigit():
+                handler = int(text)
+        meta = cls._build(query, plain, strict=False)
+        if timeout is not None:
+            meta = replace(meta, deadline=time.monotonic() + timeout)
+        return replace(meta, handler=handler) if handler is not None else meta
+
+    @classmethod
+    def _build(cls, query: dict[str, str], plain: dict[str, str], *, strict: bool) -> RequestMeta:
+        origin = plain.get("delegated_from")
+        depth_text = plain.get("depth")
+        if depth_text is None:
+            depth = 1 if origin is not None else 0
+        elif depth_text.isdigit() and int(depth_text) >= 1:
+            depth = int(depth_text)
+        else:
+            raise InvalidRequest(f"{names.DELEGATION_DEPTH_HEADER} must be a positive integer, got {depth_text!r}")
+        if depth and origin is None:
+            raise InvalidRequest(
+                f"{names.DELEGATION_DEPTH_HEADER} needs {names.DELEGATED_FROM_HEADER} naming the replica that delegated"
+            )
+        deadline = None
+        if (timeout := plain.get("timeout")) is not None:
+            deadline = _deadline(timeout, strict)
+        request_id = plain.get("request_id", "")
+        if strict and len(request_id) > MAX_FIELD:
+            raise InvalidRequest(f"{names.REQUEST_ID_HEADER} is longer than {MAX_FIELD} characters")
+        return cls(
+            query=query,
+            delegated_from=origin,
+            depth=depth,
+            deadline=deadline,
+            request_id=request_id,
+            traceparent=plain.get("traceparent", ""),
+            tracestate=plain.get("tracestate", ""),
+        )
+
+    # -- writing ------------------------------------------------------------------
+
+    def to_metadata(self, *, handler: int | None = None) -> list[tuple[str, str]]:
+        """The fields as metadata pairs: gRPC metadata, and the frame maps of the link and of workers."""
+        md = [(names.CAPABILITY_KEY + key.replace("_", "-"), value) for key, value in self.query.items()]
+        if self.delegated_from is not None:
+            md.append((names.DELEGATED_FROM_KEY, self.delegated_from))
+            md.append((names.DELEGATION_DEPTH_KEY, str(self.depth)))
+        if self.request_id:
+            md.append((names.REQUEST_ID_KEY, self.request_id))
+        if self.deadline is not None:
+            md.append((names.TIMEOUT_KEY, f"{max(0.0, self.deadline - time.monotonic()):.3f}"))
+        if self.traceparent:
+            md.append((names.TRACEPARENT_KEY, self.traceparent))
+            if self.tracestate:
+                md.append((names.TRACESTATE_KEY, self.tracestate))
+        if handler is not None:
+            md.append((names.HANDLER_KEY, str(handler)))
+        return md
+
+    def timeout(self) -> float | None:
+        """Seconds left before the deadline (never negative), ``None`` without one."""
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    def with_query(self, query: Mapping[str, str]) -> RequestMeta:
+        return replace(self, query=query)
+
+    def with_request_id(self) -> RequestMeta:
+        """This meta with a request id, made up when the caller sent none."""
+        return self if self.request_id else replace(self, request_id=new_request_id())
+
+
+def _header_text(value: bytes, header: str) -> str:
+    try:
+        text = value.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise InvalidRequest(f"header {header} must be ASCII (it travels on as gRPC metadata)") from None
+    if not text:
+        raise InvalidRequest(f"header {header} is empty")
+    if len(text) > MAX_FIELD and not header.lower().startswith(names.CAPABILITY_KEY):
+        raise InvalidRequest(f"header {header} is longer than {MAX_FIELD} characters")
+    return text
+
+
+def _deadline(text: str, strict: bool) -> float | None:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        if strict:
+            raise InvalidRequest(f"{names.TIMEOUT_HEADER} must be a positive number of seconds, got {text!r}")
+        return None
+    return time.monotonic() + seconds
+
+
+def query_from_request(model_name: str, model_version: str, parameters: Mapping[str, Any]) -> dict[str, str]:
+    """The query a request names in its body, for clients that send no capability metadata.
+
+    Request parameters ``capability.<key>`` first; else the KServe model name
+    as ``type`` and its version as ``model``, so stock KServe clients work.
+    ``parameters`` maps names to ``InferParameter`` messages.
+    """
+    query = {
+        normalize_key(name[len(names.CAPABILITY_PARAMETER) :]): normalize_value(_parameter_value(param))
+        for name, param in parameters.items()
+        if name.startswith(names.CAPABILITY_PARAMETER)
+    }
+    if query:
+        return query
+    if model_name:
+        query["type"] = normalize_value(model_name)
+    if model_version:
+        query["model"] = normalize_value(model_version)
+    return query
+
+
+def _parameter_value(param: Any) -> Any:
+    choice = param.WhichOneof("parameter_choice")
+    return "" if choice is None else getattr(param, choice)

@@ -1,0 +1,79 @@
+"""Every name anyserve puts on the wire: headers, gRPC metadata keys, parameters, content types.
+
+One constant per name, so no module spells a header or parameter itself.
+HTTP header names are written as people read them; the ``*_KEY`` twins are
+the lower-case form that gRPC metadata, ASGI's raw headers and the frame
+maps of the router link and worker transports carry.
+"""
+
+from __future__ import annotations
+
+# -- request metadata (HTTP headers and their gRPC / frame-map keys) ---------------
+
+#: ``X-Capability-<Key>: value`` asks for a capability attribute (``X-Capability-Model-Family`` -> ``model_family``).
+CAPABILITY_HEADER = "X-Capability-"
+CAPABILITY_KEY = "x-capability-"
+#: The replica that handed a request back to the router, and how many times it was handed back.
+DELEGATED_FROM_HEADER = "X-Delegated-From"
+DELEGATED_FROM_KEY = "x-delegated-from"
+DELEGATION_DEPTH_HEADER = "X-Delegation-Depth"
+DELEGATION_DEPTH_KEY = "x-delegation-depth"
+#: The request's id: taken from the client when it sends one, made up at the first hop otherwise.
+REQUEST_ID_HEADER = "X-Request-Id"
+REQUEST_ID_KEY = "x-request-id"
+#: Seconds the request may still take. gRPC carries its own deadline; HTTP and frame maps carry this.
+TIMEOUT_HEADER = "X-Request-Timeout"
+TIMEOUT_KEY = "x-request-timeout"
+#: W3C trace context, passed through untouched.
+TRACEPARENT_KEY = "traceparent"
+TRACESTATE_KEY = "tracestate"
+#: Agent -> worker only: the index of the handler the agent chose (the worker does not match again).
+HANDLER_KEY = "x-anyserve-handler"
+#: Response header naming the replica that served a request.
+SERVED_BY_HEADER = "X-Served-By"
+
+# -- the KServe v2 binary tensor extension ---------------------------------------
+
+#: Length of the JSON part of a body whose binary tensor data follows it.
+HEADER_LENGTH_HEADER = "Inference-Header-Content-Length"
+HEADER_LENGTH_KEY = "inference-header-content-length"
+#: Input/output tensor parameter: how many bytes of the binary part are this tensor's.
+BINARY_DATA_SIZE = "binary_data_size"
+#: Requested-output parameter: answer this output in binary.
+BINARY_DATA = "binary_data"
+#: Request parameter: answer every output in binary.
+BINARY_DATA_OUTPUT = "binary_data_output"
+
+# -- parameters ----------------------------------------------------------------------
+
+#: Request parameters ``capability.<key>`` also ask for a capability attribute.
+CAPABILITY_PARAMETER = "capability."
+#: Triton's flag on the response that closes one request's run of stream responses.
+FINAL_PARAMETER = "triton_final_response"
+#: Response parameter naming the replica a delegated request came from.
+DELEGATED_PARAMETER = "anyserve.delegated_from"
+#: BYTES tensor parameter: the elements are object references (``anyserve.objref``).
+OBJREF_PARAMETER = "anyserve.objref"
+#: BYTES tensor parameter marking UTF-8 text (MLServer's convention), and its value.
+CONTENT_TYPE_PARAMETER = "content_type"
+STR_CONTENT_TYPE = "str"
+#: BYTES tensor parameter saying a JSON tensor's strings are base64, and its value.
+CONTENT_ENCODING_PARAMETER = "content_encoding"
+BASE64 = "base64"
+
+# -- content types ---------------------------------------------------------------------
+
+JSON = "application/json"
+PROTOBUF = "application/x-protobuf"
+OCTET_STREAM = "application/octet-stream"
+#: Content types read as a serialised ``ModelInferRequest``; any other body is KServe v2 JSON.
+PROTOBUF_TYPES = frozenset({PROTOBUF, "application/protobuf", "application/vnd.google.protobuf", OCTET_STREAM})
+
+# -- gRPC services ------------------------------------------------------------------------
+
+INFERENCE_SERVICE = "inference.GRPCInferenceService"
+MODEL_INFER_METHOD = f"/{INFERENCE_SERVICE}/ModelInfer"
+MODEL_STREAM_INFER_METHOD = f"/{INFERENCE_SERVICE}/ModelStreamInfer"
+MODEL_METADATA_METHOD = f"/{INFERENCE_SERVICE}/ModelMetadata"
+#: A small extra service for ``anyserve status``: ``Get`` returns the replica's status as JSON.
+STATUS_SERVICE = "anyserve.ReplicaStatus"

@@ -1,0 +1,104 @@
+"""Choosing a replica: score the live ones with the matcher, let the routing hook pick.
+
+Kept apart from the registry, which stores entries, liveness and load:
+this module only reads a snapshot of it (:meth:`ReplicaRegistry.live_entries`)
+and runs plugin code, the matcher and the ``anyserve_select_target`` hook,
+outside the registry's lock. It matches once per request: the chosen
+candidate carries the capability it matched, and nothing downstream in the
+router scores again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from anyserve.errors import PluginError
+from anyserve.matching import Matcher
+from anyserve.routing import COLD, FAILED, HOT, STARTING, STOPPING, Candidate
+from anyserve_router.offers import Offer
+from anyserve_router.registry import ReplicaRegistry
+
+if TYPE_CHECKING:
+    from anyserve.plugins import PluginManager
+
+_STATE_RANK = {HOT: 0, STARTING: 1, COLD: 2, STOPPING: 2}
+
+
+def candidates(
+    registry: ReplicaRegistry,
+    query: Mapping[str, Any],
+    matcher: Matcher,
+    exclude: Iterable[str] = (),
+    now: float | None = None,
+    *,
+    stream: bool | None = None,
+) -> list[Candidate]:
+    """Live replicas that can serve ``query``, each scored by its best-matching capability.
+
+    ``exclude`` holds replica ids to leave out (the replica that delegated the
+    request). ``stream`` (when not ``None``) keeps only offers of that kind:
+    ``stream: true`` offers serve streaming requests, the others (``stream``
+    false or absent, as for a plain handler) serve unary ones, so a request
+    never lands on a replica that offers the capability only the other way.
+    Among a replica's capabilities the best score wins, ties going to the
+    warmer state. The candidate carries the replica's load as ``in_flight``
+    and its endpoint and link in ``info``.
+    """
+    found: list[Candidate] = []
+    for replica_id, where, offers, load in registry.live_entries(exclude, now):
+        best: tuple[float, int, Offer] | None = None
+        for offer in offers:
+            if stream is not None and offer.runtime.get("stream", False) != stream:
+                continue
+            if offer.state == FAILED:
+                continue  # the replica says it cannot serve this right now
+            score = matcher.score(offer.capability, query)
+            if score is None:
+                continue
+            key = (score, -_STATE_RANK.get(offer.state, len(_STATE_RANK)), offer)
+            if best is None or key[:2] > best[:2]:
+                best = key
+        if best is not None:
+            score, _, offer = best
+            found.append(
+                Candidate(
+                    id=replica_id,
+                    capability=offer.capability,
+                    score=score,
+                    in_flight=load,
+                    state=offer.state,
+                    info={**where, **offer.runtime},
+                )
+            )
+    return found
+
+
+def choose(
+    registry: ReplicaRegistry,
+    query: Mapping[str, Any],
+    matcher: Matcher,
+    pm: PluginManager,
+    exclude: Iterable[str] = (),
+    now: float | None = None,
+    *,
+    stream: bool | None = None,
+) -> Candidate | None:
+    """The replica the routing hook picks for ``query``; ``None`` when none matches.
+
+    The hook is called with ``scope="router"``. A hook answering something
+    that is not one of the candidates is a plugin bug and raises
+    :class:`PluginError`.
+    """
+    found = candidates(registry, query, matcher, exclude=exclude, now=now, stream=stream)
+    if not found:
+        return None
+    chosen = pm.hook.anyserve_select_target(query=query, candidates=found, scope="router")
+    if chosen is None:
+        return None
+    if not any(chosen is c for c in found):
+        raise PluginError(
+            f"anyserve_select_target returned {chosen!r}, which is not one of the "
+            f"{len(found)} candidates it was given (ids: {', '.join(c.id for c in found)})"
+        )
+    return chosen
