@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -53,6 +54,12 @@ def test_keep_running_prints_commands_and_stops_on_ctrl_c():
     try:
         process.wait_for("curl -s", timeout=120)
         assert demo_processes()
+        # The status command it prints works as printed in a new terminal, whose PATH has no venv on it.
+        status = process.wait_for(" status http", timeout=30).strip()
+        bare = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/"), "COLUMNS": "200"}
+        shown = subprocess.run(status, shell=True, env=bare, capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0, f"{status!r} failed: {shown.stderr}"
+        assert "heavy" in shown.stdout
         process.signal(signal.SIGINT)
         assert process.proc.wait(timeout=30) == 0
         assert "anyserve status" in process.output()

@@ -14,7 +14,7 @@ from anyserve.catalog import Catalog
 from anyserve.config import load_settings
 from anyserve.plugins import get_plugin_manager
 from anyserve_cli.demo import tour
-from anyserve_cli.demo.cluster import ClusterError, LocalCluster
+from anyserve_cli.demo.cluster import ClusterError, LocalCluster, activate_hint, anyserve_command
 
 APPS = "anyserve_cli.demo.apps"
 NEEDS = {"transport": ("unix", "anyserve-transport-unix"), "encoding": ("sse", "anyserve-encoding-sse")}
@@ -82,7 +82,7 @@ def demo(
                 title("a chat answer streamed token by token")
                 tour.streaming(router, say, write)
                 title("switching the model a replica serves")
-                tour.switching(endpoints["heavy"], say)
+                tour.switching(endpoints["heavy"], say, anyserve_command())
                 if keep_running:
                     _print_try_it(router, endpoints)
                     while True:
@@ -107,8 +107,10 @@ def _wait_registered(router: str, count: int, timeout: float = 30.0) -> None:
 
 
 def _print_try_it(router: str, endpoints: dict[str, str]) -> None:
+    """Commands to paste into another terminal: they must work there as printed, venv activated or not."""
     body = '{"inputs":[{"name":"prompt","datatype":"BYTES","shape":[1],"data":["hi"]}]}'
-    typer.echo(typer.style("\nthe cluster stays up; try (Ctrl-C stops everything):", bold=True))
+    anyserve = anyserve_command()
+    typer.echo(typer.style("\nthe cluster stays up; try, from any terminal (Ctrl-C here stops everything):", bold=True))
     typer.echo(f"  curl -s {router}/registry")
     typer.echo(f"  curl -s {router}/infer -H 'X-Capability-Type: chat' -H 'X-Capability-Model: demo-small' -d '{body}'")
     typer.echo(f"  curl -sN {router}/infer/stream -H 'X-Capability-Type: chat' -H 'X-Capability-Model: demo-small' "
@@ -116,5 +118,7 @@ def _print_try_it(router: str, endpoints: dict[str, str]) -> None:
     typer.echo(
         f"  curl -s {router}/infer -H 'X-Capability-Type: heavy' -H 'X-Capability-Model: mixtral-8x22b' -d '{body}'"
     )
-    typer.echo(f"  anyserve status {router}")
-    typer.echo(f"  anyserve status {endpoints['heavy']}")
+    typer.echo(f"  {anyserve} status {router}")
+    typer.echo(f"  {anyserve} status {endpoints['heavy']}")
+    if (activate := activate_hint()) is not None:
+        typer.echo(f"to type plain `anyserve ...` in a new terminal, run there first: {activate}")

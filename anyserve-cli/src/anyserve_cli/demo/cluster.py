@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +22,34 @@ from pathlib import Path
 from types import TracebackType
 
 READY = " ready at "
+
+
+def anyserve_command() -> str:
+    """How to run ``anyserve`` from another terminal, as text to print.
+
+    Inside a virtual environment (``./dev demo`` creates ``.venv`` and only
+    puts its ``bin`` on the demo's own ``PATH``) a new terminal has no
+    ``anyserve``, so the command is the absolute path of the script installed
+    beside this interpreter. Only an install outside any virtual environment,
+    whose script is on ``PATH``, prints the bare name. With no script at all
+    it is this interpreter running the module.
+    """
+    script = Path(sys.executable).parent / "anyserve"
+    in_venv = sys.prefix != sys.base_prefix
+    if script.is_file() and os.access(script, os.X_OK):
+        found = shutil.which("anyserve")
+        if not in_venv and found is not None and Path(found).resolve() == script.resolve():
+            return "anyserve"
+        return shlex.quote(str(script.absolute()))
+    return f"{shlex.quote(sys.executable)} -m anyserve_cli"
+
+
+def activate_hint() -> str | None:
+    """The line that makes a bare ``anyserve`` work in a new terminal; None outside a virtual environment."""
+    if sys.prefix == sys.base_prefix:
+        return None
+    activate = Path(sys.prefix) / "bin" / "activate"
+    return f"source {shlex.quote(str(activate))}" if activate.is_file() else None
 
 
 class ClusterError(RuntimeError):

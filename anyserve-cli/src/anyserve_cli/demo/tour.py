@@ -73,7 +73,8 @@ def streaming(router: str, say: Say, write: Callable[[str], None]) -> None:
     say(f"  first token after {1000 * (first or 0):.0f} ms, whole answer {time.perf_counter() - began:.2f}s")
 
 
-def switching(heavy_endpoint: str, say: Say) -> None:
+def switching(heavy_endpoint: str, say: Say, anyserve: str = "anyserve") -> None:
+    """``anyserve`` is how to run the command from another terminal (see ``cluster.anyserve_command``)."""
     say("the heavy replica has one gpu; llama-70b (already hot) and mixtral-8x22b each need it:")
     with Client(heavy_endpoint, timeout=60) as client:
         previous = "llama-70b"
@@ -83,4 +84,4 @@ def switching(heavy_endpoint: str, say: Say) -> None:
             note = "switch" if model != previous else "same model"
             say(f"  {model:<14} {time.perf_counter() - began:6.2f}s  ({note})")
             previous = model
-    say("  only requests that change the served model pay the load; see `anyserve status` for each switch")
+    say(f"  only requests that change the served model pay the load; see `{anyserve} status` for each switch")
