@@ -7,6 +7,7 @@ import os
 import time
 
 from anyserve import AnyServe, ModelInferRequest, ModelInferResponse
+from anyserve.tensors import decode_inputs
 
 app = AnyServe("e2e")
 
@@ -49,13 +50,12 @@ def chat_eu(request):
     return response
 
 
-@app.capability(type="add")
+@app.capability(
+    type="add", inputs=[("a", "INT64", [-1]), ("b", "INT64", [-1])], outputs=[("sum", "INT64", [-1])]
+)
 def add(request):
-    a, b = (list(t.contents.int64_contents) for t in request.inputs[:2])
-    response = ModelInferResponse()
-    out = response.outputs.add(name="sum", datatype="INT64", shape=[len(a)])
-    out.contents.int64_contents.extend(x + y for x, y in zip(a, b, strict=True))
-    return response
+    values = decode_inputs(request)
+    return {"sum": [x + y for x, y in zip(values["a"], values["b"], strict=True)]}
 
 
 @app.capability(type="boom")

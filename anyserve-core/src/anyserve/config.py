@@ -80,6 +80,9 @@ class RouterSettings(_Table):
     url: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    #: Port of the router's KServe v2 gRPC front (``inference.GRPCInferenceService``,
+    #: health, reflection); unset serves HTTP only, 0 picks a free port.
+    grpc_port: int | None = Field(default=None, ge=0, le=65535)
     #: A replica that has not heartbeated for this long leaves the registry.
     ttl_seconds: float = Field(default=15.0, gt=0)
     #: Largest HTTP request body accepted, in bytes.

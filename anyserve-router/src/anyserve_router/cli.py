@@ -19,7 +19,8 @@ import typer
 import uvicorn
 
 from anyserve.config import load_settings
-from anyserve_router.app import create_app
+from anyserve_router.app import RouterApp, create_app
+from anyserve_router.grpc_front import start_grpc_front
 
 READY_POLL_SECONDS = 0.05
 
@@ -50,19 +51,41 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def _serve(server: uvicorn.Server, sock: socket.socket, host: str) -> None:
+async def _serve(server: uvicorn.Server, sock: socket.socket, host: str, app: RouterApp, grpc_port: int | None) -> None:
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():
         await asyncio.sleep(READY_POLL_SECONDS)
-    if server.started:
-        port = sock.getsockname()[1]
-        typer.echo(f"anyserve router ready at {_url(host, port)} (Ctrl-C to stop)")
-    await task
+    if not server.started:
+        await task
+        return
+    front = None
+    grpc_line = ""
+    if grpc_port is not None:
+        try:
+            front, bound, health = await start_grpc_front(app.state.anyserve, host, grpc_port)
+        except OSError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            server.should_exit = True
+            await task
+            raise typer.Exit(1) from None
+        grpc_line = f", KServe v2 gRPC at {_url(host, bound).removeprefix('http://')}"
+    port = sock.getsockname()[1]
+    typer.echo(f"anyserve router ready at {_url(host, port)}{grpc_line} (Ctrl-C to stop)")
+    try:
+        await task
+    finally:
+        if front is not None:
+            health.shutdown()
+            await front.stop(grace=2.0)
 
 
 def router(
     host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port (default 8080; 0 picks a free one).")] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(help="Also serve KServe v2 gRPC (and gRPC health, reflection) on this port; 0 picks a free one."),
+    ] = None,
     ttl_seconds: Annotated[
         float | None,
         typer.Option(help="Forget a replica silent for this long (default 15); it should heartbeat every ttl/3."),
@@ -73,11 +96,18 @@ def router(
     """Run the router: replicas register with it, clients send it KServe v2 requests over HTTP.
 
     Requests are routed by capability (X-Capability-<Key> headers, or the
-    KServe model name) to a live replica over gRPC; POST /infer/stream
-    streams the responses back as Server-Sent Events.
+    KServe model name) to a live replica; POST /infer/stream streams the
+    responses back as Server-Sent Events. With --grpc-port, stock KServe v2
+    gRPC clients (tritonclient.grpc, kserve) can call the router too.
     """
     settings = load_settings(
-        config, overrides={"router.host": host, "router.port": port, "router.ttl_seconds": ttl_seconds}
+        config,
+        overrides={
+            "router.host": host,
+            "router.port": port,
+            "router.grpc_port": grpc_port,
+            "router.ttl_seconds": ttl_seconds,
+        },
     )
     level = log_level.value
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -97,6 +127,6 @@ def router(
     try:
         # As uvicorn.Server.run does: the event loop comes from the config (uvloop when installed).
         with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
-            runner.run(_serve(server, sock, settings.router.host))
+            runner.run(_serve(server, sock, settings.router.host, app, settings.router.grpc_port))
     finally:
         sock.close()

@@ -32,7 +32,6 @@ from anyserve.protocol import messages as pb
 from anyserve_router import inbound
 from anyserve_router.routing import ReplicaFailed, Target
 from anyserve_router.streaming import BridgeResponse, StreamBridge, parse
-from anyserve_router.upstream import UpstreamStream
 
 if TYPE_CHECKING:
     from anyserve_router.app import RouterState
@@ -152,19 +151,8 @@ class InferHandlers:
         return _json_response(response, inb, headers)
 
     async def infer_stream(self, request: Request) -> Response:
-        state = self.state
         inb = await read_inbound(request, self.limit)
-        md = inb.meta.to_metadata()
-
-        async def open_stream(target: Target) -> tuple[UpstreamStream, bytes | None]:
-            stream = state.upstream.stream(target, inb.payload, md)
-            try:
-                return stream, await stream.read()
-            except BaseException:
-                stream.cancel()
-                raise
-
-        done = await state.router.forward(inb.meta, open_stream, stream=True)
+        done = await self.state.router.open_stream(inb.meta, inb.payload)
         stream, first = done.result
         if first is not None:
             try:
@@ -178,7 +166,7 @@ class InferHandlers:
                 done.lease.release()
                 code, message = split_error(error)
                 raise ReplicaFailed(message, code=code, replica_id=done.target.replica_id)
-        bridge = StreamBridge(stream, first, state.encoder, done.lease, inb.meta.delegated_from)
+        bridge = StreamBridge(stream, first, self.state.encoder, done.lease, inb.meta.delegated_from)
         return BridgeResponse(bridge, {**_headers(done.target, inb.meta), **STREAM_HEADERS})
 
     def match(self, path: str) -> tuple[Callable[..., Awaitable[Response]], tuple[str, ...]] | None:

@@ -162,6 +162,10 @@ class LinkUpstream:
         assert target.link is not None
         return _LinkStream(self, target.link, transport, payload, metadata)
 
+    async def metadata(self, target: Target, payload: bytes, metadata: Metadata) -> bytes:
+        """Model metadata is not carried by links: it goes over gRPC (rare, and never on the hot path)."""
+        return await self._grpc.metadata(target, payload, metadata)
+
     async def retain(self, addresses: Iterable[str]) -> None:
         keep = set(addresses)
         for link, connection in list(self._connections.items()):

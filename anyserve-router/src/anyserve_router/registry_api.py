@@ -15,7 +15,8 @@ from starlette.responses import JSONResponse, Response
 
 from anyserve.capability import normalize_key, normalize_value
 from anyserve.errors import InvalidRequest
-from anyserve.protocol import RequestMeta, loads_object
+from anyserve.protocol import RequestMeta, loads_object, metadata_to_json
+from anyserve.protocol import messages as pb
 from anyserve_router import inbound
 from anyserve_router.selection import candidates
 from anyserve_router.version import __version__
@@ -124,6 +125,23 @@ def build_registry_routes(state: RouterState) -> APIRouter:
         query = query or {"type": name, **({"model": version} if version else {})}
         ready = bool(candidates(registry, query, state.router.matcher))
         return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 404)
+
+    async def model_metadata(request: Request, name: str, version: str = "") -> dict[str, Any]:
+        """Asked of a replica serving the model: only the handler knows the tensors it declares."""
+        meta = RequestMeta.from_http(request.scope["headers"]).with_request_id()
+        if not meta.query:
+            meta = meta.with_query({"type": name, **({"model": version} if version else {})})
+        payload = pb.ModelMetadataRequest(name=name, version=version).SerializeToString()
+        _, raw = await state.router.model_metadata(meta, payload)
+        return metadata_to_json(pb.ModelMetadataResponse.FromString(raw))
+
+    @routes.get("/v2/models/{model_name}")
+    async def v2_model_metadata(request: Request, model_name: str) -> dict[str, Any]:
+        return await model_metadata(request, model_name)
+
+    @routes.get("/v2/models/{model_name}/versions/{model_version}")
+    async def v2_model_version_metadata(request: Request, model_name: str, model_version: str) -> dict[str, Any]:
+        return await model_metadata(request, model_name, model_version)
 
     @routes.get("/v2/models/{model_name}/ready")
     async def v2_model_ready(request: Request, model_name: str) -> Response:

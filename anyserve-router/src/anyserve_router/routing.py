@@ -23,7 +23,7 @@ from anyserve.protocol import RequestMeta, dumps
 from anyserve_router import selection
 from anyserve_router.errors import NoMatch, ReplicaUnreachable, UnknownReplica
 from anyserve_router.registry import Lease, ReplicaRegistry
-from anyserve_router.upstream import Target, Upstream, UpstreamError
+from anyserve_router.upstream import Target, Upstream, UpstreamError, UpstreamStream
 
 if TYPE_CHECKING:
     from anyserve.plugins import PluginManager
@@ -194,5 +194,35 @@ class Router:
             return self.upstream.infer(target, payload, md)
 
         done = await self.forward(meta, call, stream=False)
+        done.lease.release()
+        return done.target, done.result
+
+    async def open_stream(self, meta: RequestMeta, payload: bytes) -> Forwarded[tuple[UpstreamStream, bytes | None]]:
+        """Start a ModelStreamInfer call and wait for its first response (``None``: it ended at once).
+
+        Waiting for the first response lets "not found" or "unreachable" be
+        answered as such (and the unreachable retried) instead of inside a
+        stream already started. The caller owns the stream and the lease.
+        """
+        md = meta.to_metadata()
+
+        async def call(target: Target) -> tuple[UpstreamStream, bytes | None]:
+            stream = self.upstream.stream(target, payload, md)
+            try:
+                return stream, await stream.read()
+            except BaseException:
+                stream.cancel()
+                raise
+
+        return await self.forward(meta, call, stream=True)
+
+    async def model_metadata(self, meta: RequestMeta, payload: bytes) -> tuple[Target, bytes]:
+        """ModelMetadata from a replica serving ``meta.query`` (either kind): request bytes in, response bytes out."""
+        md = meta.to_metadata()
+
+        def call(target: Target) -> Awaitable[bytes]:
+            return self.upstream.metadata(target, payload, md)
+
+        done = await self.forward(meta, call)
         done.lease.release()
         return done.target, done.result

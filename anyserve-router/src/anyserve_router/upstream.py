@@ -19,11 +19,10 @@ from typing import Protocol
 import grpc
 
 from anyserve.errors import AnyServeError
+from anyserve.protocol.names import MODEL_INFER_METHOD, MODEL_METADATA_METHOD, MODEL_STREAM_INFER_METHOD
 
 log = logging.getLogger("anyserve.router.upstream")
 
-INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
-STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
 Metadata = Sequence[tuple[str, str]]
 
 #: Phrases gRPC uses when it could not reach the server at all: the request
@@ -87,6 +86,10 @@ class Upstream(Protocol):
         """Start a ``ModelStreamInfer`` call carrying one request, already half-closed."""
         ...
 
+    async def metadata(self, target: Target, payload: bytes, metadata: Metadata) -> bytes:
+        """Serialised ``ModelMetadataRequest`` in, serialised ``ModelMetadataResponse`` out."""
+        ...
+
     async def retain(self, addresses: Iterable[str]) -> None:
         """Release resources held for endpoints and links not listed (replicas that left)."""
         ...
@@ -106,6 +109,7 @@ class _Pooled:
     channel: grpc.aio.Channel
     infer: grpc.aio.UnaryUnaryMultiCallable
     stream: grpc.aio.StreamStreamMultiCallable
+    metadata: grpc.aio.UnaryUnaryMultiCallable
     active: int = 0
 
 
@@ -156,7 +160,12 @@ class GrpcUpstream:
         pooled = self._pool.get(endpoint)
         if pooled is None:
             channel = grpc.aio.insecure_channel(endpoint, options=self._options)
-            pooled = _Pooled(channel, channel.unary_unary(INFER_METHOD), channel.stream_stream(STREAM_METHOD))
+            pooled = _Pooled(
+                channel,
+                channel.unary_unary(MODEL_INFER_METHOD),
+                channel.stream_stream(MODEL_STREAM_INFER_METHOD),
+                channel.unary_unary(MODEL_METADATA_METHOD),
+            )
             self._pool[endpoint] = pooled
             log.debug("opened channel to %s", endpoint)
         return pooled
@@ -178,16 +187,22 @@ class GrpcUpstream:
     def endpoints(self) -> list[str]:
         return sorted(self._pool)
 
-    async def infer(self, target: Target, payload: bytes, metadata: Metadata) -> bytes:
+    async def _unary(self, method: str, target: Target, payload: bytes, metadata: Metadata) -> bytes:
         endpoint = target.endpoint
         pooled = self._get(endpoint)
         pooled.active += 1
         try:
-            return await pooled.infer(payload, metadata=metadata)
+            return await getattr(pooled, method)(payload, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             raise self._failed(endpoint, pooled, exc) from None
         finally:
             pooled.active -= 1
+
+    async def infer(self, target: Target, payload: bytes, metadata: Metadata) -> bytes:
+        return await self._unary("infer", target, payload, metadata)
+
+    async def metadata(self, target: Target, payload: bytes, metadata: Metadata) -> bytes:
+        return await self._unary("metadata", target, payload, metadata)
 
     def stream(self, target: Target, payload: bytes, metadata: Metadata) -> _GrpcStream:
         return _GrpcStream(self, target.endpoint, self._get(target.endpoint), payload, metadata)

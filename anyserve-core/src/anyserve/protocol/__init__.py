@@ -23,7 +23,7 @@ from anyserve.protocol.binary import BinaryPart, BinaryWanted, join, parse_heade
 from anyserve.protocol.datatypes import DATATYPES, DataType, TensorError, pack_raw, unpack_raw
 from anyserve.protocol.metadata import RequestMeta, new_request_id, query_from_request
 from anyserve.protocol.streams import final_error, final_marker, is_final, split_error
-from anyserve.protocol.v2_json import dumps, loads_object, parse_infer_json, response_to_json
+from anyserve.protocol.v2_json import dumps, loads_object, metadata_to_json, parse_infer_json, response_to_json
 
 __all__ = [
     "DATATYPES",
@@ -39,6 +39,7 @@ __all__ = [
     "join",
     "loads_object",
     "messages",
+    "metadata_to_json",
     "names",
     "new_request_id",
     "pack_raw",

@@ -350,3 +350,18 @@ def response_to_json(
         "parameters": parameters_to_json(response.parameters),
         "outputs": outputs,
     }
+
+
+def metadata_to_json(response: pb.ModelMetadataResponse) -> dict[str, Any]:
+    """A ``ModelMetadataResponse`` as KServe v2 REST's model metadata object."""
+
+    def tensors(items: Any) -> list[dict[str, Any]]:
+        return [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in items]
+
+    return {
+        "name": response.name,
+        "versions": list(response.versions),
+        "platform": response.platform,
+        "inputs": tensors(response.inputs),
+        "outputs": tensors(response.outputs),
+    }

@@ -1,0 +1,226 @@
+"""The router's KServe v2 gRPC front: ``inference.GRPCInferenceService`` on a port of its own.
+
+The same data plane as the HTTP front (:class:`~anyserve_router.routing.Router`),
+reached the way stock gRPC clients (tritonclient.grpc, kserve's
+``InferenceGRPCClient``) reach a single server: the capability comes from
+``x-capability-*`` metadata, else from the model name and version. Request
+and response bytes are forwarded unparsed, as on the HTTP front's protobuf
+path. Standard health checking (``grpc.health.v1``, per capability) and
+server reflection are served beside it.
+
+Bounds: a request larger than ``router.max_body_bytes`` is refused by gRPC
+itself; a ``ModelStreamInfer`` call serves its requests one at a time (a
+client that sends many waits for each run), and a client that stops reading
+stops the replica through the stream's flow control.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from anyserve.delegation import MAX_DELEGATION_DEPTH
+from anyserve.errors import AnyServeError, InvalidRequest
+from anyserve.protocol import RequestMeta, final_error, query_from_request
+from anyserve.protocol import messages as pb
+from anyserve.protocol.health import HealthServicer, add_health, enable_reflection
+from anyserve.protocol.names import INFERENCE_SERVICE, SERVED_BY_HEADER
+from anyserve_router.errors import NoMatch
+from anyserve_router.selection import candidates
+from anyserve_router.version import __version__
+
+if TYPE_CHECKING:
+    from anyserve_router.app import RouterState
+
+log = logging.getLogger("anyserve.router.grpc")
+
+_SERVED_BY = SERVED_BY_HEADER.lower()
+
+
+def _meta(context: grpc.aio.ServicerContext) -> RequestMeta:
+    meta = RequestMeta.from_metadata(context.invocation_metadata(), timeout=context.time_remaining())
+    if meta.depth > MAX_DELEGATION_DEPTH:
+        raise NoMatch(f"refusing a request delegated {meta.depth} times: requests are delegated at most once")
+    return meta.with_request_id()
+
+
+def _with_query(meta: RequestMeta, payload: bytes) -> RequestMeta:
+    """The query from the request itself when the metadata names none (a plain KServe client)."""
+    if meta.query:
+        return meta
+    try:
+        request = pb.ModelInferRequest.FromString(payload)
+    except DecodeError as exc:
+        raise InvalidRequest(f"malformed ModelInferRequest: {exc}") from None
+    query = query_from_request(request.model_name, request.model_version, request.parameters)
+    if not query:
+        raise InvalidRequest("the request names no capability: set model_name, or x-capability-<key> metadata")
+    return meta.with_query(query)
+
+
+def _model_query(meta: RequestMeta, name: str, version: str) -> RequestMeta:
+    return meta if meta.query else meta.with_query(query_from_request(name, version, {}))
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: AnyServeError) -> None:
+    code = getattr(grpc.StatusCode, exc.code, grpc.StatusCode.UNKNOWN)
+    await context.abort(code, exc.message)
+
+
+class RouterGrpc:
+    """The gRPC methods over the router's shared state."""
+
+    def __init__(self, state: RouterState) -> None:
+        self.state = state
+        self.router = state.router
+
+    # -- inference ------------------------------------------------------------------
+
+    async def model_infer(self, payload: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            meta = _with_query(_meta(context), payload)
+            target, response = await self.router.infer(meta, payload)
+        except AnyServeError as exc:
+            await _abort(context, exc)
+            raise  # abort raises; this keeps type checkers honest
+        await context.send_initial_metadata(((_SERVED_BY, target.replica_id),))
+        return response
+
+    async def model_stream_infer(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        """Each request's run of responses, in order; a request that fails gets a final error, not an abort."""
+        try:
+            meta = _meta(context)
+        except AnyServeError as exc:
+            await _abort(context, exc)
+            return
+        async for payload in requests:
+            async with contextlib.aclosing(self._run(meta, payload)) as run:
+                async for response in run:
+                    yield response
+
+    async def _run(self, meta: RequestMeta, payload: bytes) -> AsyncIterator[bytes]:
+        try:
+            meta = _with_query(meta, payload)
+            done = await self.router.open_stream(meta, payload)
+        except AnyServeError as exc:
+            yield final_error(exc.code, exc.message, _request_id(payload))
+            return
+        stream, first = done.result
+        try:
+            response = first
+            while response is not None:
+                yield response
+                response = await stream.read()
+        except AnyServeError as exc:
+            yield final_error(exc.code, exc.message, _request_id(payload))
+        finally:
+            stream.cancel()
+            done.lease.release()
+
+    # -- health and metadata ---------------------------------------------------------
+
+    def _offered(self, query: Any) -> bool:
+        return bool(candidates(self.state.registry, query, self.router.matcher))
+
+    async def server_live(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext) -> Any:
+        return pb.ServerLiveResponse(live=True)
+
+    async def server_ready(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext) -> Any:
+        return pb.ServerReadyResponse(ready=bool(self.state.registry.live_ids()))
+
+    async def server_metadata(self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext) -> Any:
+        extensions = ["model_stream_infer", "anyserve_capability_routing"]
+        return pb.ServerMetadataResponse(name="anyserve-router", version=__version__, extensions=extensions)
+
+    async def model_ready(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext) -> Any:
+        meta = _model_query(RequestMeta.from_metadata(context.invocation_metadata()), request.name, request.version)
+        return pb.ModelReadyResponse(ready=self._offered(meta.query))
+
+    async def model_metadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            meta = _model_query(_meta(context), request.name, request.version)
+            _, raw = await self.router.model_metadata(meta, request.SerializeToString())
+        except AnyServeError as exc:
+            await _abort(context, exc)
+            raise
+        return pb.ModelMetadataResponse.FromString(raw)
+
+    def health(self, service: str) -> bool | None:
+        """``""`` and the inference service: any live replica; ``type[/model]``: a live replica offers it."""
+        if service in ("", INFERENCE_SERVICE):
+            return bool(self.state.registry.live_ids())
+        name, _, version = service.partition("/")
+        query = query_from_request(name, version, {})
+        if not query:
+            return None
+        return True if self._offered(query) else None
+
+    # -- wiring -----------------------------------------------------------------------
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        def unary(fn: Callable[..., Awaitable[Any]], req: Any) -> grpc.RpcMethodHandler:
+            return grpc.unary_unary_rpc_method_handler(
+                fn, request_deserializer=req.FromString, response_serializer=lambda m: m.SerializeToString()
+            )
+
+        return grpc.method_handlers_generic_handler(
+            INFERENCE_SERVICE,
+            {
+                "ServerLive": unary(self.server_live, pb.ServerLiveRequest),
+                "ServerReady": unary(self.server_ready, pb.ServerReadyRequest),
+                "ServerMetadata": unary(self.server_metadata, pb.ServerMetadataRequest),
+                "ModelReady": unary(self.model_ready, pb.ModelReadyRequest),
+                "ModelMetadata": unary(self.model_metadata, pb.ModelMetadataRequest),
+                # bytes in, bytes out: the router forwards what it need not read
+                "ModelInfer": grpc.unary_unary_rpc_method_handler(self.model_infer),
+                "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(self.model_stream_infer),
+            },
+        )
+
+
+def _request_id(payload: bytes) -> str:
+    try:
+        return pb.ModelInferRequest.FromString(payload).id
+    except DecodeError:
+        return ""
+
+
+#: gRPC channel arguments are C ints.
+_GRPC_INT_MAX = 2**31 - 1
+
+
+async def start_grpc_front(state: RouterState, host: str, port: int) -> tuple[grpc.aio.Server, int, HealthServicer]:
+    """Serve the gRPC front on ``host:port`` (0: a free port); the server, its port and its health servicer.
+
+    A port that cannot be bound raises ``OSError`` naming it.
+    """
+    limit = min(state.settings.router.max_body_bytes, _GRPC_INT_MAX)
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    front = RouterGrpc(state)
+    server.add_generic_rpc_handlers((front.handler(),))
+    health = HealthServicer(front.health, services=lambda: ("", INFERENCE_SERVICE))
+    add_health(server, health)
+    enable_reflection(server, (INFERENCE_SERVICE,))
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {address} for gRPC: {exc}") from None
+    if not bound:
+        raise OSError(f"cannot listen on {address} for gRPC: the port is in use or the address is not local")
+    await server.start()
+    log.info("KServe v2 gRPC front listening on %s", address.rsplit(":", 1)[0] + f":{bound}")
+    return server, bound, health

@@ -1,0 +1,125 @@
+"""The router's KServe v2 gRPC front (``anyserve router --grpc-port``), end to end.
+
+A real router with a real replica registered; a plain gRPC client (the
+KServe v2 stubs) talks to the router's gRPC port exactly as it would talk
+to a single server: routing by model name or ``x-capability-*`` metadata,
+streams, metadata, readiness, standard health checks and reflection.
+"""
+
+from __future__ import annotations
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from kserve import Wire, output, request
+from processes import free_port
+from router_http import ECHO_APP, register
+
+from anyserve.protocol import is_final
+from anyserve.protocol import messages as pb
+
+
+@pytest.fixture
+def front(start_router, start_replica):
+    """``(wire, grpc_endpoint)`` of a router serving gRPC, with one echo_app replica registered."""
+    grpc_port = free_port()
+    router = start_router("--grpc-port", str(grpc_port))
+    assert f"KServe v2 gRPC at 127.0.0.1:{grpc_port}" in router.process.wait_for(" ready at ")
+    replica = start_replica(transport="inproc")
+    with httpx.Client(base_url=router.url, timeout=30) as http:
+        register(http, "echo-replica", replica.endpoint, ECHO_APP, replica.link)
+    endpoint = f"127.0.0.1:{grpc_port}"
+    wire = Wire(endpoint)
+    yield wire, endpoint
+    wire.close()
+
+
+def test_unary_by_model_name_and_by_capability_metadata(front):
+    wire, _ = front
+    by_name = wire.infer(request("add", a=[1, 2], b=[10, 20]))
+    assert output(by_name, "sum") == [11, 22]
+    by_metadata = wire.infer(request("ignored", x=[7]), {"type": "chat", "model": "tiny"})
+    assert by_metadata.parameters["served_by"].string_param == "chat-eu"
+    call = wire.stub.ModelInfer.with_call(request("echo", x=[1]), timeout=30)[1]
+    assert ("x-served-by", "echo-replica") in call.initial_metadata()
+
+
+def test_unknown_capability_is_not_found_with_the_routers_message(front):
+    wire, _ = front
+    with pytest.raises(grpc.RpcError) as info:
+        wire.infer(request("nope", x=[1]))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "no live replica offers" in info.value.details()
+
+
+def test_stream_runs_end_with_a_final_marker_and_errors_stay_in_the_stream(front):
+    wire, _ = front
+    chat = request("chat")
+    missing = request("nope")
+    responses = list(wire.stream([chat, missing, chat]))
+    texts = [r.infer_response.outputs[0].contents.bytes_contents[0] for r in responses if r.infer_response.outputs]
+    assert b"".join(texts) == b"Hello world!Hello world!"
+    finals = [r for r in responses if is_final(r.infer_response)]
+    assert len(finals) == 3  # one per request; the failed one carries the error
+    assert [r.error_message.split(":")[0] for r in finals if r.error_message] == ["NOT_FOUND"]
+
+
+def test_model_metadata_lists_the_declared_tensors_and_readiness(front):
+    wire, _ = front
+    metadata = wire.stub.ModelMetadata(pb.ModelMetadataRequest(name="add"), timeout=30)
+    assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [
+        ("a", "INT64", [-1]),
+        ("b", "INT64", [-1]),
+    ]
+    assert [(t.name, t.datatype) for t in metadata.outputs] == [("sum", "INT64")]
+    assert wire.stub.ModelReady(pb.ModelReadyRequest(name="add"), timeout=30).ready
+    assert not wire.stub.ModelReady(pb.ModelReadyRequest(name="nope"), timeout=30).ready
+    assert wire.stub.ServerReady(pb.ServerReadyRequest(), timeout=30).ready
+    assert wire.stub.ServerMetadata(pb.ServerMetadataRequest(), timeout=30).name == "anyserve-router"
+    with pytest.raises(grpc.RpcError) as info:
+        wire.stub.ModelMetadata(pb.ModelMetadataRequest(name="nope"), timeout=30)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_health_and_reflection(front):
+    wire, endpoint = front
+    health = health_pb2_grpc.HealthStub(wire.channel)
+    check = health_pb2.HealthCheckRequest
+    assert health.Check(check(service=""), timeout=30).status == health_pb2.HealthCheckResponse.SERVING
+    assert health.Check(check(service="add"), timeout=30).status == health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(grpc.RpcError) as info:
+        health.Check(check(service="nope"), timeout=30)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    services = set(ProtoReflectionDescriptorDatabase(wire.channel).get_services())
+    assert "inference.GRPCInferenceService" in services and "grpc.health.v1.Health" in services
+
+
+def test_http_model_metadata_names_the_tensors(start_router, start_replica):
+    router = start_router()
+    replica = start_replica(transport="inproc")
+    with httpx.Client(base_url=router.url, timeout=30) as http:
+        register(http, "echo-replica", replica.endpoint, ECHO_APP)
+        body = http.get("/v2/models/add").json()
+        assert body["name"] == "add" and body["platform"] == "anyserve"
+        assert body["inputs"] == [
+            {"name": "a", "datatype": "INT64", "shape": [-1]},
+            {"name": "b", "datatype": "INT64", "shape": [-1]},
+        ]
+        assert body["outputs"] == [{"name": "sum", "datatype": "INT64", "shape": [-1]}]
+        missing = http.get("/v2/models/nope")
+        assert missing.status_code == 404 and "no live replica" in missing.json()["error"]
+
+
+def test_a_taken_grpc_port_fails_start_up_and_names_it(start_router):
+    router = start_router()
+    taken = router.url.rsplit(":", 1)[1]
+    from processes import run_anyserve
+
+    process = run_anyserve("router", "--port", str(free_port()), "--grpc-port", taken)
+    try:
+        assert process.proc.wait(timeout=30) == 1
+        assert f"cannot listen on 127.0.0.1:{taken} for gRPC" in process.output()
+    finally:
+        process.kill_group()
