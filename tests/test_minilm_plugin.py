@@ -9,11 +9,14 @@ install (``plugins/anyserve-capability-minilm/install.sh``); skipped without it.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
+import grpc
 import httpx
 import pytest
 from processes import Router
@@ -83,6 +86,56 @@ def test_a_replica_with_no_app_serves_the_plugin(start_replica):
         assert not client.is_model_ready("echo", capability={"type": "echo"})  # nothing else is served
 
 
+LOADED = "loaded all-MiniLM-L6-v2 in"  # what the model module logs (level INFO) once the model is in memory
+
+
+def embed_state(endpoint: str) -> str | None:
+    """The embed capability's state in the replica's own status (``anyserve status HOST:PORT``).
+
+    A plain handler's running worker counts as hot, as the replica reports it
+    to the router; a worker class has its own state.
+    """
+    with grpc.insecure_channel(endpoint) as channel:
+        status = json.loads(channel.unary_unary("/anyserve.ReplicaStatus/Get")(b"", timeout=10))
+    if any(CAPABILITY.items() <= cap.items() for w in status["workers"] for cap in w["capabilities"]):
+        return "hot"
+    for worker_class in status["worker_classes"]:
+        if any(CAPABILITY.items() <= cap.items() for cap in worker_class["capabilities"]):
+            return worker_class["state"]
+    return None
+
+
+def test_hot_means_the_model_is_loaded(start_replica):
+    replica = start_replica(None, "--log-level", "info", transport="unix", **ONLY_MINILM)
+    assert embed_state(replica.endpoint) == "cold"  # served on demand, nothing loaded yet: not hot
+    assert LOADED not in replica.process.output()
+
+    result: dict[str, object] = {}
+
+    def first_request() -> None:
+        with Client(replica.endpoint, capability=CAPABILITY, timeout=FIRST_CALL_TIMEOUT) as client:
+            result["embedding"] = client.infer("embed", {"text": SENTENCES}, as_numpy=True)["embedding"]
+
+    caller = threading.Thread(target=first_request)
+    caller.start()
+    seen = []
+    while caller.is_alive():
+        state = embed_state(replica.endpoint)
+        if state == "hot" and "hot" not in seen:
+            # hot is only ever reported once the worker has loaded the model (logged before its handshake)
+            replica.process.wait_for(LOADED, timeout=5)
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        time.sleep(0.05)
+    caller.join()
+    assert "embedding" in result, "the first request failed"
+    check_similarities(result["embedding"], "first request")
+    assert "starting" in seen, seen  # loading takes seconds (torch and the weights): the replica says so
+    assert "hot" not in seen[: seen.index("starting")], seen
+    assert embed_state(replica.endpoint) == "hot"
+    replica.process.wait_for(LOADED, timeout=5)
+
+
 def _router_available() -> bool:
     probe = [sys.executable, "-m", "anyserve_cli", "router", "--help"]
     return subprocess.run(probe, capture_output=True, check=False).returncode == 0
@@ -98,12 +151,21 @@ def _wait_for_embed(router: Router, timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
+def _offer_state(router: Router) -> str:
+    """The state of the embed offer in the router's ``GET /registry`` (an offer without one is hot)."""
+    replicas = httpx.get(f"{router.url}/registry", timeout=5).json()["replicas"]
+    [offer] = [cap for r in replicas for cap in r["capabilities"] if CAPABILITY.items() <= cap.items()]
+    return str(offer.get("state", "hot"))
+
+
 def test_embeddings_through_the_router(start_router, start_replica):
     if not _router_available():
         pytest.skip("`anyserve router` is not available (anyserve-router not installed)")
     router = start_router()
     start_replica(None, "--api-server", router.url, transport="unix", **ONLY_MINILM)
     _wait_for_embed(router)
+    # the router's offers carry the state too: not hot before the model is loaded, hot after
+    assert _offer_state(router) == "cold"
 
     body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [3], "data": SENTENCES}]}
     headers = {"X-Capability-Type": "embed", "X-Capability-Model": "all-MiniLM-L6-v2"}
@@ -112,6 +174,11 @@ def test_embeddings_through_the_router(start_router, start_replica):
     (output,) = answer.json()["outputs"]
     assert output["name"] == "embedding" and output["datatype"] == "FP32" and output["shape"] == [3, 384]
     check_similarities(np.asarray(output["data"], dtype=np.float32).reshape(3, 384), "router /infer")
+
+    deadline = time.monotonic() + 10
+    while _offer_state(router) != "hot":  # a state change re-registers at once; allow for the round trip
+        assert time.monotonic() < deadline, f"the router's offer is still {_offer_state(router)!r}"
+        time.sleep(0.1)
 
     # discovery: the router names the replica, the client talks to it directly
     with Client(api_server=router.url, capability=CAPABILITY, timeout=FIRST_CALL_TIMEOUT) as client:

@@ -35,12 +35,26 @@ def test_importing_the_plugin_loads_no_engine():
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
-def test_the_hook_contributes_the_embed_capability():
+def test_the_hook_contributes_the_embed_capability_as_a_worker_class():
     pm = create_plugin_manager(entrypoints=False, plugins=(plugin,))
     app = load_app(None, pm)
     assert [dict(c) for c in app.capabilities()] == [{"type": "embed", "model": "all-MiniLM-L6-v2"}]
-    (handler,) = app.candidates({"type": "embed"}, stream=False)
-    assert handler.func is plugin.embed and not handler.is_async
+    # a worker class, not a plain handler: it is hot only once on_start (the model load) has returned
+    assert app.handlers == []
+    (worker,) = app.worker_classes
+    assert worker.cls is plugin.MiniLM and worker.unary and not worker.streaming
+    assert worker.idle_timeout is None  # once loaded, the model stays
+
+
+def test_the_worker_loads_the_model_in_on_start_and_answers_through_embed(monkeypatch):
+    loads = []
+    monkeypatch.setattr(plugin.model, "get_model", lambda: loads.append(1))
+    worker = plugin.MiniLM()
+    worker.on_start()
+    assert loads == [1]
+    pytest.importorskip("numpy")
+    response = worker.handle(build_request("embed", {"text": []}), None)
+    assert list(response.outputs[0].shape) == [0, 384]
 
 
 @pytest.mark.parametrize("raw", [False, True])

