@@ -14,7 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from kserve import Wire, output, request
-from processes import free_port
+from processes import free_port, run_anyserve
 from router_http import ECHO_APP, register
 
 from anyserve.protocol import is_final
@@ -23,21 +23,20 @@ from anyserve.protocol import messages as pb
 
 @pytest.fixture
 def front(start_router, start_replica):
-    """``(wire, grpc_endpoint)`` of a router serving gRPC, with one echo_app replica registered."""
+    """A KServe v2 gRPC client of a router serving gRPC, with one echo_app replica registered."""
     grpc_port = free_port()
     router = start_router("--grpc-port", str(grpc_port))
     assert f"KServe v2 gRPC at 127.0.0.1:{grpc_port}" in router.process.wait_for(" ready at ")
     replica = start_replica(transport="inproc")
     with httpx.Client(base_url=router.url, timeout=30) as http:
         register(http, "echo-replica", replica.endpoint, ECHO_APP, replica.link)
-    endpoint = f"127.0.0.1:{grpc_port}"
-    wire = Wire(endpoint)
-    yield wire, endpoint
+    wire = Wire(f"127.0.0.1:{grpc_port}")
+    yield wire
     wire.close()
 
 
 def test_unary_by_model_name_and_by_capability_metadata(front):
-    wire, _ = front
+    wire = front
     by_name = wire.infer(request("add", a=[1, 2], b=[10, 20]))
     assert output(by_name, "sum") == [11, 22]
     by_metadata = wire.infer(request("ignored", x=[7]), {"type": "chat", "model": "tiny"})
@@ -47,7 +46,7 @@ def test_unary_by_model_name_and_by_capability_metadata(front):
 
 
 def test_unknown_capability_is_not_found_with_the_routers_message(front):
-    wire, _ = front
+    wire = front
     with pytest.raises(grpc.RpcError) as info:
         wire.infer(request("nope", x=[1]))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
@@ -55,7 +54,7 @@ def test_unknown_capability_is_not_found_with_the_routers_message(front):
 
 
 def test_stream_runs_end_with_a_final_marker_and_errors_stay_in_the_stream(front):
-    wire, _ = front
+    wire = front
     chat = request("chat")
     missing = request("nope")
     responses = list(wire.stream([chat, missing, chat]))
@@ -67,7 +66,7 @@ def test_stream_runs_end_with_a_final_marker_and_errors_stay_in_the_stream(front
 
 
 def test_model_metadata_lists_the_declared_tensors_and_readiness(front):
-    wire, _ = front
+    wire = front
     metadata = wire.stub.ModelMetadata(pb.ModelMetadataRequest(name="add"), timeout=30)
     assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [
         ("a", "INT64", [-1]),
@@ -84,7 +83,7 @@ def test_model_metadata_lists_the_declared_tensors_and_readiness(front):
 
 
 def test_health_and_reflection(front):
-    wire, endpoint = front
+    wire = front
     health = health_pb2_grpc.HealthStub(wire.channel)
     check = health_pb2.HealthCheckRequest
     assert health.Check(check(service=""), timeout=30).status == health_pb2.HealthCheckResponse.SERVING
@@ -115,8 +114,6 @@ def test_http_model_metadata_names_the_tensors(start_router, start_replica):
 def test_a_taken_grpc_port_fails_start_up_and_names_it(start_router):
     router = start_router()
     taken = router.url.rsplit(":", 1)[1]
-    from processes import run_anyserve
-
     process = run_anyserve("router", "--port", str(free_port()), "--grpc-port", taken)
     try:
         assert process.proc.wait(timeout=30) == 1

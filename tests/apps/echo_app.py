@@ -50,9 +50,7 @@ def chat_eu(request):
     return response
 
 
-@app.capability(
-    type="add", inputs=[("a", "INT64", [-1]), ("b", "INT64", [-1])], outputs=[("sum", "INT64", [-1])]
-)
+@app.capability(type="add", inputs=[("a", "INT64", [-1]), ("b", "INT64", [-1])], outputs=[("sum", "INT64", [-1])])
 def add(request):
     values = decode_inputs(request)
     return {"sum": [x + y for x, y in zip(values["a"], values["b"], strict=True)]}
