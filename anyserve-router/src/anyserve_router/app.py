@@ -35,7 +35,8 @@ from anyserve.config import Settings
 from anyserve.encoding import StreamEncoder
 from anyserve.errors import AnyServeError, code_for_http, http_status
 from anyserve.plugins import PluginManager, get_plugin_manager
-from anyserve.protocol import dumps
+from anyserve.protocol import dumps, names, new_request_id
+from anyserve_router import inbound
 from anyserve_router.infer_api import InferHandlers, build_infer_routes
 from anyserve_router.link import LinkUpstream
 from anyserve_router.registry import ReplicaRegistry
@@ -67,10 +68,15 @@ def error_response(status: int, message: str, code: str, headers: dict[str, str]
 async def _anyserve_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AnyServeError)
     replica_id = getattr(exc, "replica_id", None)
-    headers = {"X-Served-By": replica_id} if replica_id else None
+    rid = inbound.request_id(request)
+    headers = {names.SERVED_BY_HEADER: replica_id} if replica_id else {}
+    if rid:
+        headers[names.REQUEST_ID_HEADER] = rid
     status = http_status(exc.code)
     if status >= 500:
-        log.warning("%s %s -> %d %s: %s", request.method, request.url.path, status, exc.code, exc.message)
+        log.warning(
+            "%s %s -> %d %s (request %s): %s", request.method, request.url.path, status, exc.code, rid, exc.message
+        )
     return error_response(status, exc.message, exc.code, headers)
 
 
@@ -86,8 +92,12 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    # Logged with its traceback by the server; the client still gets JSON.
-    return error_response(500, f"internal router error: {type(exc).__name__}: {exc}", "INTERNAL")
+    """A bug in the router: the log gets the traceback, the client a request id to quote, nothing more."""
+    request_id = inbound.request_id(request) or new_request_id()
+    log.error("internal error in %s %s (request %s)", request.method, request.url.path, request_id, exc_info=exc)
+    return error_response(
+        500, f"internal error (request {request_id})", "INTERNAL", {names.REQUEST_ID_HEADER: request_id}
+    )
 
 
 def _route_path(scope: Scope) -> str:
@@ -103,9 +113,9 @@ class RouterApp:
     """The ASGI entry point: inference POSTs straight to their handlers, everything else to FastAPI.
 
     Errors are answered as the FastAPI app answers them: AnyServeError and
-    HTTPException by their handlers; anything else with a JSON 500, then
-    re-raised for the server to log. An error once the response has started
-    (a stream failing mid-way) is re-raised as it is.
+    HTTPException by their handlers; anything else with a JSON 500 naming
+    only a request id, its traceback logged. An error once the response has
+    started (a stream failing mid-way) is re-raised as it is.
     """
 
     def __init__(self, fastapi: FastAPI, handlers: InferHandlers) -> None:
@@ -154,7 +164,6 @@ class RouterApp:
                 await (await _http_error(request, exc))(scope, receive, send)
             else:
                 await (await _unexpected(request, exc))(scope, receive, send)
-                raise
 
 
 async def _sweep(registry: ReplicaRegistry, upstream: Upstream) -> None:

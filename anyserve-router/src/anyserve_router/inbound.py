@@ -13,6 +13,13 @@ from anyserve.protocol import RequestMeta, names
 from anyserve_router.errors import BodyTooLarge, NoMatch
 
 LIMIT_SETTING = "router.max_body_bytes"
+#: Where the request's id is kept in the ASGI scope once read, for error answers.
+REQUEST_ID_SCOPE = "anyserve.request_id"
+
+
+def request_id(request: Request) -> str | None:
+    """The id of a request whose metadata was read, else the client's own ``X-Request-Id``, if any."""
+    return request.scope.get(REQUEST_ID_SCOPE) or request.headers.get(names.REQUEST_ID_KEY)
 
 
 def _too_large(size: int | str, limit: int) -> BodyTooLarge:
@@ -46,6 +53,7 @@ def read_meta(request: Request) -> RequestMeta:
     outright: a request travels at most one hop, so it can never loop.
     """
     meta = RequestMeta.from_http(request.scope["headers"]).with_request_id()
+    request.scope[REQUEST_ID_SCOPE] = meta.request_id  # error answers name it too
     if meta.depth > MAX_DELEGATION_DEPTH:
         raise NoMatch(
             f"refusing a request delegated {meta.depth} times (by {meta.delegated_from!r} last): requests are "

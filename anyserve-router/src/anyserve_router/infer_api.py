@@ -74,7 +74,10 @@ async def read_inbound(request: Request, limit: int, model: str = "", version: s
     meta = inbound.read_meta(request)
     query = meta.query
     path_query = {"type": model, **({"model": version} if version else {})} if model else {}
-    protobuf = inbound.is_protobuf(request)
+    # The binary extension's header wins over the content type: KServe's REST client sends such bodies as
+    # application/octet-stream, which otherwise means a serialised ModelInferRequest.
+    header_length = parse_header_length(request.headers.get(names.HEADER_LENGTH_KEY))
+    protobuf = header_length is None and inbound.is_protobuf(request)
     binary = None
     if protobuf:
         if not query:
@@ -86,7 +89,7 @@ async def read_inbound(request: Request, limit: int, model: str = "", version: s
             body,
             model_name=model or query.get("type", ""),
             model_version=version or query.get("model", ""),
-            header_length=parse_header_length(request.headers.get(names.HEADER_LENGTH_KEY)),
+            header_length=header_length,
         )
         if not query:
             query = path_query or query_from_request(parsed.model_name, parsed.model_version, parsed.parameters)

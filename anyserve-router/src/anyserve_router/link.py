@@ -37,8 +37,12 @@ log = logging.getLogger("anyserve.router.link")
 CONNECT_TIMEOUT = 1.0
 
 
-def _upstream_error(exc: AnyServeError) -> UpstreamError:
-    return UpstreamError(exc.message, code=exc.code)
+def _upstream_error(exc: AnyServeError, connection: Connection, link: str) -> UpstreamError:
+    """The replica's own answer as it is; a broken link as a plain fact, its details (pids, addresses) logged."""
+    if not connection.closed:
+        return UpstreamError(exc.message, code=exc.code)
+    log.warning("link %s broke while a request was in flight: %s", link, exc.message)
+    return UpstreamError("the connection to the replica broke while the request was in flight", code="UNAVAILABLE")
 
 
 class _LinkStream:
@@ -51,6 +55,7 @@ class _LinkStream:
         self._payload = payload
         self._metadata = dict(md)
         self._responses: AsyncIterator[bytes] | None = None
+        self._connection: Connection | None = None
         self._finished = False
         self._closing: asyncio.Task[None] | None = None
 
@@ -58,8 +63,8 @@ class _LinkStream:
         if self._finished:
             return None
         if self._responses is None:
-            connection = await self._owner.connection(self._link, self._transport)
-            self._responses = aiter(connection.stream(self._payload, self._metadata))
+            self._connection = await self._owner.connection(self._link, self._transport)
+            self._responses = aiter(self._connection.stream(self._payload, self._metadata))
         try:
             return await anext(self._responses)
         except StopAsyncIteration:
@@ -67,7 +72,8 @@ class _LinkStream:
             return None
         except AnyServeError as exc:
             self._finished = True
-            raise _upstream_error(exc) from None
+            assert self._connection is not None
+            raise _upstream_error(exc, self._connection, self._link) from None
 
     def cancel(self) -> None:
         if self._finished or self._responses is None or self._closing is not None:
@@ -153,7 +159,7 @@ class LinkUpstream:
         try:
             return await connection.infer(payload, dict(metadata))
         except AnyServeError as exc:
-            raise _upstream_error(exc) from None
+            raise _upstream_error(exc, connection, target.link) from None
 
     def stream(self, target: Target, payload: bytes, metadata: Metadata) -> UpstreamStream:
         transport = self._transport(target.link) if target.link else None

@@ -123,12 +123,12 @@ class Router:
         shown = ", ".join(dumps(c).decode() for c in known[:_SHOWN_CAPABILITIES]) or "none (no live replicas)"
         if len(known) > _SHOWN_CAPABILITIES:
             shown += f" and {len(known) - _SHOWN_CAPABILITIES} more"
-        others = [i for i in sorted(exclude) if i != delegated_from]
+        others = [i for i in exclude if i != delegated_from]
         why = ""
         if delegated_from is not None:
             why += f" other than {delegated_from!r} (which delegated the request)"
         if others:
-            why += f" (not answering: {', '.join(others)})"
+            why += f" ({len(others)} did not answer)"
         return f"no live replica{why} offers a capability matching {shown_query}; known: {shown}"
 
     def lookup(self, query: Mapping[str, str]) -> Target:
@@ -147,8 +147,8 @@ class Router:
         """Pick a replica, hold a lease on it and ``await call(target)``.
 
         If the replica cannot be reached, it is excluded and one other match
-        is tried; if that fails too, or none is left,
-        :class:`ReplicaUnreachable` names the replica(s). An error the replica
+        is tried; if that fails too, or none is left, :class:`ReplicaUnreachable`
+        says so (the log names the replicas and why). An error the replica
         itself answered becomes :class:`ReplicaFailed` with its code and
         message. On success the caller owns the lease.
         """
@@ -173,18 +173,29 @@ class Router:
                 lease.release()
                 if not exc.unreachable:
                     raise ReplicaFailed(exc.message, code=exc.code, replica_id=target.replica_id) from None
-                log.warning("replica %s at %s did not answer: %s", target.replica_id, target.endpoint, exc.message)
+                log.warning(
+                    "replica %s at %s did not answer request %s: %s",
+                    target.replica_id,
+                    target.endpoint,
+                    meta.request_id or "-",
+                    exc.message,
+                )
                 failed.append((target, exc))
                 exclude.add(target.replica_id)
             except BaseException:
                 lease.release()
                 raise
-        raise ReplicaUnreachable(self._unreachable_message(query, failed))
+        raise ReplicaUnreachable(self._unreachable_message(meta, len(failed)))
 
-    def _unreachable_message(self, query: Mapping[str, str], failed: list[tuple[Target, UpstreamError]]) -> str:
-        tried = "; ".join(f"replica {t.replica_id!r} at {t.endpoint} did not answer ({e.message})" for t, e in failed)
-        tail = "" if len(failed) > 1 else f"; no other live replica matches {dumps(dict(query)).decode()}"
-        return tried + tail
+    @staticmethod
+    def _unreachable_message(meta: RequestMeta, tried: int) -> str:
+        """Which replicas and where stay in the router's log; the client learns what happened."""
+        shown = dumps(dict(meta.query)).decode()
+        if tried > 1:
+            what = f"the {tried} replicas tried for {shown} did not answer"
+        else:
+            what = f"the replica chosen for {shown} did not answer and no other live replica matches"
+        return f"{what} (request {meta.request_id or '-'}; the router's log names them)"
 
     async def infer(self, meta: RequestMeta, payload: bytes) -> tuple[Target, bytes]:
         """Unary ModelInfer: serialised request in, the serving replica and serialised response out."""

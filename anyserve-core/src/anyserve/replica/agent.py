@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from anyserve.delegation import Delegation
-from anyserve.errors import AnyServeError, CapabilityNotFound, ResourceExhausted
+from anyserve.errors import AnyServeError, CapabilityNotFound, ResourceExhausted, Unavailable
 from anyserve.plugins import PluginManager
 from anyserve.protocol import RequestMeta, final_error, final_marker, query_from_request
 from anyserve.protocol import messages as pb
@@ -188,8 +188,9 @@ class Agent:
 
     @staticmethod
     def grpc_meta(context: grpc.aio.ServicerContext) -> RequestMeta:
-        """A gRPC call's metadata, its deadline included."""
-        return RequestMeta.from_metadata(context.invocation_metadata(), timeout=context.time_remaining())
+        """A gRPC call's metadata, its deadline included, with a request id (the caller's, or a new one)."""
+        meta = RequestMeta.from_metadata(context.invocation_metadata(), timeout=context.time_remaining())
+        return meta.with_request_id()
 
     async def model_infer(self, payload: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
@@ -214,10 +215,25 @@ class Agent:
         slot.last_used = time.monotonic()
         try:
             response = await slot.connection.infer(payload, dict(meta.to_metadata(handler=handler)))
+        except Unavailable as exc:
+            raise self._worker_lost(slot, meta, exc) from None
         finally:
             slot.last_used = time.monotonic()
         self._check_size("response", len(response))
         return response
+
+    def _worker_lost(self, slot: WorkerSlot, meta: RequestMeta, exc: Unavailable) -> Unavailable:
+        """A worker that died mid-request: its pid and socket go to the log, the caller gets what happened.
+
+        An ``Unavailable`` the handler raised itself (its worker still up) is the handler's answer: kept.
+        """
+        if not slot.connection.closed:
+            return exc
+        log.warning("worker %s died during request %s: %s", slot.id, meta.request_id or "-", exc.message)
+        return Unavailable(
+            f"the worker serving {dict(meta.query)} stopped before it answered (request {meta.request_id or '-'}); "
+            "the replica restarts it"
+        )
 
     async def _worker_for(self, meta: RequestMeta, stream: bool) -> tuple[WorkerSlot, int] | None:
         """A running worker, else a worker class started for this request (waiting up to its deadline)."""
@@ -264,10 +280,14 @@ class Agent:
             slot, handler = chosen
             slot.last_used = time.monotonic()
             fields = dict(meta.to_metadata(handler=handler))
-            async with contextlib.aclosing(slot.connection.stream(payload, fields)) as chunks:
-                async for chunk in chunks:
-                    yield chunk
-            slot.last_used = time.monotonic()
+            try:
+                async with contextlib.aclosing(slot.connection.stream(payload, fields)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
+            except Unavailable as exc:
+                raise self._worker_lost(slot, meta, exc) from None
+            finally:
+                slot.last_used = time.monotonic()  # in use until the run ends, however it ends
         except AnyServeError as exc:
             yield final_error(exc.code, exc.message, request.id)
             return

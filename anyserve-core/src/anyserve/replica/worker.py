@@ -186,6 +186,8 @@ class WorkerHost:
             result.id = request.id
         if not result.model_name:
             result.model_name = request.model_name
+        if not result.model_version:
+            result.model_version = request.model_version
         return result.SerializeToString()
 
     async def stream(self, payload: bytes, fields: Query) -> AsyncIterator[bytes]:
