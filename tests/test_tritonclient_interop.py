@@ -7,7 +7,7 @@ this test asserts on it. Only ``importlib.util.find_spec`` looks for
 tritonclient here: importing it in this process would be the clash.
 
 Every tritonclient after 2.41.0 caps protobuf below 7 while anyserve-core
-needs protobuf 7, so requirements-dev.txt pins ``tritonclient[grpc]==2.41.0``.
+needs protobuf 7, so requirements-dev.txt pins ``tritonclient[grpc,http]==2.41.0``.
 """
 
 from __future__ import annotations
