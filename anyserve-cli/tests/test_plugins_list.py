@@ -271,3 +271,20 @@ def test_a_wrapper_on_a_registration_hook_is_listed_as_refused(cli_pm: PluginMan
         "wraps (anyserve-wraps 0.1) error: hook wrappers are not supported on registration hook "
         "anyserve_register_transports" in out
     )
+
+
+class ModelClass:
+    """Contributes a worker class (a model loaded in ``on_start``), not a plain handler."""
+
+    @hookimpl
+    def anyserve_register_capabilities(self, app: AnyServe) -> None:
+        @app.worker(capabilities=[{"type": "embed", "model": "mini"}])
+        class Embedder:
+            def handle(self, request: Any) -> Any:
+                return {}
+
+
+def test_worker_class_capabilities_are_listed_too(cli_pm: PluginManager, invoke) -> None:
+    cli_pm.register_checked(ModelClass(), PluginOrigin("mini", "anyserve-capability-mini", "1.0", builtin=False))
+    plugins = _by_name(_json(invoke("plugins", "list", "--json")))
+    assert plugins["mini"]["contributes"]["capabilities"] == [{"type": "embed", "model": "mini"}]

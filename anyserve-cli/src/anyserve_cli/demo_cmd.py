@@ -26,8 +26,7 @@ def _check_installed() -> None:
     missing = [dist for key, (name, dist) in NEEDS.items() if name not in catalog.registries[key].records]
     if "file" not in catalog.scheme_owners():
         missing.append("anyserve-objects-fs")
-    commands = get_plugin_manager().hook.anyserve_register_commands.get_hookimpls()
-    if not any(impl.plugin_name == "router" for impl in commands):
+    if "router" not in get_plugin_manager().impl_names("anyserve_register_commands"):
         missing.append("anyserve-router")
     if missing:
         typer.echo(f"error: the demo needs {', '.join(missing)}: pip install {' '.join(missing)}", err=True)

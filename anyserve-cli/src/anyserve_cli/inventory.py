@@ -59,8 +59,9 @@ def collect_capabilities(pm: PluginManager) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
 
     def keep(plugin_name: str, app: AnyServe) -> None:
-        if app.handlers:
-            out.setdefault(plugin_name, []).extend(h.describe() for h in app.handlers)
+        offers = [h.describe() for h in app.handlers] + [o for w in app.worker_classes for o in w.describe()]
+        if offers:
+            out.setdefault(plugin_name, []).extend(offers)
 
     for _ in pm.each_impl(CAPABILITIES_HOOK, app=PerImpl(lambda name: AnyServe(name=name), keep)):
         pass
