@@ -330,11 +330,6 @@ def test_a_class_larger_than_the_budget_is_refused_at_once() -> None:
     run(test, app_with((Chat, [CHAT], {"gpus": 4}, None)), budget={"gpus": 2})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Lifecycle._idlest picks any idle class that holds resources, even none of those the new class "
-    "needs: an idle CPU-only class is stopped to make room for a GPU class, freeing nothing",
-)
 def test_eviction_stops_only_classes_holding_what_the_new_class_needs() -> None:
     async def test(lc: Lifecycle, supervisor: FakeSupervisor) -> None:
         await lc.acquire(CHAT, stream=False, timeout=1.0)  # cpus only, and the idlest
@@ -354,11 +349,6 @@ def test_eviction_stops_only_classes_holding_what_the_new_class_needs() -> None:
     run(test, app, budget={"gpus": 1, "cpus": 1})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a request for a class that is stopping starts it again at once, on the same WorkerProcess, while the "
-    "stop is still running; the stop then ends by setting the class cold though its new worker serves",
-)
 def test_a_request_during_a_stop_waits_for_the_stop_and_leaves_the_class_hot() -> None:
     async def test(lc: Lifecycle, supervisor: FakeSupervisor) -> None:
         await lc.acquire(CHAT, stream=False, timeout=1.0)

@@ -61,6 +61,12 @@ class Switch:
                 "reason": self.reason}  # fmt: skip
 
 
+def _set_event() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
+
+
 @dataclass
 class Group:
     spec: WorkerClass
@@ -72,6 +78,8 @@ class Group:
     failures: int = 0
     last_error: str = ""
     retry_at: float = 0.0
+    #: Clear while a stop is in progress: a start waits for it, as the stop still owns the worker process.
+    stopped: asyncio.Event = field(default_factory=_set_event)
 
     @property
     def name(self) -> str:
@@ -198,6 +206,7 @@ class Lifecycle:
             await asyncio.sleep(0.02)
 
     async def _start(self, group: Group, reason: str) -> WorkerSlot:
+        await group.stopped.wait()  # a request that arrived while the class was stopping starts it afterwards
         await self._make_room(group)
         group.state = STARTING
         self.on_change()
@@ -214,7 +223,7 @@ class Lifecycle:
 
     async def _make_room(self, group: Group) -> None:
         while not self._fits(group.spec):
-            victim = self._idlest(exclude=group)
+            victim = self._idlest(exclude=group, needs=self._short_of(group.spec))
             if victim is not None:
                 await self.stop(victim, reason=f"making room for {group.name}")
                 continue
@@ -222,11 +231,19 @@ class Lifecycle:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._freed.wait(), REAP_INTERVAL)  # re-check: a worker may have gone idle
 
-    def _idlest(self, exclude: Group) -> Group | None:
+    def _short_of(self, spec: WorkerClass) -> set[str]:
+        """The budgeted resources ``spec`` needs more of than is free now."""
+        used = self.in_use()
+        return {
+            k for k, v in spec.resources.items() if k in self.budget and v > 0 and used.get(k, 0.0) + v > self.budget[k]
+        }
+
+    def _idlest(self, exclude: Group, needs: set[str]) -> Group | None:
+        """The idle class used longest ago among those holding something of ``needs``: stopping others frees nothing."""
         idle = [
             (slot.last_used, g)
             for g in self.groups.values()
-            if g is not exclude and g.state == HOT and g.spec.resources
+            if g is not exclude and g.state == HOT and needs & {k for k, v in g.spec.resources.items() if v > 0}
             and (slot := self._slot(g)) is not None and slot.connection.in_flight == 0
         ]  # fmt: skip
         return min(idle, key=lambda pair: pair[0])[1] if idle else None
@@ -235,10 +252,14 @@ class Lifecycle:
         if group.state != HOT:
             return
         group.state = STOPPING
+        group.stopped.clear()
         self.on_change()
         began = time.monotonic()
-        await self.supervisor.stop_worker(group.worker)
-        group.state = COLD
+        try:
+            await self.supervisor.stop_worker(group.worker)
+        finally:
+            group.state = COLD
+            group.stopped.set()
         self._switch(group, "stop", time.monotonic() - began, reason)
         self._freed.set()
 
