@@ -1,4 +1,4 @@
-"""KServe v2 JSON <-> protobuf: conversions both ways and the message for every bad input."""
+"""KServe v2 REST bodies (JSON and the binary extension) <-> protobuf, both ways, and the message for every bad input."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import struct
 import pytest
 
 from anyserve.errors import InvalidRequest
+from anyserve.protocol import BinaryWanted, join, parse_header_length, parse_response, request_body
 from anyserve.protocol import messages as pb
 from anyserve.protocol.v2_json import parse_infer_json, response_to_json
 
@@ -210,3 +211,63 @@ def test_bytes_marked_base64_by_the_replica_stay_base64():
     out.contents.bytes_contents.append(b"abc")
     out.parameters["content_encoding"].string_param = "base64"
     assert response_to_json(response)["outputs"][0]["data"] == ["YWJj"]
+
+
+# -- the client's half, and both halves together -------------------------------------
+
+
+def _mixed_request() -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(id="r1")
+    request.parameters["tag"].string_param = "x"
+    request.inputs.add(name="text", datatype="BYTES", shape=[2]).contents.bytes_contents.extend([b"hi", "wö".encode()])
+    request.inputs.add(name="x", datatype="FP32", shape=[2, 1]).contents.fp32_contents.extend([0.5, -2.0])
+    request.inputs.add(name="n", datatype="INT64", shape=[1]).contents.int64_contents.append(-(2**40))
+    return request
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_a_request_written_as_a_client_writes_it_reads_back_the_same(binary):
+    sent = _mixed_request()
+    body, headers = request_body(sent, binary=binary)
+    got = parse_infer_json(body, header_length=parse_header_length(headers.get("Inference-Header-Content-Length")))
+    assert got.id == "r1" and got.parameters["tag"].string_param == "x"
+    assert [(t.name, t.datatype, list(t.shape)) for t in got.inputs] == [
+        (t.name, t.datatype, list(t.shape)) for t in sent.inputs
+    ]
+    if binary:  # binary data arrives raw, as KServe's raw contents
+        assert got.raw_input_contents[1] == struct.pack("<2f", 0.5, -2.0)
+        assert got.raw_input_contents[2] == struct.pack("<q", -(2**40))
+        assert got.raw_input_contents[0] == struct.pack("<I", 2) + b"hi" + struct.pack("<I", 3) + "wö".encode()
+    else:
+        assert list(got.inputs[0].contents.bytes_contents) == [b"hi", "wö".encode()]
+        assert list(got.inputs[1].contents.fp32_contents) == [0.5, -2.0]
+
+
+def test_a_response_written_binary_reads_back_as_raw_outputs():
+    response = pb.ModelInferResponse(model_name="m", id="r1")
+    response.outputs.add(name="n", datatype="INT64", shape=[2]).contents.int64_contents.extend([1, 2])
+    response.outputs.add(name="s", datatype="BYTES", shape=[1]).contents.bytes_contents.append(b"ok")
+    request = pb.ModelInferRequest()
+    request.outputs.add(name="n").parameters["binary_data"].bool_param = True
+    blobs: list[bytes] = []
+    header = response_to_json(response, BinaryWanted.from_request(request), blobs)
+    body, headers = join(json.dumps(header).encode(), blobs)
+    got = parse_response(body, int(headers["Inference-Header-Content-Length"]))
+    assert (got.model_name, got.id) == ("m", "r1")
+    # One output came binary, so the message holds every output raw (KServe never mixes the two).
+    assert got.raw_output_contents[0] == struct.pack("<2q", 1, 2)
+    assert got.raw_output_contents[1] == struct.pack("<I", 2) + b"ok"
+    assert parse_response(json.dumps(response_to_json(response)).encode()).outputs[0].contents.int64_contents == [1, 2]
+
+
+def test_binary_sizes_that_do_not_add_up_are_refused():
+    body, headers = request_body(_mixed_request(), binary=True)
+    length = int(headers["Inference-Header-Content-Length"])
+    with pytest.raises(InvalidRequest, match="no input's binary_data_size claims them"):
+        parse_infer_json(body + b"extra", header_length=length)
+    with pytest.raises(InvalidRequest, match="binary_data_size is 8 but only 5 bytes of binary data are left"):
+        parse_infer_json(body[:-3], header_length=length)
+    with pytest.raises(InvalidRequest, match="Inference-Header-Content-Length is"):
+        parse_infer_json(body, header_length=len(body) + 1)
+    with pytest.raises(InvalidRequest, match="binary body"):
+        parse_infer_json(body[:length])

@@ -11,8 +11,10 @@ router link) are thin adapters over what this package defines, as kserve's
   query, delegation marks, deadline, request id and trace context, parsed
   once where a request arrives and carried unchanged to the worker;
 - :mod:`~anyserve.protocol.datatypes`: the KServe v2 datatypes and raw packing;
-- :mod:`~anyserve.protocol.v2_json` and :mod:`~anyserve.protocol.binary`:
-  KServe v2 REST bodies, JSON and the binary tensor extension, both ways;
+- :mod:`~anyserve.protocol.v2_json`, :mod:`~anyserve.protocol.v2_client` and
+  :mod:`~anyserve.protocol.binary`: KServe v2 REST bodies, JSON and the
+  binary tensor extension, as a server reads and writes them and as a
+  client does;
 - :mod:`~anyserve.protocol.streams`: how a run of stream responses ends or fails.
 
 Nothing outside this package imports ``anyserve._proto``.
@@ -23,6 +25,7 @@ from anyserve.protocol.binary import BinaryPart, BinaryWanted, join, parse_heade
 from anyserve.protocol.datatypes import DATATYPES, DataType, TensorError, pack_raw, unpack_raw
 from anyserve.protocol.metadata import RequestMeta, new_request_id, query_from_request
 from anyserve.protocol.streams import final_error, final_marker, is_final, split_error
+from anyserve.protocol.v2_client import parse_response, request_body
 from anyserve.protocol.v2_json import dumps, loads_object, metadata_to_json, parse_infer_json, response_to_json
 
 __all__ = [
@@ -45,7 +48,9 @@ __all__ = [
     "pack_raw",
     "parse_header_length",
     "parse_infer_json",
+    "parse_response",
     "query_from_request",
+    "request_body",
     "response_to_json",
     "split_error",
     "unpack_raw",

@@ -172,15 +172,21 @@ def _binary_input(dt: DataType, shape: list[int], size: Any, part: BinaryPart | 
     return data
 
 
-def _input(
-    raw: Any, index: int, part: BinaryPart | None
-) -> tuple[pb.ModelInferRequest.InferInputTensor, DataType, list[Any] | bytes]:
+#: A tensor read off JSON: its message (input or output tensor), datatype, and plain elements or raw bytes.
+Parsed = tuple[Any, DataType, "list[Any] | bytes"]
+
+
+def parse_tensor(raw: Any, index: int, part: BinaryPart | None, kind: str = "input", message: Any = None) -> Parsed:
+    """One JSON tensor (``kind`` ``"input"`` or ``"output"``) as a tensor message without contents, checked.
+
+    ``message`` is the message class to fill (``InferInputTensor`` unless given).
+    """
     if not isinstance(raw, dict):
-        raise InvalidRequest(f"inputs[{index}] must be an object, got {type(raw).__name__}")
+        raise InvalidRequest(f"{kind}s[{index}] must be an object, got {type(raw).__name__}")
     name = raw.get("name")
     if not isinstance(name, str) or not name:
-        raise InvalidRequest(f"inputs[{index}] needs a non-empty string 'name', got {name!r}")
-    where = f"input {name!r}"
+        raise InvalidRequest(f"{kind}s[{index}] needs a non-empty string 'name', got {name!r}")
+    where = f"{kind} {name!r}"
     datatype = raw.get("datatype")
     dt = DATATYPES.get(datatype) if isinstance(datatype, str) else None
     if dt is None:
@@ -189,7 +195,7 @@ def _input(
         )
     shape = _shape(raw.get("shape"), where)
     params = raw.get("parameters") or {}
-    tensor = pb.ModelInferRequest.InferInputTensor(name=name, datatype=dt.name, shape=shape)
+    tensor = (message or pb.InferInputTensor)(name=name, datatype=dt.name, shape=shape)
     if isinstance(params, dict) and BINARY_DATA_SIZE in params:
         data = _binary_input(dt, shape, params[BINARY_DATA_SIZE], part, where)
         rest = {k: v for k, v in params.items() if k != BINARY_DATA_SIZE}
@@ -207,6 +213,28 @@ def _input(
         raise InvalidRequest(f"{where}: shape {shape} holds {math.prod(shape)} elements but data has {len(flat)}")
     _fill_parameters(tensor.parameters, params, f"{where}: parameters")
     return tensor, dt, _elements(dt, flat, params, where)
+
+
+def place_tensors(converted: list[Parsed], tensors: Any, raw_contents: Any, kind: str) -> None:
+    """Append parsed tensors to a message's ``inputs``/``outputs`` and ``raw_*_contents``.
+
+    A message is all typed or all raw (KServe forbids mixing): FP16/BF16 have
+    no contents field and binary data is raw already, so either makes every
+    tensor travel raw.
+    """
+    seen: set[str] = set()
+    raw_mode = any(dt.field is None or isinstance(values, bytes) for _, dt, values in converted)
+    for tensor, dt, values in converted:
+        if tensor.name in seen:
+            raise InvalidRequest(f"{kind} {tensor.name!r} is given twice")
+        seen.add(tensor.name)
+        if isinstance(values, bytes):
+            raw_contents.append(values)
+        elif raw_mode:
+            raw_contents.append(pack_raw(dt, values))
+        elif values:
+            getattr(tensor.contents, dt.field).extend(values)
+        tensors.append(tensor)
 
 
 def parse_infer_json(
@@ -231,23 +259,10 @@ def parse_infer_json(
     inputs = data.get("inputs", [])
     if not isinstance(inputs, list):
         raise InvalidRequest(f"'inputs' must be a list of tensors, got {type(inputs).__name__}")
-    converted = [_input(raw, i, part) for i, raw in enumerate(inputs)]
+    converted = [parse_tensor(raw, i, part) for i, raw in enumerate(inputs)]
     if part is not None:
         part.check_used()
-    seen: set[str] = set()
-    # FP16/BF16 have no contents field and binary data is raw already; then every input travels raw.
-    raw_mode = any(dt.field is None or isinstance(values, bytes) for _, dt, values in converted)
-    for tensor, dt, values in converted:
-        if tensor.name in seen:
-            raise InvalidRequest(f"input {tensor.name!r} is given twice")
-        seen.add(tensor.name)
-        if isinstance(values, bytes):
-            request.raw_input_contents.append(values)
-        elif raw_mode:
-            request.raw_input_contents.append(pack_raw(dt, values))
-        elif values:
-            getattr(tensor.contents, dt.field).extend(values)  # type: ignore[arg-type]
-        request.inputs.append(tensor)
+    place_tensors(converted, request.inputs, request.raw_input_contents, "input")
     outputs = data.get("outputs", [])
     if not isinstance(outputs, list):
         raise InvalidRequest(f"'outputs' must be a list, got {type(outputs).__name__}")
