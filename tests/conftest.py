@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+from kserve import Wire
 from processes import Process, Replica, Router, free_port, run_anyserve
 
 TRANSPORTS = ["inproc", "unix"]
@@ -64,6 +65,20 @@ def http_to() -> Iterator[Callable[[str], httpx.Client]]:
     yield make
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def wire_for() -> Iterator[Callable[[str], Wire]]:
+    """``wire_for(endpoint)`` -> a bare KServe v2 gRPC client of a replica, closed after the test."""
+    wires: list[Wire] = []
+
+    def make(endpoint: str) -> Wire:
+        wires.append(Wire(endpoint))
+        return wires[-1]
+
+    yield make
+    for wire in wires:
+        wire.close()
 
 
 @pytest.fixture(params=["grpc", "link"])

@@ -14,23 +14,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from kserve import Wire, output, request, tokens
+from kserve import output, request, tokens
 from processes import free_port, group_pids, run_anyserve
 
 from anyserve.protocol import messages as pb
-
-
-@pytest.fixture
-def wire_for():
-    wires: list[Wire] = []
-
-    def make(endpoint: str) -> Wire:
-        wires.append(Wire(endpoint))
-        return wires[-1]
-
-    yield make
-    for w in wires:
-        w.close()
 
 
 def test_health_and_metadata(start_replica, transport, wire_for):
