@@ -2,9 +2,10 @@
 
 Serve it from this folder with ``anyserve start --app app:app --port 50051``:
 
-* ``echo`` sends every input back as ``output_<name>`` (the seed's handler,
-  written against the KServe v2 protobuf messages directly);
-* ``add`` adds two INT64 vectors ``a`` and ``b`` into ``sum``;
+* ``echo`` sends every input back as ``output_<name>``, written against the
+  KServe v2 protobuf messages directly;
+* ``add`` adds two INT64 vectors ``a`` and ``b`` into ``sum``, returning its
+  output by name (no protobuf to build) and declaring its tensors;
 * ``classifier`` labels each text ``positive`` or ``negative`` by counting
   keywords (a toy), with a ``score`` in [0.5, 1): how sure it is.
 """
@@ -33,8 +34,8 @@ def echo_handler(request: ModelInferRequest) -> ModelInferResponse:
     return response
 
 
-@app.capability(type="add")
-def add_handler(request: ModelInferRequest, context) -> ModelInferResponse:
+@app.capability(type="add", inputs=[("a", "INT64", [-1]), ("b", "INT64", [-1])], outputs=[("sum", "INT64", [-1])])
+def add_handler(request: ModelInferRequest, context) -> dict[str, list[int]]:
     """``sum = a + b`` element by element; ``a`` and ``b`` must have the same length."""
     inputs = context.inputs(request)  # by name, as Python values (typed or raw contents alike)
     try:
@@ -43,10 +44,7 @@ def add_handler(request: ModelInferRequest, context) -> ModelInferResponse:
         raise InvalidRequest(f"add needs inputs 'a' and 'b', got {sorted(inputs)}; missing {missing}") from None
     if len(a) != len(b):
         raise InvalidRequest(f"add needs vectors of the same length, got {len(a)} and {len(b)}")
-    response = ModelInferResponse(model_name=request.model_name, id=request.id)
-    out = response.outputs.add(name="sum", datatype="INT64", shape=[len(a)])
-    out.contents.int64_contents.extend(x + y for x, y in zip(a, b, strict=True))
-    return response
+    return {"sum": [x + y for x, y in zip(a, b, strict=True)]}  # outputs by name: INT64, as declared
 
 
 POSITIVE = frozenset({"good", "great", "love", "excellent", "happy", "wonderful", "fast", "nice", "like", "best"})
@@ -64,17 +62,12 @@ def classify(text: str) -> tuple[str, float]:
 
 
 @app.capability(type="classifier")
-def classifier_handler(request: ModelInferRequest, context) -> ModelInferResponse:
+def classifier_handler(request: ModelInferRequest, context) -> dict[str, list]:
     """One ``label`` (BYTES, text) and one ``score`` (FP64) per element of the ``text`` input."""
     texts = context.inputs(request).get("text")
     if texts is None:
         raise InvalidRequest("classifier needs a BYTES input named 'text'")
     texts = texts if isinstance(texts, list) else [texts]
     results = [classify(t.decode("utf-8") if isinstance(t, bytes) else str(t)) for t in texts]
-    response = ModelInferResponse(model_name=request.model_name, id=request.id)
-    labels = response.outputs.add(name="label", datatype="BYTES", shape=[len(results)])
-    labels.contents.bytes_contents.extend(label.encode() for label, _ in results)
-    labels.parameters["content_type"].string_param = "str"  # decodes as str, not bytes
-    scores = response.outputs.add(name="score", datatype="FP64", shape=[len(results)])
-    scores.contents.fp64_contents.extend(score for _, score in results)
-    return response
+    # str -> BYTES marked as text, float -> FP64: the client gets str and float back.
+    return {"label": [label for label, _ in results], "score": [score for _, score in results]}

@@ -6,19 +6,14 @@ Serve it from this folder with
 
 from __future__ import annotations
 
-from anyserve import AnyServe, ModelInferRequest, ModelInferResponse
+from anyserve import AnyServe, ModelInferRequest
 
 app = AnyServe("chat")
 
 
 @app.capability(type="chat")
-def chat(request: ModelInferRequest, context) -> ModelInferResponse:
-    """Answers the ``text`` input, saying which replica answered."""
+def chat(request: ModelInferRequest, context) -> dict[str, str]:
+    """Answers the ``text`` input, saying which replica answered (each str becomes a BYTES text output)."""
     text = context.inputs(request).get("text", [""])[0]
     text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
-    response = ModelInferResponse(model_name=request.model_name, id=request.id)
-    for name, value in (("text_output", f"you said {text!r}"), ("served_by", context.replica_id)):
-        out = response.outputs.add(name=name, datatype="BYTES", shape=[1])
-        out.contents.bytes_contents.append(value.encode())
-        out.parameters["content_type"].string_param = "str"  # decodes as str, not bytes
-    return response
+    return {"text_output": f"you said {text!r}", "served_by": context.replica_id}

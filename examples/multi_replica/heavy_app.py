@@ -8,19 +8,13 @@ Capabilities are arbitrary key/value attributes: a request for
 
 from __future__ import annotations
 
-from anyserve import AnyServe, ModelInferRequest, ModelInferResponse
+from anyserve import AnyServe, ModelInferRequest
 
 app = AnyServe("heavy")
 
 
 @app.capability(type="heavy", gpus=2)
-def heavy(request: ModelInferRequest, context) -> ModelInferResponse:
+def heavy(request: ModelInferRequest, context) -> dict[str, int | str]:
     """The sum of squares of the ``numbers`` input (the "heavy" work), and which replica did it."""
     numbers = context.inputs(request).get("numbers", [])
-    response = ModelInferResponse(model_name=request.model_name, id=request.id)
-    result = response.outputs.add(name="result", datatype="INT64", shape=[1])
-    result.contents.int64_contents.append(sum(int(n) * int(n) for n in numbers))
-    served_by = response.outputs.add(name="served_by", datatype="BYTES", shape=[1])
-    served_by.contents.bytes_contents.append(context.replica_id.encode())
-    served_by.parameters["content_type"].string_param = "str"
-    return response
+    return {"result": sum(int(n) * int(n) for n in numbers), "served_by": context.replica_id}

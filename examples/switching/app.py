@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from anyserve import AnyServe, ModelInferResponse, Worker
+from anyserve import AnyServe, Worker
 from anyserve.simulated import SimulatedEngine
 
 LOAD_SECONDS = float(os.environ.get("LOAD_SECONDS", "1.5"))
@@ -27,11 +27,7 @@ class SimulatedModel(Worker):
 
     def handle(self, request, context):
         prompt = request.inputs[0].contents.bytes_contents[0].decode() if request.inputs else "hello"
-        response = ModelInferResponse(model_name=request.model_name, id=request.id)
-        out = response.outputs.add(name="text_output", datatype="BYTES", shape=[1])
-        out.contents.bytes_contents.append(self.engine.complete(prompt).encode())
-        out.parameters["content_type"].string_param = "str"
-        return response
+        return {"text_output": self.engine.complete(prompt)}
 
     def handle_stream(self, request, context, stream):
         prompt = request.inputs[0].contents.bytes_contents[0].decode() if request.inputs else "hello"

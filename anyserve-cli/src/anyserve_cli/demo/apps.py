@@ -13,20 +13,11 @@ import hashlib
 import os
 import time
 
-from anyserve import AnyServe, ModelInferRequest, ModelInferResponse, Worker
+from anyserve import AnyServe, ModelInferRequest, Worker
 from anyserve.simulated import SimulatedEngine
 
 LOAD_SECONDS = float(os.environ.get("ANYSERVE_DEMO_LOAD_SECONDS", "1.0"))
 TOKEN_DELAY = float(os.environ.get("ANYSERVE_DEMO_TOKEN_DELAY", "0.08"))
-
-
-def text_response(request: ModelInferRequest, **outputs: str) -> ModelInferResponse:
-    response = ModelInferResponse(model_name=request.model_name, id=request.id)
-    for name, text in outputs.items():
-        out = response.outputs.add(name=name, datatype="BYTES", shape=[1])
-        out.contents.bytes_contents.append(text.encode())
-        out.parameters["content_type"].string_param = "str"
-    return response
 
 
 def prompt_of(request: ModelInferRequest) -> str:
@@ -41,7 +32,7 @@ chat = AnyServe("demo-chat")
 
 @chat.capability(type="chat", model="demo-small")
 def answer(request):
-    return text_response(request, text_output=f"(demo-small) you said: {prompt_of(request)}")
+    return {"text_output": f"(demo-small) you said: {prompt_of(request)}"}
 
 
 @chat.capability(type="chat", model="demo-small", stream=True)
@@ -58,12 +49,11 @@ def pipeline(request, context):
     blob = os.urandom(8 * 1024 * 1024)
     ref = context.objects.create(blob)
     result = context.call(capability={"type": "embed"}, inputs={"document": ref})
-    return text_response(
-        request,
-        text_output=result["text_output"][0],
-        reference=str(ref),
-        sha256=hashlib.sha256(blob).hexdigest(),
-    )
+    return {
+        "text_output": result["text_output"][0],
+        "reference": str(ref),
+        "sha256": hashlib.sha256(blob).hexdigest(),
+    }
 
 
 embed = AnyServe("demo-embed")
@@ -74,7 +64,7 @@ def embed_document(request, context):
     ref = context.ref(request, "document")
     data = context.objects.get(ref)
     digest = hashlib.sha256(data).hexdigest()
-    return text_response(request, text_output=f"read {len(data) / 2**20:.0f} MiB from {ref} (sha256 {digest[:12]}...)")
+    return {"text_output": f"read {len(data) / 2**20:.0f} MiB from {ref} (sha256 {digest[:12]}...)"}
 
 
 heavy = AnyServe("demo-heavy")
@@ -88,7 +78,7 @@ class SimulatedLarge(Worker):
         self.engine.load(self.model)
 
     def handle(self, request, context):
-        return text_response(request, text_output=self.engine.complete(prompt_of(request)))
+        return {"text_output": self.engine.complete(prompt_of(request))}
 
 
 @heavy.worker(capabilities=[{"type": "heavy", "model": "llama-70b"}], resources={"gpus": 1}, idle_timeout=300)
