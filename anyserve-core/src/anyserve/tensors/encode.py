@@ -198,11 +198,15 @@ def encode_inputs(request: ModelInferRequest, inputs: Mapping[str, Any], *, raw:
     needs_raw = [name for name, t in tensors if lookup(t.datatype).field is None]
     if raw is False and needs_raw:
         raise TensorError(f"inputs {needs_raw} are FP16, which travels only as raw contents; pass raw=None or True")
-    use_raw = bool(needs_raw) if raw is None else raw
+    place(tensors, request.inputs, request.raw_input_contents, raw=bool(needs_raw) if raw is None else raw)
+
+
+def place(tensors: Sequence[tuple[str, Tensor]], messages: Any, raw_contents: Any, *, raw: bool) -> None:
+    """Add named tensors to a message's ``inputs``/``outputs``: all as raw contents, or all typed."""
     for name, tensor in tensors:
-        message = request.inputs.add(name=name, datatype=tensor.datatype, shape=tensor.shape)
+        message = messages.add(name=name, datatype=tensor.datatype, shape=tensor.shape)
         set_parameters(message.parameters, tensor.parameters)
-        if use_raw:
-            request.raw_input_contents.append(tensor.raw())
+        if raw:
+            raw_contents.append(tensor.raw())
         else:
             tensor.fill(message.contents)

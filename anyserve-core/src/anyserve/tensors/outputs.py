@@ -17,8 +17,7 @@ from typing import Any, NamedTuple
 
 from anyserve.protocol import messages as pb
 from anyserve.protocol.datatypes import BYTES, DATATYPES, TensorError, lookup, pack_raw
-from anyserve.tensors.encode import Tensor, encode_value
-from anyserve.tensors.parameters import set_parameters
+from anyserve.tensors.encode import Tensor, encode_value, place
 
 
 class TensorSpec(NamedTuple):
@@ -99,13 +98,7 @@ def encode_outputs(
         lookup(t.datatype).field is None for _, t in tensors
     )
     response = pb.ModelInferResponse()
-    for name, tensor in tensors:
-        out = response.outputs.add(name=name, datatype=tensor.datatype, shape=tensor.shape)
-        set_parameters(out.parameters, tensor.parameters)
-        if raw:
-            response.raw_output_contents.append(tensor.raw())
-        else:
-            tensor.fill(out.contents)
+    place(tensors, response.outputs, response.raw_output_contents, raw=raw)
     return response
 
 
