@@ -1,4 +1,4 @@
-"""KServe v2 REST bodies (JSON and the binary extension) <-> protobuf, both ways, and the message for every bad input."""
+"""KServe v2 REST bodies (JSON, binary extension) <-> protobuf, both ways, and the message for every bad input."""
 
 from __future__ import annotations
 
