@@ -2,7 +2,8 @@
 
 The user API lives here: :class:`AnyServe` and its ``@app.capability``
 decorator, :class:`Capability`, :class:`Context`, :class:`Stream`,
-:class:`ObjRef`, the KServe v2 protobuf messages, and ``hookimpl`` for
+:class:`ObjRef`, :class:`TensorSpec` (a handler's declared tensors), the
+KServe v2 protobuf messages, and ``hookimpl`` for
 plugins. ``Client`` (with ``InferResult`` and ``InferenceError``) is
 imported on first use, so processes that never call a replica never load
 the gRPC client.
@@ -17,7 +18,10 @@ from anyserve.errors import AnyServeError
 from anyserve.hookspecs import hookimpl
 from anyserve.objects import ObjRef
 from anyserve.protocol.messages import (
+    InferInputTensor,
+    InferOutputTensor,
     InferParameter,
+    InferRequestedOutputTensor,
     InferTensorContents,
     ModelInferRequest,
     ModelInferResponse,
@@ -34,6 +38,7 @@ from anyserve.protocol.messages import (
     ServerReadyResponse,
 )
 from anyserve.stream import Stream
+from anyserve.tensors.outputs import TensorSpec
 from anyserve.version import __version__
 from anyserve.workers import Worker
 
@@ -54,10 +59,6 @@ def __getattr__(name: str) -> Any:
         return value
     raise AttributeError(f"module 'anyserve' has no attribute {name!r}")
 
-
-InferInputTensor = ModelInferRequest.InferInputTensor
-InferRequestedOutputTensor = ModelInferRequest.InferRequestedOutputTensor
-InferOutputTensor = ModelInferResponse.InferOutputTensor
 
 __all__ = [
     "AnyServe",
@@ -88,6 +89,7 @@ __all__ = [
     "ServerReadyRequest",
     "ServerReadyResponse",
     "Stream",
+    "TensorSpec",
     "Worker",
     "__version__",
     "hookimpl",
