@@ -194,7 +194,7 @@ def test_broken_plugins_are_reported_by_name_and_the_rest_keep_working(tmp_path:
         assert reason in plugins[name]["reason"], plugins[name]["reason"]
     # Everything else is untouched.
     assert plugins["hello3p"]["status"] == "ok"
-    for name in ("inproc", "memory", "subset", "jsonl", "routing", "delegation", "cli"):
+    for name in ("inproc", "memory", "subset", "jsonl", "least_loaded", "delegation", "cli"):
         assert plugins[name]["status"] == "ok", name
     assert document["selected"]["transport"]["selected"] == "hello-transport"
     assert document["selected"]["matcher"]["selected"] == "subset"

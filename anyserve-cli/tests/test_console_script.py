@@ -44,7 +44,7 @@ def test_plugins_list_json_through_the_entry_point(tmp_path: Path) -> None:
     cli = plugins["cli"]
     assert (cli["distribution"], cli["version"], cli["status"]) == ("anyserve-cli", __version__, "ok")
     assert "plugins" in cli["contributes"]["commands"]
-    assert {"inproc", "memory", "subset", "jsonl", "routing", "delegation"} <= set(plugins)
+    assert {"inproc", "memory", "subset", "jsonl", "least_loaded", "delegation"} <= set(plugins)
 
 
 def test_config_error_exits_2_without_traceback(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from anyserve.plugins import PluginFailure, PluginManager, PluginOrigin
 from anyserve.records import TransportSpec
 from anyserve_cli.version import __version__
 
-BUILTINS = {"inproc", "memory", "subset", "jsonl", "routing", "delegation"}
+BUILTINS = {"inproc", "memory", "subset", "jsonl", "least_loaded", "delegation"}
 PLUGIN_KEYS = {"name", "distribution", "version", "status", "builtin", "hooks", "contributes", "reason"}
 CONTRIBUTION_KEYS = {"transports", "object_backends", "stream_encodings", "matchers", "commands", "capabilities"}
 
@@ -91,7 +91,7 @@ def test_json_schema(invoke) -> None:
     }
     # the default link (tcp) is not installed in this environment: the router would use gRPC
     assert selected["link"] == {"setting": "link.name", "value": "tcp", "source": "default", "selected": "grpc"}
-    assert selected["routing"] == {"setting": None, "selected": "routing", "order": ["routing"]}
+    assert selected["routing"] == {"setting": None, "selected": "least_loaded", "order": ["least_loaded"]}
     assert selected["router"] == {"setting": "router.url", "value": None, "source": "default"}
 
 
@@ -106,7 +106,7 @@ def test_all_includes_builtins(invoke) -> None:
     assert plugins["memory"]["contributes"]["object_backends"] == [{"name": "mem", "schemes": ["mem"]}]
     assert plugins["subset"]["contributes"]["matchers"] == ["subset"]
     assert plugins["jsonl"]["contributes"]["stream_encodings"] == ["jsonl"]
-    assert plugins["routing"]["hooks"] == ["select_target"]
+    assert plugins["least_loaded"]["hooks"] == ["select_target"]
     assert plugins["delegation"]["hooks"] == ["delegate"]
 
     table = invoke("plugins", "list", "--all").stdout
@@ -255,7 +255,7 @@ def test_a_wrapper_on_a_registration_hook_is_listed_as_refused(cli_pm: PluginMan
     assert cli_pm.register_checked(WrapsRouting(), PluginOrigin("timing", "anyserve-timing", "0.2", False))
 
     document = _json(invoke("plugins", "list", "--json"))
-    assert document["selected"]["routing"]["order"] == ["routing"]  # a wrapper wraps the call, never answers it
+    assert document["selected"]["routing"]["order"] == ["least_loaded"]  # a wrapper wraps the call, never answers it
     plugins = _by_name(document)
     wraps = plugins["wraps"]
     assert (wraps["status"], wraps["distribution"], wraps["version"]) == ("error", "anyserve-wraps", "0.1")

@@ -12,7 +12,7 @@ import anyserve
 from anyserve import hookimpl
 from anyserve.plugins import PluginManager, PluginOrigin, create_plugin_manager
 from anyserve_cli.main import build_cli
-from anyserve_cli.registration import CliState
+from anyserve_cli.plugin_commands import CliState
 from anyserve_cli.version import __version__
 
 

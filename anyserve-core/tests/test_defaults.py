@@ -2,9 +2,9 @@
 
 from collections import Counter
 
+from anyserve.candidates import COLD, HOT, Candidate
 from anyserve.capability import Capability
 from anyserve.delegation import DELEGATED_FROM_HEADER, DELEGATION_DEPTH_HEADER
-from anyserve.routing import COLD, HOT, Candidate
 
 
 def cands(*specs):

@@ -8,12 +8,12 @@ import types
 import pytest
 
 from anyserve import hookimpl
+from anyserve.candidates import Candidate
 from anyserve.catalog import Catalog
 from anyserve.config import load_settings
 from anyserve.errors import ConfigError
 from anyserve.plugins import DEFAULT_PLUGINS, PerImpl, create_plugin_manager
 from anyserve.records import TransportSpec
-from anyserve.routing import Candidate
 
 
 def plugin(name: str, **hooks) -> types.SimpleNamespace:
@@ -45,7 +45,7 @@ def test_an_external_plugin_overrides_the_default_decisions(plugin_manager):
     cands = [Candidate(id=str(i), capability=None, in_flight=i) for i in range(3)]  # type: ignore[arg-type]
     chosen = plugin_manager.hook.anyserve_select_target(query={}, candidates=cands, scope="router")
     assert chosen.id == "2"  # the built-in would have picked the least loaded, "0"
-    assert Catalog(plugin_manager).decision_order("anyserve_select_target") == ["last", "routing"]
+    assert Catalog(plugin_manager).decision_order("anyserve_select_target") == ["last", "least_loaded"]
 
 
 def test_unknown_hook_is_reported_with_a_suggestion(plugin_manager):
@@ -142,7 +142,7 @@ def test_unknown_names_list_what_is_installed(plugin_manager, tmp_path):
     selected = catalog.selected(settings)
     assert selected["transport"]["selected"] is None and "unixx" in selected["transport"]["error"]
     assert selected["matcher"]["selected"] == "subset"
-    assert selected["routing"]["selected"] == "routing"
+    assert selected["routing"]["selected"] == "least_loaded"
 
 
 def test_the_link_is_a_network_transport_and_the_default_is_optional(plugin_manager, tmp_path):
@@ -199,8 +199,8 @@ def test_each_impl_passes_only_declared_arguments_and_records_a_raise(plugin_man
     cands = [Candidate(id=str(i), capability=None, in_flight=i) for i in range(2)]  # type: ignore[arg-type]
     got = list(plugin_manager.each_impl("anyserve_select_target", query={}, candidates=cands, scope="router"))
     # Last registered first, as pluggy calls them; the raising one yields nothing.
-    assert [(name, result.id) for name, result in got] == [("narrow", "1"), ("routing", "0")]
-    assert plugin_manager.impl_names("anyserve_select_target") == ["raises", "narrow", "routing"]
+    assert [(name, result.id) for name, result in got] == [("narrow", "1"), ("least_loaded", "0")]
+    assert plugin_manager.impl_names("anyserve_select_target") == ["raises", "narrow", "least_loaded"]
     [failure] = plugin_manager.failures
     assert failure.name == "raises"
     assert failure.reason == "hook anyserve_select_target raised RuntimeError: no router"
@@ -315,7 +315,8 @@ def test_a_wrapper_on_a_decision_hook_is_honoured(plugin_manager):
     cands = [Candidate(id=str(i), capability=None, in_flight=i) for i in range(2)]  # type: ignore[arg-type]
     assert plugin_manager.hook.anyserve_select_target(query={}, candidates=cands, scope="agent").id == "0"
     assert wraps.seen == ["agent -> 0"]
-    assert Catalog(plugin_manager).decision_order("anyserve_select_target") == ["routing"]  # it wraps, never answers
+    # it wraps, never answers
+    assert Catalog(plugin_manager).decision_order("anyserve_select_target") == ["least_loaded"]
     assert plugin_manager.failures == []
 
 
@@ -346,7 +347,7 @@ def test_tracing_prints_pluggy_calls_and_one_at_a_time_calls(capsys):
     assert "    implementations: ['broken']\n    result: raised RuntimeError: boom\n" in err
     assert "anyserve hook anyserve_select_target:\n    arguments: {'candidates': [Candidate(id='0'" in err
     assert "'query': {'type': 'chat'}" in err and "'scope': 'router'}" in err
-    assert "    implementations: ['routing']\n    result: Candidate(id='0'" in err
+    assert "    implementations: ['least_loaded']\n    result: Candidate(id='0'" in err
 
 
 @pytest.mark.parametrize("env", [{}, {"ANYSERVE_TRACE_PLUGINS": ""}, {"ANYSERVE_TRACE_PLUGINS": "0"}])

@@ -16,6 +16,7 @@ import pytest
 
 from anyserve import hookimpl
 from anyserve.builtins.subset import SubsetMatcher
+from anyserve.candidates import FAILED, HOT
 from anyserve.delegation import Delegation
 from anyserve.errors import AnyServeError, CapabilityNotFound, ResourceExhausted, Unavailable
 from anyserve.plugins import create_plugin_manager
@@ -23,7 +24,6 @@ from anyserve.protocol import RequestMeta, is_final
 from anyserve.protocol import messages as pb
 from anyserve.replica.agent import LIMIT_SETTING, Agent
 from anyserve.replica.pool import WorkerPool, WorkerSlot
-from anyserve.routing import FAILED, HOT
 from anyserve.transport import Query
 
 T = TypeVar("T")

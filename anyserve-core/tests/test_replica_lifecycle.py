@@ -15,13 +15,13 @@ import pytest
 
 from anyserve import AnyServe
 from anyserve.builtins.subset import SubsetMatcher
+from anyserve.candidates import COLD, FAILED, HOT, STARTING
 from anyserve.errors import ResourceExhausted, Unavailable
 from anyserve.plugins import create_plugin_manager
 from anyserve.replica import lifecycle as lifecycle_module
 from anyserve.replica.lifecycle import CRASH_LIMIT, RETRY_FIRST, Lifecycle
 from anyserve.replica.pool import WorkerPool, WorkerSlot
 from anyserve.replica.supervisor import Supervisor, WorkerProcess, WorkerStartError
-from anyserve.routing import COLD, FAILED, HOT, STARTING
 from anyserve.workers import Worker
 
 CHAT = {"type": "chat"}

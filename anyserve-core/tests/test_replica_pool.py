@@ -14,10 +14,10 @@ import pytest
 
 from anyserve import hookimpl
 from anyserve.builtins.subset import SubsetMatcher
+from anyserve.candidates import Candidate
 from anyserve.capability import Capability
 from anyserve.plugins import create_plugin_manager
 from anyserve.replica.pool import WorkerPool, WorkerSlot
-from anyserve.routing import Candidate
 from anyserve.transport import Connection, Query
 
 CHAT = {"type": "chat", "model": "llama"}

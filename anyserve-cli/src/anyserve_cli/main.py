@@ -19,7 +19,7 @@ from typer.core import TyperGroup
 import anyserve
 from anyserve.errors import ConfigError
 from anyserve.plugins import PluginManager, PluginOrigin, get_plugin_manager
-from anyserve_cli.registration import CliState, register_commands
+from anyserve_cli.plugin_commands import CliState, register_commands
 from anyserve_cli.version import __version__
 
 HELP = (

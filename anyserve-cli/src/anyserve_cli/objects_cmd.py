@@ -28,7 +28,7 @@ from anyserve.config import Settings, load_settings
 from anyserve.errors import AnyServeError, ConfigError, NotFound
 from anyserve.objects import ObjectStore, ObjRef, validate_key
 from anyserve.plugins import get_plugin_manager
-from anyserve_cli.registration import CliState
+from anyserve_cli.plugin_commands import CliState
 
 #: Bytes copied at a time by ``get``: the object is never held in memory whole.
 CHUNK_SIZE = 1 << 20

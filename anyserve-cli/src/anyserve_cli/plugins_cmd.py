@@ -20,8 +20,8 @@ from anyserve.config import load_settings
 from anyserve.errors import ConfigError
 from anyserve.plugins import get_plugin_manager
 from anyserve_cli.inventory import build_inventory, collect_capabilities
+from anyserve_cli.plugin_commands import CliState
 from anyserve_cli.plugins_render import render_plugins, render_selected
-from anyserve_cli.registration import CliState
 
 plugins_app = typer.Typer(
     name="plugins",

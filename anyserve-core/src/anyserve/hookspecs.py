@@ -31,6 +31,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from anyserve.app import AnyServe
+    from anyserve.candidates import Candidate
     from anyserve.delegation import Delegation
     from anyserve.records import (
         MatcherSpec,
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
         StreamEncodingSpec,
         TransportSpec,
     )
-    from anyserve.routing import Candidate
 
 PROJECT_NAME = "anyserve"
 

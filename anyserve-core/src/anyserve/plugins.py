@@ -45,7 +45,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "anyserve.builtins.memory",
     "anyserve.builtins.subset",
     "anyserve.builtins.jsonl",
-    "anyserve.builtins.routing",
+    "anyserve.builtins.least_loaded",
     "anyserve.builtins.delegation",
 )
 

@@ -11,14 +11,14 @@ Importing this package stays light (no FastAPI): the app lives in its module.
 """
 
 from anyserve_router.errors import DuplicateReplica, InvalidRegistration, UnknownReplica
-from anyserve_router.registry import Lease, Replica, ReplicaRegistry
+from anyserve_router.registry import Lease, ReplicaEntry, ReplicaRegistry
 from anyserve_router.version import __version__
 
 __all__ = [
     "DuplicateReplica",
     "InvalidRegistration",
     "Lease",
-    "Replica",
+    "ReplicaEntry",
     "ReplicaRegistry",
     "UnknownReplica",
     "__version__",

@@ -37,11 +37,11 @@ from anyserve.errors import AnyServeError, code_for_http, http_status
 from anyserve.plugins import PluginManager, get_plugin_manager
 from anyserve.protocol import dumps, names, new_request_id
 from anyserve_router import inbound
+from anyserve_router.forwarding import Router
 from anyserve_router.infer_api import InferHandlers, build_infer_routes
-from anyserve_router.link import LinkUpstream
+from anyserve_router.link_upstream import LinkUpstream
 from anyserve_router.registry import ReplicaRegistry
 from anyserve_router.registry_api import build_registry_routes
-from anyserve_router.routing import Router
 from anyserve_router.upstream import GrpcUpstream, Upstream
 from anyserve_router.version import __version__
 

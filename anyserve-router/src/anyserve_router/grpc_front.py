@@ -1,6 +1,6 @@
 """The router's KServe v2 gRPC front: ``inference.GRPCInferenceService`` on a port of its own.
 
-The same data plane as the HTTP front (:class:`~anyserve_router.routing.Router`),
+The same data plane as the HTTP front (:class:`~anyserve_router.forwarding.Router`),
 reached the way stock gRPC clients (tritonclient.grpc, kserve's
 ``InferenceGRPCClient``) reach a single server: the capability comes from
 ``x-capability-*`` metadata, else from the model name and version. Request

@@ -30,7 +30,7 @@ from anyserve.protocol import (
 )
 from anyserve.protocol import messages as pb
 from anyserve_router import inbound
-from anyserve_router.routing import ReplicaFailed, Target
+from anyserve_router.forwarding import ReplicaFailed, Target
 from anyserve_router.streaming import BridgeResponse, StreamBridge, parse
 
 if TYPE_CHECKING:

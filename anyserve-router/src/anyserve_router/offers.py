@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from anyserve.candidates import COLD, FAILED, HOT, STARTING, STOPPING
 from anyserve.capability import Capability
-from anyserve.routing import COLD, FAILED, HOT, STARTING, STOPPING
 from anyserve_router.errors import InvalidRegistration
 
 #: Keys a capability dict may carry that describe the replica's runtime, not

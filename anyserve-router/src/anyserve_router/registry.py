@@ -45,7 +45,7 @@ __all__ = [
     "DuplicateReplica",
     "InvalidRegistration",
     "Lease",
-    "Replica",
+    "ReplicaEntry",
     "ReplicaRegistry",
     "UnknownReplica",
 ]
@@ -56,7 +56,7 @@ Clock = Callable[[], float]
 
 
 @dataclass
-class Replica:
+class ReplicaEntry:
     """One registered replica. The registry hands out copies; mutate only through the registry."""
 
     id: str
@@ -97,7 +97,7 @@ class Lease:
 
     __slots__ = ("_lock", "_released", "_replica", "replica_id")
 
-    def __init__(self, lock: threading.Lock, replica: Replica) -> None:
+    def __init__(self, lock: threading.Lock, replica: ReplicaEntry) -> None:
         self._lock = lock
         self._replica = replica
         self._released = False
@@ -134,12 +134,12 @@ class ReplicaRegistry:
         self._clock = clock
         self._wall_clock = wall_clock
         self._lock = threading.Lock()
-        self._replicas: dict[str, Replica] = {}
+        self._replicas: dict[str, ReplicaEntry] = {}
 
     def _now(self, now: float | None) -> float:
         return self._clock() if now is None else now
 
-    def _alive(self, replica: Replica, now: float) -> bool:
+    def _alive(self, replica: ReplicaEntry, now: float) -> bool:
         return replica.age(now) <= self.ttl_seconds
 
     # -- membership --------------------------------------------------------
@@ -152,7 +152,7 @@ class ReplicaRegistry:
         now: float | None = None,
         status: dict[str, Any] | None = None,
         link: str | None = None,
-    ) -> Replica:
+    ) -> ReplicaEntry:
         """Add a replica, or replace the capabilities of one re-registering from the same endpoint.
 
         The same id from another endpoint is refused while the holder is
@@ -181,7 +181,7 @@ class ReplicaRegistry:
                         f"{self.ttl_seconds:g}s); refusing the registration from {endpoint}. Give each "
                         f"replica a unique id, or stop the old one and retry after {self.ttl_seconds:g}s."
                     )
-                replica = Replica(
+                replica = ReplicaEntry(
                     replica_id,
                     endpoint,
                     offers,
@@ -229,7 +229,7 @@ class ReplicaRegistry:
                 del self._replicas[rid]
         return dead
 
-    def get(self, replica_id: str) -> Replica:
+    def get(self, replica_id: str) -> ReplicaEntry:
         """A copy of one entry (alive or not yet swept); unknown ids raise :class:`UnknownReplica`."""
         with self._lock:
             replica = self._replicas.get(replica_id)

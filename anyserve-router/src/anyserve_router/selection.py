@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from anyserve.candidates import COLD, FAILED, HOT, STARTING, STOPPING, Candidate
 from anyserve.errors import PluginError
 from anyserve.matching import Matcher
-from anyserve.routing import COLD, FAILED, HOT, STARTING, STOPPING, Candidate
 from anyserve_router.offers import Offer
 from anyserve_router.registry import ReplicaRegistry
 

@@ -2,7 +2,7 @@
 
 Routing code sees only the small :class:`Upstream` interface (a unary call,
 a stream, housekeeping), so a cheaper transport replaces gRPC here without
-touching routing (:mod:`anyserve_router.link` does, for replicas that
+touching routing (:mod:`anyserve_router.link_upstream` does, for replicas that
 advertise a link). :class:`GrpcUpstream` keeps one ``grpc.aio`` channel per
 replica endpoint, created on first use and reused by every request after
 (HTTP/2 multiplexes them); nothing is dialled per request and nothing is

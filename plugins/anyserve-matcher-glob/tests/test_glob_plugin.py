@@ -10,12 +10,12 @@ import pytest
 import anyserve_matcher_glob
 import anyserve_matcher_glob.plugin
 from anyserve import AnyServe, Capability
+from anyserve.candidates import COLD, HOT, Candidate
 from anyserve.catalog import Catalog
 from anyserve.config import load_settings
 from anyserve.errors import ConfigError
 from anyserve.matching import Matcher
 from anyserve.plugins import create_plugin_manager
-from anyserve.routing import COLD, HOT, Candidate
 from anyserve_matcher_glob import GlobMatcher
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from anyserve.candidates import FAILED
 from anyserve.delegation import Delegation
 from anyserve.errors import AnyServeError, CapabilityNotFound, ResourceExhausted, Unavailable
 from anyserve.plugins import PluginManager
@@ -28,7 +29,6 @@ from anyserve.protocol import messages as pb
 from anyserve.protocol.names import INFERENCE_SERVICE, STATUS_SERVICE
 from anyserve.replica.pool import WorkerPool, WorkerSlot
 from anyserve.replica.worker import parse_request
-from anyserve.routing import FAILED
 from anyserve.transport import Query
 from anyserve.version import __version__
 

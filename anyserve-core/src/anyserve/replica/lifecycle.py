@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from anyserve.app import AnyServe
+from anyserve.candidates import COLD, FAILED, HOT, STARTING, STOPPING
 from anyserve.capability import Capability
 from anyserve.errors import ResourceExhausted, Unavailable
 from anyserve.matching import Matcher
 from anyserve.replica.pool import WorkerPool, WorkerSlot
 from anyserve.replica.supervisor import Supervisor, WorkerProcess, WorkerStartError
-from anyserve.routing import COLD, FAILED, HOT, STARTING, STOPPING
 from anyserve.transport import Query
 from anyserve.workers import WorkerClass
 

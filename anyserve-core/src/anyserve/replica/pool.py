@@ -12,10 +12,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from anyserve.candidates import Candidate
 from anyserve.capability import RUNTIME_KEYS, Capability
 from anyserve.matching import Matcher
 from anyserve.plugins import PluginManager
-from anyserve.routing import Candidate
 from anyserve.transport import Connection, Query
 
 

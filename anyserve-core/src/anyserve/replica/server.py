@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from anyserve.candidates import HOT
 from anyserve.config import Settings
 from anyserve.delegation import Delegation
 from anyserve.errors import ConfigError
@@ -33,12 +34,11 @@ from anyserve.replica.agent import Agent
 from anyserve.replica.assembly import Assembly
 from anyserve.replica.health import serve_health
 from anyserve.replica.lifecycle import Lifecycle
-from anyserve.replica.link import LinkService, host_port, start_link
+from anyserve.replica.link_service import LinkService, host_port, start_link
+from anyserve.replica.membership import Registration
 from anyserve.replica.pool import WorkerPool
-from anyserve.replica.registration import Registration
 from anyserve.replica.supervisor import Supervisor, WorkerStartError
 from anyserve.router_client import AsyncRouterClient
-from anyserve.routing import HOT
 
 log = logging.getLogger("anyserve.replica")
 

@@ -1,4 +1,4 @@
-"""Built-in routing: best score, hot first, then least in-flight.
+"""Built-in routing (`least_loaded`): best score, hot first, then least in-flight.
 
 ``trylast`` so that any installed routing plugin is asked first.
 """
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import random
 
+from anyserve.candidates import COLD, HOT, STARTING
 from anyserve.hookspecs import hookimpl
-from anyserve.routing import COLD, HOT, STARTING
 
 
 @hookimpl(trylast=True)

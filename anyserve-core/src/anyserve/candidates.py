@@ -1,4 +1,4 @@
-"""What routing decisions are made over."""
+"""What routing decisions are made over: :class:`Candidate`, and the state names offers carry."""
 
 from __future__ import annotations
 
