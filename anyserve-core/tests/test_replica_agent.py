@@ -348,7 +348,7 @@ class FakeLifecycle:
     def match(self, query: Query, *, stream: bool) -> object | None:
         return self if not stream and query.get("type") == "chat" else None
 
-    def public_state(self, group: object) -> str:
+    def public_state(self, worker_class: object) -> str:
         return self.state
 
     async def acquire(self, query: Query, *, stream: bool, timeout: float | None) -> tuple[WorkerSlot, int] | None:
@@ -358,7 +358,7 @@ class FakeLifecycle:
 
 def test_a_request_no_running_worker_serves_is_handed_to_the_lifecycle() -> None:
     worker = FakeConnection(EMBED, CHAT)
-    lifecycle = FakeLifecycle(WorkerSlot.from_connection("class-Llama", worker, group="Llama"), handler=1)
+    lifecycle = FakeLifecycle(WorkerSlot.from_connection("class-Llama", worker, worker_class="Llama"), handler=1)
     agent = build(lifecycle=lifecycle)
 
     run(agent.infer(PAYLOAD, RequestMeta(query={"type": "chat"}, deadline=time.monotonic() + 5)))

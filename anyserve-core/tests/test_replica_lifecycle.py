@@ -55,42 +55,42 @@ class FakeSupervisor:
 
     def __init__(self, app: AnyServe, pool: WorkerPool) -> None:
         self.app, self.pool = app, pool
-        self.on_group_exit: Callable[[WorkerProcess, int | None], None] | None = None
+        self.on_class_exit: Callable[[WorkerProcess, int | None], None] | None = None
         self.workers: dict[str, WorkerProcess] = {}
         self.gate: asyncio.Event | None = None
         self.fail_with = ""
         self.launched: list[str] = []
         self.stopped: list[str] = []
 
-    def new_worker(self, worker_id: str, group: str | None = None) -> WorkerProcess:
-        self.workers[worker_id] = WorkerProcess(worker_id, f"fake://{worker_id}", group=group)
+    def new_worker(self, worker_id: str, worker_class: str | None = None) -> WorkerProcess:
+        self.workers[worker_id] = WorkerProcess(worker_id, f"fake://{worker_id}", worker_class=worker_class)
         return self.workers[worker_id]
 
     async def launch(self, worker: WorkerProcess, timeout: float = 60.0) -> WorkerSlot:
-        assert worker.group is not None
-        self.launched.append(worker.group)
+        assert worker.worker_class is not None
+        self.launched.append(worker.worker_class)
         if self.gate is not None:
             await self.gate.wait()
         if self.fail_with:
             raise WorkerStartError(f"worker {worker.id} exited before it was ready:\nTraceback\n{self.fail_with}")
-        offers = self.app.worker_class(worker.group).describe()
-        slot = WorkerSlot.from_connection(worker.id, FakeConnection(offers), group=worker.group)
+        offers = self.app.worker_class(worker.worker_class).describe()
+        slot = WorkerSlot.from_connection(worker.id, FakeConnection(offers), worker_class=worker.worker_class)
         self.pool.add(slot)
         return slot
 
     async def stop_worker(self, worker: WorkerProcess, grace: float = 10.0) -> None:
-        assert worker.group is not None
-        self.stopped.append(worker.group)
+        assert worker.worker_class is not None
+        self.stopped.append(worker.worker_class)
         slot = self.pool.remove(worker.id)
         if slot is not None:
             await slot.connection.close()
 
-    def crash(self, group: str, code: int) -> None:
-        worker = self.workers[f"class-{group}"]
+    def crash(self, worker_class: str, code: int) -> None:
+        worker = self.workers[f"class-{worker_class}"]
         worker.stderr_tail.append("RuntimeError: out of memory")
         self.pool.remove(worker.id)
-        assert self.on_group_exit is not None
-        self.on_group_exit(worker, code)
+        assert self.on_class_exit is not None
+        self.on_class_exit(worker, code)
 
 
 class Chat(Worker):
@@ -142,22 +142,22 @@ async def until(condition: Callable[[], bool], within: float = 1.0) -> None:
 
 
 def states(lifecycle: Lifecycle) -> dict[str, str]:
-    return {name: lifecycle.public_state(group) for name, group in lifecycle.groups.items()}
+    return {name: lifecycle.public_state(worker_class) for name, worker_class in lifecycle.classes.items()}
 
 
 def slot_of(lifecycle: Lifecycle, name: str) -> WorkerSlot:
-    return lifecycle.pool.slots[lifecycle.groups[name].worker.id]
+    return lifecycle.pool.slots[lifecycle.classes[name].worker.id]
 
 
 def test_a_cold_class_starts_on_the_first_request_which_gets_the_handler_index() -> None:
     async def test(lc: Lifecycle, supervisor: FakeSupervisor) -> None:
         assert states(lc) == {"Chat": COLD, "Code": COLD}
         assert lc.match(CODE, stream=True) is None  # Code has no streaming handler
-        assert lc.match({"size": "big"}, stream=True) is lc.groups["Chat"]
+        assert lc.match({"size": "big"}, stream=True) is lc.classes["Chat"]
 
         slot, handler = await lc.acquire({"size": "big"}, stream=True, timeout=1.0)
 
-        assert (slot.group, handler) == ("Chat", 3)  # chat, chat (stream), big, big (stream)
+        assert (slot.worker_class, handler) == ("Chat", 3)  # chat, chat (stream), big, big (stream)
         assert supervisor.launched == ["Chat"] and states(lc) == {"Chat": HOT, "Code": COLD}
         assert [(s.worker, s.action, s.reason) for s in lc.switches] == [
             ("Chat", "start", "request for {'size': 'big'}")
@@ -191,13 +191,13 @@ def test_concurrent_requests_share_one_start() -> None:
         second = asyncio.create_task(lc.acquire(CHAT, stream=True, timeout=1.0))
         await asyncio.sleep(0.01)
 
-        assert states(lc)["Chat"] == STARTING and lc.groups["Chat"].waiters == 2
+        assert states(lc)["Chat"] == STARTING and lc.classes["Chat"].waiters == 2
         assert {o["state"] for o in lc.offers() if o["type"] == "chat"} == {STARTING}
         supervisor.gate.set()
 
         (slot_a, index_a), (slot_b, index_b) = await first, await second
         assert slot_a is slot_b and (index_a, index_b) == (0, 1)
-        assert supervisor.launched == ["Chat"] and lc.groups["Chat"].waiters == 0
+        assert supervisor.launched == ["Chat"] and lc.classes["Chat"].waiters == 0
 
     run(test)
 
@@ -205,15 +205,15 @@ def test_concurrent_requests_share_one_start() -> None:
 def test_a_failing_start_is_recorded_and_repeated_failures_mark_the_class_failed() -> None:
     async def test(lc: Lifecycle, supervisor: FakeSupervisor) -> None:
         supervisor.fail_with = "ImportError: no module named torch"
-        group = lc.groups["Chat"]
+        chat = lc.classes["Chat"]
         for attempt in range(1, CRASH_LIMIT + 1):
             with pytest.raises(Unavailable, match=r"^worker Chat failed to start: worker class-Chat exited"):
                 await lc.acquire(CHAT, stream=False, timeout=1.0)
-            assert group.failures == attempt
-            assert group.last_error == "ImportError: no module named torch"  # the output's last line
+            assert chat.failures == attempt
+            assert chat.last_error == "ImportError: no module named torch"  # the output's last line
             assert states(lc)["Chat"] == (COLD if attempt < CRASH_LIMIT else FAILED)
 
-        assert group.retry_at == pytest.approx(time.monotonic() + RETRY_FIRST, abs=0.5)
+        assert chat.retry_at == pytest.approx(time.monotonic() + RETRY_FIRST, abs=0.5)
         assert {o["state"] for o in lc.offers() if o["type"] == "chat"} == {FAILED}
         with pytest.raises(Unavailable, match=r"after 3 failed start\(s\) or crashes .* retrying in 5s$"):
             await lc.acquire(CHAT, stream=False, timeout=1.0)
@@ -230,7 +230,7 @@ def test_a_failed_class_is_cold_again_at_its_retry_time(monkeypatch: pytest.Monk
         for _ in range(CRASH_LIMIT):
             with pytest.raises(Unavailable):
                 await lc.acquire(CHAT, stream=False, timeout=1.0)
-        assert lc.groups["Chat"].state == FAILED and states(lc)["Chat"] == COLD
+        assert lc.classes["Chat"].state == FAILED and states(lc)["Chat"] == COLD
 
         supervisor.fail_with = ""
         await lc.acquire(CHAT, stream=False, timeout=1.0)
@@ -245,10 +245,10 @@ def test_a_crash_is_recorded_and_a_restart_scheduled() -> None:
 
         supervisor.crash("Chat", code=137)
 
-        group = lc.groups["Chat"]
-        assert states(lc)["Chat"] == COLD and group.failures == 1
-        assert group.last_error == "exited with code 137: RuntimeError: out of memory"
-        assert group.start_task is not None and not group.start_task.done()  # restarting after a back-off
+        chat = lc.classes["Chat"]
+        assert states(lc)["Chat"] == COLD and chat.failures == 1
+        assert chat.last_error == "exited with code 137: RuntimeError: out of memory"
+        assert chat.start_task is not None and not chat.start_task.done()  # restarting after a back-off
 
     run(test)
 
@@ -281,7 +281,7 @@ def test_idle_classes_are_stopped_after_their_idle_timeout(monkeypatch: pytest.M
             "stop",
             "idle for 1s",
         )
-        assert lc.groups["Chat"].worker.id not in lc.pool.slots
+        assert lc.classes["Chat"].worker.id not in lc.pool.slots
 
     run(test, app)
 
@@ -360,7 +360,7 @@ def test_a_request_during_a_stop_waits_for_the_stop_and_leaves_the_class_hot() -
             await stop_may_end.wait()  # on_cleanup() is running in the worker
 
         supervisor.stop_worker = slow_stop  # type: ignore[method-assign]
-        stopping = asyncio.create_task(lc.stop(lc.groups["Chat"], reason="idle"))
+        stopping = asyncio.create_task(lc.stop(lc.classes["Chat"], reason="idle"))
         await asyncio.sleep(0)
         request = asyncio.create_task(lc.acquire(CHAT, stream=False, timeout=1.0))
         await asyncio.sleep(0.01)

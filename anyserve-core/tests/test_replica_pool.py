@@ -216,12 +216,19 @@ def test_merge_offers_covers_only_the_slots_given() -> None:
 
 def test_snapshot_describes_each_worker() -> None:
     a = slot("a", CHAT, CHAT_STREAM)
-    a.group = "Llama"
+    a.worker_class = "Llama"
     fake(a).in_flight = 2
     b = slot("b", EMBED)
     fake(b).closed = True
 
     assert make_pool(a, b).snapshot() == [
-        {"id": "a", "group": "Llama", "pid": 4242, "in_flight": 2, "alive": True, "capabilities": [CHAT, CHAT_STREAM]},
-        {"id": "b", "group": None, "pid": 4242, "in_flight": 0, "alive": False, "capabilities": [EMBED]},
+        {
+            "id": "a",
+            "worker_class": "Llama",
+            "pid": 4242,
+            "in_flight": 2,
+            "alive": True,
+            "capabilities": [CHAT, CHAT_STREAM],
+        },
+        {"id": "b", "worker_class": None, "pid": 4242, "in_flight": 0, "alive": False, "capabilities": [EMBED]},
     ]

@@ -132,8 +132,8 @@ class Agent:
         for stream in (False, True):
             if self.pool.choose(query, stream=stream) is not None:
                 return True
-            group = self.lifecycle.match(query, stream=stream) if self.lifecycle is not None else None
-            if group is not None and (failed or self.lifecycle.public_state(group) != FAILED):  # type: ignore[union-attr]
+            worker_class = self.lifecycle.match(query, stream=stream) if self.lifecycle is not None else None
+            if worker_class is not None and (failed or self.lifecycle.public_state(worker_class) != FAILED):  # type: ignore[union-attr]
                 return True
         return False
 

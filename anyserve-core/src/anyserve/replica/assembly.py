@@ -58,14 +58,14 @@ class Assembly:
             log_level=spec.get("log_level", "WARNING"),
         )
 
-    def spec(self, worker_id: str, address: str, group: str | None = None) -> dict[str, Any]:
+    def spec(self, worker_id: str, address: str, worker_class: str | None = None) -> dict[str, Any]:
         """What a worker process needs to rebuild this assembly (JSON-safe)."""
         return {
             "settings": self.settings.model_dump(mode="json"),
             "app": self.app_ref,
             "replica_id": self.replica_id,
             "worker_id": worker_id,
-            "group": group,
+            "worker_class": worker_class,
             "address": address,
             "parent_pid": os.getpid(),
             "log_level": self.log_level,
@@ -93,29 +93,31 @@ class Assembly:
             caller=router_caller(router_url) if router_url else None,
         )
 
-    async def start_host(self, worker_id: str, group: str | None) -> tuple[WorkerHost, Callable[[], Awaitable[None]]]:
+    async def start_host(
+        self, worker_id: str, worker_class: str | None
+    ) -> tuple[WorkerHost, Callable[[], Awaitable[None]]]:
         """The service a worker serves, and what to run when it stops.
 
         For a worker class this instantiates it and runs ``on_start`` first, so
         the worker's handshake (and with it "hot") comes only once it is loaded.
         """
-        if group is None:
+        if worker_class is None:
             return self.worker_host(worker_id), _nothing
-        spec = self.app.worker_class(group)
+        spec = self.app.worker_class(worker_class)
         instance = spec.cls()
-        await call_hook(getattr(instance, "on_start", None))
-        app = AnyServe(group)
+        await run_lifecycle_method(getattr(instance, "on_start", None))
+        app = AnyServe(worker_class)
         for cap in spec.capabilities:
             if spec.unary:
                 app.add_handler(cap, instance.handle)
             if spec.streaming:
                 app.add_handler(cap, instance.handle_stream, stream=True)
         host = self.worker_host(worker_id, app, concurrency=spec.max_concurrency)
-        return host, functools.partial(call_hook, getattr(instance, "on_cleanup", None))
+        return host, functools.partial(run_lifecycle_method, getattr(instance, "on_cleanup", None))
 
-    async def serve_in_process(self, worker_id: str, address: str, group: str | None) -> None:
+    async def serve_in_process(self, worker_id: str, address: str, worker_class: str | None) -> None:
         """An in-process transport's worker: the same life as a worker process, in a task."""
-        host, cleanup = await self.start_host(worker_id, group)
+        host, cleanup = await self.start_host(worker_id, worker_class)
         try:
             await self.transport.serve(address, host)
         finally:
@@ -127,11 +129,14 @@ async def _nothing() -> None:
     return None
 
 
-async def call_hook(hook: Callable[[], Any] | None) -> None:
-    """Run a lifecycle hook: ``async def`` on the loop, plain ones in a thread (model loads block)."""
-    if hook is None:
+async def run_lifecycle_method(method: Callable[[], Any] | None) -> None:
+    """Run a worker class's ``on_start`` or ``on_cleanup`` (absent: nothing to do).
+
+    ``async def`` ones run on the loop, plain ones in a thread, because model loads block.
+    """
+    if method is None:
         return
-    if inspect.iscoroutinefunction(hook):
-        await hook()
+    if inspect.iscoroutinefunction(method):
+        await method()
     else:
-        await asyncio.to_thread(hook)
+        await asyncio.to_thread(method)

@@ -1,6 +1,6 @@
 """Worker classes on demand: start when needed, stop when idle, fit a resource budget.
 
-Each worker class is a *group* with a state:
+Each worker class has a state, kept in its :class:`ClassState`:
 
 ``cold``      not running; the first request for it starts it
 ``starting``  its process is up and ``on_start`` is running; requests wait
@@ -8,9 +8,9 @@ Each worker class is a *group* with a state:
 ``stopping``  being stopped (idle, evicted, shutdown); ``on_cleanup`` runs
 ``failed``    crashed repeatedly; unavailable until ``retry_at``, then cold again
 
-Concurrent requests for a cold group share one start. Starting a group that
+Concurrent requests for a cold class share one start. Starting a class that
 does not fit the replica's budget (``--resources gpus=4``) first stops the
-least recently used idle groups; when nothing can be freed the request waits
+least recently used idle classes; when nothing can be freed the request waits
 until something can, or fails with RESOURCE_EXHAUSTED at its deadline.
 Every start and stop is recorded as a *switch* with its cost.
 """
@@ -68,7 +68,9 @@ def _set_event() -> asyncio.Event:
 
 
 @dataclass
-class Group:
+class ClassState:
+    """One worker class at run time: its declaration, its worker process, its state and failure record."""
+
     spec: WorkerClass
     worker: WorkerProcess
     state: str = COLD
@@ -101,32 +103,32 @@ class Lifecycle:
         self.matcher = matcher
         self.budget = dict(budget)
         self.on_change = on_change
-        self.groups = {spec.name: Group(spec, supervisor.new_worker(f"class-{spec.name}", spec.name))
+        self.classes = {spec.name: ClassState(spec, supervisor.new_worker(f"class-{spec.name}", spec.name))
                        for spec in app.worker_classes}  # fmt: skip
         self.switches: collections.deque[Switch] = collections.deque(maxlen=50)
         self._freed = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
-        supervisor.on_group_exit = self._crashed
+        supervisor.on_class_exit = self._crashed
 
     # -- what the replica offers -------------------------------------------------
 
     def offers(self) -> list[dict[str, Any]]:
-        """Every capability of every worker class, with its group's state."""
-        return [{**offer, "state": self.public_state(g)} for g in self.groups.values() for offer in g.spec.describe()]
+        """Every capability of every worker class, with its class's state."""
+        return [{**offer, "state": self.public_state(c)} for c in self.classes.values() for offer in c.spec.describe()]
 
-    def public_state(self, group: Group) -> str:
-        if group.state == FAILED and time.monotonic() >= group.retry_at:
+    def public_state(self, worker_class: ClassState) -> str:
+        if worker_class.state == FAILED and time.monotonic() >= worker_class.retry_at:
             return COLD  # it will be tried again on the next request
-        return group.state
+        return worker_class.state
 
-    def _slot(self, group: Group) -> WorkerSlot | None:
-        return self.pool.slots.get(group.worker.id)
+    def _slot(self, worker_class: ClassState) -> WorkerSlot | None:
+        return self.pool.slots.get(worker_class.worker.id)
 
     def in_use(self) -> dict[str, float]:
         used: dict[str, float] = {}
-        for group in self.groups.values():
-            if group.state in (STARTING, HOT, STOPPING):
-                for key, amount in group.spec.resources.items():
+        for worker_class in self.classes.values():
+            if worker_class.state in (STARTING, HOT, STOPPING):
+                for key, amount in worker_class.spec.resources.items():
                     used[key] = used.get(key, 0.0) + amount
         return used
 
@@ -143,18 +145,18 @@ class Lifecycle:
 
     # -- serving a request ----------------------------------------------------------
 
-    def _best(self, query: Query, stream: bool) -> tuple[Group, Capability] | None:
-        best: tuple[float, Group, Capability] | None = None
-        for group in self.groups.values():
-            if (stream and not group.spec.streaming) or (not stream and not group.spec.unary):
+    def _best(self, query: Query, stream: bool) -> tuple[ClassState, Capability] | None:
+        best: tuple[float, ClassState, Capability] | None = None
+        for worker_class in self.classes.values():
+            if (stream and not worker_class.spec.streaming) or (not stream and not worker_class.spec.unary):
                 continue
-            for cap in group.spec.capabilities:
+            for cap in worker_class.spec.capabilities:
                 score = self.matcher.score(cap, query)
                 if score is not None and (best is None or score > best[0]):
-                    best = (score, group, cap)
+                    best = (score, worker_class, cap)
         return (best[1], best[2]) if best else None
 
-    def match(self, query: Query, *, stream: bool) -> Group | None:
+    def match(self, query: Query, *, stream: bool) -> ClassState | None:
         """The worker class that would serve ``query``, running or not."""
         found = self._best(query, stream)
         return found[0] if found else None
@@ -167,65 +169,69 @@ class Lifecycle:
         found = self._best(query, stream)
         if found is None:
             return None
-        group, capability = found
-        slot = await self._hot_slot(group, query, timeout)
+        worker_class, capability = found
+        slot = await self._hot_slot(worker_class, query, timeout)
         return slot, slot.handler(capability, stream)
 
-    async def _hot_slot(self, group: Group, query: Query, timeout: float | None) -> WorkerSlot:
-        slot = self._slot(group)
-        if group.state == HOT:
+    async def _hot_slot(self, worker_class: ClassState, query: Query, timeout: float | None) -> WorkerSlot:
+        slot = self._slot(worker_class)
+        if worker_class.state == HOT:
             if slot is not None and not slot.connection.closed:
                 return slot
-            await self._crash_reported(group)
-        if group.state == FAILED and time.monotonic() < group.retry_at:
+            await self._crash_reported(worker_class)
+        if worker_class.state == FAILED and time.monotonic() < worker_class.retry_at:
             raise Unavailable(
-                f"worker {group.name} is unavailable after {group.failures} failed start(s) or crashes "
-                f"(last error: {group.last_error}); retrying in {group.retry_at - time.monotonic():.0f}s"
+                f"worker {worker_class.name} is unavailable after {worker_class.failures} failed start(s) or crashes "
+                f"(last error: {worker_class.last_error}); retrying in {worker_class.retry_at - time.monotonic():.0f}s"
             )
-        self._check_budget(group.spec)
-        if group.waiters >= MAX_WAITERS:
-            raise ResourceExhausted(f"{MAX_WAITERS} requests are already waiting for worker {group.name} to start")
-        group.waiters += 1
-        try:
-            if group.start_task is None or group.start_task.done():
-                group.start_task = asyncio.create_task(self._start(group, reason=f"request for {dict(query)}"))
-            return await asyncio.wait_for(asyncio.shield(group.start_task), timeout)
-        except TimeoutError:
-            waiting_for = "room in the resource budget" if group.state == COLD else "on_start() to finish"
+        self._check_budget(worker_class.spec)
+        if worker_class.waiters >= MAX_WAITERS:
             raise ResourceExhausted(
-                f"worker {group.name} was not ready within the request's deadline ({timeout:.1f}s): "
+                f"{MAX_WAITERS} requests are already waiting for worker {worker_class.name} to start"
+            )
+        worker_class.waiters += 1
+        try:
+            if worker_class.start_task is None or worker_class.start_task.done():
+                worker_class.start_task = asyncio.create_task(
+                    self._start(worker_class, reason=f"request for {dict(query)}")
+                )
+            return await asyncio.wait_for(asyncio.shield(worker_class.start_task), timeout)
+        except TimeoutError:
+            waiting_for = "room in the resource budget" if worker_class.state == COLD else "on_start() to finish"
+            raise ResourceExhausted(
+                f"worker {worker_class.name} was not ready within the request's deadline ({timeout:.1f}s): "
                 f"waiting for {waiting_for}; budget {self.budget or 'unlimited'}, in use {self.in_use()}"
             ) from None
         finally:
-            group.waiters -= 1
+            worker_class.waiters -= 1
 
-    async def _crash_reported(self, group: Group, limit: float = 5.0) -> None:
+    async def _crash_reported(self, worker_class: ClassState, limit: float = 5.0) -> None:
         """A hot worker's connection just closed: wait for the supervisor to report the exit."""
         deadline = time.monotonic() + limit
-        while group.state == HOT and time.monotonic() < deadline:
+        while worker_class.state == HOT and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
 
-    async def _start(self, group: Group, reason: str) -> WorkerSlot:
-        await group.stopped.wait()  # a request that arrived while the class was stopping starts it afterwards
-        await self._make_room(group)
-        group.state = STARTING
+    async def _start(self, worker_class: ClassState, reason: str) -> WorkerSlot:
+        await worker_class.stopped.wait()  # a request that arrived while the class was stopping starts it afterwards
+        await self._make_room(worker_class)
+        worker_class.state = STARTING
         self.on_change()
         began = time.monotonic()
         try:
-            slot = await self.supervisor.launch(group.worker, timeout=group.spec.start_timeout)
+            slot = await self.supervisor.launch(worker_class.worker, timeout=worker_class.spec.start_timeout)
         except WorkerStartError as exc:
-            self._record_failure(group, exc.message)
-            raise Unavailable(f"worker {group.name} failed to start: {exc.message}") from None
-        group.state = HOT
+            self._record_failure(worker_class, exc.message)
+            raise Unavailable(f"worker {worker_class.name} failed to start: {exc.message}") from None
+        worker_class.state = HOT
         slot.last_used = time.monotonic()
-        self._switch(group, "start", time.monotonic() - began, reason)
+        self._switch(worker_class, "start", time.monotonic() - began, reason)
         return slot
 
-    async def _make_room(self, group: Group) -> None:
-        while not self._fits(group.spec):
-            victim = self._idlest(exclude=group, needs=self._short_of(group.spec))
+    async def _make_room(self, worker_class: ClassState) -> None:
+        while not self._fits(worker_class.spec):
+            victim = self._idlest(exclude=worker_class, needs=self._short_of(worker_class.spec))
             if victim is not None:
-                await self.stop(victim, reason=f"making room for {group.name}")
+                await self.stop(victim, reason=f"making room for {worker_class.name}")
                 continue
             self._freed.clear()
             with contextlib.suppress(TimeoutError):
@@ -238,113 +244,117 @@ class Lifecycle:
             k for k, v in spec.resources.items() if k in self.budget and v > 0 and used.get(k, 0.0) + v > self.budget[k]
         }
 
-    def _idlest(self, exclude: Group, needs: set[str]) -> Group | None:
+    def _idlest(self, exclude: ClassState, needs: set[str]) -> ClassState | None:
         """The idle class used longest ago among those holding something of ``needs``: stopping others frees nothing."""
         idle = [
-            (slot.last_used, g)
-            for g in self.groups.values()
-            if g is not exclude and g.state == HOT and needs & {k for k, v in g.spec.resources.items() if v > 0}
-            and (slot := self._slot(g)) is not None and slot.connection.in_flight == 0
+            (slot.last_used, c)
+            for c in self.classes.values()
+            if c is not exclude and c.state == HOT and needs & {k for k, v in c.spec.resources.items() if v > 0}
+            and (slot := self._slot(c)) is not None and slot.connection.in_flight == 0
         ]  # fmt: skip
         return min(idle, key=lambda pair: pair[0])[1] if idle else None
 
-    async def stop(self, group: Group, reason: str) -> None:
-        if group.state != HOT:
+    async def stop(self, worker_class: ClassState, reason: str) -> None:
+        if worker_class.state != HOT:
             return
-        group.state = STOPPING
-        group.stopped.clear()
+        worker_class.state = STOPPING
+        worker_class.stopped.clear()
         self.on_change()
         began = time.monotonic()
         try:
-            await self.supervisor.stop_worker(group.worker)
+            await self.supervisor.stop_worker(worker_class.worker)
         finally:
-            group.state = COLD
-            group.stopped.set()
-        self._switch(group, "stop", time.monotonic() - began, reason)
+            worker_class.state = COLD
+            worker_class.stopped.set()
+        self._switch(worker_class, "stop", time.monotonic() - began, reason)
         self._freed.set()
 
-    def _switch(self, group: Group, action: str, seconds: float, reason: str) -> None:
-        self.switches.append(Switch(time.time(), group.name, action, seconds, reason))
+    def _switch(self, worker_class: ClassState, action: str, seconds: float, reason: str) -> None:
+        self.switches.append(Switch(time.time(), worker_class.name, action, seconds, reason))
         log.info(
-            "worker %s %s in %.2fs (%s)", group.name, "started" if action == "start" else "stopped", seconds, reason
+            "worker %s %s in %.2fs (%s)",
+            worker_class.name,
+            "started" if action == "start" else "stopped",
+            seconds,
+            reason,
         )
         self.on_change()
 
     # -- failures ------------------------------------------------------------------
 
-    def _record_failure(self, group: Group, error: str) -> None:
+    def _record_failure(self, worker_class: ClassState, error: str) -> None:
         now = time.monotonic()
-        group.crashes.append(now)
-        group.failures += 1
-        group.last_error = error.strip().splitlines()[-1] if error.strip() else "unknown error"
-        recent = [t for t in group.crashes if now - t < CRASH_WINDOW]
+        worker_class.crashes.append(now)
+        worker_class.failures += 1
+        worker_class.last_error = error.strip().splitlines()[-1] if error.strip() else "unknown error"
+        recent = [t for t in worker_class.crashes if now - t < CRASH_WINDOW]
         if len(recent) >= CRASH_LIMIT:
-            delay = min(RETRY_FIRST * 2 ** (group.failures - CRASH_LIMIT), RETRY_MAX)
-            group.state, group.retry_at = FAILED, now + delay
+            delay = min(RETRY_FIRST * 2 ** (worker_class.failures - CRASH_LIMIT), RETRY_MAX)
+            worker_class.state, worker_class.retry_at = FAILED, now + delay
             log.error("worker %s failed %d times in %.0fs; unavailable for %.0fs: %s",
-                      group.name, len(recent), CRASH_WINDOW, delay, group.last_error)  # fmt: skip
+                      worker_class.name, len(recent), CRASH_WINDOW, delay, worker_class.last_error)  # fmt: skip
         else:
-            group.state = COLD
+            worker_class.state = COLD
         self._freed.set()
         self.on_change()
 
     def _crashed(self, worker: WorkerProcess, code: int | None) -> None:
-        group = next(g for g in self.groups.values() if g.worker is worker)
-        self._record_failure(group, f"exited with code {code}: {worker.last_output()}")
-        if group.state == COLD and (group.start_task is None or group.start_task.done()):
+        worker_class = next(c for c in self.classes.values() if c.worker is worker)
+        self._record_failure(worker_class, f"exited with code {code}: {worker.last_output()}")
+        if worker_class.state == COLD and (worker_class.start_task is None or worker_class.start_task.done()):
             # Restart with back-off so the capability is hot again before the next request.
-            delay = min(0.2 * 2 ** (len(group.crashes) - 1), 10.0)
-            group.start_task = asyncio.create_task(self._restart(group, delay))
+            delay = min(0.2 * 2 ** (len(worker_class.crashes) - 1), 10.0)
+            worker_class.start_task = asyncio.create_task(self._restart(worker_class, delay))
 
-    async def _restart(self, group: Group, delay: float) -> WorkerSlot:
+    async def _restart(self, worker_class: ClassState, delay: float) -> WorkerSlot:
         await asyncio.sleep(delay)
-        return await self._start(group, reason="restart after a crash")
+        return await self._start(worker_class, reason="restart after a crash")
 
     # -- idle stop -----------------------------------------------------------------
 
     def start_reaper(self) -> None:
-        if self.groups:
+        if self.classes:
             self._reaper = asyncio.create_task(self._reap(), name="idle-reaper")
 
     async def _reap(self) -> None:
         while True:
             await asyncio.sleep(REAP_INTERVAL)
             now = time.monotonic()
-            for group in list(self.groups.values()):
-                slot = self._slot(group)
-                timeout = group.spec.idle_timeout
-                if group.state == HOT and timeout is not None and slot is not None and slot.connection.in_flight == 0 \
-                        and now - slot.last_used > timeout:  # fmt: skip
-                    await self.stop(group, reason=f"idle for {timeout:g}s")
+            for worker_class in list(self.classes.values()):
+                slot = self._slot(worker_class)
+                timeout = worker_class.spec.idle_timeout
+                if worker_class.state == HOT and timeout is not None and slot is not None \
+                        and slot.connection.in_flight == 0 and now - slot.last_used > timeout:  # fmt: skip
+                    await self.stop(worker_class, reason=f"idle for {timeout:g}s")
 
     async def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
-        for group in self.groups.values():
-            if group.start_task is not None and not group.start_task.done():
-                group.start_task.cancel()
+        for worker_class in self.classes.values():
+            if worker_class.start_task is not None and not worker_class.start_task.done():
+                worker_class.start_task.cancel()
 
     # -- status ----------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        groups = []
-        for group in self.groups.values():
-            slot = self._slot(group)
-            groups.append({
-                "worker": group.name,
-                "state": self.public_state(group),
-                "capabilities": [c.to_dict() for c in group.spec.capabilities],
-                "resources": dict(group.spec.resources),
-                "idle_timeout": group.spec.idle_timeout,
+        classes = []
+        for worker_class in self.classes.values():
+            slot = self._slot(worker_class)
+            classes.append({
+                "worker": worker_class.name,
+                "state": self.public_state(worker_class),
+                "capabilities": [c.to_dict() for c in worker_class.spec.capabilities],
+                "resources": dict(worker_class.spec.resources),
+                "idle_timeout": worker_class.spec.idle_timeout,
                 "in_flight": slot.connection.in_flight if slot else 0,
                 "pid": slot.pid if slot else None,
-                "waiting": group.waiters,
-                "last_error": group.last_error or None,
+                "waiting": worker_class.waiters,
+                "last_error": worker_class.last_error or None,
             })  # fmt: skip
         return {
-            "worker_classes": groups,
+            "worker_classes": classes,
             "resources": {"budget": self.budget, "in_use": self.in_use()},
             "switches": [s.to_dict() for s in self.switches],
         }

@@ -26,7 +26,7 @@ class WorkerSlot:
     id: str
     connection: Connection
     #: The worker class it runs; None for the app's plain handlers.
-    group: str | None = None
+    worker_class: str | None = None
     unary: list[Capability] = field(default_factory=list)
     streaming: list[Capability] = field(default_factory=list)
     #: (capability, stream) -> the index of the worker's handler serving it (its place in the handshake).
@@ -35,8 +35,8 @@ class WorkerSlot:
     last_used: float = field(default_factory=time.monotonic)
 
     @classmethod
-    def from_connection(cls, worker_id: str, connection: Connection, group: str | None = None) -> WorkerSlot:
-        slot = cls(worker_id, connection, group)
+    def from_connection(cls, worker_id: str, connection: Connection, worker_class: str | None = None) -> WorkerSlot:
+        slot = cls(worker_id, connection, worker_class)
         for index, offer in enumerate(connection.hello.get("capabilities", [])):
             attrs = {k: v for k, v in offer.items() if k not in RUNTIME_KEYS}
             stream = bool(offer.get("stream"))
@@ -136,7 +136,7 @@ class WorkerPool:
         return [
             {
                 "id": slot.id,
-                "group": slot.group,
+                "worker_class": slot.worker_class,
                 "pid": slot.pid,
                 "in_flight": slot.connection.in_flight,
                 "alive": not slot.connection.closed,

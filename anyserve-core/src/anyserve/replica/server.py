@@ -109,7 +109,7 @@ class Replica:
 
     def offers(self) -> list[dict[str, Any]]:
         """What this replica can serve: running plain workers (hot) and every worker class with its state."""
-        plain = WorkerPool.merge_offers(s for s in self.pool.slots.values() if s.group is None)
+        plain = WorkerPool.merge_offers(s for s in self.pool.slots.values() if s.worker_class is None)
         return [{**o, "state": HOT} for o in plain] + self.lifecycle.offers()
 
     def in_flight(self) -> int:

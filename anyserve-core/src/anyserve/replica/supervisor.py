@@ -4,7 +4,7 @@ Workers are processes (``python -m anyserve.replica.worker_main``) unless the
 transport is in-process, in which case they are served inside the agent's
 event loop. The app's plain handlers run in ``--workers`` always-on workers
 that are restarted with exponential back-off when they die; worker classes
-(``group`` set) are started and stopped by :mod:`anyserve.replica.lifecycle`,
+(``worker_class`` set) are started and stopped by :mod:`anyserve.replica.lifecycle`,
 which is told when one exits unexpectedly.
 """
 
@@ -43,7 +43,7 @@ class WorkerProcess:
     id: str
     address: str
     #: The worker class this process runs; None for the app's plain handlers.
-    group: str | None = None
+    worker_class: str | None = None
     process: asyncio.subprocess.Process | None = None
     task: asyncio.Task[None] | None = None
     stderr_tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=20))
@@ -72,7 +72,7 @@ class Supervisor:
         has_plain_handlers = bool(assembly.app.handlers)
         self.count = (1 if self.in_process else count) if has_plain_handlers else 0
         self.workers: dict[str, WorkerProcess] = {}
-        self.on_group_exit: ExitHandler | None = None
+        self.on_class_exit: ExitHandler | None = None
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -81,8 +81,10 @@ class Supervisor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def new_worker(self, worker_id: str, group: str | None = None) -> WorkerProcess:
-        worker = WorkerProcess(worker_id, self.assembly.transport.address(self.run_dir, worker_id), group=group)
+    def new_worker(self, worker_id: str, worker_class: str | None = None) -> WorkerProcess:
+        worker = WorkerProcess(
+            worker_id, self.assembly.transport.address(self.run_dir, worker_id), worker_class=worker_class
+        )
         self.workers[worker_id] = worker
         return worker
 
@@ -99,10 +101,11 @@ class Supervisor:
         worker.stopping = False
         if self.in_process:
             worker.task = asyncio.create_task(
-                self.assembly.serve_in_process(worker.id, worker.address, worker.group), name=f"serve-{worker.id}"
+                self.assembly.serve_in_process(worker.id, worker.address, worker.worker_class),
+                name=f"serve-{worker.id}",
             )
         else:
-            spec = json.dumps(self.assembly.spec(worker.id, worker.address, worker.group))
+            spec = json.dumps(self.assembly.spec(worker.id, worker.address, worker.worker_class))
             worker.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "anyserve.replica.worker_main", spec,
                 stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
@@ -120,7 +123,7 @@ class Supervisor:
         except AnyServeError as exc:
             await self._terminate(worker, grace=1.0)
             raise WorkerStartError(f"worker {worker.id} did not become ready: {exc.message}") from None
-        slot = WorkerSlot.from_connection(worker.id, connection, group=worker.group)
+        slot = WorkerSlot.from_connection(worker.id, connection, worker_class=worker.worker_class)
         self.pool.add(slot)
         self._spawn(self._watch(worker), f"watch-{worker.id}")
         log.info("worker %s ready (pid %s)", worker.id, connection.hello.get("pid"))
@@ -152,10 +155,10 @@ class Supervisor:
         slot = self.pool.remove(worker.id)
         if slot is not None:
             await slot.connection.close()
-        if worker.group is not None:
-            log.warning("worker %s (%s) exited unexpectedly (code %s)", worker.id, worker.group, code)
-            if self.on_group_exit is not None:
-                self.on_group_exit(worker, code)
+        if worker.worker_class is not None:
+            log.warning("worker %s (%s) exited unexpectedly (code %s)", worker.id, worker.worker_class, code)
+            if self.on_class_exit is not None:
+                self.on_class_exit(worker, code)
             return
         delay = (
             BACKOFF_FIRST

@@ -32,7 +32,7 @@ async def _watch_parent(parent: int) -> None:
 
 async def serve(spec: dict[str, Any]) -> None:
     assembly = Assembly.from_spec(spec)
-    host, cleanup = await assembly.start_host(spec["worker_id"], spec.get("group"))
+    host, cleanup = await assembly.start_host(spec["worker_id"], spec.get("worker_class"))
     serving = asyncio.create_task(assembly.transport.serve(spec["address"], host))
     watchdog = asyncio.create_task(_watch_parent(spec["parent_pid"]))
     loop = asyncio.get_running_loop()
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:  # e.g. a worker class's on_start raised: say which and why
         traceback.print_exc()
-        where = f"worker class {spec['group']}" if spec.get("group") else "worker"
+        where = f"worker class {spec['worker_class']}" if spec.get("worker_class") else "worker"
         print(f"error: {where} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 0
