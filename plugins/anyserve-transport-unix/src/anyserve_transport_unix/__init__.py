@@ -1,4 +1,8 @@
-"""anyserve's ``unix`` and ``tcp`` transports: framed protobuf over Unix domain sockets or TCP.
+"""Two frame transports for anyserve: ``unix`` (agent <-> workers) and ``tcp`` (the router link).
+
+Both speak one protocol, length-prefixed protobuf frames: ``unix`` over Unix
+domain sockets between a replica's agent and its worker processes, ``tcp``
+over TCP between the router and a replica's agent.
 
 The plugin is registered through the ``anyserve`` entry-point group. The
 package import stays light (every anyserve process imports the plugin

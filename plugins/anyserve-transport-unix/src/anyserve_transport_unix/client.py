@@ -1,10 +1,13 @@
-"""Client side: one multiplexed connection to a worker (or, over TCP, to a replica's agent).
+"""Client side: one multiplexed frame connection, the same for both transports.
+
+Over ``unix`` it is the agent's connection to one worker; over ``tcp`` the
+router's connection to one replica's agent (the router link).
 
 Requests get ids from a counter; a single reader task routes each answer
 frame to the waiting future (unary) or queue (stream) of its id. Whatever
-ends the connection — the worker dying, a protocol error, ``close()`` —
+ends the connection — the peer dying, a protocol error, ``close()`` —
 fails every request still waiting with ``Unavailable``, so no caller hangs
-on a worker that is gone.
+on a peer that is gone.
 """
 
 from __future__ import annotations
@@ -29,11 +32,15 @@ _Target = asyncio.Future[bytes] | asyncio.Queue[Any]
 
 
 class _PeerClosed(Exception):
-    """The worker announced (with an id-0 Error frame) that it is closing the connection."""
+    """The peer announced (with an id-0 Error frame) that it is closing the connection."""
 
 
-class UnixConnection:
-    """The agent's handle on one worker; see :class:`anyserve.transport.Connection`."""
+class FrameConnection:
+    """One connection speaking the frame protocol, over a Unix socket or TCP.
+
+    The agent's handle on one worker (``unix``) or the router's on one
+    replica's link (``tcp``); see :class:`anyserve.transport.Connection`.
+    """
 
     def __init__(
         self,
@@ -223,7 +230,7 @@ async def _open(
         await asyncio.sleep(min(0.02, remaining))
 
 
-async def connect(address: str, *, timeout: float, max_frame_bytes: int, stream_limit: int) -> UnixConnection:
+async def connect(address: str, *, timeout: float, max_frame_bytes: int, stream_limit: int) -> FrameConnection:
     """Connect to a Unix socket and complete the handshake within ``timeout`` seconds."""
     return await handshake(
         address, lambda: asyncio.open_unix_connection(address, limit=stream_limit), timeout, max_frame_bytes
@@ -232,7 +239,7 @@ async def connect(address: str, *, timeout: float, max_frame_bytes: int, stream_
 
 async def connect_tcp(
     host: str, port: int, *, timeout: float, max_frame_bytes: int, stream_limit: int
-) -> UnixConnection:
+) -> FrameConnection:
     """Connect to a TCP ``host:port`` and complete the handshake within ``timeout`` seconds."""
     return await handshake(
         f"{host}:{port}",
@@ -245,7 +252,7 @@ async def connect_tcp(
 
 async def handshake(
     address: str, open_stream: Opener, timeout: float, max_frame_bytes: int, *, transport: str = "unix"
-) -> UnixConnection:
+) -> FrameConnection:
     """Open with ``open_stream`` (retried until ``timeout``) and read the peer's hello."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -264,7 +271,7 @@ async def handshake(
     except BaseException:
         writer.close()
         raise
-    return UnixConnection(address, reader, writer, hello, max_frame_bytes, transport)
+    return FrameConnection(address, reader, writer, hello, max_frame_bytes, transport)
 
 
 def _check_hello(address: str, frame: Frame | None) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """Server side: serve a :class:`WorkerService` on a Unix socket or a TCP port.
 
-Each agent connection is a :class:`Session`. The session reads frames and
-starts one task per request, so a slow handler never holds up the others on
-the same connection; a ``Cancel`` frame cancels that task. When the agent
+The served side is a worker (``unix``) or a replica's agent on the router
+link (``tcp``); each connection to it (from the agent, or from the router)
+is a :class:`Session`. The session reads frames and starts one task per
+request, so a slow handler never holds up the others on the same
+connection; a ``Cancel`` frame cancels that task. When the connecting side
 goes away the session cancels everything it started, because nobody is left
 to read the answers.
 """
@@ -31,7 +33,7 @@ _CANCEL_GRACE_S = 5.0
 
 
 class Session:
-    """One agent connection on the worker."""
+    """One connection on the served side: the agent's to a worker, or the router's to a replica's link."""
 
     def __init__(
         self,

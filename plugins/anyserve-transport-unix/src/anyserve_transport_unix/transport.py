@@ -68,7 +68,7 @@ class UnixTransport(_FrameTransport):
             check_path(address), service, max_frame_bytes=self.max_frame_bytes, stream_limit=STREAM_LIMIT
         )
 
-    async def connect(self, address: str, *, timeout: float = 10.0) -> client.UnixConnection:
+    async def connect(self, address: str, *, timeout: float = 10.0) -> client.FrameConnection:
         return await client.connect(
             check_path(address), timeout=timeout, max_frame_bytes=self.max_frame_bytes, stream_limit=STREAM_LIMIT
         )
@@ -106,7 +106,7 @@ class TcpTransport(_FrameTransport):
         host, port = split_address(address)
         await server.serve_tcp(host, port, service, max_frame_bytes=self.max_frame_bytes, stream_limit=STREAM_LIMIT)
 
-    async def connect(self, address: str, *, timeout: float = 10.0) -> client.UnixConnection:
+    async def connect(self, address: str, *, timeout: float = 10.0) -> client.FrameConnection:
         host, port = split_address(address)
         return await client.connect_tcp(
             host, port, timeout=timeout, max_frame_bytes=self.max_frame_bytes, stream_limit=STREAM_LIMIT
