@@ -1,7 +1,7 @@
 """examples/step1 runs exactly as its README says: ``python demo_step1.py``, and cleans up after itself.
 
 The demo starts a router and two replicas itself (free ports, a temporary
-store), checks every step of the seed's step-1 scenario, and stops every
+store), checks every step of the step-1 scenario, and stops every
 process group it started, on success and on Ctrl-C alike.
 """
 

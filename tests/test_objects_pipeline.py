@@ -1,4 +1,4 @@
-"""The seed's pipeline end to end: an object created on one replica, read on another by reference.
+"""A two-replica pipeline end to end: an object created on one replica, read on another by reference.
 
 Replica A (``objects_apps:producer``) stores the data in the shared ``fs``
 store and calls capability ``digest`` through the router with only the

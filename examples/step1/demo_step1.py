@@ -16,8 +16,9 @@ directory; then it shows
 
 It checks each step, prints ``step 1 demo passed`` (exit status 0) or what
 failed (exit status 1), and stops every process it started on the way out,
-Ctrl-C and SIGTERM included. Ports default to free ones (0); the seed's
-layout is ``--router-port 8000 --port-a 50051 --port-b 50052``.
+Ctrl-C and SIGTERM included. Ports default to free ones (0); the fixed
+ports step 1 was specified with are ``--router-port 8000 --port-a 50051
+--port-b 50052``.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ def small_chat(request):
 
 @chat.capability(type="pipeline")
 def pipeline(request, context):
-    """Hands the work to another capability through the router (seed's context.call)."""
+    """Hands the work to another capability through the router, with ``context.call``."""
     return context.call(capability={"type": "embed"}, inputs={"text": "from the pipeline"})
 
 

@@ -83,7 +83,7 @@ def slow(request, context):
 
 @app.capability(type="chat", stream=True)
 def chat_stream(request, context, stream):
-    """The seed's token stream."""
+    """Four tokens as token streams carry them: ``text_output`` each, ``finish_reason`` on the last."""
     tokens = ["Hello", " ", "world", "!"]
     for i, token in enumerate(tokens):
         stream.send_text(token, finish_reason="stop" if i == len(tokens) - 1 else None)

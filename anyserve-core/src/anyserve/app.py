@@ -13,7 +13,7 @@ from anyserve.workers import WorkerClass, make_worker_class
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# How many positional parameters a handler may take (seed contract):
+# How many positional parameters a handler may take (user API: apps are written against it):
 #   unary:  handler(request) or handler(request, context)
 #   stream: handler(request, stream) or handler(request, context, stream)
 _ARITIES = {False: (1, 2), True: (2, 3)}

@@ -40,7 +40,8 @@ class Capability(Mapping[str, Any]):
     """An immutable set of attributes such as ``{type: chat, model: llama-70b}``.
 
     It behaves as a read-only mapping, is hashable, and ``matches`` implements
-    the seed's plain subset rule; richer matching lives in matcher plugins.
+    the plain subset rule (every query key present with an equal value);
+    richer matching lives in matcher plugins.
     """
 
     __slots__ = ("_attrs", "_key")

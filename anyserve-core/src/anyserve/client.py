@@ -204,10 +204,10 @@ class Client:
     ) -> Iterator[InferResult]:
         """Each response of a streaming handler, as it arrives.
 
-        Sends one request on ``ModelStreamInfer`` and half-closes, as the seed's
-        server streaming does. The run's closing marker is not yielded; an
-        error response raises :class:`InferenceError`. Leaving the loop early
-        cancels the call, which stops the handler.
+        Sends one request on ``ModelStreamInfer`` and half-closes: plain server
+        streaming over the bidirectional method. The run's closing marker is not
+        yielded; an error response raises :class:`InferenceError`. Leaving the
+        loop early cancels the call, which stops the handler.
         """
         request = build_request(
             model_name, inputs, parameters=parameters, outputs=None, request_id=request_id,
@@ -244,7 +244,7 @@ class Client:
         output: str = "text_output",
         **kwargs: Any,
     ) -> Iterator[str]:
-        """Just the text of each streamed response (the seed's ``text_output`` convention)."""
+        """Just the text of each streamed response: its ``text_output`` (what ``Stream.send_text`` writes)."""
         for result in self.stream(model_name, inputs, **kwargs):
             if output in result:
                 yield _as_text(result[output])

@@ -88,7 +88,7 @@ class RouterSettings(_Table):
     #: Largest HTTP request body accepted, in bytes.
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     #: What to do when no replica matches: answer 404, or send the request to
-    #: some replica anyway so that its delegation policy decides (the seed's behaviour).
+    #: some replica anyway and let that replica's delegation policy decide where it goes.
     no_match: Literal["404", "any-replica"] = "404"
 
 

@@ -124,7 +124,7 @@ class Stream:
         self._sink(response)
 
     def send_text(self, text: str, finish_reason: str | None = None) -> None:
-        """Send one token in the seed's convention (``text_output``, ``finish_reason``)."""
+        """Send one token as token streams carry it: BYTES ``text_output``, and ``finish_reason`` when given."""
         infer = ModelInferResponse(model_name=self.model_name, id=self.request_id)
         out = infer.outputs.add(name="text_output", datatype="BYTES", shape=[1])
         out.contents.bytes_contents.append(text.encode())

@@ -1,4 +1,4 @@
-"""Built-in ``subset`` matcher: the seed's rule, every query key equal."""
+"""Built-in ``subset`` matcher: an offer matches when every query key is present with an equal value."""
 
 from __future__ import annotations
 
