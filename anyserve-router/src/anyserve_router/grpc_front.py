@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -28,6 +28,7 @@ from anyserve.delegation import MAX_DELEGATION_DEPTH
 from anyserve.errors import AnyServeError, InvalidRequest
 from anyserve.protocol import RequestMeta, final_error, query_from_request
 from anyserve.protocol import messages as pb
+from anyserve.protocol.grpc_service import inference_handler
 from anyserve.protocol.health import HealthServicer, add_health, enable_reflection
 from anyserve.protocol.names import INFERENCE_SERVICE, SERVED_BY_HEADER
 from anyserve_router.errors import NoMatch
@@ -162,28 +163,6 @@ class RouterGrpc:
             return None
         return True if self._offered(query) else None
 
-    # -- wiring -----------------------------------------------------------------------
-
-    def handler(self) -> grpc.GenericRpcHandler:
-        def unary(fn: Callable[..., Awaitable[Any]], req: Any) -> grpc.RpcMethodHandler:
-            return grpc.unary_unary_rpc_method_handler(
-                fn, request_deserializer=req.FromString, response_serializer=lambda m: m.SerializeToString()
-            )
-
-        return grpc.method_handlers_generic_handler(
-            INFERENCE_SERVICE,
-            {
-                "ServerLive": unary(self.server_live, pb.ServerLiveRequest),
-                "ServerReady": unary(self.server_ready, pb.ServerReadyRequest),
-                "ServerMetadata": unary(self.server_metadata, pb.ServerMetadataRequest),
-                "ModelReady": unary(self.model_ready, pb.ModelReadyRequest),
-                "ModelMetadata": unary(self.model_metadata, pb.ModelMetadataRequest),
-                # bytes in, bytes out: the router forwards what it need not read
-                "ModelInfer": grpc.unary_unary_rpc_method_handler(self.model_infer),
-                "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(self.model_stream_infer),
-            },
-        )
-
 
 def _request_id(payload: bytes) -> str:
     try:
@@ -210,7 +189,7 @@ async def start_grpc_front(state: RouterState, host: str, port: int) -> tuple[gr
         ]
     )
     front = RouterGrpc(state)
-    server.add_generic_rpc_handlers((front.handler(),))
+    server.add_generic_rpc_handlers((inference_handler(front),))
     health = HealthServicer(front.health, services=lambda: ("", INFERENCE_SERVICE))
     add_health(server, health)
     enable_reflection(server, (INFERENCE_SERVICE,))

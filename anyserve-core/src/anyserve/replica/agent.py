@@ -26,7 +26,8 @@ from anyserve.errors import AnyServeError, CapabilityNotFound, ResourceExhausted
 from anyserve.plugins import PluginManager
 from anyserve.protocol import RequestMeta, final_error, final_marker, query_from_request
 from anyserve.protocol import messages as pb
-from anyserve.protocol.names import INFERENCE_SERVICE, STATUS_SERVICE
+from anyserve.protocol.grpc_service import inference_handler
+from anyserve.protocol.names import STATUS_SERVICE
 from anyserve.replica.pool import WorkerPool, WorkerSlot
 from anyserve.replica.worker import parse_request
 from anyserve.transport import Query
@@ -84,24 +85,7 @@ class Agent:
         return grpc.method_handlers_generic_handler(STATUS_SERVICE, {"Get": grpc.unary_unary_rpc_method_handler(get)})
 
     def _inference_handler(self) -> grpc.GenericRpcHandler:
-        def unary(fn: Any, req: Any) -> grpc.RpcMethodHandler:
-            return grpc.unary_unary_rpc_method_handler(
-                fn, request_deserializer=req.FromString, response_serializer=lambda m: m.SerializeToString()
-            )
-
-        return grpc.method_handlers_generic_handler(
-            INFERENCE_SERVICE,
-            {
-                "ServerLive": unary(self.server_live, pb.ServerLiveRequest),
-                "ServerReady": unary(self.server_ready, pb.ServerReadyRequest),
-                "ServerMetadata": unary(self.server_metadata, pb.ServerMetadataRequest),
-                "ModelReady": unary(self.model_ready, pb.ModelReadyRequest),
-                "ModelMetadata": unary(self.model_metadata, pb.ModelMetadataRequest),
-                # bytes in, bytes out: nothing is parsed that need not be
-                "ModelInfer": grpc.unary_unary_rpc_method_handler(self.model_infer),
-                "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(self.model_stream_infer),
-            },
-        )
+        return inference_handler(self)
 
     # -- health and metadata ------------------------------------------------
 
