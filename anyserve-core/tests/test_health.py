@@ -206,7 +206,7 @@ def test_shutdown_makes_everything_not_serving_and_ends_watches():
             assert await next_status(call) == NOT_SERVING
             assert await asyncio.wait_for(call.read(), 5) is grpc.aio.EOF
             assert await call.code() == grpc.StatusCode.OK
-            assert servicer.watchers == 0
+            await until(lambda: servicer.watchers == 0)  # the server side ends just after the client sees EOF
             assert await check(channel, "") == NOT_SERVING
             assert await check(channel, "chat") == NOT_SERVING
             with pytest.raises(grpc.aio.AioRpcError) as info:
