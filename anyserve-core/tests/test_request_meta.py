@@ -80,7 +80,7 @@ def test_metadata_pairs_carry_everything_across_a_hop_unchanged():
 def test_a_request_id_is_made_up_only_when_missing():
     assert RequestMeta(request_id="mine").with_request_id().request_id == "mine"
     made = RequestMeta().with_request_id().request_id
-    assert len(made) == 32 and made != RequestMeta().with_request_id().request_id
+    assert len(made) >= 20 and made != RequestMeta().with_request_id().request_id
 
 
 def test_the_query_a_plain_kserve_request_names():

@@ -15,6 +15,7 @@ compare it as it is.
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 import uuid
@@ -44,8 +45,14 @@ MAX_FIELD = 256
 Pairs = Iterable[tuple[str, str | bytes]]
 
 
+#: A random prefix per process and a counter: unique across processes in practice, and no system
+#: call per request (``uuid4`` reads ``os.urandom`` every time).
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_ID_COUNTER = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,11 +8,11 @@ Wire shape, one event per streamed response::
 
 Why a single ``data:`` line is always enough: an event-stream line ends at CR,
 LF or CRLF, so a payload containing any of them would have to be split over
-several ``data:`` lines. JSON never contains them raw -- ``json.dumps``
-escapes every control character inside strings (``\\n``, ``\\r``) and emits no
-whitespace between tokens with compact separators -- so each payload is one
+several ``data:`` lines. JSON never contains them raw -- orjson (like
+``json.dumps``) escapes every control character inside strings (``\\n``,
+``\\r``) and writes no whitespace between tokens -- so each payload is one
 line and the encoder never scans or splits the text. That keeps the per-token
-cost of a stream to one ``json.dumps`` and two byte concatenations.
+cost of a stream to one orjson call and two byte concatenations.
 
 Why the end marker carries both ``event: end`` and ``data: [DONE]``: a client
 written for anyserve listens for the named ``end`` event (a browser
@@ -29,6 +29,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 MEDIA_TYPE = "text/event-stream"
 
 _DATA = b"data: "
@@ -40,13 +42,14 @@ _END = b"event: end\ndata: [DONE]\n\n"
 def _compact_json(data: Any) -> bytes:
     """Compact JSON as UTF-8, keeping non-ASCII text as is (3 bytes, not a 6-byte escape).
 
-    A string holding a lone surrogate cannot be encoded as UTF-8; that rare
-    case falls back to ASCII escapes rather than failing the stream.
+    orjson writes it several times faster than the standard library, which
+    matters once per token. What orjson refuses (a string holding a lone
+    surrogate, an integer beyond 64 bits) falls back to the standard
+    library's ASCII escapes rather than failing the stream.
     """
-    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
     try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
+        return orjson.dumps(data)
+    except orjson.JSONEncodeError:
         return json.dumps(data, separators=(",", ":")).encode("ascii")
 
 
