@@ -6,8 +6,11 @@ compares two generators:
 * ``grpc``: ``grpc.aio``, one channel, N tasks, raw-bytes method handles
   (requests serialised once, responses not parsed on the hot path);
 * ``http``: a small asyncio HTTP/1.1 client, one keep-alive connection per
-  concurrent task, protobuf bodies, chunked/SSE responses read as bytes
-  (httpx costs several times more CPU per request on one core).
+  concurrent task, chunked/SSE responses read as bytes (httpx costs several
+  times more CPU per request on one core). ``--body protobuf`` (default)
+  sends serialised ModelInferRequests to ``/infer``; ``--body json`` sends
+  what KServe REST clients send (``bench/loadgen_json.py``): KServe v2 JSON
+  to ``/v2/models/echo/infer``, W2 also as the binary tensor extension.
 
 Run by ``bench/run.py``; by hand::
 
@@ -29,20 +32,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import loadgen_json
 from loadgen_clients import GrpcClient, HttpClient
 from loadgen_measure import SERVER_PIDS
 from loadgen_workloads import WORKLOADS
 
 
-async def main(args) -> dict:
+async def main(args: argparse.Namespace) -> dict[str, Any]:
     client = GrpcClient(args.target) if args.proto == "grpc" else HttpClient(args.target)
     await client.ready()
-    results: dict[str, Any] = {"pid": os.getpid(), "cpus": sorted(os.sched_getaffinity(0))}
+    results: dict[str, Any] = {"pid": os.getpid(), "cpus": sorted(os.sched_getaffinity(0)), "body": args.body}
+    workloads = loadgen_json.WORKLOADS if args.body == "json" else WORKLOADS
     try:
         for name in args.workloads:
             t0 = time.perf_counter()
             try:
-                results[name] = await WORKLOADS[name](client, args)
+                results[name] = await workloads[name](client, args)
             except Exception as exc:  # one failing workload does not lose the others
                 results[name] = {"error": f"{type(exc).__name__}: {exc}"}
             print(f"  {name} done in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
@@ -55,6 +60,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--proto", choices=("grpc", "http"), required=True)
     parser.add_argument("--target", required=True, help="host:port")
+    parser.add_argument(
+        "--body",
+        choices=("protobuf", "json"),
+        default="protobuf",
+        help="HTTP bodies: serialised protobuf, or KServe v2 JSON (W2 also as the binary extension)",
+    )
     parser.add_argument("--workloads", default="W1,W2,W3", help="comma-separated: W1,W2,W3,OBJ")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per measured run")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per cell")
@@ -72,6 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.workloads = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
     args.object_sizes = [int(s) for s in args.object_sizes.split(",") if s.strip()]
+    if args.body == "json":
+        if args.proto != "http":
+            parser.error("--body json needs --proto http")
+        unknown = set(args.workloads) - set(loadgen_json.WORKLOADS)
+        if unknown:
+            parser.error(f"--body json runs {', '.join(loadgen_json.WORKLOADS)}, not {', '.join(sorted(unknown))}")
     for item in filter(None, args.server_pids.split(",")):
         role, _, pid = item.rpartition(":")
         SERVER_PIDS[role] = int(pid)

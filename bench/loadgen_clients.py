@@ -93,6 +93,8 @@ class HttpConn:
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        #: The last response's status line and headers, as received (for checks; never parsed when measuring).
+        self.last_head = b""
 
     async def connect(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=4 * MIB)
@@ -105,6 +107,7 @@ class HttpConn:
     async def _response_head(self) -> tuple[int, int | None]:
         assert self.reader is not None
         head = await self.reader.readuntil(b"\r\n\r\n")
+        self.last_head = head
         status = int(head[9:12])
         length = None
         lower = head.lower()
@@ -196,8 +199,16 @@ class HttpClient:
     def headers(capability: str) -> dict[str, str]:
         return {"Content-Type": "application/x-protobuf", "X-Capability-Type": capability}
 
-    def unary(self, conn: HttpConn, payload: bytes, capability: str, path: str = "/infer") -> Call:
-        head = conn.head(path, len(payload), self.headers(capability))
+    def unary(
+        self,
+        conn: HttpConn,
+        payload: bytes,
+        capability: str,
+        path: str = "/infer",
+        headers: dict[str, str] | None = None,
+    ) -> Call:
+        """A call POSTing ``payload`` to ``path``: protobuf headers for ``capability`` unless ``headers`` are given."""
+        head = conn.head(path, len(payload), self.headers(capability) if headers is None else headers)
 
         async def call() -> bytes:
             status, body = await conn.request(head, payload)
@@ -207,8 +218,10 @@ class HttpClient:
 
         return call
 
-    def streamer(self, conn: HttpConn, payload: bytes) -> Callable[[Callable[[], None]], Awaitable[int]]:
-        head = conn.head("/infer/stream", len(payload), self.headers("tokens"))
+    def streamer(
+        self, conn: HttpConn, payload: bytes, headers: dict[str, str] | None = None
+    ) -> Callable[[Callable[[], None]], Awaitable[int]]:
+        head = conn.head("/infer/stream", len(payload), self.headers("tokens") if headers is None else headers)
 
         async def run(on_token: Callable[[], None]) -> int:
             return await conn.sse(head, payload, on_token)

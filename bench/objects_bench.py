@@ -57,6 +57,19 @@ def _answer(request, size: int, digest: str) -> ModelInferResponse:
     return response
 
 
+def _first(response: ModelInferResponse, name: str) -> object:
+    """The first element of output ``name``, typed or raw (a raw request is answered with raw outputs)."""
+    from anyserve.protocol.datatypes import DATATYPES, unpack_raw
+
+    for i, out in enumerate(response.outputs):
+        if out.name != name:
+            continue
+        if i < len(response.raw_output_contents):
+            return unpack_raw(DATATYPES[out.datatype], response.raw_output_contents[i], name)[0]
+        return (out.contents.bytes_contents or out.contents.int64_contents)[0]
+    raise KeyError(name)
+
+
 def _mode(request) -> str:
     param = request.parameters.get("mode")
     return param.string_param if param is not None else "size"
@@ -167,8 +180,8 @@ class Bench:
         if answer.status_code != 200:
             raise SystemExit(f"{capability}: HTTP {answer.status_code}: {answer.text[:500]}")
         response = Response.FromString(answer.content)
-        outputs = {o.name: o for o in response.outputs}
-        return outputs["size"].contents.int64_contents[0], outputs["sha256"].contents.bytes_contents[0].decode()
+        digest = _first(response, "sha256")
+        return int(_first(response, "size")), digest.decode() if isinstance(digest, bytes) else str(digest)
 
     def inline(self, blob: bytes, mode: str) -> tuple[float, int, str]:
         from anyserve.protocol.messages import ModelInferRequest
@@ -190,7 +203,7 @@ class Bench:
         request.inputs.add(name="data", datatype="UINT8", shape=[len(blob)])
         request.raw_input_contents.append(blob)
         response = self.stub.ModelInfer(request, metadata=[("x-capability-type", "bench-inline")], timeout=600)
-        return time.perf_counter() - start, response.outputs[0].contents.int64_contents[0]
+        return time.perf_counter() - start, int(_first(response, "size"))
 
     def create(self, blob: bytes):
         start = time.perf_counter()

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from processes import SERVER_CPU
-from systems import ANYSERVE, LABELS, OBJ_SYSTEMS, SYSTEMS
+from report_cells import cell_data, core_share, ratio, value
+from report_targets import targets_table
+from systems import ANYSERVE, HTTP_FLOOR, JSON_SYSTEMS, LABELS, OBJ_SYSTEMS, SYSTEMS
 
 
 def fmt(value: float | None, unit: str = "") -> str:
@@ -31,44 +33,12 @@ METRICS = [
     ("W1 latency p50 @ c=1", "W1", "c1", "p50_ms", "ms", False),
     ("W1 latency p99 @ c=1", "W1", "c1", "p99_ms", "ms", False),
     ("W2 1 MiB echo, MiB/s @ c=8", "W2", "c8", "rate", "", True),
+    ("W2 1 MiB echo, JSON list of 1,048,576 numbers, MiB/s @ c=2 §", "W2", "c2_json", "rate", "", True),
+    ("W2 1 MiB echo, binary extension, MiB/s @ c=8", "W2", "c8_binary", "rate", "", True),
     ("W3 256-token stream, tokens/s @ c=16", "W3", "c16", "rate", "", True),
     ("W3 time to first token p50 @ c=1", "W3", "c1", "ttft_p50_ms", "ms", False),
     ("W1 sync (thread-pool) handler, req/s @ c=64 †", "W1", "c64_sync", "rate", "", True),
 ]
-
-
-def value(results: dict[str, Any], system: str, workload: str, cell: str, key: str) -> float | None:
-    try:
-        return float(results[system][workload][cell][key])
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def cell_data(results: dict[str, Any], system: str, workload: str, cell: str) -> dict[str, Any]:
-    try:
-        return results[system][workload][cell]
-    except (KeyError, TypeError):
-        return {}
-
-
-def cpu_per_op(results: dict[str, Any], system: str, workload: str, cell: str) -> float | None:
-    """CPU µs (all processes of the system, user + sys) per operation in a cell."""
-    data = cell_data(results, system, workload, cell)
-    per, ops = data.get("server_cpu_s") or {}, data.get("ops_total") or 0
-    return sum(per.values()) * 1e6 / ops if per and ops else None
-
-
-def core_share(results: dict[str, Any], system: str, workload: str, cell: str) -> float | None:
-    """The share of core 0 the system under test itself used in a cell (the rest: idle or someone else)."""
-    data = cell_data(results, system, workload, cell)
-    per, wall = data.get("server_cpu_s") or {}, data.get("wall_s") or 0
-    return sum(per.values()) / wall if per and wall else None
-
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or b == 0 or a != a or b != b:
-        return None
-    return a / b
 
 
 def main_table(results: dict[str, Any], systems: list[str]) -> list[str]:
@@ -79,7 +49,6 @@ def main_table(results: dict[str, Any], systems: list[str]) -> list[str]:
             continue
         row = [label]
         grpc_floor = value(results, "grpc", workload, cell, key)
-        http_floor = value(results, "http", workload, cell, key)
         for system in systems:
             v = value(results, system, workload, cell, key)
             text = fmt(v, unit)
@@ -88,68 +57,17 @@ def main_table(results: dict[str, Any], systems: list[str]) -> list[str]:
                 text += " ⚠"
             if system in ANYSERVE and v is not None:
                 parts = []
-                r = ratio(v, grpc_floor)
+                r = None if system in JSON_SYSTEMS else ratio(v, grpc_floor)
                 if r is not None:
                     parts.append(f"{r:.2f}x grpc")
-                if system == "router":
-                    r = ratio(v, http_floor)
+                if system in HTTP_FLOOR:
+                    r = ratio(v, value(results, HTTP_FLOOR[system], workload, cell, key))
                     if r is not None:
                         parts.append(f"{r:.2f}x http")
                 if parts:
                     text += " (" + ", ".join(parts) + ")"
             row.append(text)
         lines.append("| " + " | ".join(row) + " |")
-    return lines
-
-
-def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The stated targets, each with its measured figure and pass/fail (None: not measured)."""
-    w1 = lambda s: value(results, s, "W1", "c64", "rate")  # noqa: E731
-    out = []
-
-    def add(
-        text: str, measured: float | None, limit: float, below: bool = False, shown: str = "", cpu: float | None = None
-    ) -> None:
-        ok = None if measured is None else (measured <= limit if below else measured >= limit)
-        row = {"target": text, "measured": measured, "limit": limit, "ok": ok, "shown": shown, "cpu_estimate": cpu}
-        out.append(row)
-
-    def cpu(system: str, workload: str, cell: str) -> float | None:
-        # floor's CPU per op / the system's: the throughput ratio both would reach with a whole core each
-        return ratio(cpu_per_op(results, "grpc", workload, cell), cpu_per_op(results, system, workload, cell))
-
-    for system, limit in (("unix", 0.75), ("inproc", 0.9)):
-        add(
-            f"replica direct over {system}, W1@64 ≥ {limit:g}x bare grpc.aio",
-            ratio(w1(system), w1("grpc")),
-            limit,
-            cpu=cpu(system, "W1", "c64"),
-        )
-    add(
-        "through the router, W1@64 ≥ 0.5x bare grpc.aio",
-        ratio(w1("router"), w1("grpc")),
-        0.5,
-        cpu=cpu("router", "W1", "c64"),
-    )
-    tok = ratio(value(results, "router", "W3", "c16", "rate"), value(results, "grpc", "W3", "c16", "rate"))
-    add("through the router, W3 tokens/s @16 ≥ 0.8x bare grpc.aio", tok, 0.8, cpu=cpu("router", "W3", "c16"))
-    ttft = value(results, "router", "W3", "c1", "ttft_p50_ms")
-    add("through the router, W3 TTFT p50 @ c=1 ≤ 2 ms", ttft, 2.0, below=True, shown="ms")
-    for system in OBJ_SYSTEMS:
-        one = value(results, system, "OBJ", "ref_1", "p50_ms")
-        big = value(results, system, "OBJ", "ref_256", "p50_ms")
-        add(f"object by reference ({LABELS[system]}): 256 MiB ≤ 2x 1 MiB", ratio(big, one), 2.0, below=True)
-    return out
-
-
-def targets_table(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["| target | measured | | CPU-cost estimate ‡ |", "|---|---:|:---:|---:|"]
-    for row in rows:
-        m = row["measured"]
-        shown = "—" if m is None else (f"{m:.2f} ms" if row["shown"] == "ms" else f"{m:.2f}x")
-        mark = "—" if row["ok"] is None else ("✅" if row["ok"] else "❌")
-        estimate = row.get("cpu_estimate")
-        lines.append(f"| {row['target']} | {shown} | {mark} | {'' if estimate is None else f'{estimate:.2f}x'} |")
     return lines
 
 
@@ -184,6 +102,8 @@ CPU_CELLS = [
     ("W1 @ c=64, µs per request", "W1", "c64"),
     ("W1 @ c=1, µs per request", "W1", "c1"),
     ("W2 @ c=8, µs per MiB echoed", "W2", "c8"),
+    ("W2 JSON @ c=2, µs per MiB echoed", "W2", "c2_json"),
+    ("W2 binary ext. @ c=8, µs per MiB echoed", "W2", "c8_binary"),
     ("W3 @ c=16, µs per token", "W3", "c16"),
 ]
 
@@ -227,6 +147,7 @@ def versions() -> dict[str, str]:
         "starlette",
         "httptools",
         "uvloop",
+        "orjson",
     ):
         try:
             out[dist] = version(dist)
@@ -241,6 +162,25 @@ def cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or "?"
+
+
+def json_notes(systems: list[str]) -> list[str]:
+    """What the JSON columns are, when the run has them."""
+    if not any(s in JSON_SYSTEMS for s in systems):
+        return []
+    return [
+        "*, JSON* columns: the same HTTP servers sent what KServe REST clients send, each body built once per "
+        "run: KServe v2 JSON to `POST /v2/models/echo/infer` (W1: FP32[16] as a JSON list; W2: UINT8[1048576] "
+        "as a JSON list of numbers, or as the binary tensor extension: a JSON header with `binary_data_size`, "
+        "the bytes after it, `Inference-Header-Content-Length`, the answer asked for in binary), and W3 "
+        "`POST /infer/stream` with a JSON body, answered as SSE. The floor (`servers/json_echo.py`) parses "
+        "with the stdlib `json` and echoes each input as an output; their **x http** is against *bare HTTP, "
+        "JSON*, the floor sent the same bodies.",
+        "",
+        "§ a JSON call costs a large fraction of a second of CPU, so few end inside a window: two calls in "
+        "flight, and the rate is every call started in the window over the time until the last one ended.",
+        "",
+    ]
 
 
 def render(report: dict[str, Any]) -> str:
@@ -268,6 +208,7 @@ def render(report: dict[str, Any]) -> str:
         "† supplementary: the same echo written as a plain `def` handler (runs in the worker's thread pool); "
         "the main rows use `async def` handlers, like the floors.",
         "",
+        *json_notes(systems),
         "## Targets",
         "",
         *targets_table(report["targets"]),

@@ -9,6 +9,9 @@ generator (``bench/loadgen.py``) runs pinned to CPU 1. Systems:
     inproc  anyserve replica, direct gRPC, inproc transport
     unix    anyserve replica, direct gRPC, unix transport, 1 worker
     router  anyserve router (HTTP) -> agent -> 1 worker over unix
+    http-json, router-json
+            the same two HTTP systems sent KServe v2 JSON bodies (W2 also as the
+            binary tensor extension) instead of protobuf; ratios against http-json
 
 Workloads: W1 small unary echo, W2 1 MiB echo, W3 256-token stream, OBJ
 objects inline vs by reference (plus bench/objects_bench.py's table when
@@ -35,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from processes import CLIENT_CPU, HERE, SERVER_CPU, Processes, background_load, log
-from report import cpu_model, render, targets, versions
+from report import cpu_model, render, versions
+from report_targets import targets
 from systems import LABELS, OBJ_SYSTEMS, SYSTEMS, run_loadgen, run_objects_bench, start_system
 
 RESULTS = HERE / "results"

@@ -23,16 +23,31 @@ MIB = 1024 * 1024
 #: Limits raised for the 256 MiB inline object (frames, messages, router body).
 BIG_LIMIT = 320 * MIB
 
-SYSTEMS = ("grpc", "http", "inproc", "unix", "router")
+SYSTEMS = ("grpc", "http", "inproc", "unix", "router", "http-json", "router-json")
 LABELS = {
     "grpc": "bare grpc.aio",
     "http": "bare HTTP (uvicorn+Starlette)",
     "inproc": "anyserve direct, inproc",
     "unix": "anyserve direct, unix",
     "router": "anyserve via router",
+    "http-json": "bare HTTP, JSON",
+    "router-json": "anyserve via router, JSON",
 }
-PROTO = {"grpc": "grpc", "http": "http", "inproc": "grpc", "unix": "grpc", "router": "http"}
-ANYSERVE = ("inproc", "unix", "router")
+PROTO = {
+    "grpc": "grpc",
+    "http": "http",
+    "inproc": "grpc",
+    "unix": "grpc",
+    "router": "http",
+    "http-json": "http",
+    "router-json": "http",
+}
+#: Systems whose load generator sends KServe v2 JSON (W2 also as the binary extension) instead of protobuf:
+#: the same server processes as the system named before the dash, started afresh.
+JSON_SYSTEMS = ("http-json", "router-json")
+#: The HTTP floor each HTTP system's ratios are taken against: the one doing the same body form.
+HTTP_FLOOR = {"router": "http", "router-json": "http-json"}
+ANYSERVE = ("inproc", "unix", "router", "router-json")
 #: Systems that run the OBJ workload (they have an object store).
 OBJ_SYSTEMS = ("unix", "router")
 
@@ -89,35 +104,37 @@ def wait_routable(url: str, timeout: float = 30.0) -> None:
         time.sleep(0.2)
 
 
-def start_system(name: str, procs: Processes, store: Path) -> Running:
+def start_system(system: str, procs: Processes, store: Path) -> Running:
+    """``system``'s processes, started, routable and checked for pinning (a ``-json`` system: its server's)."""
     py = sys.executable
+    name = system.removesuffix("-json")
     if name == "grpc":
-        server = procs.start(name, [py, str(SERVERS / "grpc_floor.py"), "--port", "0"], SERVER_CPU)
-        running = Running(name, endpoint_of(server.wait_for(" ready at ")), [server])
+        server = procs.start(system, [py, str(SERVERS / "grpc_floor.py"), "--port", "0"], SERVER_CPU)
+        running = Running(system, endpoint_of(server.wait_for(" ready at ")), [server])
     elif name == "http":
-        server = procs.start(name, [py, str(SERVERS / "http_floor.py"), "--port", "0"], SERVER_CPU)
-        running = Running(name, endpoint_of(server.wait_for(" ready at ")), [server])
+        server = procs.start(system, [py, str(SERVERS / "http_floor.py"), "--port", "0"], SERVER_CPU)
+        running = Running(system, endpoint_of(server.wait_for(" ready at ")), [server])
     elif name in ("inproc", "unix"):
         config = anyserve_config(procs.work, name, store)
         args = [py, "-m", "anyserve_cli", "start", "--app", "bench_app:app", "--port", "0"]
         args += ["--transport", name, "--workers", "1", "--config", str(config)]
         replica = procs.start(name, args, SERVER_CPU)
-        running = Running(name, endpoint_of(replica.wait_for(" ready at ")), [replica])
+        running = Running(system, endpoint_of(replica.wait_for(" ready at ")), [replica])
     elif name == "router":
         config = anyserve_config(procs.work, name, store)
         router = procs.start(
-            "router", [py, "-m", "anyserve_cli", "router", "--port", "0", "--config", str(config)], SERVER_CPU
+            system, [py, "-m", "anyserve_cli", "router", "--port", "0", "--config", str(config)], SERVER_CPU
         )
         url = "http://" + endpoint_of(router.wait_for(" ready at "))
         args = [py, "-m", "anyserve_cli", "start", "--app", "bench_app:app", "--port", "0"]
         args += ["--transport", "unix", "--workers", "1", "--config", str(config)]
         args += ["--api-server", url, "--replica-id", "bench"]
-        replica = procs.start("router-replica", args, SERVER_CPU)
+        replica = procs.start(f"{system}-replica", args, SERVER_CPU)
         replica.wait_for(" ready at ")
         wait_routable(url)
-        running = Running(name, url.removeprefix("http://"), [router, replica])
+        running = Running(system, url.removeprefix("http://"), [router, replica])
     else:
-        raise ValueError(name)
+        raise ValueError(system)
     time.sleep(0.5)  # let start-up work (imports, registration) settle before measuring
     for managed in running.processes:
         running.pinned += check_pinned(managed, SERVER_CPU)
@@ -131,6 +148,8 @@ def run_loadgen(
     cmd = [sys.executable, str(HERE / "loadgen.py"), "--proto", PROTO[running.name], "--target", running.target]
     cmd += ["--workloads", ",".join(workloads), "--duration", str(args.duration), "--warmup", str(args.warmup)]
     cmd += ["--runs", str(args.runs), "--out", str(out), "--store", str(store)]
+    if running.name in JSON_SYSTEMS:
+        cmd += ["--body", "json"]
     roles: dict[str, int] = {}
     for p in running.pinned:
         role = p["role"] if p["role"] not in roles else f"{p['role']}{p['pid']}"
@@ -138,7 +157,7 @@ def run_loadgen(
     cmd += ["--server-pids", ",".join(f"{r}:{pid}" for r, pid in roles.items())]
     if args.quick:
         cmd += ["--object-reps", "10", "--object-budget", "0.25"]
-    if running.name in ANYSERVE:
+    if running.name in ANYSERVE and running.name not in JSON_SYSTEMS:
         cmd.append("--sync-variant")
     if running.name == "router":
         # 256 MiB inline through the router takes seconds per call; bench/objects_bench.py covers it.
