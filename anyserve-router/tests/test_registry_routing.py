@@ -13,9 +13,10 @@ from collections import Counter
 import pytest
 
 from anyserve import hookimpl
+from anyserve.builtins.subset import SubsetMatcher
 from anyserve.errors import PluginError
 from anyserve.plugins import create_plugin_manager
-from anyserve_router.selection import candidates, choose
+from anyserve_router.selection import MatchCache, candidates, choose
 
 CHAT = {"type": "chat", "model": "llama-70b"}
 EMBED = {"type": "embed", "model": "minilm"}
@@ -74,6 +75,37 @@ def test_equal_scores_prefer_the_warmer_offer(registry, matcher):
     registry.register("r1", "h:1", [{**CHAT, "state": "cold"}, {"type": "chat", "state": "hot"}])
     [candidate] = candidates(registry, {"type": "chat"}, matcher)
     assert candidate.state == "hot"
+
+
+class CountingMatcher(SubsetMatcher):
+    """The subset rule, counting its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def score(self, offered, query):
+        self.calls += 1
+        return super().score(offered, query)
+
+
+def test_the_match_cache_scores_once_until_offers_change(registry, clock):
+    matcher, cache = CountingMatcher(), MatchCache()
+    registry.register("r1", "h:1", [CHAT, EMBED])
+    registry.register("r2", "h:2", [CHAT])
+    first = [c.id for c in candidates(registry, CHAT, matcher, cache=cache)]
+    scored = matcher.calls
+    assert sorted(first) == ["r1", "r2"] and scored == 3
+    for _ in range(5):  # load changes do not touch the cache: only offers do
+        registry.heartbeat("r1", in_flight=7)
+        assert sorted(c.id for c in candidates(registry, CHAT, matcher, cache=cache)) == ["r1", "r2"]
+    assert matcher.calls == scored
+    registry.register("r2", "h:2", [{**CHAT, "state": "failed"}])  # new offers: worked out again
+    assert [c.id for c in candidates(registry, CHAT, matcher, cache=cache)] == ["r1"]
+    assert matcher.calls > scored
+    clock.advance(10)
+    registry.heartbeat("r2")
+    clock.advance(6)  # r1 has now been silent past its TTL: liveness is read per request, not cached
+    assert candidates(registry, CHAT, matcher, cache=cache) == []  # r1 was cached as a match, but is not live
 
 
 def test_exclude_leaves_out_the_delegating_replica(registry, matcher, pm):

@@ -68,6 +68,8 @@ class Router:
         self.pm = pm
         self.upstream = upstream
         self.no_match = no_match
+        #: Each replica's best offer per query, until the registry's offers change.
+        self.matches = selection.MatchCache()
 
     # -- choosing ------------------------------------------------------------
 
@@ -80,7 +82,9 @@ class Router:
         delegated_from: str | None = None,
     ) -> Target:
         """The replica for ``query`` (not one in ``exclude``), or :class:`NoMatch` explaining why not."""
-        chosen = selection.choose(self.registry, query, self.matcher, self.pm, exclude=exclude, stream=stream)
+        chosen = selection.choose(
+            self.registry, query, self.matcher, self.pm, exclude=exclude, stream=stream, cache=self.matches
+        )
         if chosen is not None:
             return Target(chosen.id, chosen.info["endpoint"], chosen.info.get("link"))
         if self.no_match == "any-replica" and delegated_from is None:

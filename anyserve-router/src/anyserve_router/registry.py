@@ -133,6 +133,8 @@ class ReplicaRegistry:
         self.ttl_seconds = float(ttl_seconds)
         self._clock = clock
         self._wall_clock = wall_clock
+        #: Bumped whenever a replica or its offers come or go: what was worked out from them holds until then.
+        self.version = 0
         self._lock = threading.Lock()
         self._replicas: dict[str, ReplicaEntry] = {}
 
@@ -167,6 +169,7 @@ class ReplicaRegistry:
         now = self._now(now)
         with self._lock:
             existing = self._replicas.get(replica_id)
+            self.version += 1
             if existing is not None and existing.endpoint == endpoint:
                 existing.offers = offers
                 existing.last_heartbeat = now
@@ -198,6 +201,7 @@ class ReplicaRegistry:
         with self._lock:
             if self._replicas.pop(replica_id, None) is None:
                 raise self._unknown(replica_id)
+            self.version += 1
 
     def heartbeat(self, replica_id: str, in_flight: int | None = None, now: float | None = None) -> None:
         """Mark a replica alive, optionally with its own in-flight count.
@@ -213,6 +217,7 @@ class ReplicaRegistry:
             replica = self._replicas.get(replica_id)
             if replica is not None and not self._alive(replica, now):
                 del self._replicas[replica_id]
+                self.version += 1
                 replica = None
             if replica is None:
                 raise self._unknown(replica_id, hint=" register again")
@@ -227,6 +232,7 @@ class ReplicaRegistry:
             dead = sorted(rid for rid, r in self._replicas.items() if not self._alive(r, now))
             for rid in dead:
                 del self._replicas[rid]
+            self.version += bool(dead)
         return dead
 
     def get(self, replica_id: str) -> ReplicaEntry:
@@ -301,8 +307,8 @@ class ReplicaRegistry:
 
     def live_entries(
         self, exclude: Iterable[str] = (), now: float | None = None
-    ) -> list[tuple[str, dict[str, str | None], tuple[Offer, ...], int]]:
-        """``(id, {"endpoint", "link"}, offers, load)`` of each live replica not in ``exclude``.
+    ) -> tuple[int, list[tuple[str, dict[str, str | None], tuple[Offer, ...], int]]]:
+        """:attr:`version`, and ``(id, {"endpoint", "link"}, offers, load)`` of each live replica not in ``exclude``.
 
         A snapshot taken under the lock: choosing runs plugin code (matchers,
         routing hooks) on it without holding the lock.
@@ -310,7 +316,7 @@ class ReplicaRegistry:
         now = self._now(now)
         skip = set(exclude)
         with self._lock:
-            return [
+            return self.version, [
                 (r.id, {"endpoint": r.endpoint, "link": r.link}, r.offers, r.load)
                 for r in self._replicas.values()
                 if r.id not in skip and self._alive(r, now)

@@ -5,7 +5,10 @@ this module only reads a snapshot of it (:meth:`ReplicaRegistry.live_entries`)
 and runs plugin code, the matcher and the ``anyserve_select_target`` hook,
 outside the registry's lock. It matches once per request: the chosen
 candidate carries the capability it matched, and nothing downstream in the
-router scores again.
+router scores again. With a :class:`MatchCache` (the router keeps one), not
+even that: each replica's best offer for a query is kept until the
+registry's offers change, so a request costs a dictionary lookup per live
+replica, not a matcher call per offer.
 """
 
 from __future__ import annotations
@@ -23,6 +26,51 @@ if TYPE_CHECKING:
     from anyserve.plugins import PluginManager
 
 _STATE_RANK = {HOT: 0, STARTING: 1, COLD: 2, STOPPING: 2}
+#: (replica id, query items, stream) -> the replica's best offer and its score, or None.
+Best = tuple[float, Offer] | None
+
+
+class MatchCache:
+    """Each replica's best offer per query, valid while :attr:`ReplicaRegistry.version` stays the same.
+
+    Bounded: past ``limit`` entries it starts over, so a stream of distinct
+    queries costs at most what an uncached router would.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._version = -1
+        self._entries: dict[tuple[str, tuple[tuple[str, Any], ...], bool | None], Best] = {}
+
+    def lookup(
+        self, version: int, replica_id: str, query: Mapping[str, Any], stream: bool | None
+    ) -> tuple[tuple[str, tuple[tuple[str, Any], ...], bool | None], Best | bool]:
+        """The entry's key, and its value (``False`` when not known yet)."""
+        if version != self._version or len(self._entries) >= self.limit:
+            self._entries.clear()
+            self._version = version
+        key = (replica_id, tuple(query.items()), stream)
+        return key, self._entries.get(key, False)
+
+    def keep(self, key: tuple[str, tuple[tuple[str, Any], ...], bool | None], best: Best) -> None:
+        self._entries[key] = best
+
+
+def _best(offers: tuple[Offer, ...], query: Mapping[str, Any], matcher: Matcher, stream: bool | None) -> Best:
+    """A replica's best-scoring offer of the right kind; ties go to the warmer state."""
+    best: tuple[float, int, Offer] | None = None
+    for offer in offers:
+        if stream is not None and offer.runtime.get("stream", False) != stream:
+            continue
+        if offer.state == FAILED:
+            continue  # the replica says it cannot serve this right now
+        score = matcher.score(offer.capability, query)
+        if score is None:
+            continue
+        key = (score, -_STATE_RANK.get(offer.state, len(_STATE_RANK)), offer)
+        if best is None or key[:2] > best[:2]:
+            best = key
+    return None if best is None else (best[0], best[2])
 
 
 def candidates(
@@ -33,6 +81,7 @@ def candidates(
     now: float | None = None,
     *,
     stream: bool | None = None,
+    cache: MatchCache | None = None,
 ) -> list[Candidate]:
     """Live replicas that can serve ``query``, each scored by its best-matching capability.
 
@@ -46,21 +95,17 @@ def candidates(
     and its endpoint and link in ``info``.
     """
     found: list[Candidate] = []
-    for replica_id, where, offers, load in registry.live_entries(exclude, now):
-        best: tuple[float, int, Offer] | None = None
-        for offer in offers:
-            if stream is not None and offer.runtime.get("stream", False) != stream:
-                continue
-            if offer.state == FAILED:
-                continue  # the replica says it cannot serve this right now
-            score = matcher.score(offer.capability, query)
-            if score is None:
-                continue
-            key = (score, -_STATE_RANK.get(offer.state, len(_STATE_RANK)), offer)
-            if best is None or key[:2] > best[:2]:
-                best = key
+    version, live = registry.live_entries(exclude, now)
+    for replica_id, where, offers, load in live:
+        if cache is None:
+            best = _best(offers, query, matcher, stream)
+        else:
+            key, known = cache.lookup(version, replica_id, query, stream)
+            best = _best(offers, query, matcher, stream) if known is False else known
+            if known is False:
+                cache.keep(key, best)
         if best is not None:
-            score, _, offer = best
+            score, offer = best
             found.append(
                 Candidate(
                     id=replica_id,
@@ -83,6 +128,7 @@ def choose(
     now: float | None = None,
     *,
     stream: bool | None = None,
+    cache: MatchCache | None = None,
 ) -> Candidate | None:
     """The replica the routing hook picks for ``query``; ``None`` when none matches.
 
@@ -90,7 +136,7 @@ def choose(
     that is not one of the candidates is a plugin bug and raises
     :class:`PluginError`.
     """
-    found = candidates(registry, query, matcher, exclude=exclude, now=now, stream=stream)
+    found = candidates(registry, query, matcher, exclude=exclude, now=now, stream=stream, cache=cache)
     if not found:
         return None
     chosen = pm.hook.anyserve_select_target(query=query, candidates=found, scope="router")

@@ -266,13 +266,14 @@ def place_tensors(converted: list[Parsed], tensors: Any, raw_contents: Any, kind
         if tensor.name in seen:
             raise InvalidRequest(f"{kind} {tensor.name!r} is given twice")
         seen.add(tensor.name)
+        # Appended before it is filled: appending a filled message copies it, a million elements included.
+        tensors.append(tensor)
         if isinstance(values, bytes):
             raw_contents.append(values)
         elif raw_mode:
             raw_contents.append(pack_raw(dt, values))
         elif values:
-            getattr(tensor.contents, dt.field).extend(values)
-        tensors.append(tensor)
+            getattr(tensors[-1].contents, dt.field).extend(values)
 
 
 def parse_infer_json(
