@@ -155,9 +155,7 @@ def _fits(dt: DataType, value: Any) -> bool:
     return type(value) in _ACCEPTS[dt.kind]
 
 
-def _elements(
-    dt: DataType, values: list[Any], kinds: set[type], params: Mapping[str, Any], where: str
-) -> list[Any]:
+def _elements(dt: DataType, values: list[Any], kinds: set[type], params: Mapping[str, Any], where: str) -> list[Any]:
     """Checked elements in the form protobuf stores them (BYTES as bytes).
 
     ``kinds`` is the set of the elements' types, built in C (``map(type, ...)``):
