@@ -8,6 +8,7 @@ tests need only anyserve-core, anyserve-router and its declared dependencies.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json as jsonlib
 import threading
@@ -93,6 +94,8 @@ class FakeUpstream:
     request_ids: list[str] = field(default_factory=list)
     opened: list[FakeStream] = field(default_factory=list)
     closed: bool = False
+    #: Endpoints whose ModelMetadata never answers (a stalled replica).
+    stalled: set[str] = field(default_factory=set)
 
     def _record(self, target: Target, payload: bytes, metadata) -> dict[str, str]:
         md = dict(metadata)
@@ -112,6 +115,15 @@ class FakeUpstream:
         opened = FakeStream(items)
         self.opened.append(opened)
         return opened
+
+    async def metadata(self, target: Target, payload: bytes, metadata) -> bytes:
+        self._record(target, payload, metadata)
+        if target.endpoint in self.stalled:
+            await asyncio.Event().wait()
+        request = pb.ModelMetadataRequest.FromString(payload)
+        response = pb.ModelMetadataResponse(name=request.name, platform="fake")
+        response.inputs.add(name="x", datatype="INT64", shape=[-1])
+        return response.SerializeToString()
 
     async def retain(self, addresses) -> None:
         pass

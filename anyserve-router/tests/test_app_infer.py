@@ -193,3 +193,21 @@ def test_body_limit_by_content_length_and_while_reading(make_client, register):
     streamed = client.post("/infer", content=chunks(), headers=cap(type="echo"))
     assert streamed.status_code == 413 and "router.max_body_bytes" in streamed.json()["error"]
     assert client.post("/infer", json=BODY, headers=cap(type="echo")).status_code == 200
+
+
+def test_model_metadata_comes_from_a_serving_replica_within_a_deadline(client, register, upstream):
+    register(client, "a", A, {"type": "echo"})
+    body = client.get("/v2/models/echo").json()
+    assert body == {
+        "name": "echo",
+        "versions": [],
+        "platform": "fake",
+        "inputs": [{"name": "x", "datatype": "INT64", "shape": [-1]}],
+        "outputs": [],
+    }
+    assert upstream.calls[-1][2] == {"x-capability-type": "echo"}
+    upstream.stalled.add(A)  # a replica that never answers costs the request's deadline, not for ever
+    stalled = client.get("/v2/models/echo", headers={"X-Request-Timeout": "0.2"})
+    assert stalled.status_code == 504 and "gave no model metadata within 0.2s" in stalled.json()["error"]
+    assert client.get("/registry").json()["replicas"][0]["in_flight"] == 0  # lease released
+    assert client.get("/v2/models/nope").status_code == 404

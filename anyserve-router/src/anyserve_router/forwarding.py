@@ -11,13 +11,14 @@ another match once; a replica that answers with an error is never retried
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
-from anyserve.errors import AnyServeError
+from anyserve.errors import AnyServeError, DeadlineExceeded
 from anyserve.matching import Matcher
 from anyserve.protocol import RequestMeta, dumps
 from anyserve_router import selection
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("anyserve.router")
 
 T = TypeVar("T")
+#: How long model metadata may take when the request sets no deadline of its own.
+METADATA_TIMEOUT = 10.0
 _SHOWN_CAPABILITIES = 20
 
 
@@ -232,11 +235,24 @@ class Router:
         return await self.forward(meta, call, stream=True)
 
     async def model_metadata(self, meta: RequestMeta, payload: bytes) -> tuple[Target, bytes]:
-        """ModelMetadata from a replica serving ``meta.query`` (either kind): request bytes in, response bytes out."""
-        md = meta.to_metadata()
+        """ModelMetadata from a replica serving ``meta.query`` (either kind): request bytes in, response bytes out.
 
-        def call(target: Target) -> Awaitable[bytes]:
-            return self.upstream.metadata(target, payload, md)
+        Bounded by the request's deadline, or :data:`METADATA_TIMEOUT`: a
+        replica that never answers must not hold an HTTP request for ever.
+        """
+        md = meta.to_metadata()
+        limit = meta.timeout() or METADATA_TIMEOUT
+
+        async def call(target: Target) -> bytes:
+            try:
+                return await asyncio.wait_for(self.upstream.metadata(target, payload, md), limit)
+            except TimeoutError:
+                log.warning("replica %s gave no model metadata within %.1fs", target.replica_id, limit)
+                shown = dumps(dict(meta.query)).decode()
+                raise DeadlineExceeded(
+                    f"the replica serving {shown} gave no model metadata within {limit:.1f}s "
+                    f"(request {meta.request_id or '-'})"
+                ) from None
 
         done = await self.forward(meta, call)
         done.lease.release()
