@@ -6,6 +6,8 @@ request; :meth:`RequestMeta.from_http` checks every value a client wrote.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from starlette.requests import Request
 
 from anyserve.delegation import MAX_DELEGATION_DEPTH
@@ -46,13 +48,14 @@ def is_protobuf(request: Request) -> bool:
     return content_type.split(";", 1)[0].strip().lower() in names.PROTOBUF_TYPES
 
 
-def read_meta(request: Request) -> RequestMeta:
+def read_meta(request: Request, default_query: Mapping[str, str] | None = None) -> RequestMeta:
     """The request's metadata, with a request id (the client's, or a new one).
 
-    A delegation depth beyond :data:`MAX_DELEGATION_DEPTH` is refused
+    ``default_query`` is the query when no ``X-Capability-*`` header names
+    one. A delegation depth beyond :data:`MAX_DELEGATION_DEPTH` is refused
     outright: a request travels at most one hop, so it can never loop.
     """
-    meta = RequestMeta.from_http(request.scope["headers"]).with_request_id()
+    meta = RequestMeta.from_http(request.scope["headers"], default_query=default_query, new_id=True)
     request.scope[REQUEST_ID_SCOPE] = meta.request_id  # error answers name it too
     if meta.depth > MAX_DELEGATION_DEPTH:
         raise NoMatch(

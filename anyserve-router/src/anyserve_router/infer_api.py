@@ -71,9 +71,9 @@ async def read_inbound(request: Request, limit: int, model: str = "", version: s
     own ``capability.*`` parameters and model name, as a replica reads it.
     """
     body = await inbound.read_body(request, limit)
-    meta = inbound.read_meta(request)
+    path_query = {"type": model, **({"model": version} if version else {})} if model else None
+    meta = inbound.read_meta(request, path_query)
     query = meta.query
-    path_query = {"type": model, **({"model": version} if version else {})} if model else {}
     # The binary extension's header wins over the content type: KServe's REST client sends such bodies as
     # application/octet-stream, which otherwise means a serialised ModelInferRequest.
     header_length = parse_header_length(request.headers.get(names.HEADER_LENGTH_KEY))
@@ -82,7 +82,7 @@ async def read_inbound(request: Request, limit: int, model: str = "", version: s
     if protobuf:
         if not query:
             parsed = _parse_protobuf(body)
-            query = path_query or query_from_request(parsed.model_name, parsed.model_version, parsed.parameters)
+            query = query_from_request(parsed.model_name, parsed.model_version, parsed.parameters)
         payload = body
     else:
         parsed = parse_infer_json(
@@ -92,7 +92,7 @@ async def read_inbound(request: Request, limit: int, model: str = "", version: s
             header_length=header_length,
         )
         if not query:
-            query = path_query or query_from_request(parsed.model_name, parsed.model_version, parsed.parameters)
+            query = query_from_request(parsed.model_name, parsed.model_version, parsed.parameters)
         binary = BinaryWanted.from_request(parsed)
         payload = parsed.SerializeToString()
     if not query:

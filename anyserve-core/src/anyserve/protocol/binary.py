@@ -81,6 +81,8 @@ class BinaryWanted:
     @classmethod
     def from_request(cls, request: pb.ModelInferRequest) -> BinaryWanted | None:
         """``None`` when the request asks for no binary output (a plain JSON answer)."""
+        if not request.parameters and not request.outputs:
+            return None
         everything = bool(_flag(request.parameters, BINARY_DATA_OUTPUT))
         named: set[str] = set()
         refused: set[str] = set()

@@ -76,12 +76,22 @@ class RequestMeta:
     # -- reading -----------------------------------------------------------------
 
     @classmethod
-    def from_http(cls, headers: Iterable[tuple[bytes, bytes]]) -> RequestMeta:
+    def from_http(
+        cls,
+        headers: Iterable[tuple[bytes, bytes]],
+        *,
+        default_query: Mapping[str, str] | None = None,
+        new_id: bool = False,
+    ) -> RequestMeta:
         """From ASGI raw headers (lower-case byte names); a malformed one is :class:`InvalidRequest`.
 
         Clients write these headers, so every value is checked: capability
         keys must be ``[a-z0-9_.]`` once normalised, values ASCII (they travel
         on as gRPC metadata), a key given twice must agree with itself.
+        ``default_query`` is the query when no ``X-Capability-*`` header names
+        one (a KServe path's model name); ``new_id`` makes up a request id
+        when the client sent none. Both are settled here, in the one object
+        built per request.
         """
         query: dict[str, str] = {}
         plain: dict[str, str] = {}
@@ -102,7 +112,9 @@ class RequestMeta:
                 query[key] = text
             elif (name := _PLAIN_KEYS.get(raw_name)) is not None:
                 plain[name] = _header_text(raw_value, raw_name.decode("latin-1"))
-        return cls._build(query, plain, strict=True)
+        if new_id and "request_id" not in plain:
+            plain["request_id"] = new_request_id()
+        return cls._build(query or dict(default_query or {}), plain, strict=True)
 
     @classmethod
     def from_metadata(cls, pairs: Pairs | None, *, timeout: float | None = None) -> RequestMeta:
