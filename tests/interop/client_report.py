@@ -61,6 +61,14 @@ def attempt(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]
         return {"error": describe_error(exc)}
 
 
+async def attempt_async(coro: Any) -> dict[str, Any]:
+    """``attempt`` for a coroutine (kserve's clients are async)."""
+    try:
+        return {"ok": await coro}
+    except Exception as exc:
+        return {"error": describe_error(exc)}
+
+
 def describe_array(array: Any, datatype: str | None = None) -> dict[str, Any]:
     """An ``as_numpy`` result as JSON: dtype, shape, values (bytes as text) and the element type."""
     if array is None:

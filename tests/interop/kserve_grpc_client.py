@@ -14,7 +14,8 @@ import sys
 from typing import Any
 
 import grpc
-from client_report import INPUTS, MODEL, OUTPUTS, UNKNOWN, VERSION, describe_array, describe_error, emit
+from client_report import INPUTS, MODEL, OUTPUTS, UNKNOWN, VERSION, describe_array, emit
+from client_report import attempt_async as attempt
 from client_report import metadata_tensors as tensors
 from kserve.inference_client import InferenceGRPCClient
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
@@ -22,13 +23,6 @@ from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceSt
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 
 TIMEOUT_S = 30.0
-
-
-async def attempt(coro: Any) -> dict[str, Any]:
-    try:
-        return {"ok": await coro}
-    except Exception as exc:
-        return {"error": describe_error(exc)}
 
 
 def inputs(raw: bool = True) -> list[InferInput]:

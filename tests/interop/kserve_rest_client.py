@@ -18,20 +18,14 @@ import sys
 from typing import Any
 
 import httpx
-from client_report import INPUTS, MODEL, OUTPUTS, UNKNOWN, VERSION, describe_array, describe_error, emit
+from client_report import INPUTS, MODEL, OUTPUTS, UNKNOWN, VERSION, describe_array, emit
+from client_report import attempt_async as attempt
 from client_report import metadata_tensors as tensors
 from kserve.inference_client import InferenceRESTClient, RESTConfig
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 from kserve.protocol.rest.v2_datamodels import ModelMetadataResponse
 
 TIMEOUT_S = 30.0
-
-
-async def attempt(coro: Any) -> dict[str, Any]:
-    try:
-        return {"ok": await coro}
-    except Exception as exc:
-        return {"error": describe_error(exc)}
 
 
 def inputs(binary: bool = True) -> list[InferInput]:
