@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 from kserve import Wire
 from processes import Process, Replica, Router, free_port, run_anyserve
+
+
+@pytest.fixture(scope="session", autouse=True)
+def children_tmpdir() -> Iterator[str]:
+    """One temporary folder for every process the tests start, removed at the end.
+
+    A replica stopped with SIGKILL (every test's clean-up) cannot remove its
+    run folder; under ``TMPDIR`` here, none outlives the session.
+    """
+    path = tempfile.mkdtemp(prefix="anyserve-tests-")
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = path
+    yield path
+    if before is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before
+    shutil.rmtree(path, ignore_errors=True)
+
 
 TRANSPORTS = ["inproc", "unix"]
 
