@@ -120,3 +120,21 @@ def test_a_taken_grpc_port_fails_start_up_and_names_it(start_router):
         assert f"cannot listen on 127.0.0.1:{taken} for gRPC" in process.output()
     finally:
         process.kill_group()
+
+
+def test_a_request_over_the_body_limit_is_refused_by_the_grpc_front(start_router, tmp_path):
+    config = tmp_path / "anyserve.toml"
+    config.write_text("[router]\nmax_body_bytes = 4096\n")
+    grpc_port = free_port()
+    start_router("--grpc-port", str(grpc_port), "--config", str(config))
+    wire = Wire(f"127.0.0.1:{grpc_port}")
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            wire.infer(request("echo", x=[b"x" * 8192]))
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # small requests still get through to routing (here: nobody offers echo)
+        with pytest.raises(grpc.RpcError) as info:
+            wire.infer(request("echo", x=[1]))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        wire.close()
