@@ -95,3 +95,10 @@ def test_the_query_a_plain_kserve_request_names():
         "gpus": "2",
         "quantized": "true",
     }
+
+
+def test_unreadable_metadata_between_hops_is_read_conservatively_not_refused():
+    garbled = RequestMeta.from_metadata([("x-delegated-from", "r1"), ("x-delegation-depth", "many")])
+    assert (garbled.delegated_from, garbled.depth) == ("r1", 1)  # delegated once: never again
+    assert RequestMeta.from_metadata([("x-delegation-depth", "2")]).depth == 0  # no origin, no delegation
+    assert RequestMeta.from_metadata([("x-request-timeout", "soon")]).deadline is None

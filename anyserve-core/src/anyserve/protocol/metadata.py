@@ -123,7 +123,9 @@ class RequestMeta:
         ``timeout`` is a deadline the carrier knows itself (gRPC's
         ``time_remaining()``); it wins over a ``x-request-timeout`` pair.
         Peers here are anyserve's own hops or KServe clients, so unreadable
-        fields are ignored rather than refused, except a bad delegation depth.
+        fields are ignored rather than refused: an unreadable delegation depth
+        counts as one hop when an origin is named (so the request is never
+        delegated again), and as none without one.
         """
         query: dict[str, str] = {}
         plain: dict[str, str] = {}
@@ -150,12 +152,17 @@ class RequestMeta:
             depth = 1 if origin is not None else 0
         elif depth_text.isdigit() and int(depth_text) >= 1:
             depth = int(depth_text)
-        else:
+        elif strict:
             raise InvalidRequest(f"{names.DELEGATION_DEPTH_HEADER} must be a positive integer, got {depth_text!r}")
+        else:  # unreadable between hops: delegated once if it names an origin (never delegated again), else not
+            depth = 1 if origin is not None else 0
         if depth and origin is None:
-            raise InvalidRequest(
-                f"{names.DELEGATION_DEPTH_HEADER} needs {names.DELEGATED_FROM_HEADER} naming the replica that delegated"
-            )
+            if strict:
+                raise InvalidRequest(
+                    f"{names.DELEGATION_DEPTH_HEADER} needs {names.DELEGATED_FROM_HEADER} naming the replica that "
+                    "delegated"
+                )
+            depth = 0
         deadline = None
         if (timeout := plain.get("timeout")) is not None:
             deadline = _deadline(timeout, strict)
