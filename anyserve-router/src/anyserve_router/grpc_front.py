@@ -16,7 +16,6 @@ stops the replica through the stream's flow control.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -28,7 +27,7 @@ from anyserve.delegation import MAX_DELEGATION_DEPTH
 from anyserve.errors import AnyServeError, InvalidRequest
 from anyserve.protocol import RequestMeta, final_error, query_from_request
 from anyserve.protocol import messages as pb
-from anyserve.protocol.grpc_service import inference_handler
+from anyserve.protocol.grpc_service import each_run, inference_handler
 from anyserve.protocol.health import HealthServicer, add_health, enable_reflection
 from anyserve.protocol.names import INFERENCE_SERVICE, SERVED_BY_HEADER
 from anyserve_router.errors import NoMatch
@@ -54,10 +53,7 @@ def _with_query(meta: RequestMeta, payload: bytes) -> RequestMeta:
     """The query from the request itself when the metadata names none (a plain KServe client)."""
     if meta.query:
         return meta
-    try:
-        request = pb.ModelInferRequest.FromString(payload)
-    except DecodeError as exc:
-        raise InvalidRequest(f"malformed ModelInferRequest: {exc}") from None
+    request = pb.parse_request(payload)
     query = query_from_request(request.model_name, request.model_version, request.parameters)
     if not query:
         raise InvalidRequest("the request names no capability: set model_name, or x-capability-<key> metadata")
@@ -101,10 +97,8 @@ class RouterGrpc:
         except AnyServeError as exc:
             await _abort(context, exc)
             return
-        async for payload in requests:
-            async with contextlib.aclosing(self._run(meta, payload)) as run:
-                async for response in run:
-                    yield response
+        async for response in each_run(requests, lambda payload: self._run(meta, payload)):
+            yield response
 
     async def _run(self, meta: RequestMeta, payload: bytes) -> AsyncIterator[bytes]:
         try:

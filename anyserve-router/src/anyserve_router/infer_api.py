@@ -56,13 +56,6 @@ class Inbound:
         self.binary = binary
 
 
-def _parse_protobuf(body: bytes) -> pb.ModelInferRequest:
-    try:
-        return pb.ModelInferRequest.FromString(body)
-    except DecodeError as exc:
-        raise InvalidRequest(f"request body is not a serialised ModelInferRequest: {exc}") from None
-
-
 async def read_inbound(request: Request, limit: int, model: str = "", version: str = "") -> Inbound:
     """Body, metadata and format of an inference request.
 
@@ -81,7 +74,7 @@ async def read_inbound(request: Request, limit: int, model: str = "", version: s
     binary = None
     if protobuf:
         if not query:
-            parsed = _parse_protobuf(body)
+            parsed = pb.parse_request(body)
             query = query_from_request(parsed.model_name, parsed.model_version, parsed.parameters)
         payload = body
     else:

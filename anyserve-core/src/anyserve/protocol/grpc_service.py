@@ -8,7 +8,8 @@ bytes it need not read. The other methods take and return messages.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import grpc
@@ -29,6 +30,20 @@ class InferenceServicer(Protocol):
     def model_metadata(self, request: pb.ModelMetadataRequest, context: Context) -> Awaitable[Any]: ...
     def model_infer(self, payload: bytes, context: Context) -> Awaitable[bytes]: ...
     def model_stream_infer(self, requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[bytes]: ...
+
+
+async def each_run(
+    requests: AsyncIterator[bytes], run: Callable[[bytes], AsyncIterator[bytes]]
+) -> AsyncIterator[bytes]:
+    """``ModelStreamInfer``'s shape: each request on the call answered by its own run, in order.
+
+    A run is closed before the next request is read, so leaving the call
+    (the client cancelled) stops the one in progress.
+    """
+    async for payload in requests:
+        async with contextlib.aclosing(run(payload)) as responses:
+            async for response in responses:
+                yield response
 
 
 def _unary(fn: Any, request: Any) -> grpc.RpcMethodHandler:

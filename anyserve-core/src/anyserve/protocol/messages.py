@@ -6,6 +6,8 @@ everything else, the router included, reaches it through this module.
 
 from __future__ import annotations
 
+from google.protobuf.message import DecodeError
+
 from anyserve._proto.grpc_predict_v2_pb2 import DESCRIPTOR as FILE_DESCRIPTOR
 from anyserve._proto.grpc_predict_v2_pb2 import (
     InferParameter,
@@ -29,11 +31,21 @@ from anyserve._proto.grpc_predict_v2_pb2_grpc import (
     GRPCInferenceServiceStub,
     add_GRPCInferenceServiceServicer_to_server,
 )
+from anyserve.errors import InvalidRequest
 
 InferInputTensor = ModelInferRequest.InferInputTensor
 InferRequestedOutputTensor = ModelInferRequest.InferRequestedOutputTensor
 InferOutputTensor = ModelInferResponse.InferOutputTensor
 TensorMetadata = ModelMetadataResponse.TensorMetadata
+
+
+def parse_request(payload: bytes) -> ModelInferRequest:
+    """A serialised ``ModelInferRequest``; bytes that are not one are :class:`InvalidRequest`, never a crash."""
+    try:
+        return ModelInferRequest.FromString(payload)
+    except DecodeError as exc:
+        raise InvalidRequest(f"malformed ModelInferRequest: {exc}") from None
+
 
 __all__ = [
     "FILE_DESCRIPTOR",
@@ -59,4 +71,5 @@ __all__ = [
     "ServerReadyResponse",
     "TensorMetadata",
     "add_GRPCInferenceServiceServicer_to_server",
+    "parse_request",
 ]

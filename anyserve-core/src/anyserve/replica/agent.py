@@ -26,10 +26,10 @@ from anyserve.errors import AnyServeError, CapabilityNotFound, ResourceExhausted
 from anyserve.plugins import PluginManager
 from anyserve.protocol import RequestMeta, final_error, final_marker, query_from_request
 from anyserve.protocol import messages as pb
-from anyserve.protocol.grpc_service import inference_handler
+from anyserve.protocol.grpc_service import each_run, inference_handler
+from anyserve.protocol.messages import parse_request
 from anyserve.protocol.names import STATUS_SERVICE
 from anyserve.replica.pool import WorkerPool, WorkerSlot
-from anyserve.replica.worker import parse_request
 from anyserve.transport import Query
 from anyserve.version import __version__
 
@@ -242,10 +242,8 @@ class Agent:
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
         meta = self.grpc_meta(context)
-        async for payload in requests:
-            async with contextlib.aclosing(self.stream(payload, meta)) as run:
-                async for response in run:
-                    yield response
+        async for response in each_run(requests, lambda payload: self.stream(payload, meta)):
+            yield response
 
     async def stream(self, payload: bytes, meta: RequestMeta) -> AsyncIterator[bytes]:
         """One streaming request's run of responses, the last one flagged final (errors included)."""

@@ -21,15 +21,13 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from google.protobuf.message import DecodeError
-
 from anyserve.app import AnyServe, Handler
 from anyserve.context import Caller, Context
 from anyserve.errors import AnyServeError, CapabilityNotFound, HandlerError, InvalidRequest
 from anyserve.matching import Matcher
 from anyserve.objects import ObjectStore
 from anyserve.protocol import RequestMeta
-from anyserve.protocol.messages import ModelInferRequest, ModelInferResponse
+from anyserve.protocol.messages import ModelInferRequest, ModelInferResponse, parse_request
 from anyserve.replica.outbox import Outbox
 from anyserve.stream import Stream
 from anyserve.tensors.outputs import as_raw_outputs, encode_outputs
@@ -38,13 +36,6 @@ from anyserve.transport import Query
 log = logging.getLogger("anyserve.worker")
 
 _DONE = object()
-
-
-def parse_request(payload: bytes) -> ModelInferRequest:
-    try:
-        return ModelInferRequest.FromString(payload)
-    except DecodeError as exc:
-        raise InvalidRequest(f"malformed ModelInferRequest: {exc}") from None
 
 
 def describe_offers(app: AnyServe) -> str:
