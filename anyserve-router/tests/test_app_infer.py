@@ -211,3 +211,16 @@ def test_model_metadata_comes_from_a_serving_replica_within_a_deadline(client, r
     assert stalled.status_code == 504 and "gave no model metadata within 0.2s" in stalled.json()["error"]
     assert client.get("/registry").json()["replicas"][0]["in_flight"] == 0  # lease released
     assert client.get("/v2/models/nope").status_code == 404
+
+
+def test_every_answer_carries_the_request_id_the_replica_got(client, register, upstream):
+    register(client, "a", A, {"type": "echo"})
+    register(client, "s", B, {"type": "chat", "stream": True})
+    mine = client.post("/infer", json=BODY, headers={**cap(type="echo"), "X-Request-Id": "client-7"})
+    assert mine.headers["X-Request-Id"] == "client-7" and upstream.request_ids[-1] == "client-7"
+    made = client.post("/infer", json=BODY, headers=cap(type="echo"))
+    assert made.headers["X-Request-Id"] == upstream.request_ids[-1] != "client-7"
+    streamed = client.post("/infer/stream", json=BODY, headers=cap(type="chat"))
+    assert streamed.headers["X-Request-Id"] == upstream.request_ids[-1]
+    long = client.post("/infer", json=BODY, headers={**cap(type="echo"), "X-Request-Id": "x" * 300})
+    assert long.status_code == 400 and "longer than 256" in long.json()["error"]
