@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 from anyserve.protocol import split_error
 from anyserve_encoding_sse.encoder import SSEEncoder
-from anyserve_router.streaming import READ_AHEAD, StreamBridge
+from anyserve_router.streaming import READ_AHEAD, KServeEvents, StreamBridge
 from anyserve_router.upstream import UpstreamError
 
 A, B = "127.0.0.1:5001", "127.0.0.1:5002"
@@ -96,7 +96,7 @@ def test_delegated_streams_are_marked(client, register, upstream, wire):
 
 def bridge_over(stream) -> StreamBridge:
     lease = SimpleNamespace(replica_id="r", release=threading.Event().set)
-    return StreamBridge(stream, stream.items.pop(0), SSEEncoder(), lease)  # type: ignore[arg-type]
+    return StreamBridge(stream, stream.items.pop(0), KServeEvents(SSEEncoder()), lease)  # type: ignore[arg-type]
 
 
 def test_responses_that_arrived_together_leave_in_one_write(wire):

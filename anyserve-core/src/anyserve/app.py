@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from anyserve.capability import Capability
+from anyserve.protocol import names
 from anyserve.tensors.outputs import TensorSpec, tensor_specs
 from anyserve.workers import WorkerClass, make_worker_class
 
@@ -135,6 +136,71 @@ class AnyServe:
         )
         self.handlers.append(handler)
         return handler
+
+    # -- the LLM convention (anyserve.llm) ---------------------------------------------
+
+    def chat(self, model: str, **attrs: Any) -> Callable[[F], F]:
+        """Register a chat function for ``{type: chat, model: model, **attrs}``, streamed and unary.
+
+        The function takes an :class:`anyserve.llm.ChatRequest` (and
+        optionally the context) and yields ``str`` deltas or
+        :class:`anyserve.llm.Delta` values; plain generators run in the
+        worker's thread pool, ``async`` ones on its event loop. The same
+        function then answers ``/v1/chat/completions``, ``/infer/stream``,
+        ``ModelStreamInfer``, ``ModelInfer`` and Triton's ``generate``.
+        """
+        from anyserve.llm import generate_handlers, read_chat
+
+        return self._generate("chat", model, attrs, generate_handlers, read_chat, names.MESSAGES_INPUT)
+
+    def completion(self, model: str, **attrs: Any) -> Callable[[F], F]:
+        """Register a text-completion function for ``{type: completion, model: model, **attrs}``.
+
+        As :meth:`chat`, with an :class:`anyserve.llm.CompletionRequest`
+        (a ``prompt``): it answers ``/v1/completions`` and Triton's ``generate``.
+        """
+        from anyserve.llm import generate_handlers, read_completion
+
+        return self._generate("completion", model, attrs, generate_handlers, read_completion, names.TEXT_INPUT)
+
+    def embed(self, model: str, **attrs: Any) -> Callable[[F], F]:
+        """Register an embed function for ``{type: embed, model: model, **attrs}`` (unary).
+
+        The function takes an :class:`anyserve.llm.EmbedRequest` (``texts``)
+        and returns one vector per text: a list of lists, a 2-D numpy array,
+        or :class:`anyserve.llm.Embeddings` to report the tokens read too.
+        """
+        from anyserve.llm import embed_handler
+
+        cap = Capability({"type": "embed", "model": model, **attrs})
+
+        def decorator(func: F) -> F:
+            self.add_handler(
+                cap,
+                embed_handler(func),
+                inputs=[(names.TEXT_INPUT, "BYTES", [-1])],
+                outputs=[(names.EMBEDDING_OUTPUT, "FP32", [-1, -1])],
+            )
+            return func
+
+        return decorator
+
+    def _generate(
+        self, kind: str, model: str, attrs: Mapping[str, Any], build: Any, read: Any, input_name: str
+    ) -> Callable[[F], F]:
+        cap = Capability({"type": kind, "model": model, **attrs})
+        inputs = [(input_name, "BYTES", [1])]
+        outputs = [(names.TEXT_OUTPUT, "BYTES", [1]), (names.FINISH_REASON_OUTPUT, "BYTES", [1])]
+
+        def decorator(func: F) -> F:
+            stream_handler, unary_handler = build(func, read)
+            for handler in (stream_handler, unary_handler):
+                handler.__qualname__ = getattr(func, "__qualname__", repr(func))
+            self.add_handler(cap, stream_handler, stream=True, inputs=inputs, outputs=outputs)
+            self.add_handler(cap, unary_handler, inputs=inputs, outputs=outputs)
+            return func
+
+        return decorator
 
     def worker(
         self,

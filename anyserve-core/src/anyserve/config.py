@@ -92,6 +92,14 @@ class RouterSettings(_Table):
     no_match: Literal["404", "any-replica"] = "404"
 
 
+class OpenAISettings(_Table):
+    """The router's OpenAI-compatible API (``/v1/...``): which capability a ``model`` name asks for."""
+
+    #: Model names mapped to capability queries, e.g. ``gpt-4o-mini = {type = "chat", model = "smollm2-135m"}``.
+    #: A name with no alias asks for ``{type: <chat|completion|embed>, model: <name>}``.
+    aliases: dict[str, dict[str, str | int | float | bool]] = Field(default_factory=dict)
+
+
 class ReplicaSettings(_Table):
     """How ``anyserve start`` runs a replica."""
 
@@ -126,6 +134,7 @@ class Settings(_Table):
     #: instead of gRPC, or "off" for gRPC only. The default is used when installed.
     link: Selection = Field(default_factory=lambda: Selection(name="tcp"))
     router: RouterSettings = Field(default_factory=RouterSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
     replica: ReplicaSettings = Field(default_factory=ReplicaSettings)
 
     #: dotted key -> where its value came from ("default" when absent).

@@ -6,7 +6,9 @@ and runs a background sweep that expires silent replicas every ``ttl/3``.
 Every error is JSON ``{"error": message, "code": grpc_status_name}`` with
 the HTTP status :func:`anyserve.errors.http_status` gives for the code.
 
-The inference POSTs are the hot path: :class:`RouterApp` hands them straight
+Paths under ``/v1/`` are the OpenAI-compatible API
+(:mod:`anyserve_router.openai_api`), which answers every error, unknown
+paths included, in OpenAI's shape. The inference POSTs are the hot path: :class:`RouterApp` hands them straight
 to their handlers with Starlette's ``Request``/``Response`` and the same
 error handlers, skipping FastAPI's middleware, routing and dependency
 resolution (about a third of the router's CPU per small request). Everything
@@ -40,6 +42,8 @@ from anyserve_router import inbound
 from anyserve_router.forwarding import Router
 from anyserve_router.infer_api import InferHandlers, build_infer_routes
 from anyserve_router.link_upstream import LinkUpstream
+from anyserve_router.openai_api import PREFIX as OPENAI_PREFIX
+from anyserve_router.openai_api import OpenAIFront
 from anyserve_router.registry import ReplicaRegistry
 from anyserve_router.registry_api import build_registry_routes
 from anyserve_router.upstream import GrpcUpstream, Upstream
@@ -118,17 +122,23 @@ class RouterApp:
     started (a stream failing mid-way) is re-raised as it is.
     """
 
-    def __init__(self, fastapi: FastAPI, handlers: InferHandlers) -> None:
+    def __init__(self, fastapi: FastAPI, handlers: InferHandlers, openai: OpenAIFront) -> None:
         self.fastapi = fastapi
         self.handlers = handlers
+        self.openai = openai
 
     @property
     def state(self) -> Any:
         return self.fastapi.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            found = self.handlers.match(_route_path(scope))
+        if scope["type"] == "http":
+            path = _route_path(scope)
+            if path.startswith(OPENAI_PREFIX):
+                scope["app"] = self.fastapi
+                await self.openai({**scope, "path": path}, receive, send)
+                return
+            found = self.handlers.match(path) if scope["method"] == "POST" else None
             if found is not None:
                 await self._serve(found[0], found[1], scope, receive, send)
                 return
@@ -244,4 +254,4 @@ def create_app(
     handlers = InferHandlers(state)
     app.include_router(build_infer_routes(handlers))
     log.debug("router app: encoding %s, matcher %s", encoding.name, settings.matcher.name)
-    return RouterApp(app, handlers)
+    return RouterApp(app, handlers, OpenAIFront(state))

@@ -15,7 +15,7 @@ from google.protobuf.message import DecodeError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from anyserve.errors import InvalidRequest, Unavailable
+from anyserve.errors import InvalidRequest
 from anyserve.protocol import (
     BinaryWanted,
     RequestMeta,
@@ -26,12 +26,12 @@ from anyserve.protocol import (
     parse_infer_json,
     query_from_request,
     response_to_json,
-    split_error,
 )
 from anyserve.protocol import messages as pb
-from anyserve_router import inbound
-from anyserve_router.forwarding import ReplicaFailed, Target
-from anyserve_router.streaming import BridgeResponse, StreamBridge, parse
+from anyserve_router import generate_api, inbound
+from anyserve_router.forwarding import Target
+from anyserve_router.generate_api import GENERATE, GENERATE_STREAM
+from anyserve_router.streaming import STREAM_HEADERS, BridgeResponse, KServeEvents, bad_response, open_bridge
 
 if TYPE_CHECKING:
     from anyserve_router.app import RouterState
@@ -40,7 +40,6 @@ NO_CAPABILITY = (
     "the request names no capability: send X-Capability-<Key> headers (e.g. X-Capability-Type: chat), "
     "or use POST /v2/models/{name}/infer, where the model name is the capability type"
 )
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class Inbound:
@@ -100,10 +99,6 @@ def _headers(target: Target, meta: RequestMeta) -> dict[str, str]:
     return headers
 
 
-def _bad_response(target: Target, exc: Exception) -> Unavailable:
-    return Unavailable(f"replica {target.replica_id!r} answered with an invalid ModelInferResponse: {exc}")
-
-
 def _json_response(response: pb.ModelInferResponse, inb: Inbound, headers: dict[str, str]) -> Response:
     """KServe v2 JSON, with the outputs the client asked for as binary data after it."""
     blobs: list[bytes] | None = [] if inb.binary is not None else None
@@ -140,7 +135,7 @@ class InferHandlers:
         try:
             response = pb.ModelInferResponse.FromString(raw)
         except DecodeError as exc:
-            raise _bad_response(target, exc) from None
+            raise bad_response(target, exc) from None
         if inb.protobuf:
             response.parameters[names.DELEGATED_PARAMETER].string_param = meta.delegated_from or ""
             return Response(response.SerializeToString(), media_type=names.PROTOBUF, headers=headers)
@@ -149,20 +144,7 @@ class InferHandlers:
     async def infer_stream(self, request: Request) -> Response:
         inb = await read_inbound(request, self.limit)
         done = await self.state.router.open_stream(inb.meta, inb.payload)
-        stream, first = done.result
-        if first is not None:
-            try:
-                error = parse(first).error_message
-            except DecodeError as exc:
-                stream.cancel()
-                done.lease.release()
-                raise _bad_response(done.target, exc) from None
-            if error:  # failed before producing anything: an HTTP error, not a 200 stream
-                stream.cancel()
-                done.lease.release()
-                code, message = split_error(error)
-                raise ReplicaFailed(message, code=code, replica_id=done.target.replica_id)
-        bridge = StreamBridge(stream, first, self.state.encoder, done.lease, inb.meta.delegated_from)
+        bridge = open_bridge(done, KServeEvents(self.state.encoder, inb.meta.delegated_from))
         return BridgeResponse(bridge, {**_headers(done.target, inb.meta), **STREAM_HEADERS})
 
     def match(self, path: str) -> tuple[Callable[..., Awaitable[Response]], tuple[str, ...]] | None:
@@ -170,23 +152,45 @@ class InferHandlers:
 
         Exactly the paths :func:`build_infer_routes` declares: ``/infer``,
         ``/infer/stream``, ``/v2/models/{name}/infer`` and
-        ``/v2/models/{name}/versions/{version}/infer`` (each segment non-empty).
+        ``/v2/models/{name}/versions/{version}/infer`` (each segment non-empty),
+        and the same two model paths ending in ``/generate`` or ``/generate_stream``.
         """
         if path == "/infer":
             return self.infer, ()
         if path == "/infer/stream":
             return self.infer_stream, ()
-        if path.startswith(V2_MODELS) and path.endswith(V2_INFER):
-            parts = path[len(V2_MODELS) : -len(V2_INFER)].split("/")
-            if len(parts) == 1 and parts[0]:
-                return self.infer, (parts[0],)
-            if len(parts) == 3 and parts[1] == "versions" and parts[0] and parts[2]:
-                return self.infer, (parts[0], parts[2])
+        if not path.startswith(V2_MODELS):
+            return None
+        for suffix, endpoint in self._v2_endpoints:
+            if path.endswith(suffix):
+                parts = path[len(V2_MODELS) : -len(suffix)].split("/")
+                if len(parts) == 1 and parts[0]:
+                    return endpoint, (parts[0],)
+                if len(parts) == 3 and parts[1] == "versions" and parts[0] and parts[2]:
+                    return endpoint, (parts[0], parts[2])
+                return None
         return None
+
+    async def generate(self, request: Request, model: str, version: str = "") -> Response:
+        return await generate_api.generate(self.state, request, model, version, stream=False)
+
+    async def generate_stream(self, request: Request, model: str, version: str = "") -> Response:
+        return await generate_api.generate(self.state, request, model, version, stream=True)
+
+    @property
+    def _v2_endpoints(self) -> tuple[tuple[str, Callable[..., Awaitable[Response]]], ...]:
+        return ((V2_INFER, self.infer), (GENERATE, self.generate), (GENERATE_STREAM, self.generate_stream))
 
 
 V2_MODELS = "/v2/models/"
 V2_INFER = "/infer"
+
+
+def _v2_route(endpoint: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+    async def route(request: Request, model_name: str, model_version: str = "") -> Response:
+        return await endpoint(request, model_name, model_version)
+
+    return route
 
 
 def build_infer_routes(handlers: InferHandlers) -> APIRouter:
@@ -204,6 +208,11 @@ def build_infer_routes(handlers: InferHandlers) -> APIRouter:
     async def v2_infer_version(request: Request, model_name: str, model_version: str) -> Response:
         return await handlers.infer(request, model_name, model_version)
 
+    for suffix, endpoint in handlers._v2_endpoints[1:]:
+        routes.add_api_route(f"/v2/models/{{model_name}}{suffix}", _v2_route(endpoint), methods=["POST"])
+        routes.add_api_route(
+            f"/v2/models/{{model_name}}/versions/{{model_version}}{suffix}", _v2_route(endpoint), methods=["POST"]
+        )
     routes.add_api_route("/infer", plain_infer, methods=["POST"])
     routes.add_api_route("/infer/stream", infer_stream, methods=["POST"])
     routes.add_api_route("/v2/models/{model_name}/infer", v2_infer, methods=["POST"])

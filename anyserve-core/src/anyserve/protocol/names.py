@@ -61,6 +61,26 @@ STR_CONTENT_TYPE = "str"
 CONTENT_ENCODING_PARAMETER = "content_encoding"
 BASE64 = "base64"
 
+# -- the LLM convention (anyserve.llm): tensors and parameters of chat, completion and embed ----
+
+#: Chat input: BYTES [1], a JSON array of OpenAI-style message objects.
+MESSAGES_INPUT = "messages"
+#: Prompt input (completions, Triton's generate extension) and the texts to embed (BYTES [n]).
+TEXT_INPUT = "text_input"
+#: Generated text (BYTES [1]): one delta per stream response, the whole text in a unary answer.
+TEXT_OUTPUT = "text_output"
+#: Why generation ended (BYTES [1], ``stop`` or ``length``), on the last response only.
+FINISH_REASON_OUTPUT = "finish_reason"
+#: Embeddings: FP32 [n, dimensions], one row per text.
+EMBEDDING_OUTPUT = "embedding"
+#: Response parameters (INT64) with the engine's token counts, on the last response.
+PROMPT_TOKENS_PARAMETER = "prompt_tokens"
+COMPLETION_TOKENS_PARAMETER = "completion_tokens"
+#: Request parameter: the model name the client asked for (an alias, or the capability's model).
+MODEL_PARAMETER = "model"
+#: Suffix of a string parameter holding JSON: options that are lists or objects (``stop.json``).
+JSON_PARAMETER_SUFFIX = ".json"
+
 # -- content types ---------------------------------------------------------------------
 
 JSON = "application/json"

@@ -1,0 +1,343 @@
+"""The OpenAI-compatible API: every LLM capability behind ``/v1/...``, as the official SDK calls it.
+
+``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings`` and
+``/v1/responses``; ``GET /v1/models`` and ``/v1/models/{id}``. A body is
+read once (:mod:`anyserve.protocol.openai`), routed as the LLM
+convention's KServe v2 request (:mod:`anyserve.llm.kserve`) through the
+same router as ``/infer``, and answered in OpenAI's shapes
+(:mod:`anyserve.protocol.openai_bodies`).
+
+``model`` selects the capability: ``{type: chat|completion|embed, model:
+<model>}``, or the query ``[openai.aliases]`` maps the name to;
+``X-Capability-*`` headers add keys, as on ``/infer``. Every error,
+unknown paths included, is ``{"error": {"message", "type", "param",
+"code"}}`` with the status the SDK maps to its exception classes. A unary
+call whose client disconnects is cancelled, as a stream is.
+``Authorization`` and ``OpenAI-*`` headers are accepted and not checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from anyserve.capability import normalize_query
+from anyserve.errors import AnyServeError, Cancelled, http_status
+from anyserve.llm import kserve
+from anyserve.llm.options import OptionError
+from anyserve.llm.types import STOP, Delta, EmbedRequest
+from anyserve.protocol import RequestMeta, dumps, is_final, names, new_request_id, split_error
+from anyserve.protocol import messages as pb
+from anyserve.protocol import openai_bodies as bodies
+from anyserve.protocol.openai import CAPABILITY_TYPE, READERS, OpenAIRequest, error_body
+from anyserve_router import inbound
+from anyserve_router.errors import NoMatch
+from anyserve_router.forwarding import ReplicaFailed
+from anyserve_router.openai_streams import ChatChunks, CompletionChunks, ResponseStream
+from anyserve_router.selection import candidates
+from anyserve_router.streaming import STREAM_HEADERS, BridgeResponse, StreamEvents, bad_response, open_bridge, parse
+from anyserve_router.upstream import Target, UpstreamError
+
+if TYPE_CHECKING:
+    from anyserve_router.app import RouterState
+
+log = logging.getLogger("anyserve.router.openai")
+
+T = TypeVar("T")
+
+PREFIX = "/v1/"
+ENDPOINTS = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completion",
+    "/v1/embeddings": "embed",
+    "/v1/responses": "responses",
+}
+MODELS = "/v1/models"
+#: Capability types whose ``model`` values ``GET /v1/models`` lists.
+LLM_TYPES = frozenset(CAPABILITY_TYPE.values())
+#: Seconds a client is told to wait when a model exists but cannot serve right now.
+RETRY_AFTER_SECONDS = 1
+_ID_PREFIX = {"chat": "chatcmpl-", "completion": "cmpl-", "embed": "embd-", "responses": "resp_"}
+#: Upstream codes that mean "not now" rather than "broken": answered 503 with Retry-After.
+_BUSY_CODES = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED"})
+
+
+class OpenAIError(Exception):
+    """An answer in OpenAI's error shape."""
+
+    def __init__(
+        self, status: int, message: str, *, param: str | None = None, code: str | None = None, retry: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.retry = retry
+
+    def response(self, request_id: str | None) -> Response:
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if self.retry else {}
+        if request_id:
+            headers[names.REQUEST_ID_HEADER] = request_id
+        body = error_body(self.status, self.message, param=self.param, code=self.code)
+        return Response(dumps(body), status_code=self.status, media_type=names.JSON, headers=headers)
+
+
+class ClientGone(Cancelled):
+    """The HTTP client disconnected before its answer was ready; the call was cancelled."""
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def until_disconnect(receive: Receive, work: Awaitable[T]) -> T:
+    """``await work``, cancelling it as soon as the client disconnects (the body must be read already)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise ClientGone("the client disconnected; the request was cancelled")
+    return task.result()
+
+
+def _as_openai(exc: Exception, request_id: str) -> OpenAIError:
+    """Any failure as the OpenAI error the SDK maps to the right exception class."""
+    if isinstance(exc, OpenAIError):
+        return exc
+    if isinstance(exc, OptionError):
+        return OpenAIError(400, exc.message, param=exc.param)
+    if isinstance(exc, AnyServeError):
+        status = http_status(exc.code)
+        if isinstance(exc, ReplicaFailed) and exc.code in _BUSY_CODES:
+            return OpenAIError(503, exc.message, code=exc.code.lower(), retry=True)
+        if status >= 500:
+            log.warning("OpenAI request %s failed: %s %s", request_id, exc.code, exc.message)
+        return OpenAIError(status, exc.message, code=exc.code.lower())
+    log.error("internal error in an OpenAI request (request %s)", request_id, exc_info=exc)
+    return OpenAIError(500, f"internal error (request {request_id})")
+
+
+class OpenAIFront:
+    """The ASGI app for every path under ``/v1/``."""
+
+    def __init__(self, state: RouterState) -> None:
+        self.state = state
+        self.limit = state.settings.router.max_body_bytes
+        self.aliases = {name: normalize_query(query) for name, query in state.settings.openai.aliases.items()}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        request = Request(scope, receive, send)
+        try:
+            response = await self._dispatch(request, scope["path"], scope["method"])
+            await response(scope, receive, sending)
+        except Exception as exc:
+            if started:
+                raise
+            request_id = inbound.request_id(request) or new_request_id()
+            await _as_openai(exc, request_id).response(request_id)(scope, receive, send)
+
+    async def _dispatch(self, request: Request, path: str, method: str) -> Response:
+        kind = ENDPOINTS.get(path)
+        if kind is not None:
+            if method != "POST":
+                raise OpenAIError(405, f"{path} takes POST, not {method}")
+            return await self._post(request, kind)
+        if path == MODELS or path.startswith(MODELS + "/"):
+            if method != "GET":
+                raise OpenAIError(405, f"{path} takes GET, not {method}")
+            models = self.models()
+            if path == MODELS:
+                return _json(bodies.model_list(models))
+            model_id = path[len(MODELS) + 1 :]
+            if model_id not in models:
+                raise self._unknown(model_id, models)
+            return _json(bodies.model_card(model_id))
+        raise OpenAIError(404, f"no such endpoint: {method} {path}; see GET /v1/models and POST /v1/chat/completions")
+
+    # -- models ---------------------------------------------------------------------------
+
+    def query_for(self, kind: str, model: str, headers: Mapping[str, str]) -> dict[str, str]:
+        """The capability query for ``model`` on this endpoint, ``X-Capability-*`` headers added."""
+        alias = self.aliases.get(model)
+        base = alias if alias is not None else {"model": model}
+        return {"type": CAPABILITY_TYPE[kind], **base, **headers}
+
+    def _offers(self) -> list[Any]:
+        _, live = self.state.registry.live_entries()
+        return [offer for _, _, offers, _ in live for offer in offers]
+
+    def models(self) -> list[str]:
+        """Every model a live replica offers an LLM capability for, and every alias that matches one."""
+        offers = self._offers()
+        found = {
+            str(offer.capability["model"])
+            for offer in offers
+            if "model" in offer.capability and str(offer.capability.get("type")) in LLM_TYPES
+        }
+        matcher = self.state.router.matcher
+        for alias, query in self.aliases.items():
+            if any(matcher.score(offer.capability, query) is not None for offer in offers):
+                found.add(alias)
+        return sorted(found)
+
+    def _unknown(self, model: str, models: list[str]) -> OpenAIError:
+        shown = ", ".join(models) if models else "none (no live replica offers a chat, completion or embed model)"
+        return OpenAIError(
+            404,
+            f"the model {model!r} does not exist or no live replica serves it; available: {shown}",
+            param="model",
+            code="model_not_found",
+        )
+
+    def _no_match(self, req: OpenAIRequest, query: Mapping[str, str]) -> OpenAIError:
+        """404 for a model nobody offers; 503 with Retry-After for one offered but unable to serve now."""
+        matcher = self.state.router.matcher
+        if any(matcher.score(offer.capability, query) is not None for offer in self._offers()):
+            return OpenAIError(
+                503,
+                f"the model {req.model!r} is offered, but no replica can serve it right now; retry shortly",
+                code="unavailable",
+                retry=True,
+            )
+        return self._unknown(req.model, self.models())
+
+    # -- calls ---------------------------------------------------------------------------
+
+    async def _post(self, request: Request, kind: str) -> Response:
+        body = await inbound.read_body(request, self.limit)
+        meta = inbound.read_meta(request)
+        req = READERS[kind](body, meta.request_id)
+        query = self.query_for(kind, req.model, meta.query)
+        meta = meta.with_query(query)
+        payload = _payload(req, query["type"]).SerializeToString()
+        stream = req.stream and kind != "embed"
+        try:
+            if stream:
+                return await self._stream(req, meta, payload)
+            return await self._unary(request, req, meta, payload)
+        except NoMatch:
+            if not self._served(query, stream=not stream):
+                raise self._no_match(req, query) from None
+        # A capability served only the other way is served all the same: a unary answer as one chunk, a stream joined.
+        if stream:
+            target, raw = await until_disconnect(request.receive, self.state.router.infer(meta, payload))
+            response = _response(target, raw)
+            events = self._events(req, meta.request_id)
+            answer = events.response(response) + events.end()
+            headers = {**_headers(target, meta.request_id), **STREAM_HEADERS}
+            return Response(answer, media_type=events.media_type, headers=headers)
+        target, raw = await until_disconnect(request.receive, self._joined(meta, payload))
+        return _json(self._answer(req, meta.request_id, target, raw), _headers(target, meta.request_id))
+
+    async def _unary(self, request: Request, req: OpenAIRequest, meta: RequestMeta, payload: bytes) -> Response:
+        target, raw = await until_disconnect(request.receive, self.state.router.infer(meta, payload))
+        return _json(self._answer(req, meta.request_id, target, raw), _headers(target, meta.request_id))
+
+    async def _stream(self, req: OpenAIRequest, meta: RequestMeta, payload: bytes) -> Response:
+        done = await self.state.router.open_stream(meta, payload)
+        bridge = open_bridge(done, self._events(req, meta.request_id))
+        return BridgeResponse(bridge, {**_headers(done.target, meta.request_id), **STREAM_HEADERS})
+
+    def _served(self, query: Mapping[str, str], *, stream: bool) -> bool:
+        router = self.state.router
+        return bool(candidates(self.state.registry, query, router.matcher, stream=stream, cache=router.matches))
+
+    async def _joined(self, meta: RequestMeta, payload: bytes) -> tuple[Target, bytes]:
+        """A stream-only capability called without ``stream``: its deltas joined into one answer."""
+        done = await self.state.router.open_stream(meta, payload)
+        upstream, raw = done.result
+        replica_id = done.target.replica_id
+        parts: list[Delta] = []
+        try:
+            while raw is not None:
+                message = parse(raw)
+                if message.error_message:
+                    code, text = split_error(message.error_message)
+                    raise ReplicaFailed(text, code=code, replica_id=replica_id)
+                if message.infer_response.outputs:
+                    parts.append(kserve.read_delta(message.infer_response))
+                if is_final(message.infer_response):
+                    break
+                raw = await upstream.read()
+        except UpstreamError as exc:
+            raise ReplicaFailed(exc.message, code=exc.code, replica_id=replica_id) from None
+        finally:
+            upstream.cancel()
+            done.lease.release()
+        usage = next((p.usage for p in reversed(parts) if p.usage is not None), None)
+        finish = next((p.finish_reason for p in reversed(parts) if p.finish_reason), None)
+        whole = Delta("".join(p.text for p in parts), finish or STOP, usage)
+        return done.target, kserve.delta_response(whole, pb.ModelInferRequest()).SerializeToString()
+
+    def _events(self, req: OpenAIRequest, request_id: str) -> StreamEvents:
+        rid, created = _ID_PREFIX[req.kind] + request_id, int(time.time())
+        if req.kind == "chat":
+            return ChatChunks(rid, created, req.model, req.include_usage)
+        if req.kind == "completion":
+            return CompletionChunks(rid, created, req.model, req.include_usage)
+        return ResponseStream(rid, created, req.model)
+
+    def _answer(self, req: OpenAIRequest, request_id: str, target: Target, raw: bytes) -> dict[str, Any]:
+        response = _response(target, raw)
+        rid, created = _ID_PREFIX[req.kind] + request_id, int(time.time())
+        try:
+            if req.kind == "embed":
+                rows, tokens = kserve.read_embeddings(response)
+                return bodies.embeddings(req.model, rows, tokens, req.encoding_format)
+            delta = kserve.read_delta(response)
+        except AnyServeError as exc:
+            raise bad_response(target, exc) from None
+        if req.kind == "chat":
+            return bodies.chat_completion(rid, created, req.model, delta)
+        if req.kind == "completion":
+            return bodies.completion(rid, created, req.model, delta)
+        status = bodies.response_status(delta.finish_reason)
+        return bodies.response_object(rid, created, req.model, status=status, text=delta.text, usage=delta.usage)
+
+
+def _payload(req: OpenAIRequest, capability_type: str) -> pb.ModelInferRequest:
+    typed = req.typed
+    if isinstance(typed, EmbedRequest):
+        return kserve.embed_request(typed, req.fields, capability_type)
+    if req.kind == "completion":
+        return kserve.completion_request(typed, req.fields, capability_type)  # type: ignore[arg-type]
+    return kserve.chat_request(typed, req.fields, capability_type)  # type: ignore[arg-type]
+
+
+def _response(target: Target, raw: bytes) -> pb.ModelInferResponse:
+    try:
+        return pb.ModelInferResponse.FromString(raw)
+    except Exception as exc:  # DecodeError
+        raise bad_response(target, exc) from None
+
+
+def _headers(target: Target, request_id: str) -> dict[str, str]:
+    return {names.SERVED_BY_HEADER: target.replica_id, names.REQUEST_ID_HEADER: request_id}
+
+
+def _json(data: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(dumps(data), media_type=names.JSON, headers=headers)
