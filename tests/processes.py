@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,3 +172,34 @@ def group_pids(pgid: int) -> list[int]:
         if int(fields[2]) == pgid and fields[0] != "Z":
             pids.append(int(entry.name))
     return pids
+
+
+@contextlib.contextmanager
+def router_with_replica(app: str, *, config: Path | None = None, replica_id: str = "r-1") -> Iterator[str]:
+    """A router (configured by the ``config`` file, if given) and one replica of ``app`` registered with it.
+
+    Yields the router's URL; both process groups are killed on the way out, even when the test failed.
+    """
+    import httpx
+
+    started: list[Process] = []
+    try:
+        port = free_port()
+        env = {"ANYSERVE_CONFIG": str(config)} if config is not None else None
+        router = run_anyserve("router", "--port", str(port), env=env)
+        started.append(router)
+        router.wait_for(" ready at ")
+        url = f"http://127.0.0.1:{port}"
+        replica = run_anyserve(
+            "start", "--app", app, "--port", str(free_port()), "--api-server", url, "--replica-id", replica_id
+        )
+        started.append(replica)
+        replica.wait_for(" ready at ")
+        deadline = time.monotonic() + 30
+        while not httpx.get(f"{url}/registry", timeout=5).json()["replicas"]:
+            assert time.monotonic() < deadline, f"{replica_id} did not register with the router"
+            time.sleep(0.05)
+        yield url
+    finally:
+        for process in started:
+            process.kill_group()

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from anyserve import AnyServe, Worker
-from anyserve.llm import ChatRequest, CompletionRequest, Delta, EmbedRequest, Embeddings, Usage
+from anyserve.llm import ChatRequest, CompletionRequest, Delta, Embeddings, EmbedRequest, Usage
 
 app = AnyServe("llm")
 
@@ -89,6 +89,16 @@ def echo_extra(request: ChatRequest):
         },
         sort_keys=True,
     )
+
+
+@app.chat(model="regional", region="eu")
+def regional_eu(request: ChatRequest):
+    yield "served in eu"
+
+
+@app.chat(model="regional", region="us")
+def regional_us(request: ChatRequest):
+    yield "served in us"
 
 
 @app.completion(model="tiny-complete")
