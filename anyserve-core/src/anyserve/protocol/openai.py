@@ -172,8 +172,12 @@ def read_responses(body: bytes, request_id: str) -> OpenAIRequest:
     messages = _response_messages(data)
     stream, _ = _stream(data)
     rest = {k: v for k, v in data.items() if k not in ("instructions", "max_output_tokens")}
-    if data.get("max_output_tokens") is not None:
-        rest["max_tokens"] = data["max_output_tokens"]
+    max_output = data.get("max_output_tokens")
+    if max_output is not None:
+        # Checked here so that the error names the field the client sent, not the one it becomes.
+        if isinstance(max_output, bool) or not isinstance(max_output, int) or max_output < 1:
+            raise _param_error("max_output_tokens", f"must be an integer, at least 1, got {max_output!r}")
+        rest["max_tokens"] = max_output
     sampling, user, extra, fields = _options(rest)
     chat = ChatRequest(model, messages, sampling, user, extra, request_id)
     return OpenAIRequest("responses", model, chat, fields, stream)
