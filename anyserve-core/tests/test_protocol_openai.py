@@ -202,16 +202,17 @@ def test_a_body_that_is_not_a_json_object_is_refused(reader, body, match):
 @pytest.mark.parametrize(
     ("messages", "match"),
     [
-        (["hi"], r"messages\[0\] must be an object"),
+        (["hi"], r"messages\[0\]: must be an object"),
         ([{"content": "x"}], r"messages\[0\]\.role"),
         ([{"role": "user", "content": "x"}, {"role": "user", "content": 5}], r"messages\[1\]\.content"),
         ([{"role": "user", "content": [{"type": "text", "text": 5}]}], r"messages\[0\]\.content"),
     ],
 )
 def test_a_bad_message_is_refused_naming_it(messages, match):
-    """A malformed message is an ``InvalidRequest`` naming its index and field."""
-    with pytest.raises(InvalidRequest, match=match):
+    """A malformed message is an ``InvalidRequest`` naming its index and field, in the message and as ``param``."""
+    with pytest.raises(InvalidRequest, match=match) as caught:
         read_chat(_body(model="m", messages=messages), "r")
+    assert caught.value.param.startswith("messages[")
 
 
 def test_error_body_has_openai_shape():

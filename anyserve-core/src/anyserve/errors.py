@@ -49,6 +49,17 @@ class InvalidRequest(AnyServeError):
     code = "INVALID_ARGUMENT"
 
 
+class InvalidField(InvalidRequest):
+    """One field of a request body is wrong; ``param`` names it, as OpenAI errors carry it."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(f"{param}: {message}")
+        self.param = param
+
+    def __reduce__(self):  # pickled, it keeps its field
+        return (type(self), (self.param, self.message.removeprefix(f"{self.param}: ")))
+
+
 class ResourceExhausted(AnyServeError):
     """A size or capacity limit was hit; the message names the limit."""
 

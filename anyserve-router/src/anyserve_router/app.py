@@ -8,12 +8,13 @@ the HTTP status :func:`anyserve.errors.http_status` gives for the code.
 
 Paths under ``/v1/`` are the OpenAI-compatible API
 (:mod:`anyserve_router.openai_api`), which answers every error, unknown
-paths included, in OpenAI's shape. The inference POSTs are the hot path: :class:`RouterApp` hands them straight
-to their handlers with Starlette's ``Request``/``Response`` and the same
-error handlers, skipping FastAPI's middleware, routing and dependency
-resolution (about a third of the router's CPU per small request). Everything
-else — registry, health, metadata, wrong methods, unknown paths, lifespan —
-goes to the FastAPI app, which also declares the inference routes.
+paths included, in OpenAI's shape. The inference POSTs are the hot path:
+:class:`RouterApp` hands them straight to their handlers with Starlette's
+``Request``/``Response`` and the same error handlers, skipping FastAPI's
+middleware, routing and dependency resolution (about a third of the
+router's CPU per small request). Everything else — registry, health,
+metadata, wrong methods, unknown paths, lifespan — goes to the FastAPI
+app, which also declares the inference routes.
 """
 
 from __future__ import annotations

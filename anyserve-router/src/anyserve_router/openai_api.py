@@ -30,9 +30,8 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from anyserve.capability import normalize_query
-from anyserve.errors import AnyServeError, Cancelled, http_status
+from anyserve.errors import AnyServeError, Cancelled, InvalidField, http_status
 from anyserve.llm import kserve
-from anyserve.llm.options import OptionError
 from anyserve.llm.types import STOP, Delta, EmbedRequest
 from anyserve.protocol import RequestMeta, dumps, is_final, names, new_request_id, split_error
 from anyserve.protocol import messages as pb
@@ -120,7 +119,7 @@ def _as_openai(exc: Exception, request_id: str) -> OpenAIError:
     """Any failure as the OpenAI error the SDK maps to the right exception class."""
     if isinstance(exc, OpenAIError):
         return exc
-    if isinstance(exc, OptionError):
+    if isinstance(exc, InvalidField):
         return OpenAIError(400, exc.message, param=exc.param)
     if isinstance(exc, AnyServeError):
         status = http_status(exc.code)

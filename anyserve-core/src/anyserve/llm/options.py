@@ -12,16 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from anyserve.errors import InvalidRequest
+from anyserve.errors import InvalidField
 from anyserve.llm.types import Sampling
 
 
-class OptionError(InvalidRequest):
+class OptionError(InvalidField):
     """An option has the wrong type or range; ``param`` names it (OpenAI errors carry it)."""
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(f"{param}: {message}")
-        self.param = param
 
 
 def _int(name: str, value: Any, low: int | None = None, high: int | None = None) -> int:

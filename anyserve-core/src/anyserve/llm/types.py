@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from anyserve.errors import InvalidRequest
+from anyserve.errors import InvalidField
 
 #: Why generation ended, as OpenAI and Triton name it.
 STOP = "stop"
@@ -32,10 +32,10 @@ class Message:
     @classmethod
     def from_dict(cls, data: Any, where: str = "message") -> Message:
         if not isinstance(data, Mapping):
-            raise InvalidRequest(f"{where} must be an object with 'role' and 'content', got {type(data).__name__}")
+            raise InvalidField(where, f"must be an object with 'role' and 'content', got {type(data).__name__}")
         role = data.get("role")
         if not isinstance(role, str) or not role:
-            raise InvalidRequest(f"{where}.role must be a non-empty string")
+            raise InvalidField(f"{where}.role", "must be a non-empty string")
         content = data.get("content")
         extra = {k: v for k, v in data.items() if k not in ("role", "content")}
         if content is None:
@@ -46,12 +46,12 @@ class Message:
             # Content parts: the text ones are the message's text; the others stay in ``extra`` for the handler.
             parts = [p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type") == "text"]
             if not all(isinstance(p, str) for p in parts):
-                raise InvalidRequest(f"{where}.content: a text part's 'text' must be a string")
+                raise InvalidField(f"{where}.content", "a text part's 'text' must be a string")
             text = "".join(parts)
             if len(parts) != len(content):
                 extra["content"] = content
         else:
-            raise InvalidRequest(f"{where}.content must be a string or a list of content parts")
+            raise InvalidField(f"{where}.content", "must be a string or a list of content parts")
         return cls(role, text, extra)
 
     def to_dict(self) -> dict[str, Any]:

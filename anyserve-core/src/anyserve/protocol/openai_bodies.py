@@ -161,7 +161,7 @@ def model_list(model_ids: Sequence[str]) -> dict[str, Any]:
 
 
 def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
-    content = [{"type": "output_text", "text": text, "annotations": []}] if status == "completed" else []
+    content = [] if status == "in_progress" else [{"type": "output_text", "text": text, "annotations": []}]
     return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
 
 
@@ -173,10 +173,9 @@ def response_object(
     status: str,
     text: str = "",
     usage: Usage | None = None,
-    finish_reason: str | None = None,
 ) -> dict[str, Any]:
     """A ``response``; ``incomplete`` (with its reason) when generation hit the token limit."""
-    output = [_message_item("msg_" + rid, text, "completed")] if status != "in_progress" else []
+    output = [_message_item("msg_" + rid, text, status)] if status != "in_progress" else []
     body: dict[str, Any] = {
         "id": rid,
         "object": "response",
@@ -244,9 +243,7 @@ class ResponseEvents:
         text = "".join(self.text)
         where = {"item_id": self.item_id, "output_index": 0, "content_index": 0}
         status = response_status(finish_reason)
-        done = response_object(
-            self.rid, self.created, self.model, status=status, text=text, usage=usage, finish_reason=finish_reason
-        )
+        done = response_object(self.rid, self.created, self.model, status=status, text=text, usage=usage)
         return b"".join(
             [
                 self._event("response.output_text.done", text=text, **where),
