@@ -93,12 +93,15 @@ def router(
     config: Annotated[Path | None, typer.Option(help="Configuration file (anyserve.toml).")] = None,
     log_level: Annotated[LogLevel, typer.Option(help="Log verbosity.")] = LogLevel.warning,
 ) -> None:
-    """Run the router: replicas register with it, clients send it KServe v2 requests over HTTP.
+    """Run the router: replicas register with it, clients send it KServe v2 or OpenAI requests over HTTP.
 
     Requests are routed by capability (X-Capability-<Key> headers, or the
     KServe model name) to a live replica; POST /infer/stream streams the
-    responses back as Server-Sent Events. With --grpc-port, stock KServe v2
-    gRPC clients (tritonclient.grpc, kserve) can call the router too.
+    responses back as Server-Sent Events. The OpenAI API is under /v1/
+    (chat/completions, completions, embeddings, responses, models), where
+    "model" selects {type: chat|completion|embed, model: ...} or an
+    [openai.aliases] entry. With --grpc-port, stock KServe v2 gRPC clients
+    (tritonclient.grpc, kserve) can call the router too.
     """
     settings = load_settings(
         config,
