@@ -39,7 +39,14 @@ def test_demo_runs_every_scenario_and_cleans_up():
         "HTTP 404",
         "delegated by chat through the router",
         "checksum matches: True",
-        "Capability routing sends each request where it can be served.",
+        # demo-small, one function on the LLM convention: unary over /infer, streamed over /infer/stream ...
+        '(demo-small) you said "hello router". Capability routing sends each request where it can be served.',
+        '(demo-small) you said "stream it". Capability routing sends each request where it can be served.',
+        # ... and through the router's OpenAI API, called with the official openai SDK
+        "client.models.list() -> ['demo-small']",
+        '(demo-small) you said "what does the router do?". Capability routing sends each request where it can be',
+        "finish_reason=stop, usage: 5 prompt + 18 completion tokens",
+        "max_tokens=4, unary: '(demo-small) you said \"what' (finish_reason=length)",
         "(switch)",
         "stopping the cluster",
     ):
@@ -54,6 +61,13 @@ def test_keep_running_prints_commands_and_stops_on_ctrl_c():
     try:
         process.wait_for("curl -s", timeout=120)
         assert demo_processes()
+        # The OpenAI API call it prints streams demo-small's answer as chat completion chunks.
+        curl = process.wait_for("/v1/chat/completions", timeout=30).strip()
+        assert curl.startswith("curl -sN http") and '"model":"demo-small"' in curl, curl
+        streamed = subprocess.run(curl, shell=True, capture_output=True, text=True, timeout=60)
+        assert streamed.returncode == 0, streamed.stderr
+        assert '"object":"chat.completion.chunk"' in streamed.stdout and '"finish_reason":"stop"' in streamed.stdout
+        assert streamed.stdout.rstrip().endswith("data: [DONE]"), streamed.stdout
         # The status command it prints works as printed in a new terminal, whose PATH has no venv on it.
         status = process.wait_for(" status http", timeout=30).strip()
         bare = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/"), "COLUMNS": "200"}

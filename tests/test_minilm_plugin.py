@@ -82,6 +82,10 @@ def test_a_replica_with_no_app_serves_the_plugin(start_replica):
 
         one = client.infer("embed", {"text": "Someone plays a guitar."}, as_numpy=True)["embedding"]
         np.testing.assert_allclose(one[0], result["embedding"][1], atol=1e-5)
+        # the LLM convention's input name works as well as the plugin's original `text`
+        again = client.infer("embed", {"text_input": SENTENCES}, as_numpy=True)
+        np.testing.assert_allclose(again["embedding"], result["embedding"], atol=1e-5)
+        assert again.parameters["prompt_tokens"] >= sum(len(s.split()) + 2 for s in SENTENCES)
         assert client.is_model_ready("embed", capability=CAPABILITY)
         assert not client.is_model_ready("echo", capability={"type": "echo"})  # nothing else is served
 
@@ -183,3 +187,37 @@ def test_embeddings_through_the_router(start_router, start_replica):
     # discovery: the router names the replica, the client talks to it directly
     with Client(api_server=router.url, capability=CAPABILITY, timeout=FIRST_CALL_TIMEOUT) as client:
         check_similarities(client.infer("embed", {"text": SENTENCES})["embedding"], "router discovery")
+
+
+def test_openai_embeddings_through_the_router(start_router, start_replica):
+    """``POST /v1/embeddings`` with the official openai SDK: ``model`` selects ``{type: embed, model: ...}``."""
+    if not _router_available():
+        pytest.skip("`anyserve router` is not available (anyserve-router not installed)")
+    openai = pytest.importorskip("openai")
+    router = start_router()
+    start_replica(None, "--api-server", router.url, transport="unix", **ONLY_MINILM)
+    _wait_for_embed(router)
+    model = CAPABILITY["model"]
+    with openai.OpenAI(
+        base_url=f"{router.url}/v1", api_key="anyserve", timeout=FIRST_CALL_TIMEOUT, max_retries=0
+    ) as client:
+        assert model in [m.id for m in client.models.list()]
+
+        # The SDK asks for base64 unless told otherwise, and decodes it to floats.
+        answer = client.embeddings.create(model=model, input=SENTENCES)
+        assert answer.model == model and answer.object == "list"
+        assert [d.index for d in answer.data] == [0, 1, 2]
+        assert all(len(d.embedding) == 384 for d in answer.data)
+        check_similarities([d.embedding for d in answer.data], "openai sdk")
+        # Counted by the model's tokenizer, not in words: [CLS] and [SEP] around every sentence at least.
+        words = sum(len(s.split()) for s in SENTENCES)
+        assert answer.usage.prompt_tokens >= words + 2 * len(SENTENCES), answer.usage
+        assert answer.usage.total_tokens == answer.usage.prompt_tokens
+
+        # encoding_format="float" gives the same vectors, and one string is one row.
+        one = client.embeddings.create(model=model, input=SENTENCES[1], encoding_format="float")
+        assert len(one.data) == 1
+        np.testing.assert_allclose(one.data[0].embedding, answer.data[1].embedding, atol=1e-5)
+
+        with pytest.raises(openai.NotFoundError):
+            client.embeddings.create(model="no-such-embedder", input="hi")

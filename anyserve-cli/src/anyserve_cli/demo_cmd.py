@@ -40,7 +40,7 @@ def demo(
     load_seconds: Annotated[float, typer.Option(help="Simulated model load (switching) cost.")] = 1.0,
 ) -> None:
     """Start a router and three replicas on free loopback ports and walk through routing by capability,
-    delegation, objects passed by reference, streaming and worker switching."""
+    delegation, objects passed by reference, streaming, the OpenAI-compatible API and worker switching."""
     _check_installed()
     load_settings()  # a broken anyserve.toml in the current folder is reported before anything starts
     step = 0
@@ -80,6 +80,8 @@ def demo(
                 tour.objects(router, say)
                 title("a chat answer streamed token by token")
                 tour.streaming(router, say, write)
+                title("the same chat model through the router's OpenAI API, with the official openai SDK")
+                tour.openai_sdk(router, say, write)
                 title("switching the model a replica serves")
                 tour.switching(endpoints["heavy"], say, anyserve_command())
                 if keep_running:
@@ -107,7 +109,8 @@ def _wait_registered(router: str, count: int, timeout: float = 30.0) -> None:
 
 def _print_try_it(router: str, endpoints: dict[str, str]) -> None:
     """Commands to paste into another terminal: they must work there as printed, venv activated or not."""
-    body = '{"inputs":[{"name":"prompt","datatype":"BYTES","shape":[1],"data":["hi"]}]}'
+    body = '{"inputs":[{"name":"text_input","datatype":"BYTES","shape":[1],"data":["hi"]}]}'
+    chat = '{"model":"demo-small","messages":[{"role":"user","content":"hi"}],"stream":true}'
     anyserve = anyserve_command()
     typer.echo(typer.style("\nthe cluster stays up; try, from any terminal (Ctrl-C here stops everything):", bold=True))
     typer.echo(f"  curl -s {router}/registry")
@@ -117,6 +120,8 @@ def _print_try_it(router: str, endpoints: dict[str, str]) -> None:
     typer.echo(
         f"  curl -s {router}/infer -H 'X-Capability-Type: heavy' -H 'X-Capability-Model: mixtral-8x22b' -d '{body}'"
     )
+    typer.echo(f"  curl -s {router}/v1/models")
+    typer.echo(f"  curl -sN {router}/v1/chat/completions -H 'Content-Type: application/json' -d '{chat}'")
     typer.echo(f"  {anyserve} status {router}")
     typer.echo(f"  {anyserve} status {endpoints['heavy']}")
     if (activate := activate_hint()) is not None:

@@ -1,4 +1,4 @@
-"""The minilm plugin through anyserve's real hook path, and its handler on the real model."""
+"""The minilm plugin through anyserve's real hook path, and its handler (the LLM convention's embed) on the model."""
 
 from __future__ import annotations
 
@@ -58,17 +58,46 @@ def test_the_worker_loads_the_model_in_on_start_and_answers_through_embed(monkey
 
 
 @pytest.mark.parametrize("raw", [False, True])
-def test_sentences_are_read_from_typed_or_raw_contents(raw):
-    request = build_request("embed", {"other": 1, "text": [["a", "b"], ["c", "d"]]}, raw=raw)
+@pytest.mark.parametrize("name", ["text_input", "text"])  # the convention's input name, and the plugin's original
+def test_sentences_are_read_from_typed_or_raw_contents(raw, name):
+    request = build_request("embed", {"other": 1, name: [["a", "b"], ["c", "d"]]}, raw=raw)
     assert plugin.sentences(request) == ["a", "b", "c", "d"]
-    as_bytes = build_request("embed", {"text": [b"caf\xc3\xa9"]}, raw=raw)  # KServe JSON sends plain BYTES
+    as_bytes = build_request("embed", {name: [b"caf\xc3\xa9"]}, raw=raw)  # KServe JSON sends plain BYTES
     assert plugin.sentences(as_bytes) == ["café"]
+
+
+def test_the_worker_answers_through_the_convention(monkeypatch):
+    """``handle`` is :func:`anyserve.llm.answer_embed`: ``embedding`` FP32 [n, 384] and ``prompt_tokens``."""
+    np = pytest.importorskip("numpy")
+    rows = np.eye(2, 384, dtype=np.float32)
+    monkeypatch.setattr(plugin.model, "encode", lambda texts: (rows[: len(texts)], 7))
+    response = plugin.MiniLM().handle(build_request("embed", {"text_input": ["a b", "c"]}), None)
+    assert [(o.name, o.datatype, list(o.shape)) for o in response.outputs] == [("embedding", "FP32", [2, 384])]
+    np.testing.assert_array_equal(decode_outputs(response, as_numpy=True)["embedding"], rows)
+    assert response.parameters["prompt_tokens"].int64_param == 7
+
+
+class _Tokenizer:
+    def __call__(self, texts, add_special_tokens, truncation, max_length):
+        ids = [[101, *range(len(t.split())), 102] for t in texts]  # [CLS] one id per word [SEP]
+        return {"input_ids": [row[:max_length] if truncation else row for row in ids]}
+
+
+class _Model:
+    tokenizer = _Tokenizer()
+    max_seq_length = 4
+
+
+def test_tokens_are_counted_with_the_model_tokenizer_or_as_words():
+    # special tokens included and truncation at max_seq_length, as the model reads them: 4 + 3
+    assert plugin.model.count_tokens(_Model(), ["one two three", "four"]) == 7
+    assert plugin.model.count_tokens(object(), ["one two three", "four"]) == 4  # no tokenizer: words
 
 
 @pytest.mark.parametrize(
     ("inputs", "message"),
     [
-        ({"prompt": "hi"}, "needs a BYTES input 'text'"),
+        ({"prompt": "hi"}, "needs a BYTES input 'text_input'"),
         ({"text": [1.5]}, "must be BYTES"),
         ({"text": b"\xff"}, "UTF-8"),
     ],
@@ -96,3 +125,7 @@ def test_the_handler_embeds_with_the_real_model():
     similarity = embedding @ embedding.T
     assert similarity[0, 1] > 0.6 and similarity[0, 2] < 0.3 and similarity[1, 2] < 0.3, similarity
     assert plugin.model.load_seconds is not None
+    # the tokens the model read, counted by its own tokenizer ([CLS] and [SEP] included)
+    tokenizer = plugin.model.get_model().tokenizer
+    expected = sum(len(tokenizer(s)["input_ids"]) for s in sentences)
+    assert response.parameters["prompt_tokens"].int64_param == expected > 3 * 2

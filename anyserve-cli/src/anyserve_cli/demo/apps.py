@@ -1,7 +1,8 @@
 """The demo cluster's three applications (served by `anyserve start --app anyserve_cli.demo.apps:<name>`).
 
-* ``chat``  — a chat capability with a streaming variant, and a ``pipeline``
-  that hands an object to ``embed`` by reference;
+* ``chat``  — a simulated chat model, ``demo-small``, on the LLM convention
+  (so the router's OpenAI API serves it too), and a ``pipeline`` that hands
+  an object to ``embed`` by reference;
 * ``embed`` — reads an object it is given by reference;
 * ``heavy`` — two simulated large models as worker classes that share one
   gpu, so serving the other model means switching.
@@ -14,6 +15,7 @@ import os
 import time
 
 from anyserve import AnyServe, ModelInferRequest, Worker
+from anyserve.llm import LENGTH, STOP, ChatRequest, Delta, Usage
 from anyserve.simulated import SimulatedEngine
 
 LOAD_SECONDS = float(os.environ.get("ANYSERVE_DEMO_LOAD_SECONDS", "1.0"))
@@ -29,18 +31,34 @@ def prompt_of(request: ModelInferRequest) -> str:
 
 chat = AnyServe("demo-chat")
 
-
-@chat.capability(type="chat", model="demo-small")
-def answer(request):
-    return {"text_output": f"(demo-small) you said: {prompt_of(request)}"}
+#: What demo-small says after repeating the prompt (tour.py and the tests look for it).
+ANSWER = "Capability routing sends each request where it can be served."
 
 
-@chat.capability(type="chat", model="demo-small", stream=True)
-def answer_stream(request, context, stream):
-    tokens = ["Capability", " routing", " sends", " each", " request", " where", " it", " can", " be", " served", "."]
-    for i, token in enumerate(tokens):
-        time.sleep(TOKEN_DELAY)  # paced like a model generating
-        stream.send_text(token, finish_reason="stop" if i == len(tokens) - 1 else None)
+def words(text: str) -> list[str]:
+    """The demo's tokens: words (a real engine counts with its tokenizer)."""
+    return text.split()
+
+
+@chat.chat(model="demo-small")
+def demo_small(request: ChatRequest):
+    """A simulated chat model, written to the LLM convention (:mod:`anyserve.llm`).
+
+    The one function answers ``{type: chat, model: demo-small}`` streamed
+    and unary, over ``/infer``, ``/infer/stream``, KServe v2 gRPC and the
+    router's OpenAI API: it repeats the last user message, then
+    :data:`ANSWER`, one word per delta paced like a model generating, and
+    stops at ``max_tokens`` (finish ``length``).
+    """
+    prompt = next((m.content for m in reversed(request.messages) if m.role == "user"), "") or "hello"
+    tokens = words(f'(demo-small) you said "{prompt}". {ANSWER}')
+    limit = request.sampling.max_tokens
+    sent = tokens if limit is None else tokens[:limit]
+    for i, token in enumerate(sent):
+        time.sleep(TOKEN_DELAY)
+        yield (" " if i else "") + token
+    usage = Usage(prompt_tokens=sum(len(words(m.content)) for m in request.messages), completion_tokens=len(sent))
+    yield Delta(finish_reason=LENGTH if len(sent) < len(tokens) else STOP, usage=usage)
 
 
 @chat.capability(type="pipeline")

@@ -14,7 +14,8 @@ Say = Callable[[str], None]
 
 
 def _json_body(text: str) -> dict[str, object]:
-    return {"inputs": [{"name": "prompt", "datatype": "BYTES", "shape": [1], "data": [text]}]}
+    """A KServe v2 JSON body with one text: ``text_input``, the LLM convention's prompt (one user message)."""
+    return {"inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [1], "data": [text]}]}
 
 
 def routing(router: str, say: Say) -> None:
@@ -60,7 +61,8 @@ def streaming(router: str, say: Say, write: Callable[[str], None]) -> None:
     write("  ")
     began = time.perf_counter()
     first: float | None = None
-    with httpx.stream("POST", f"{router}/infer/stream", json=_json_body("stream"), headers=headers, timeout=60) as r:
+    body = _json_body("stream it")
+    with httpx.stream("POST", f"{router}/infer/stream", json=body, headers=headers, timeout=60) as r:
         for line in r.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
@@ -71,6 +73,33 @@ def streaming(router: str, say: Say, write: Callable[[str], None]) -> None:
                     write(str(output["data"][0]))
     write("\n")
     say(f"  first token after {1000 * (first or 0):.0f} ms, whole answer {time.perf_counter() - began:.2f}s")
+
+
+def openai_sdk(router: str, say: Say, write: Callable[[str], None]) -> None:
+    """The router's OpenAI-compatible API through the official ``openai`` SDK: ``model`` selects the capability."""
+    from openai import OpenAI  # imported here: only this step needs it, and it takes a moment
+
+    say(f'OpenAI(base_url="{router}/v1"): model="demo-small" routes to {{type: chat, model: demo-small}}')
+    messages = [{"role": "user", "content": "what does the router do?"}]
+    with OpenAI(base_url=f"{router}/v1", api_key="anyserve", timeout=60, max_retries=0) as client:
+        say(f"  client.models.list() -> {[model.id for model in client.models.list()]}")
+        say("  client.chat.completions.create(model='demo-small', messages=..., stream=True):")
+        write("  ")
+        finish, usage = None, None
+        stream = client.chat.completions.create(
+            model="demo-small", messages=messages, stream=True, stream_options={"include_usage": True}
+        )
+        for chunk in stream:
+            for choice in chunk.choices:
+                write(choice.delta.content or "")
+                finish = choice.finish_reason or finish
+            usage = chunk.usage or usage
+        write("\n")
+        tokens = f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens" if usage else "no usage"
+        say(f"  finish_reason={finish}, usage: {tokens}")
+        short = client.chat.completions.create(model="demo-small", messages=messages, max_tokens=4)
+        choice = short.choices[0]
+        say(f"  the same with max_tokens=4, unary: {choice.message.content!r} (finish_reason={choice.finish_reason})")
 
 
 def switching(heavy_endpoint: str, say: Say, anyserve: str = "anyserve") -> None:

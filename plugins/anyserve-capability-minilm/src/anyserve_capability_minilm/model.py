@@ -59,16 +59,36 @@ def get_model() -> Any:
     return _model
 
 
-def embed(sentences: Sequence[str]) -> Any:
-    """Normalized embeddings of ``sentences``: a float32 numpy array of shape [n, 384]."""
+def count_tokens(model: Any, sentences: Sequence[str]) -> int:
+    """The tokens ``model`` reads for ``sentences``: its tokenizer's ids, special tokens and truncation included.
+
+    Words when the model has no tokenizer. Call it holding the encode lock
+    (a fast tokenizer is not thread-safe).
+    """
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        return sum(len(s.split()) for s in sentences)
+    limit = getattr(model, "max_seq_length", None)
+    ids = tokenizer(list(sentences), add_special_tokens=True, truncation=limit is not None, max_length=limit)
+    return sum(len(row) for row in ids["input_ids"])
+
+
+def encode(sentences: Sequence[str]) -> tuple[Any, int]:
+    """Normalized embeddings of ``sentences`` (float32 numpy [n, 384]) and the tokens the model read."""
     import numpy as np
 
     if not sentences:
-        return np.zeros((0, DIMENSIONS), dtype=np.float32)
+        return np.zeros((0, DIMENSIONS), dtype=np.float32), 0
     model = get_model()
     with _encode_lock:
         # No "Batches" progress bar in replica logs (sentence-transformers shows one at log level INFO).
         vectors = model.encode(
             list(sentences), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
-    return np.asarray(vectors, dtype=np.float32).reshape(len(sentences), DIMENSIONS)
+        tokens = count_tokens(model, sentences)
+    return np.asarray(vectors, dtype=np.float32).reshape(len(sentences), DIMENSIONS), tokens
+
+
+def embed(sentences: Sequence[str]) -> Any:
+    """Normalized embeddings of ``sentences``: a float32 numpy array of shape [n, 384]."""
+    return encode(sentences)[0]

@@ -1,16 +1,23 @@
 """The ``minilm`` plugin: a ``{type: embed, model: all-MiniLM-L6-v2}`` capability.
 
-Request: a BYTES input ``text`` holding one or more sentences (any shape; str
-or UTF-8 bytes elements, as ``anyserve.Client`` or KServe JSON send them).
-Response: an FP32 output ``embedding`` of shape [n, 384], one L2-normalized
-row per sentence, so a dot product of two rows is their cosine similarity.
+Written to the LLM convention (:mod:`anyserve.llm`), so the router's
+OpenAI-compatible ``POST /v1/embeddings`` serves it as well as KServe v2
+``/infer`` and gRPC. Request: a BYTES input ``text_input`` (the convention's
+name) or ``text`` (this plugin's original one) holding one or more sentences
+(any shape; str or UTF-8 bytes elements, as ``anyserve.Client`` or KServe
+JSON send them). Response: an FP32 output ``embedding`` of shape [n, 384],
+one L2-normalized row per sentence, so a dot product of two rows is their
+cosine similarity, and an INT64 parameter ``prompt_tokens``: the tokens the
+model read, as its own tokenizer counts them.
 
-The capability is served by a worker class, :class:`MiniLM`, not a plain
-handler: a plain handler's worker reports ``hot`` as soon as its process
-runs, before any model is loaded, whereas a worker class is ``hot`` only
-once ``on_start`` has returned, and ``on_start`` loads the model. So the
-replica's status and the router's offers say ``cold`` (nothing loaded),
-``starting`` (loading, a few seconds) and then ``hot`` (loaded).
+The capability is served by a worker class, :class:`MiniLM`, not an
+``@app.embed`` function: a plain handler's worker reports ``hot`` as soon as
+its process runs, before any model is loaded, whereas a worker class is
+``hot`` only once ``on_start`` has returned, and ``on_start`` loads the
+model. So the replica's status and the router's offers say ``cold``
+(nothing loaded), ``starting`` (loading, a few seconds) and then ``hot``
+(loaded). Its ``handle`` answers through the convention all the same
+(:func:`anyserve.llm.answer_embed` with :func:`embed_texts`).
 
 Importing this module is cheap (every anyserve process imports it, even
 ``anyserve plugins list``): the model is loaded when the worker starts, on
@@ -20,54 +27,30 @@ the first request for the capability.
 from __future__ import annotations
 
 from anyserve import AnyServe, Context, ModelInferRequest, ModelInferResponse, Worker, hookimpl
-from anyserve.errors import InvalidRequest
-from anyserve.tensors import decode_tensor
+from anyserve.llm import Embeddings, EmbedRequest, answer_embed, read_embed
+from anyserve.llm.kserve import EMBED_INPUTS
 from anyserve_capability_minilm import model
 
-INPUT = "text"
+#: The inputs read, in this order: the convention's ``text_input``, then this plugin's original ``text``.
+INPUTS = EMBED_INPUTS
 OUTPUT = "embedding"
 CAPABILITY = {"type": "embed", "model": model.MODEL_NAME}
 
 
-def _flatten(value: object) -> list[object]:
-    if isinstance(value, list):
-        return [item for element in value for item in _flatten(element)]
-    return [value]
-
-
 def sentences(request: ModelInferRequest) -> list[str]:
-    """The sentences of the ``text`` input, typed or raw contents, in row-major order."""
-    for index, tensor in enumerate(request.inputs):
-        if tensor.name != INPUT:
-            continue
-        if 0 in tensor.shape:
-            return []  # an empty list has no element type (anyserve.Client sends it as FP64)
-        if tensor.datatype != "BYTES":
-            raise InvalidRequest(f"input {INPUT!r} must be BYTES (sentences), got {tensor.datatype}")
-        raws = request.raw_input_contents
-        value = decode_tensor(tensor, raws[index] if index < len(raws) else None)
-        out = []
-        for element in _flatten(value):
-            if isinstance(element, bytes):
-                try:
-                    element = element.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise InvalidRequest(f"input {INPUT!r}: a sentence is not UTF-8 text") from None
-            if not isinstance(element, str):
-                raise InvalidRequest(f"input {INPUT!r}: expected text, got {type(element).__name__}")
-            out.append(element)
-        return out
-    names = [t.name for t in request.inputs]
-    raise InvalidRequest(f"{model.MODEL_NAME} needs a BYTES input {INPUT!r} (the sentences); got inputs {names}")
+    """The sentences of the ``text_input`` (or ``text``) input, typed or raw contents, in row-major order."""
+    return read_embed(request).texts
+
+
+def embed_texts(request: EmbedRequest) -> Embeddings:
+    """The convention's embed function: ``texts`` -> FP32 [n, 384] rows and the tokens the model read."""
+    vectors, tokens = model.encode(request.texts)
+    return Embeddings(vectors, prompt_tokens=tokens)
 
 
 def embed(request: ModelInferRequest, context: Context | None = None) -> ModelInferResponse:
-    """Answer an embed request: ``text`` [n sentences] -> ``embedding`` FP32 [n, 384]."""
-    vectors = model.embed(sentences(request))
-    response = ModelInferResponse(model_name=request.model_name or "embed", id=request.id)
-    response.outputs.add(name=OUTPUT, datatype="FP32", shape=list(vectors.shape))
-    response.raw_output_contents.append(vectors.astype("<f4", copy=False).tobytes())
-    return response
+    """Answer an embed request: ``text_input`` or ``text`` [n sentences] -> ``embedding`` FP32 [n, 384]."""
+    return answer_embed(request, embed_texts, context)
 
 
 class MiniLM(Worker):
@@ -78,7 +61,7 @@ class MiniLM(Worker):
         model.get_model()
 
     def handle(self, request: ModelInferRequest, context: Context) -> ModelInferResponse:
-        return embed(request, context)
+        return answer_embed(request, embed_texts, context)
 
 
 #: Requests one worker takes at once: encoding is one at a time per process
