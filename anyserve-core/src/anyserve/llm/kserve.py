@@ -45,6 +45,7 @@ from anyserve.llm.types import (
 )
 from anyserve.protocol import messages as pb
 from anyserve.protocol import names
+from anyserve.protocol.datatypes import unpack_bytes
 from anyserve.tensors.decode import decode_tensor
 from anyserve.tensors.parameters import decode_parameter, set_parameter
 
@@ -52,6 +53,7 @@ from anyserve.tensors.parameters import decode_parameter, set_parameter
 EMBED_INPUTS = (names.TEXT_INPUT, "text")
 _RESERVED_PREFIXES = (names.CAPABILITY_PARAMETER, "anyserve.", "triton_")
 _RESERVED = frozenset({names.BINARY_DATA_OUTPUT, "stream", names.MODEL_PARAMETER})
+_LOGPROBS_PARAMETER = "logprobs" + names.JSON_PARAMETER_SUFFIX
 
 
 # -- options <-> parameters --------------------------------------------------------------------
@@ -237,26 +239,32 @@ def delta_response(delta: Delta, request: pb.ModelInferRequest) -> pb.ModelInfer
         response.parameters[names.PROMPT_TOKENS_PARAMETER].int64_param = delta.usage.prompt_tokens
         response.parameters[names.COMPLETION_TOKENS_PARAMETER].int64_param = delta.usage.completion_tokens
     if delta.logprobs is not None:
-        key = "logprobs" + names.JSON_PARAMETER_SUFFIX
-        response.parameters[key].string_param = json.dumps(list(delta.logprobs), separators=(",", ":"))
+        response.parameters[_LOGPROBS_PARAMETER].string_param = json.dumps(list(delta.logprobs), separators=(",", ":"))
     return response
 
 
 def _output_text(response: pb.ModelInferResponse, name: str) -> str | None:
+    """The UTF-8 text of BYTES output ``name``, its elements joined (read once per streamed token: kept lean)."""
     for index, tensor in enumerate(response.outputs):
         if tensor.name != name:
             continue
+        if tensor.datatype != "BYTES":
+            raise InvalidRequest(f"output {name!r} must be BYTES (text), got {tensor.datatype}")
         raws = response.raw_output_contents
-        value = decode_tensor(tensor, raws[index] if index < len(raws) else None)
-        out: list[str] = []
-        _flatten_text(value, name, out)
-        return "".join(out)
+        elements = unpack_bytes(raws[index], name) if index < len(raws) else tensor.contents.bytes_contents
+        try:
+            return elements[0].decode() if len(elements) == 1 else b"".join(elements).decode()
+        except UnicodeDecodeError:
+            raise InvalidRequest(f"output {name!r} is not UTF-8 text") from None
     return None
 
 
 def read_delta(response: pb.ModelInferResponse) -> Delta:
-    """The delta a response carries (the reverse of :func:`delta_response`)."""
+    """The delta a response carries (the reverse of :func:`delta_response`); the router reads one per token."""
+    text = _output_text(response, names.TEXT_OUTPUT) or ""
     params = response.parameters
+    if len(response.outputs) == 1 and not params:  # a token in the middle of a stream
+        return Delta(text)
     usage = None
     if names.COMPLETION_TOKENS_PARAMETER in params or names.PROMPT_TOKENS_PARAMETER in params:
         usage = Usage(
@@ -264,15 +272,11 @@ def read_delta(response: pb.ModelInferResponse) -> Delta:
             completion_tokens=_int_param(params, names.COMPLETION_TOKENS_PARAMETER),
         )
     logprobs = None
-    raw_logprobs = params.get("logprobs" + names.JSON_PARAMETER_SUFFIX)
+    raw_logprobs = params.get(_LOGPROBS_PARAMETER)
     if raw_logprobs is not None and raw_logprobs.string_param:
         logprobs = json.loads(raw_logprobs.string_param)
-    return Delta(
-        text=_output_text(response, names.TEXT_OUTPUT) or "",
-        finish_reason=_output_text(response, names.FINISH_REASON_OUTPUT) or None,
-        usage=usage,
-        logprobs=logprobs,
-    )
+    finish = _output_text(response, names.FINISH_REASON_OUTPUT) or None
+    return Delta(text, finish, usage, logprobs)
 
 
 def _int_param(params: Mapping[str, pb.InferParameter], name: str) -> int:
