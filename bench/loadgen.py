@@ -11,6 +11,8 @@ compares two generators:
   sends serialised ModelInferRequests to ``/infer``; ``--body json`` sends
   what KServe REST clients send (``bench/loadgen_json.py``): KServe v2 JSON
   to ``/v2/models/echo/infer``, W2 also as the binary tensor extension.
+  ``CHAT`` (``bench/loadgen_chat.py``, HTTP to a router) sends its own JSON bodies
+  whatever ``--body`` says: OpenAI chat and the same handler over ``/infer/stream``.
 
 Run by ``bench/run.py``; by hand::
 
@@ -32,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import loadgen_chat
 import loadgen_json
 from loadgen_clients import GrpcClient, HttpClient
 from loadgen_measure import SERVER_PIDS
@@ -42,7 +45,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     client = GrpcClient(args.target) if args.proto == "grpc" else HttpClient(args.target)
     await client.ready()
     results: dict[str, Any] = {"pid": os.getpid(), "cpus": sorted(os.sched_getaffinity(0)), "body": args.body}
-    workloads = loadgen_json.WORKLOADS if args.body == "json" else WORKLOADS
+    workloads = {**(loadgen_json.WORKLOADS if args.body == "json" else WORKLOADS), **loadgen_chat.WORKLOADS}
     try:
         for name in args.workloads:
             t0 = time.perf_counter()
@@ -66,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="protobuf",
         help="HTTP bodies: serialised protobuf, or KServe v2 JSON (W2 also as the binary extension)",
     )
-    parser.add_argument("--workloads", default="W1,W2,W3", help="comma-separated: W1,W2,W3,OBJ")
+    parser.add_argument("--workloads", default="W1,W2,W3", help="comma-separated: W1,W2,W3,OBJ,CHAT")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per measured run")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per cell")
     parser.add_argument("--runs", type=int, default=3, help="measured runs per cell (median reported)")
@@ -83,10 +86,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.workloads = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
     args.object_sizes = [int(s) for s in args.object_sizes.split(",") if s.strip()]
+    if "CHAT" in args.workloads and args.proto != "http":
+        parser.error("CHAT needs --proto http (a router)")
     if args.body == "json":
         if args.proto != "http":
             parser.error("--body json needs --proto http")
-        unknown = set(args.workloads) - set(loadgen_json.WORKLOADS)
+        unknown = set(args.workloads) - set(loadgen_json.WORKLOADS) - set(loadgen_chat.WORKLOADS)
         if unknown:
             parser.error(f"--body json runs {', '.join(loadgen_json.WORKLOADS)}, not {', '.join(sorted(unknown))}")
     for item in filter(None, args.server_pids.split(",")):

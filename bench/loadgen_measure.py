@@ -148,7 +148,11 @@ async def stream_loop(
 
 async def repeat(runs: int, measure: Callable[[], Awaitable[dict]]) -> dict:
     """Median by ``rate`` of ``runs`` runs (its other figures come from that same run)."""
-    results = [await measure() for _ in range(runs)]
+    return median_run([await measure() for _ in range(runs)])
+
+
+def median_run(results: list[dict]) -> dict:
+    """The run with the median ``rate`` (the lower middle one of an even count), every run's rate beside it."""
     ordered = sorted(results, key=lambda r: r["rate"])
     median = dict(ordered[(len(ordered) - 1) // 2])
     median["runs"] = [round(r["rate"], 1) for r in results]

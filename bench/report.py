@@ -1,4 +1,4 @@
-"""The runner's report: the markdown tables (results, targets, CPU per operation, objects) and the environment.
+"""The runner's report: the markdown tables (results, OpenAI chat, targets, CPU per operation, objects), environment.
 
 Used by ``bench/run.py`` (a script; this module is imported from its directory).
 """
@@ -12,6 +12,7 @@ from typing import Any
 
 from processes import SERVER_CPU
 from report_cells import cell_data, core_share, ratio, value
+from report_chat import chat_notes, chat_table
 from report_targets import targets_table
 from systems import ANYSERVE, HTTP_FLOOR, JSON_SYSTEMS, LABELS, OBJ_SYSTEMS, SYSTEMS
 
@@ -183,6 +184,45 @@ def json_notes(systems: list[str]) -> list[str]:
     ]
 
 
+def results_section(results: dict[str, Any], systems: list[str]) -> list[str]:
+    """The main table, or nothing when the run measured none of its rows (``--only CHAT``, ``--only OBJ``)."""
+    table = main_table(results, systems)
+    if len(table) <= 2:
+        return []
+    lines = ["## Results", "", *table, ""]
+    if any(value(results, s, "W1", "c64_sync", "rate") is not None for s in systems):
+        lines += [
+            "† supplementary: the same echo written as a plain `def` handler (runs in the worker's thread pool); "
+            "the main rows use `async def` handlers, like the floors.",
+            "",
+        ]
+    return lines
+
+
+def cpu_section(results: dict[str, Any], systems: list[str]) -> list[str]:
+    """CPU per operation, or nothing when no cell of the table was measured."""
+    if not any(cell_data(results, s, w, c).get("server_cpu_s") for s in systems for _, w, c in CPU_CELLS):
+        return []
+    return [
+        "## Where the CPU goes",
+        "",
+        "CPU time (user + system, from `/proc/<pid>/stat`) each process of the system under test used per "
+        "operation during the measured runs. On one shared core this, not wall time, says which hop costs what. "
+        "*(N% of core 0)*: the system itself used only that share of its core in a throughput cell "
+        "(the rest was idle or taken by other processes), so its measured rate is low by about that much.",
+        "",
+        *cpu_table(results, systems),
+        "",
+    ]
+
+
+def chat_section(results: dict[str, Any]) -> list[str]:
+    table = chat_table(results)
+    if not table:
+        return []
+    return ["## OpenAI chat through the router vs `/infer/stream`", "", *table, "", *chat_notes()]
+
+
 def render(report: dict[str, Any]) -> str:
     results = report["results"]
     systems = [s for s in SYSTEMS if s in results]
@@ -201,14 +241,9 @@ def render(report: dict[str, Any]) -> str:
         "Above 1 is better for rates, below 1 is better for latencies. "
         "⚠ = the load generator used > 90% of its core, so that figure is a lower bound set by the client.",
         "",
-        "## Results",
-        "",
-        *main_table(results, systems),
-        "",
-        "† supplementary: the same echo written as a plain `def` handler (runs in the worker's thread pool); "
-        "the main rows use `async def` handlers, like the floors.",
-        "",
+        *results_section(results, systems),
         *json_notes(systems),
+        *chat_section(results),
         "## Targets",
         "",
         *targets_table(report["targets"]),
@@ -218,15 +253,7 @@ def render(report: dict[str, Any]) -> str:
         "that cannot keep the server busy, so it is the steadier figure when the two disagree; the targets "
         "are judged on the measured column.",
         "",
-        "## Where the CPU goes",
-        "",
-        "CPU time (user + system, from `/proc/<pid>/stat`) each process of the system under test used per "
-        "operation during the measured runs. On one shared core this, not wall time, says which hop costs what. "
-        "*(N% of core 0)*: the system itself used only that share of its core in a throughput cell "
-        "(the rest was idle or taken by other processes), so its measured rate is low by about that much.",
-        "",
-        *cpu_table(results, systems),
-        "",
+        *cpu_section(results, systems),
     ]
     obj = objects_table(results)
     if obj:
@@ -270,7 +297,7 @@ def render(report: dict[str, Any]) -> str:
             )
     cpu_notes = []
     for system in systems:
-        for workload in ("W1", "W2", "W3"):
+        for workload in ("W1", "W2", "W3", "CHAT"):
             for cell, data in (results.get(system, {}).get(workload) or {}).items():
                 if isinstance(data, dict) and "client_cpu" in data:
                     cpu_notes.append(

@@ -15,8 +15,10 @@ generator (``bench/loadgen.py``) runs pinned to CPU 1. Systems:
 
 Workloads: W1 small unary echo, W2 1 MiB echo, W3 256-token stream, OBJ
 objects inline vs by reference (plus bench/objects_bench.py's table when
-that script exists). Results: a markdown table on stdout and in
-``bench/results/<date>-<host>.md`` and ``latest.md``, JSON beside them.
+that script exists), CHAT the no-compute chat engine through the router's
+OpenAI API vs ``/infer/stream`` (router only). Results: a markdown table on
+stdout and in ``bench/results/<date>-<host>.md`` and ``latest.md``, JSON
+beside them (``--out DIR``: there instead).
 Every process started is stopped at the end, on failure and on Ctrl-C.
 """
 
@@ -40,10 +42,10 @@ from typing import Any
 from processes import CLIENT_CPU, HERE, SERVER_CPU, Processes, background_load, log
 from report import cpu_model, render, versions
 from report_targets import targets
-from systems import LABELS, OBJ_SYSTEMS, SYSTEMS, run_loadgen, run_objects_bench, start_system
+from systems import LABELS, SYSTEMS, WORKLOAD_SYSTEMS, run_loadgen, run_objects_bench, start_system
 
 RESULTS = HERE / "results"
-WORKLOADS = ("W1", "W2", "W3", "OBJ")
+WORKLOADS = ("W1", "W2", "W3", "OBJ", "CHAT")
 
 
 def _on_signal(signum: int, frame: Any) -> None:
@@ -63,6 +65,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=None, help="seconds of warm-up per cell")
     parser.add_argument("--no-objects-bench", action="store_true", help="skip bench/objects_bench.py")
     parser.add_argument("--no-save", action="store_true", help="print only; write nothing to bench/results")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS,
+        help="write the report (<date>-<time>-<host>.md, latest.md, JSON beside them) here instead of bench/results",
+    )
     args = parser.parse_args(argv)
     args.duration = args.duration or (1.0 if args.quick else 2.5)
     args.runs = args.runs or (1 if args.quick else 3)
@@ -104,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     try:
         for system in args.systems:
-            workloads = [w for w in args.workloads if w != "OBJ" or system in OBJ_SYSTEMS]
+            workloads = [w for w in args.workloads if system in WORKLOAD_SYSTEMS.get(w, (system,))]
             if not workloads:
                 continue
             background[system] = background_load(0.5)
@@ -158,12 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted:
         return 130
     if not args.no_save:
-        RESULTS.mkdir(parents=True, exist_ok=True)
+        args.out.mkdir(parents=True, exist_ok=True)
         stamp = f"{started.strftime('%Y-%m-%d-%H%M')}-{socket.gethostname()}"
         for name in (stamp, "latest"):
-            (RESULTS / f"{name}.md").write_text(text)
-            (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1, default=str))
-        log(f"wrote {RESULTS / (stamp + '.md')} and latest.md (JSON beside them)")
+            (args.out / f"{name}.md").write_text(text)
+            (args.out / f"{name}.json").write_text(json.dumps(report, indent=1, default=str))
+        log(f"wrote {args.out / (stamp + '.md')} and latest.md (JSON beside them)")
     return 1 if errors else 0
 
 

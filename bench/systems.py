@@ -50,6 +50,10 @@ HTTP_FLOOR = {"router": "http", "router-json": "http-json"}
 ANYSERVE = ("inproc", "unix", "router", "router-json")
 #: Systems that run the OBJ workload (they have an object store).
 OBJ_SYSTEMS = ("unix", "router")
+#: Systems that run the CHAT workload (the router's OpenAI API and ``/infer/stream`` in front of the same handler).
+CHAT_SYSTEMS = ("router",)
+#: Workloads only some systems run; the others run on every system.
+WORKLOAD_SYSTEMS = {"OBJ": OBJ_SYSTEMS, "CHAT": CHAT_SYSTEMS}
 
 
 def endpoint_of(ready_line: str) -> str:
