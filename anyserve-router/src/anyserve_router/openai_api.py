@@ -19,7 +19,6 @@ call whose client disconnects is cancelled, as a stream is.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Mapping
@@ -100,19 +99,32 @@ async def _disconnected(receive: Receive) -> None:
 
 
 async def until_disconnect(receive: Receive, work: Awaitable[T]) -> T:
-    """``await work``, cancelling it as soon as the client disconnects (the body must be read already)."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(receive))
+    """``await work``, cancelled as soon as the client disconnects (the body must be read already).
+
+    One watcher task per call, which cancels this task when the client
+    leaves: cheaper than racing two tasks, and the call's own cancellation
+    (a deadline, shutdown) still passes through as it is.
+    """
+    current = asyncio.current_task()
+    assert current is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await _disconnected(receive)
+        gone = True
+        current.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        current.uncancel()
+        raise ClientGone("the client disconnected; the request was cancelled") from None
     finally:
         watcher.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            raise ClientGone("the client disconnected; the request was cancelled")
-    return task.result()
 
 
 def _as_openai(exc: Exception, request_id: str) -> OpenAIError:
