@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
 
-import numpy as np
 import pytest
 
 from anyserve.errors import InvalidRequest
@@ -300,18 +300,18 @@ def test_completion_body_with_legacy_logprobs():
 
 def test_embeddings_body_as_floats_and_base64():
     """Rows of little-endian float32 are sent as float lists, or as base64 of the same bytes."""
-    vectors = np.array([[0.5, -1.25, 3.0], [1.0, 0.0, 2.0]], dtype="<f4")
-    rows = [row.tobytes() for row in vectors]
+    vectors = [[0.5, -1.25, 3.0], [1.0, 0.0, 2.0]]
+    rows = [struct.pack("<3f", *row) for row in vectors]
     floats = bodies.embeddings("e", rows, 7, "float")
     assert floats["object"] == "list"
     assert floats["model"] == "e"
     assert [d["index"] for d in floats["data"]] == [0, 1]
     assert all(d["object"] == "embedding" for d in floats["data"])
-    assert [d["embedding"] for d in floats["data"]] == vectors.tolist()
+    assert [d["embedding"] for d in floats["data"]] == vectors
     assert floats["usage"] == {"prompt_tokens": 7, "total_tokens": 7}
     b64 = bodies.embeddings("e", rows, 7, "base64")
-    decoded = [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in b64["data"]]
-    assert np.array_equal(np.stack(decoded), vectors)
+    decoded = [list(struct.unpack("<3f", base64.b64decode(d["embedding"]))) for d in b64["data"]]
+    assert decoded == vectors
 
 
 def test_model_list_body():
