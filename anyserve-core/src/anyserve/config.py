@@ -74,6 +74,18 @@ class ObjectsSettings(_Table):
     gc_interval_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
 
 
+class EngineSettings(_Table):
+    """An OpenAI-compatible engine server the router fronts (vLLM, SGLang, TGI, Ollama, llama.cpp's server)."""
+
+    #: Its base URL, e.g. ``http://127.0.0.1:8000``.
+    url: str
+    #: Its id in the registry (default: derived from the URL).
+    id: str | None = None
+    #: Capabilities to offer; empty: ``{type: <each of types>, model: <id>}`` for each model ``/v1/models`` lists.
+    capabilities: list[dict[str, str | int | float | bool]] = Field(default_factory=list)
+    types: list[str] = Field(default_factory=lambda: ["chat", "completion"])
+
+
 class RouterSettings(_Table):
     """Where replicas find the router (``url``) and how ``anyserve router`` runs."""
 
@@ -90,6 +102,8 @@ class RouterSettings(_Table):
     #: What to do when no replica matches: answer 404, or send the request to
     #: some replica anyway and let that replica's delegation policy decide where it goes.
     no_match: Literal["404", "any-replica"] = "404"
+    #: Engine servers to front from the start (``[[router.engines]]``); ``POST /engines`` adds more.
+    engines: list[EngineSettings] = Field(default_factory=list)
 
 
 class OpenAISettings(_Table):

@@ -40,6 +40,8 @@ from anyserve.errors import AnyServeError, code_for_http, http_status
 from anyserve.plugins import PluginManager, get_plugin_manager
 from anyserve.protocol import dumps, names, new_request_id
 from anyserve_router import inbound
+from anyserve_router.engines import Engines, EngineSpec
+from anyserve_router.engines_api import build_engine_routes
 from anyserve_router.forwarding import Router
 from anyserve_router.infer_api import InferHandlers, build_infer_routes
 from anyserve_router.link_upstream import LinkUpstream
@@ -62,6 +64,7 @@ class RouterState:
     router: Router
     encoder: StreamEncoder
     upstream: Upstream
+    engines: Engines
 
 
 def error_response(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> Response:
@@ -225,17 +228,22 @@ def create_app(
         if settings.link.name != LINK_OFF:
             upstream = LinkUpstream(catalog, settings.link, upstream)
     router = Router(registry, matcher, pm, upstream, no_match=settings.router.no_match)
-    state = RouterState(settings, registry, router, encoder, upstream)
+    engines = Engines(registry)
+    state = RouterState(settings, registry, router, encoder, upstream, engines)
+    configured = [EngineSpec.of(e.url, e.id, e.capabilities, e.types) for e in settings.router.engines]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sweeper = asyncio.create_task(_sweep(registry, upstream), name="anyserve-router-sweep")
+        for spec in configured:
+            await engines.add(spec)
         try:
             yield
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            await engines.close()
             await upstream.close()
 
     app = FastAPI(
@@ -252,6 +260,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(build_registry_routes(state))
+    app.include_router(build_engine_routes(engines))
     handlers = InferHandlers(state)
     app.include_router(build_infer_routes(handlers))
     log.debug("router app: encoding %s, matcher %s", encoding.name, settings.matcher.name)

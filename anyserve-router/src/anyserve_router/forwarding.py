@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
@@ -23,7 +23,7 @@ from anyserve.matching import Matcher
 from anyserve.protocol import RequestMeta, dumps
 from anyserve_router import selection
 from anyserve_router.errors import NoMatch, ReplicaUnreachable, UnknownReplica
-from anyserve_router.registry import Lease, ReplicaRegistry
+from anyserve_router.registry import KSERVE, Lease, ReplicaRegistry
 from anyserve_router.upstream import Target, Upstream, UpstreamError, UpstreamStream
 
 if TYPE_CHECKING:
@@ -83,13 +83,29 @@ class Router:
         exclude: set[str] | frozenset[str] = frozenset(),
         stream: bool | None = None,
         delegated_from: str | None = None,
+        protocols: frozenset[str] | None = selection.KSERVE_ONLY,
     ) -> Target:
-        """The replica for ``query`` (not one in ``exclude``), or :class:`NoMatch` explaining why not."""
+        """The replica for ``query`` (not one in ``exclude``), or :class:`NoMatch` explaining why not.
+
+        ``protocols`` says which kinds of entry may serve it (see
+        :func:`selection.candidates`): anyserve replicas unless told otherwise.
+        """
         chosen = selection.choose(
-            self.registry, query, self.matcher, self.pm, exclude=exclude, stream=stream, cache=self.matches
+            self.registry,
+            query,
+            self.matcher,
+            self.pm,
+            exclude=exclude,
+            stream=stream,
+            cache=self.matches,
+            protocols=protocols,
         )
         if chosen is not None:
-            return Target(chosen.id, chosen.info["endpoint"], chosen.info.get("link"))
+            info = chosen.info
+            if info["protocol"] == KSERVE:
+                return Target(chosen.id, info["endpoint"], info.get("link"))
+            model = chosen.capability.get("model")
+            return Target(chosen.id, info["endpoint"], None, info["protocol"], None if model is None else str(model))
         if self.no_match == "any-replica" and delegated_from is None:
             # Some replica's delegation policy decides (``router.no_match = "any-replica"``).
             anyone = self._least_loaded(exclude)
@@ -103,9 +119,11 @@ class Router:
             if replica_id in exclude:
                 continue
             try:
-                entries.append(self.registry.get(replica_id))
+                entry = self.registry.get(replica_id)
             except UnknownReplica:
                 continue
+            if entry.protocol == KSERVE:  # an engine server has no delegation policy to decide
+                entries.append(entry)
         if not entries:
             return None
         least = min(r.load for r in entries)
@@ -150,8 +168,9 @@ class Router:
         call: Callable[[Target], Awaitable[T]],
         *,
         stream: bool | None = None,
+        protocols: frozenset[str] | None = selection.KSERVE_ONLY,
     ) -> Forwarded[T]:
-        """Pick a replica, hold a lease on it and ``await call(target)``.
+        """Pick a replica (of ``protocols``), hold a lease on it and ``await call(target)``.
 
         If the replica cannot be reached, it is excluded and one other match
         is tried; if that fails too, or none is left, :class:`ReplicaUnreachable`
@@ -164,7 +183,9 @@ class Router:
         failed: list[tuple[Target, UpstreamError]] = []
         while len(failed) < 2:
             try:
-                target = self.pick(query, exclude=exclude, stream=stream, delegated_from=delegated_from)
+                target = self.pick(
+                    query, exclude=exclude, stream=stream, delegated_from=delegated_from, protocols=protocols
+                )
             except NoMatch:
                 if failed:
                     break
@@ -222,7 +243,12 @@ class Router:
         answered as such (and the unreachable retried) instead of inside a
         stream already started. The caller owns the stream and the lease.
         """
-        md = meta.to_metadata()
+        return await self.forward(meta, self.stream_call(payload, meta.to_metadata()), stream=True)
+
+    def stream_call(
+        self, payload: bytes, md: Sequence[tuple[str, str]]
+    ) -> Callable[[Target], Awaitable[tuple[UpstreamStream, bytes | None]]]:
+        """The call :meth:`open_stream` forwards: start the stream, wait for its first response."""
 
         async def call(target: Target) -> tuple[UpstreamStream, bytes | None]:
             stream = self.upstream.stream(target, payload, md)
@@ -232,7 +258,7 @@ class Router:
                 stream.cancel()
                 raise
 
-        return await self.forward(meta, call, stream=True)
+        return call
 
     async def model_metadata(self, meta: RequestMeta, payload: bytes) -> tuple[Target, bytes]:
         """ModelMetadata from a replica serving ``meta.query`` (either kind): request bytes in, response bytes out.

@@ -64,6 +64,21 @@ def check_endpoint(endpoint: Any) -> str:
     return endpoint
 
 
+def check_engine_url(url: Any) -> str:
+    """An OpenAI-compatible engine's base URL: ``http(s)://host:port`` with no path (``/v1`` is added per call)."""
+    shape = "expected http://host:port, e.g. http://127.0.0.1:8000"
+    if not isinstance(url, str) or not url:
+        raise InvalidRegistration(f"engine URL must be a string, got {url!r}")
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("http", "https"):
+        raise InvalidRegistration(f"engine URL {url!r} must start with http:// or https://; {shape}")
+    rest = rest.rstrip("/").removesuffix("/v1")
+    if "/" in rest or "?" in rest or "#" in rest:
+        raise InvalidRegistration(f"engine URL {url!r} must not have a path (other than /v1); {shape}")
+    check_endpoint(rest)
+    return f"{scheme}://{rest}"
+
+
 def check_link(link: Any) -> str | None:
     """``<transport>://host:port``, the replica's router link; ``None`` when it serves none."""
     if link is None:

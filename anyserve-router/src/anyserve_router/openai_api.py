@@ -21,28 +21,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import httpx
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from anyserve.capability import normalize_query
 from anyserve.errors import AnyServeError, Cancelled, InvalidField, http_status
 from anyserve.llm import kserve
 from anyserve.llm.types import STOP, Delta, EmbedRequest
-from anyserve.protocol import RequestMeta, dumps, is_final, names, new_request_id, split_error
+from anyserve.protocol import RequestMeta, dumps, is_final, loads_object, names, new_request_id, split_error
 from anyserve.protocol import messages as pb
 from anyserve.protocol import openai_bodies as bodies
 from anyserve.protocol.openai import CAPABILITY_TYPE, READERS, OpenAIRequest, error_body
 from anyserve_router import inbound
+from anyserve_router.engines import passed_headers, relay
 from anyserve_router.errors import NoMatch
 from anyserve_router.forwarding import ReplicaFailed
 from anyserve_router.openai_streams import ChatChunks, CompletionChunks, ResponseStream
+from anyserve_router.registry import OPENAI
 from anyserve_router.selection import candidates
 from anyserve_router.streaming import STREAM_HEADERS, BridgeResponse, StreamEvents, bad_response, open_bridge, parse
-from anyserve_router.upstream import Target, UpstreamError
+from anyserve_router.upstream import Target, UpstreamError, UpstreamStream
 
 if TYPE_CHECKING:
     from anyserve_router.app import RouterState
@@ -52,12 +55,15 @@ log = logging.getLogger("anyserve.router.openai")
 T = TypeVar("T")
 
 PREFIX = "/v1/"
+#: Entries an OpenAI request may go to: anyserve replicas and engine servers alike.
+ANY = None
 ENDPOINTS = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "completion",
     "/v1/embeddings": "embed",
     "/v1/responses": "responses",
 }
+ENGINE_PATHS = {kind: path for path, kind in ENDPOINTS.items()}
 MODELS = "/v1/models"
 #: Capability types whose ``model`` values ``GET /v1/models`` lists.
 LLM_TYPES = frozenset(CAPABILITY_TYPE.values())
@@ -246,10 +252,11 @@ class OpenAIFront:
         meta = meta.with_query(query)
         payload = _payload(req, query["type"]).SerializeToString()
         stream = req.stream and kind != "embed"
+        call = _Call(request, req, meta, payload, body)
         try:
             if stream:
-                return await self._stream(req, meta, payload)
-            return await self._unary(request, req, meta, payload)
+                return await self._stream(call)
+            return await self._unary(call)
         except NoMatch:
             if not self._served(query, stream=not stream):
                 raise self._no_match(req, query) from None
@@ -264,18 +271,77 @@ class OpenAIFront:
         target, raw = await until_disconnect(request.receive, self._joined(meta, payload))
         return _json(self._answer(req, meta.request_id, target, raw), _headers(target, meta.request_id))
 
-    async def _unary(self, request: Request, req: OpenAIRequest, meta: RequestMeta, payload: bytes) -> Response:
-        target, raw = await until_disconnect(request.receive, self.state.router.infer(meta, payload))
-        return _json(self._answer(req, meta.request_id, target, raw), _headers(target, meta.request_id))
+    async def _unary(self, call: _Call) -> Response:
+        """One answer, from an anyserve replica (KServe v2) or an engine server (passed through)."""
+        router = self.state.router
+        md = call.meta.to_metadata()
 
-    async def _stream(self, req: OpenAIRequest, meta: RequestMeta, payload: bytes) -> Response:
-        done = await self.state.router.open_stream(meta, payload)
-        bridge = open_bridge(done, self._events(req, meta.request_id))
-        return BridgeResponse(bridge, {**_headers(done.target, meta.request_id), **STREAM_HEADERS})
+        async def send(target: Target) -> bytes | httpx.Response:
+            if target.protocol == OPENAI:
+                answer = await self._engine_send(call, target)
+                await answer.aread()
+                return answer
+            return await router.upstream.infer(target, call.payload, md)
+
+        forwarded = router.forward(call.meta, send, stream=False, protocols=ANY)
+        done = await until_disconnect(call.request.receive, forwarded)
+        done.lease.release()
+        request_id = call.meta.request_id
+        if isinstance(done.result, httpx.Response):
+            headers = {**passed_headers(done.result), **_headers(done.target, request_id)}
+            return Response(done.result.content, status_code=done.result.status_code, headers=headers)
+        return _json(self._answer(call.req, request_id, done.target, done.result), _headers(done.target, request_id))
+
+    async def _stream(self, call: _Call) -> Response:
+        """A stream of chunks: KServe v2 deltas made into chunks, or an engine's stream passed through."""
+        router = self.state.router
+        kserve_call = router.stream_call(call.payload, call.meta.to_metadata())
+
+        async def send(target: Target) -> tuple[UpstreamStream, bytes | None] | httpx.Response:
+            if target.protocol == OPENAI:
+                return await self._engine_send(call, target)
+            return await kserve_call(target)
+
+        done = await router.forward(call.meta, send, stream=True, protocols=ANY)
+        headers = {**_headers(done.target, call.meta.request_id), **STREAM_HEADERS}
+        if not isinstance(done.result, httpx.Response):
+            bridge = open_bridge(done, self._events(call.req, call.meta.request_id))  # type: ignore[arg-type]
+            return BridgeResponse(bridge, headers)
+        answer, lease = done.result, done.lease
+        if answer.status_code >= 400:  # the engine refused: its error as it is, not a stream
+            try:
+                await answer.aread()
+            finally:
+                lease.release()
+            headers = {**passed_headers(answer), **_headers(done.target, call.meta.request_id)}
+            return Response(answer.content, status_code=answer.status_code, headers=headers)
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in relay(answer):
+                    yield chunk
+            finally:
+                lease.release()
+
+        media_type = answer.headers.get("content-type", "text/event-stream")
+        return StreamingResponse(body(), media_type=media_type, headers=headers)
+
+    async def _engine_send(self, call: _Call, target: Target) -> httpx.Response:
+        """The client's body to the engine, ``model`` rewritten only when the client named an alias."""
+        body = call.body
+        if target.model is not None and target.model != call.req.model:
+            body = dumps({**loads_object(body), "model": target.model})
+        # Only the content type: engines check headers of their own (llama.cpp's server refuses an
+        # X-Request-Id that is not a UUID), and the client's credentials are for anyserve, not for them.
+        headers = {"content-type": names.JSON}
+        return await self.state.engines.send(target, ENGINE_PATHS[call.req.kind], body, headers)
 
     def _served(self, query: Mapping[str, str], *, stream: bool) -> bool:
         router = self.state.router
-        return bool(candidates(self.state.registry, query, router.matcher, stream=stream, cache=router.matches))
+        found = candidates(
+            self.state.registry, query, router.matcher, stream=stream, cache=router.matches, protocols=ANY
+        )
+        return bool(found)
 
     async def _joined(self, meta: RequestMeta, payload: bytes) -> tuple[Target, bytes]:
         """A stream-only capability called without ``stream``: its deltas joined into one answer."""
@@ -328,6 +394,19 @@ class OpenAIFront:
             return bodies.completion(rid, created, req.model, delta)
         status = bodies.response_status(delta.finish_reason)
         return bodies.response_object(rid, created, req.model, status=status, text=delta.text, usage=delta.usage)
+
+
+class _Call:
+    """One OpenAI request on its way: the HTTP request, its reading, metadata, KServe payload and original body."""
+
+    __slots__ = ("body", "meta", "payload", "req", "request")
+
+    def __init__(self, request: Request, req: OpenAIRequest, meta: RequestMeta, payload: bytes, body: bytes) -> None:
+        self.request = request
+        self.req = req
+        self.meta = meta
+        self.payload = payload
+        self.body = body
 
 
 def _payload(req: OpenAIRequest, capability_type: str) -> pb.ModelInferRequest:

@@ -35,6 +35,7 @@ from anyserve_router.offers import (
     Offer,
     check_capabilities,
     check_endpoint,
+    check_engine_url,
     check_in_flight,
     check_link,
     check_replica_id,
@@ -51,6 +52,9 @@ __all__ = [
 ]
 
 DEFAULT_TTL_SECONDS = 15.0
+#: What a registry entry's endpoint speaks: an anyserve replica (KServe v2), or an OpenAI-compatible engine server.
+KSERVE = "kserve"
+OPENAI = "openai"
 
 Clock = Callable[[], float]
 
@@ -72,6 +76,8 @@ class ReplicaEntry:
     status: dict[str, Any] | None = None
     #: ``<transport>://host:port`` the router may call instead of the gRPC endpoint.
     link: str | None = None
+    #: What the endpoint speaks: ``kserve`` (an anyserve replica) or ``openai`` (an engine server, see engines.py).
+    protocol: str = KSERVE
 
     @property
     def load(self) -> int:
@@ -154,6 +160,7 @@ class ReplicaRegistry:
         now: float | None = None,
         status: dict[str, Any] | None = None,
         link: str | None = None,
+        protocol: str = KSERVE,
     ) -> ReplicaEntry:
         """Add a replica, or replace the capabilities of one re-registering from the same endpoint.
 
@@ -163,7 +170,7 @@ class ReplicaRegistry:
         Registering counts as a heartbeat. Returns a copy of the entry.
         """
         replica_id = check_replica_id(replica_id)
-        endpoint = check_endpoint(endpoint)
+        endpoint = check_engine_url(endpoint) if protocol == OPENAI else check_endpoint(endpoint)
         link = check_link(link)
         offers = check_capabilities(capabilities)
         now = self._now(now)
@@ -175,6 +182,7 @@ class ReplicaRegistry:
                 existing.last_heartbeat = now
                 existing.status = status
                 existing.link = link
+                existing.protocol = protocol
                 replica = existing
             else:
                 if existing is not None and self._alive(existing, now):
@@ -192,6 +200,7 @@ class ReplicaRegistry:
                     last_heartbeat=now,
                     status=status,
                     link=link,
+                    protocol=protocol,
                 )
                 self._replicas[replica_id] = replica
             return copy.copy(replica)
@@ -317,7 +326,7 @@ class ReplicaRegistry:
         skip = set(exclude)
         with self._lock:
             return self.version, [
-                (r.id, {"endpoint": r.endpoint, "link": r.link}, r.offers, r.load)
+                (r.id, {"endpoint": r.endpoint, "link": r.link, "protocol": r.protocol}, r.offers, r.load)
                 for r in self._replicas.values()
                 if r.id not in skip and self._alive(r, now)
             ]

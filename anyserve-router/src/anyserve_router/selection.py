@@ -20,12 +20,14 @@ from anyserve.candidates import COLD, FAILED, HOT, STARTING, STOPPING, Candidate
 from anyserve.errors import PluginError
 from anyserve.matching import Matcher
 from anyserve_router.offers import Offer
-from anyserve_router.registry import ReplicaRegistry
+from anyserve_router.registry import KSERVE, ReplicaRegistry
 
 if TYPE_CHECKING:
     from anyserve.plugins import PluginManager
 
 _STATE_RANK = {HOT: 0, STARTING: 1, COLD: 2, STOPPING: 2}
+#: The default for KServe requests: anyserve replicas only.
+KSERVE_ONLY = frozenset({KSERVE})
 #: (replica id, query items, stream) -> the replica's best offer and its score, or None.
 Best = tuple[float, Offer] | None
 
@@ -82,6 +84,7 @@ def candidates(
     *,
     stream: bool | None = None,
     cache: MatchCache | None = None,
+    protocols: frozenset[str] | None = KSERVE_ONLY,
 ) -> list[Candidate]:
     """Live replicas that can serve ``query``, each scored by its best-matching capability.
 
@@ -92,11 +95,15 @@ def candidates(
     never lands on a replica that offers the capability only the other way.
     Among a replica's capabilities the best score wins, ties going to the
     warmer state. The candidate carries the replica's load as ``in_flight``
-    and its endpoint and link in ``info``.
+    and its endpoint, link and protocol in ``info``. ``protocols`` keeps only
+    entries speaking one of them (``None``: any): KServe requests go to
+    anyserve replicas only, OpenAI requests to engine servers as well.
     """
     found: list[Candidate] = []
     version, live = registry.live_entries(exclude, now)
     for replica_id, where, offers, load in live:
+        if protocols is not None and where["protocol"] not in protocols:
+            continue
         if cache is None:
             best = _best(offers, query, matcher, stream)
         else:
@@ -129,6 +136,7 @@ def choose(
     *,
     stream: bool | None = None,
     cache: MatchCache | None = None,
+    protocols: frozenset[str] | None = KSERVE_ONLY,
 ) -> Candidate | None:
     """The replica the routing hook picks for ``query``; ``None`` when none matches.
 
@@ -136,7 +144,9 @@ def choose(
     that is not one of the candidates is a plugin bug and raises
     :class:`PluginError`.
     """
-    found = candidates(registry, query, matcher, exclude=exclude, now=now, stream=stream, cache=cache)
+    found = candidates(
+        registry, query, matcher, exclude=exclude, now=now, stream=stream, cache=cache, protocols=protocols
+    )
     if not found:
         return None
     chosen = pm.hook.anyserve_select_target(query=query, candidates=found, scope="router")

@@ -44,11 +44,17 @@ CHANNEL_OPTIONS = (
 
 @dataclass(frozen=True)
 class Target:
-    """A replica chosen for a request: its gRPC endpoint and, if it serves one, its link URL."""
+    """A replica chosen for a request: its gRPC endpoint and, if it serves one, its link URL.
+
+    An engine server (``protocol`` ``openai``) is reached at ``endpoint``, its
+    base URL; ``model`` is the model name it knows the request's model by.
+    """
 
     replica_id: str
     endpoint: str
     link: str | None = None
+    protocol: str = "kserve"
+    model: str | None = None
 
 
 class UpstreamError(AnyServeError):

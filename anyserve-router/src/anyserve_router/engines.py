@@ -1,0 +1,221 @@
+"""Existing OpenAI-compatible engine servers (vLLM, SGLang, TGI, Ollama, llama.cpp) as providers of capabilities.
+
+An engine is added by URL (``[[router.engines]]`` in the configuration,
+``POST /engines``, or ``anyserve engine add``). The router probes it
+(``GET /health``, else ``GET /v1/models``), discovers its models from
+``/v1/models``, and keeps it in the registry as an entry of protocol
+``openai`` offering ``{type: chat, model: <id>}`` and ``{type: completion,
+model: <id>}`` for each model (or the capabilities it was added with), for
+as long as it answers. Only the OpenAI front routes to engines; requests
+and streams pass through unchanged (the ``model`` field is rewritten only
+when the client used an alias), the router's leases count an engine's
+requests in flight as they do a replica's, and a client that leaves closes
+the upstream connection, which is how engine servers notice cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from anyserve.errors import AnyServeError
+from anyserve_router.errors import InvalidRegistration, UnknownReplica
+from anyserve_router.offers import check_capabilities, check_engine_url, check_replica_id
+from anyserve_router.registry import OPENAI, ReplicaRegistry
+from anyserve_router.upstream import Target, UpstreamError
+
+log = logging.getLogger("anyserve.router.engines")
+
+#: Capability types offered for each model an engine lists, unless it was added with its own capabilities.
+DEFAULT_TYPES = ("chat", "completion")
+#: Seconds to connect to an engine (a refused or silent one counts as unreachable) and to answer a probe.
+CONNECT_TIMEOUT = 1.0
+PROBE_TIMEOUT = 5.0
+#: Headers not passed on to the engine or back to the client (hop-by-hop, or recomputed).
+_SKIP_HEADERS = frozenset(
+    {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "accept-encoding"}
+)
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """One engine server to front: its base URL, registry id and, optionally, fixed capabilities."""
+
+    url: str
+    id: str
+    #: Capabilities to offer; empty: one per capability type and model the engine lists.
+    capabilities: tuple[Mapping[str, Any], ...] = ()
+    #: Capability types offered for each listed model when ``capabilities`` is empty.
+    types: tuple[str, ...] = DEFAULT_TYPES
+
+    @classmethod
+    def of(cls, url: Any, id: Any = None, capabilities: Any = None, types: Any = None) -> EngineSpec:
+        """Checked: a bad URL, id or capability is :class:`InvalidRegistration` naming the field."""
+        url = check_engine_url(url)
+        engine_id = check_replica_id(id) if id else "engine-" + re.sub(r"[^A-Za-z0-9]+", "-", url.split("://")[1])
+        caps = tuple(dict(c) for c in capabilities or ())
+        check_capabilities(list(caps))
+        kinds = tuple(types or DEFAULT_TYPES)
+        if not kinds or not all(isinstance(t, str) and t for t in kinds):
+            raise InvalidRegistration(f"types must be a non-empty list of capability types, got {types!r}")
+        return cls(url, engine_id, caps, kinds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "url": self.url, "capabilities": [dict(c) for c in self.capabilities]}
+
+
+@dataclass
+class EngineState:
+    """What the router last learned about an engine."""
+
+    spec: EngineSpec
+    healthy: bool = False
+    models: list[str] = field(default_factory=list)
+    error: str | None = None
+    task: asyncio.Task[None] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.spec.to_dict(), "healthy": self.healthy, "models": self.models, "error": self.error}
+
+
+class Engines:
+    """The engines this router fronts: probed every ``ttl/3``, registered while they answer."""
+
+    def __init__(self, registry: ReplicaRegistry, client: httpx.AsyncClient | None = None) -> None:
+        self.registry = registry
+        self.interval = registry.ttl_seconds / 3
+        self.client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(PROBE_TIMEOUT, connect=CONNECT_TIMEOUT),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+        )
+        self.engines: dict[str, EngineState] = {}
+
+    # -- membership ------------------------------------------------------------------------
+
+    async def add(self, spec: EngineSpec) -> EngineState:
+        """Front ``spec``: probed now (the answer says whether it is up), then every ``ttl/3``."""
+        existing = self.engines.get(spec.id)
+        if existing is not None and existing.spec.url != spec.url:
+            raise InvalidRegistration(f"engine id {spec.id!r} already fronts {existing.spec.url}; remove it first")
+        if existing is not None and existing.task is not None:
+            existing.task.cancel()
+        state = EngineState(spec)
+        self.engines[spec.id] = state
+        await self._probe(state)
+        state.task = asyncio.get_running_loop().create_task(self._watch(state), name=f"anyserve-engine-{spec.id}")
+        return state
+
+    async def remove(self, engine_id: str) -> None:
+        state = self.engines.pop(engine_id, None)
+        if state is None:
+            raise UnknownReplica(f"no engine {engine_id!r}; GET /engines lists them")
+        if state.task is not None:
+            state.task.cancel()
+        with contextlib.suppress(UnknownReplica):
+            self.registry.deregister(engine_id)
+
+    def list(self) -> list[dict[str, Any]]:
+        return [state.to_dict() for state in self.engines.values()]
+
+    async def close(self) -> None:
+        for state in self.engines.values():
+            if state.task is not None:
+                state.task.cancel()
+        await self.client.aclose()
+
+    # -- probing ----------------------------------------------------------------------------
+
+    async def _watch(self, state: EngineState) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self._probe(state)
+            except Exception:  # the watch must outlive any one failure
+                log.exception("probing engine %s failed", state.spec.id)
+
+    async def _probe(self, state: EngineState) -> None:
+        spec = state.spec
+        try:
+            models = await self._models(spec.url)
+        except (httpx.HTTPError, ValueError) as exc:
+            if state.healthy or state.error is None:
+                log.warning("engine %s at %s does not answer: %s", spec.id, spec.url, exc)
+            state.healthy, state.error = False, f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(UnknownReplica):
+                self.registry.deregister(spec.id)
+            return
+        if not state.healthy:
+            log.warning("engine %s at %s is up, serving %s", spec.id, spec.url, ", ".join(models) or "no model")
+        state.healthy, state.error, state.models = True, None, models
+        self.registry.register(spec.id, spec.url, self._capabilities(spec, models), protocol=OPENAI)
+
+    async def _models(self, url: str) -> list[str]:
+        """The engine's model ids; ``/health`` must not fail first where the engine serves one."""
+        health = await self.client.get(f"{url}/health")
+        if health.status_code >= 400 and health.status_code != 404:
+            health.raise_for_status()
+        listed = await self.client.get(f"{url}/v1/models")
+        listed.raise_for_status()
+        data = listed.json().get("data")
+        if not isinstance(data, list):
+            raise ValueError("GET /v1/models did not answer a list of models")
+        return [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")]
+
+    @staticmethod
+    def _capabilities(spec: EngineSpec, models: Sequence[str]) -> list[dict[str, Any]]:
+        base = [dict(c) for c in spec.capabilities] or [{"type": t, "model": m} for m in models for t in spec.types]
+        return base + [{**c, "stream": True} for c in base]
+
+    # -- the data path -------------------------------------------------------------------------
+
+    def _request(self, target: Target, path: str, body: bytes, headers: Mapping[str, str]) -> httpx.Request:
+        sent = {k: v for k, v in headers.items() if k.lower() not in _SKIP_HEADERS}
+        return self.client.build_request(
+            "POST", f"{target.endpoint}{path}", content=body, headers=sent, timeout=httpx.Timeout(None, connect=1.0)
+        )
+
+    async def send(self, target: Target, path: str, body: bytes, headers: Mapping[str, str]) -> httpx.Response:
+        """The engine's answer to ``POST path``, its body not read yet (the caller streams or reads it).
+
+        An engine that cannot be reached is ``unreachable`` (routing tries
+        another); one that breaks mid-way fails the request.
+        """
+        try:
+            return await self.client.send(self._request(target, path, body, headers), stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise UpstreamError(f"cannot connect: {exc}", code="UNAVAILABLE", unreachable=True) from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"{type(exc).__name__}: {exc}", code="UNAVAILABLE") from None
+
+
+async def relay(response: httpx.Response) -> AsyncIterator[bytes]:
+    """An engine's body as it arrives; closing it (the client left) closes the upstream connection."""
+    try:
+        async for chunk in response.aiter_raw():
+            yield chunk
+    except httpx.HTTPError as exc:
+        log.warning("an engine's stream broke: %s", exc)
+    finally:
+        await response.aclose()
+
+
+def passed_headers(response: httpx.Response) -> dict[str, str]:
+    """The engine's response headers worth passing on (content type, not hop-by-hop ones)."""
+    return {k: v for k, v in response.headers.items() if k.lower() not in _SKIP_HEADERS | {"content-encoding"}}
+
+
+class EngineFailed(AnyServeError):
+    """An engine answered with an error status; the answer passes to the client as it is."""
+
+    def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        super().__init__(f"the engine answered {status}")
+        self.status = status
+        self.body = body
+        self.headers = headers
