@@ -60,6 +60,13 @@ def test_a_wrong_engine_extra_is_a_400_naming_it(name, value):
     assert caught.value.param == name
 
 
+def test_ignore_eos_is_a_boolean_extra():
+    assert engine.ignore_eos({}) is False and engine.ignore_eos(None) is False
+    assert engine.ignore_eos({"ignore_eos": True}) is True
+    with pytest.raises(InvalidField):
+        engine.ignore_eos({"ignore_eos": "yes"})
+
+
 def test_seeds():
     assert engine.llama_seed(None) == 0xFFFFFFFF  # llama.cpp picks a random one
     assert engine.llama_seed(42) == 42
@@ -136,6 +143,16 @@ class TestTheModel:
         # one delta per token (plain ASCII text, no stop strings): the count is the tokens streamed
         assert len([i for i in items if i]) in (last.usage.completion_tokens, last.usage.completion_tokens + 1)
         assert "<|im_end|>" not in text
+
+    def test_ignore_eos_runs_to_max_tokens(self, smol):
+        short = [Message("user", "Say hello.")]
+        _, natural, _ = run(smol, messages=short, temperature=0, max_tokens=200)
+        assert natural.finish_reason == "stop" and natural.usage.completion_tokens < 200
+        request = ChatRequest(
+            "smollm2-135m", short, Sampling(temperature=0, max_tokens=200), extra={"ignore_eos": True}
+        )
+        last = list(smol.chat(request))[-1]
+        assert last.finish_reason == "length" and last.usage.completion_tokens == 200
 
     def test_max_tokens_ends_with_length(self, smol):
         _, last, items = run(smol, temperature=0.7, max_tokens=5, seed=1)

@@ -91,6 +91,19 @@ def sampling_options(sampling: Sampling, extra: Mapping[str, Any] | None = None)
     return options
 
 
+def ignore_eos(extra: Mapping[str, Any] | None) -> bool:
+    """The request's ``ignore_eos`` (as vLLM names it, and load tools send it): generate past end-of-generation tokens.
+
+    With it an answer runs to ``max_tokens`` (or the context window) whatever the model would say.
+    """
+    value = (extra or {}).get("ignore_eos", False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidField("ignore_eos", f"must be a boolean, got {value!r}")
+    return value
+
+
 def llama_seed(seed: int | None) -> int:
     """The llama.cpp sampler seed for a request's ``seed``: a fixed uint32 for a seed, random without one."""
     if seed is None:
@@ -253,13 +266,19 @@ class Engine:
         """The convention's generate function: text deltas, then a last ``Delta`` with finish reason and usage."""
         sampling = request.sampling
         options = sampling_options(sampling, request.extra)
+        keep_going = ignore_eos(request.extra)
         if not request.messages:
             raise InvalidField("messages", "must not be empty")
         with self._lock:
-            yield from self._generate(self.tokenize_prompt(request.messages), sampling, options, request.id)
+            yield from self._generate(self.tokenize_prompt(request.messages), sampling, options, request.id, keep_going)
 
     def _generate(
-        self, prompt: list[int], sampling: Sampling, options: dict[str, Any], request_id: str
+        self,
+        prompt: list[int],
+        sampling: Sampling,
+        options: dict[str, Any],
+        request_id: str,
+        keep_going: bool = False,
     ) -> Iterator[str | Delta]:
         llm = self.llm
         n_ctx = llm.n_ctx()
@@ -287,7 +306,7 @@ class Engine:
             for token in tokens:
                 if run.first_token_seconds is None:
                     run.first_token_seconds = time.perf_counter() - start
-                if self.is_end(token):
+                if not keep_going and self.is_end(token):
                     run.finish_reason = STOP
                     break
                 run.completion_tokens += 1
