@@ -197,7 +197,15 @@ class Engine:
         from llama_cpp import Llama
 
         imported = time.perf_counter() - start
-        llm = Llama(model_path=str(path), n_ctx=settings.n_ctx, n_threads=settings.threads, verbose=False)
+        llm = Llama(
+            model_path=str(path),
+            n_ctx=settings.n_ctx,
+            n_threads=settings.threads,
+            # The prompt too: llama-cpp-python would read it with every core, and llama.cpp's threads
+            # spin at each barrier, so one thread more than the cores free costs seconds per prompt.
+            n_threads_batch=settings.threads,
+            verbose=False,
+        )
         template = override or llm.metadata.get("tokenizer.chat_template")
         if not template:
             llm.close()
