@@ -25,7 +25,6 @@ from typing import Any
 
 import httpx
 
-from anyserve.errors import AnyServeError
 from anyserve_router.errors import InvalidRegistration, UnknownReplica
 from anyserve_router.offers import check_capabilities, check_engine_url, check_replica_id
 from anyserve_router.registry import OPENAI, ReplicaRegistry
@@ -209,13 +208,3 @@ async def relay(response: httpx.Response) -> AsyncIterator[bytes]:
 def passed_headers(response: httpx.Response) -> dict[str, str]:
     """The engine's response headers worth passing on (content type, not hop-by-hop ones)."""
     return {k: v for k, v in response.headers.items() if k.lower() not in _SKIP_HEADERS | {"content-encoding"}}
-
-
-class EngineFailed(AnyServeError):
-    """An engine answered with an error status; the answer passes to the client as it is."""
-
-    def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-        super().__init__(f"the engine answered {status}")
-        self.status = status
-        self.body = body
-        self.headers = headers
