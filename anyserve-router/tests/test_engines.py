@@ -1,0 +1,97 @@
+"""Engine servers in the registry, in-process: what an engine is added with, and who may be routed to it.
+
+The end-to-end behaviour against a real engine server (llama-cpp-python's)
+is pinned in the repository's tests/test_engines.py; here only the checks
+and the routing rule, with no process and no network.
+"""
+
+from __future__ import annotations
+
+import pytest
+import typer
+
+from anyserve.plugins import create_plugin_manager
+from anyserve_router.engine_cmd import parse_capability
+from anyserve_router.engines import Engines, EngineSpec
+from anyserve_router.errors import InvalidRegistration, NoMatch
+from anyserve_router.forwarding import Router
+from anyserve_router.offers import check_engine_url
+from anyserve_router.registry import OPENAI
+from anyserve_router.selection import candidates
+
+CHAT = {"type": "chat", "model": "llama-8b"}
+
+
+@pytest.mark.parametrize(
+    ("url", "normalised"),
+    [
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+        ("http://127.0.0.1:8000/", "http://127.0.0.1:8000"),
+        ("https://engine.local:443/v1", "https://engine.local:443"),
+    ],
+)
+def test_engine_urls_are_normalised(url, normalised):
+    assert check_engine_url(url) == normalised
+
+
+@pytest.mark.parametrize(
+    ("url", "fault"),
+    [
+        ("127.0.0.1:8000", "http://"),
+        ("ftp://h:1", "http://"),
+        ("http://h:1/api/chat", "path"),
+        ("http://h", "host:port"),
+        ("http://h:0", "port"),
+        (None, "string"),
+    ],
+)
+def test_bad_engine_urls_are_refused_saying_why(url, fault):
+    with pytest.raises(InvalidRegistration, match=fault):
+        check_engine_url(url)
+
+
+def test_an_engine_spec_gets_an_id_from_its_url_and_checks_its_capabilities():
+    spec = EngineSpec.of("http://127.0.0.1:8000")
+    assert spec.id == "engine-127-0-0-1-8000" and spec.types == ("chat", "completion")
+    assert EngineSpec.of("http://h:1", "vllm-a", [CHAT]).capabilities == (CHAT,)
+    with pytest.raises(InvalidRegistration, match="capabilities"):
+        EngineSpec.of("http://h:1", capabilities=[{"state": "hot"}])
+    with pytest.raises(InvalidRegistration, match="whitespace"):
+        EngineSpec.of("http://h:1", "two words")
+
+
+def test_discovered_models_become_chat_and_completion_offers_both_ways():
+    offered = Engines._capabilities(EngineSpec.of("http://h:1"), ["a", "b"])
+    assert {"type": "chat", "model": "a"} in offered and {"type": "completion", "model": "b", "stream": True} in offered
+    assert len(offered) == 8
+    fixed = Engines._capabilities(EngineSpec.of("http://h:1", capabilities=[CHAT]), ["ignored"])
+    assert fixed == [CHAT, {**CHAT, "stream": True}]
+
+
+def test_only_requests_that_allow_openai_entries_are_routed_to_an_engine(registry, matcher):
+    registry.register("engine", "http://127.0.0.1:8000", [CHAT, {**CHAT, "stream": True}], protocol=OPENAI)
+    assert candidates(registry, CHAT, matcher) == []  # KServe requests: anyserve replicas only
+    [found] = candidates(registry, CHAT, matcher, protocols=None)
+    assert found.id == "engine" and found.info["protocol"] == OPENAI
+    registry.register("replica", "127.0.0.1:50051", [CHAT])
+    assert [c.id for c in candidates(registry, CHAT, matcher, stream=False)] == ["replica"]
+
+
+def test_a_target_for_an_engine_names_the_model_it_knows(registry, matcher):
+    registry.register("engine", "http://127.0.0.1:8000", [CHAT], protocol=OPENAI)
+    router = Router(registry, matcher, create_plugin_manager(), upstream=None)  # type: ignore[arg-type]
+    target = router.pick({"type": "chat"}, protocols=None)
+    assert (target.protocol, target.model, target.endpoint) == (OPENAI, "llama-8b", "http://127.0.0.1:8000")
+    with pytest.raises(NoMatch):
+        router.pick({"type": "chat"})
+
+
+def test_capabilities_on_the_command_line():
+    assert parse_capability("type=chat,model=X,gpus=2,fast=true") == {
+        "type": "chat",
+        "model": "X",
+        "gpus": 2,
+        "fast": True,
+    }
+    with pytest.raises(typer.BadParameter, match="KEY=VALUE"):
+        parse_capability("type")
