@@ -207,7 +207,7 @@ class TestTheModel:
         started = time.perf_counter()
         answer.close()  # what the convention does when the client has gone
         assert time.perf_counter() - started < 0.05
-        assert smol.last.cancelled and smol.last.completion_tokens in (5, 6)
+        assert smol.last.cancelled and smol.last.completion_tokens >= 5
         time.sleep(0.1)
         assert smol.llm.n_tokens == evaluated  # no token was evaluated after the close
         # the engine is free at once: the next request starts without waiting
