@@ -123,6 +123,22 @@ class TestTheModel:
         assert prompt.endswith("<|im_start|>user\nWrite a short poem about the sea.<|im_end|>\n<|im_start|>assistant\n")
         assert smol.template == smol.llm.metadata["tokenizer.chat_template"]
 
+    def test_a_configured_chat_template_replaces_the_ggufs(self, smol, tmp_path):
+        template = tmp_path / "plain-chatml.jinja"
+        template.write_text(
+            "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+        )
+        other = engine.Engine.load(model.Settings(n_threads=1, chat_template=template))
+        try:
+            prompt = other.prompt(QUESTION)  # no default system turn this time
+            assert prompt == "<|im_start|>user\nWrite a short poem about the sea.<|im_end|>\n<|im_start|>assistant\n"
+            assert len(other.tokenize_prompt(QUESTION)) < len(smol.tokenize_prompt(QUESTION))
+            _, last, _ = run(other, temperature=0, max_tokens=3)
+            assert last.usage.prompt_tokens == len(other.tokenize_prompt(QUESTION))
+        finally:
+            other.close()
+
     def test_usage_is_counted_by_the_models_tokenizer(self, smol):
         text, last, _ = run(smol, temperature=0, max_tokens=12)
         expected = smol.llm.tokenize(smol.prompt(QUESTION).encode(), add_bos=False, special=True)

@@ -144,9 +144,8 @@ class Generation:
     finish_reason: str | None = None
     seconds: float = 0.0
     first_token_seconds: float | None = None
-    #: The client went away and the loop was stopped; ``stopped_at`` is ``time.time()`` then.
+    #: The client went away and the loop was stopped.
     cancelled: bool = False
-    stopped_at: float = 0.0
 
     @property
     def tokens_per_second(self) -> float:
@@ -166,11 +165,11 @@ class Engine:
         self.template = template
         self._llama_cpp = llama_cpp
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
-        eos, bos = llm.token_eos(), llm.token_bos()
+        # The template's bos_token / eos_token, as llama-cpp-python's create_chat_completion gives them.
         self._formatter = Jinja2ChatFormatter(
             template=template,
-            eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
-            bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
+            eos_token=self._token_text(llm.token_eos()),
+            bos_token=self._token_text(llm.token_bos()),
             add_generation_prompt=True,
         )
         self._lock = threading.Lock()
@@ -242,6 +241,12 @@ class Engine:
         """The tokens the model reads for ``messages``: the templated prompt, its special tokens parsed."""
         # The template writes its own BOS where the model wants one (added_special), as llama-cpp-python assumes.
         return self.llm.tokenize(self.prompt(messages).encode("utf-8"), add_bos=False, special=True)
+
+    def _token_text(self, token: int) -> str:
+        """A token's text as the vocabulary stores it (special tokens included); "" for none (-1)."""
+        if token == -1:
+            return ""
+        return self._llama_cpp.llama_vocab_get_text(self._vocab, token).decode("utf-8", errors="replace")
 
     def is_end(self, token: int) -> bool:
         """Whether ``token`` ends generation (EOS, EOT, <|im_end|>...)."""
@@ -348,7 +353,6 @@ class Engine:
         finally:
             tokens.close()  # stops llama-cpp-python's loop at its yield: no further token is evaluated
             run.seconds = time.perf_counter() - start
-            run.stopped_at = time.time()
             self.last = run
             self._log(run, request_id)
         if not stopped_by_string:
