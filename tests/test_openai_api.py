@@ -233,6 +233,9 @@ def test_no_capacity_right_now_is_503_with_retry_after(client):
         client.chat.completions.create(model="never-starts", messages=HELLO)
     assert caught.value.status_code == 503
     assert caught.value.response.headers["Retry-After"] == "1"
+    message = caught.value.body["message"]  # why, in one line: no traceback, no file of the replica's machine
+    assert "RuntimeError: weights not found" in message
+    assert "Traceback" not in message and 'File "' not in message
 
 
 def test_a_handler_that_raises_is_a_500_with_its_exception(client):

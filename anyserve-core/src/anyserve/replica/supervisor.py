@@ -58,6 +58,17 @@ class WorkerProcess:
     def last_output(self) -> str:
         return "\n".join(self.stderr_tail) or "(no output)"
 
+    def why(self) -> str:
+        """One line for the client: the worker's own ``error: ...`` line; the full output goes to the log.
+
+        (A traceback names files and paths of the replica's machine, which an error answer must not.)
+        """
+        if self.task is not None and self.task.done() and not self.task.cancelled() and self.task.exception():
+            exc = self.task.exception()  # an in-process worker: its exception is the answer
+            return f"{type(exc).__name__}: {exc}"
+        errors = [line for line in self.stderr_tail if line.startswith("error: ")]
+        return errors[-1].removeprefix("error: ") if errors else "it printed no error (see the replica's log)"
+
 
 #: Called when a worker-class process exits without being asked to: (worker, exit code).
 ExitHandler = Callable[[WorkerProcess, int | None], None]
@@ -76,10 +87,11 @@ class Supervisor:
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def _spawn(self, coro: object, name: str) -> None:
+    def _spawn(self, coro: object, name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def new_worker(self, worker_id: str, worker_class: str | None = None) -> WorkerProcess:
         worker = WorkerProcess(
@@ -110,14 +122,20 @@ class Supervisor:
                 sys.executable, "-m", "anyserve.replica.worker_main", spec,
                 stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
-            self._spawn(self._relay_stderr(worker, worker.process), f"stderr-{worker.id}")
+            relay = self._spawn(self._relay_stderr(worker, worker.process), f"stderr-{worker.id}")
         connect = asyncio.create_task(transport.connect(worker.address, timeout=timeout))
         exited = asyncio.create_task(self._exited(worker))
         done, _ = await asyncio.wait({connect, exited}, return_when=asyncio.FIRST_COMPLETED)
         exited.cancel()
         if connect not in done:
             connect.cancel()
-            raise WorkerStartError(f"worker {worker.id} exited before it was ready:\n{worker.last_output()}")
+            if worker.process is not None:  # its last words (the error line) may still be in the pipe
+                await asyncio.wait({relay}, timeout=1.0)
+            if worker.task is not None and worker.task.done() and not worker.task.cancelled():
+                log.warning("worker %s failed before it was ready", worker.id, exc_info=worker.task.exception())
+            else:
+                log.warning("worker %s exited before it was ready; its output:\n%s", worker.id, worker.last_output())
+            raise WorkerStartError(f"worker {worker.id} exited before it was ready: {worker.why()}")
         try:
             connection = connect.result()
         except AnyServeError as exc:
