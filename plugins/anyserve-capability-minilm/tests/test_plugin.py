@@ -13,7 +13,7 @@ import pytest
 from anyserve.client import build_request
 from anyserve.errors import InvalidRequest
 from anyserve.plugins import create_plugin_manager
-from anyserve.replica.apps import load_app
+from anyserve.replica.apps import AppLoadError, load_app
 from anyserve.tensors import decode_outputs
 from anyserve_capability_minilm import plugin
 
@@ -129,3 +129,24 @@ def test_the_handler_embeds_with_the_real_model():
     tokenizer = plugin.model.get_model().tokenizer
     expected = sum(len(tokenizer(s)["input_ids"]) for s in sentences)
     assert response.parameters["prompt_tokens"].int64_param == expected > 3 * 2
+
+
+def test_the_worker_class_declares_the_memory_the_model_holds(monkeypatch):
+    monkeypatch.delenv(plugin.MEM_ENV, raising=False)
+    (worker,) = load_app(None, create_plugin_manager(entrypoints=False, plugins=(plugin,))).worker_classes
+    assert worker.resources == {"mem_mb": 512.0}  # measured: ~460 MiB of RSS once loaded, rounded up
+    monkeypatch.setenv(plugin.MEM_ENV, "900")
+    (worker,) = load_app(None, create_plugin_manager(entrypoints=False, plugins=(plugin,))).worker_classes
+    assert worker.resources == {"mem_mb": 900.0}
+    assert plugin.resources({plugin.MEM_ENV: "0"}) == {}  # 0: not counted against any budget
+
+
+@pytest.mark.parametrize(("value", "message"), [("lots", "expected a whole number of MiB"), ("-1", "must be 0 or more")])
+def test_a_malformed_memory_setting_fails_the_plugin_with_its_reason(monkeypatch, value, message):
+    with pytest.raises(ValueError, match=f"ANYSERVE_MINILM_MEM_MB='{value}': {message}"):
+        plugin.resources({plugin.MEM_ENV: value})
+    monkeypatch.setenv(plugin.MEM_ENV, value)
+    pm = create_plugin_manager(entrypoints=False, plugins=(plugin,))
+    with pytest.raises(AppLoadError):  # nothing else contributes here
+        load_app(None, pm)
+    assert any(f"ANYSERVE_MINILM_MEM_MB='{value}'" in str(f) for f in pm.failures), pm.failures

@@ -28,6 +28,7 @@ def test_defaults():
     assert settings == model.Settings()
     assert settings.model_path is None and settings.model_name == "smollm2-135m"
     assert settings.n_ctx == 2048 and settings.n_threads is None and settings.idle_timeout == 300
+    assert settings.mem_mb == 256  # measured for the default model: ~185 MiB of RSS once loaded, rounded up
     assert settings.threads == max((os.cpu_count() or 2) // 2, 1)  # llama-cpp-python's own default
 
 
@@ -38,6 +39,7 @@ def test_every_setting_comes_from_its_variable(tmp_path):
         "ANYSERVE_LLAMACPP_THREADS": "3",
         "ANYSERVE_LLAMACPP_IDLE_TIMEOUT": "2.5",
         "ANYSERVE_LLAMACPP_CHAT_TEMPLATE": str(tmp_path / "chatml.jinja"),
+        "ANYSERVE_LLAMACPP_MEM_MB": "700",
     }
     settings = model.settings_from_env(env)
     assert settings.model_path == tmp_path / "qwen2.5-0.5b-instruct-q4_k_m.gguf"
@@ -45,6 +47,7 @@ def test_every_setting_comes_from_its_variable(tmp_path):
     assert (settings.n_ctx, settings.n_threads, settings.threads) == (4096, 3, 3)
     assert settings.idle_timeout == 2.5
     assert settings.chat_template == tmp_path / "chatml.jinja"
+    assert settings.mem_mb == 700
     named = model.settings_from_env({**env, "ANYSERVE_LLAMACPP_MODEL_NAME": "qwen-small"})
     assert named.model_name == "qwen-small"
     assert model.settings_from_env({"ANYSERVE_LLAMACPP_IDLE_TIMEOUT": "none"}).idle_timeout is None
@@ -58,6 +61,8 @@ def test_every_setting_comes_from_its_variable(tmp_path):
         ("ANYSERVE_LLAMACPP_THREADS", "1.5", "expected a whole number"),
         ("ANYSERVE_LLAMACPP_IDLE_TIMEOUT", "soon", "expected seconds"),
         ("ANYSERVE_LLAMACPP_IDLE_TIMEOUT", "-1", "positive number of seconds"),
+        ("ANYSERVE_LLAMACPP_MEM_MB", "1.5G", "expected a whole number of MiB"),
+        ("ANYSERVE_LLAMACPP_MEM_MB", "-1", "0 or more"),
     ],
 )
 def test_a_malformed_setting_is_named(name, value, message):
@@ -137,16 +142,24 @@ def test_the_hook_contributes_a_chat_worker_class(monkeypatch):
     (worker,) = app.worker_classes
     assert worker.cls is LlamaCpp and worker.unary and worker.streaming
     assert worker.idle_timeout == 300 and worker.max_concurrency == 1
-    assert worker.resources == {"cpus": float(model.Settings().threads)}
+    # the threads it computes with and the memory the loaded model holds, for a replica's --resources budget
+    assert worker.resources == {"cpus": float(model.Settings().threads), "mem_mb": 256.0}
 
 
-def test_the_capability_name_and_idle_timeout_are_configurable(monkeypatch):
+def test_the_capability_name_idle_timeout_and_memory_are_configurable(monkeypatch):
+    monkeypatch.delenv("ANYSERVE_LLAMACPP_MEM_MB", raising=False)
     monkeypatch.setenv("ANYSERVE_LLAMACPP_MODEL_NAME", "tiny-chat")
     monkeypatch.setenv("ANYSERVE_LLAMACPP_IDLE_TIMEOUT", "7")
     monkeypatch.setenv("ANYSERVE_LLAMACPP_THREADS", "2")
     (worker,) = load_app(None, create_plugin_manager(entrypoints=False, plugins=(plugin,))).worker_classes
     assert [dict(c) for c in worker.capabilities] == [{"type": "chat", "model": "tiny-chat"}]
-    assert worker.idle_timeout == 7 and worker.resources == {"cpus": 2.0}
+    assert worker.idle_timeout == 7 and worker.resources == {"cpus": 2.0, "mem_mb": 256.0}
+    monkeypatch.setenv("ANYSERVE_LLAMACPP_MEM_MB", "1024")
+    (worker,) = load_app(None, create_plugin_manager(entrypoints=False, plugins=(plugin,))).worker_classes
+    assert worker.resources == {"cpus": 2.0, "mem_mb": 1024.0}
+    monkeypatch.setenv("ANYSERVE_LLAMACPP_MEM_MB", "0")  # not counted
+    (worker,) = load_app(None, create_plugin_manager(entrypoints=False, plugins=(plugin,))).worker_classes
+    assert worker.resources == {"cpus": 2.0}
 
 
 def test_a_malformed_setting_fails_the_plugin_with_its_reason(monkeypatch):

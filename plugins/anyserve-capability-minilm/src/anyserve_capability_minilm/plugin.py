@@ -19,12 +19,20 @@ model. So the replica's status and the router's offers say ``cold``
 (loaded). Its ``handle`` answers through the convention all the same
 (:func:`anyserve.llm.answer_embed` with :func:`embed_texts`).
 
+The worker class declares ``{mem_mb: 512}`` (``ANYSERVE_MINILM_MEM_MB``):
+what the loaded model holds, so a replica started with ``--resources
+mem_mb=N`` counts it and stops it, when idle, to make room for another
+worker class (see :func:`resources`).
+
 Importing this module is cheap (every anyserve process imports it, even
 ``anyserve plugins list``): the model is loaded when the worker starts, on
 the first request for the capability.
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Mapping
 
 from anyserve import AnyServe, Context, ModelInferRequest, ModelInferResponse, Worker, hookimpl
 from anyserve.llm import Embeddings, EmbedRequest, answer_embed, read_embed
@@ -35,6 +43,31 @@ from anyserve_capability_minilm import model
 INPUTS = EMBED_INPUTS
 OUTPUT = "embedding"
 CAPABILITY = {"type": "embed", "model": model.MODEL_NAME}
+
+#: The variable that sets :func:`resources`' ``mem_mb``.
+MEM_ENV = "ANYSERVE_MINILM_MEM_MB"
+#: MiB the worker holds once the model is loaded and answering: torch, transformers and the weights grow a
+#: worker's RSS by about 460 MiB on CPU, rounded up.
+DEFAULT_MEM_MB = 512
+
+
+def resources(env: Mapping[str, str] | None = None) -> dict[str, float]:
+    """What the worker holds while it runs, counted against a replica's ``--resources`` budget.
+
+    ``{mem_mb: ANYSERVE_MINILM_MEM_MB}`` (default :data:`DEFAULT_MEM_MB`); 0 declares nothing. A malformed
+    value raises ``ValueError`` naming the variable, so the plugin fails to register and
+    ``anyserve plugins list`` says why.
+    """
+    raw = (os.environ if env is None else env).get(MEM_ENV, "").strip()
+    if not raw:
+        return {"mem_mb": float(DEFAULT_MEM_MB)}
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{MEM_ENV}={raw!r}: expected a whole number of MiB") from None
+    if value < 0:
+        raise ValueError(f"{MEM_ENV}={raw!r}: must be 0 or more")
+    return {"mem_mb": float(value)} if value else {}
 
 
 def sentences(request: ModelInferRequest) -> list[str]:
@@ -72,5 +105,7 @@ MAX_CONCURRENCY = 8
 
 @hookimpl
 def anyserve_register_capabilities(app: AnyServe) -> None:
-    # No idle_timeout: once loaded the model stays, as it would in an always-on worker.
-    app.worker(capabilities=[CAPABILITY], max_concurrency=MAX_CONCURRENCY)(MiniLM)
+    # No idle_timeout: once loaded the model stays, as it would in an always-on worker, unless a replica's
+    # resource budget needs the room for another worker class (then it is stopped while idle, and loaded again
+    # by the next request for it).
+    app.worker(capabilities=[CAPABILITY], resources=resources(), max_concurrency=MAX_CONCURRENCY)(MiniLM)

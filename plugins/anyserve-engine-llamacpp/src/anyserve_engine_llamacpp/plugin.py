@@ -35,8 +35,15 @@ def capability(settings: model.Settings) -> dict[str, Any]:
 
 
 def resources(settings: model.Settings) -> dict[str, float]:
-    """What the worker holds while it runs, counted against the replica's ``--resources`` budget."""
-    return {"cpus": float(settings.threads)}
+    """What the worker holds while it runs, counted against the replica's ``--resources`` budget.
+
+    ``cpus``: the threads llama.cpp computes with; ``mem_mb``: the MiB the loaded model holds
+    (``ANYSERVE_LLAMACPP_MEM_MB``, measured for the default model), left out when set to 0.
+    """
+    held = {"cpus": float(settings.threads)}
+    if settings.mem_mb:
+        held["mem_mb"] = float(settings.mem_mb)
+    return held
 
 
 @hookimpl
