@@ -1,0 +1,288 @@
+"""Figures from guidellm's JSON reports, and the markdown bench/llm_bench.py writes.
+
+Every figure is computed here the same way for every system, from guidellm's
+per-request records (``benchmarks[0].requests.successful[*]``), so the direct
+row, whose load is split over one guidellm per engine server, is merged like
+any other: output tokens/s is every successful request's output tokens over
+the time from the first request's start to the last one's end; TTFT p50/p99
+and ITL p50 are percentiles over requests (ITL is guidellm's per-request
+mean time between output tokens after the first).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def load_requests(report: Path) -> dict[str, Any]:
+    """Successful request records and error counts of one guidellm JSON report."""
+    bench = json.loads(report.read_text())["benchmarks"][0]
+    requests = bench["requests"]
+    errors = [str((r.get("info") or {}).get("error")) for r in requests.get("errored") or []]
+    totals = bench["metrics"]["request_totals"]
+    keep = (
+        "request_start_time",
+        "request_end_time",
+        "time_to_first_token_ms",
+        "inter_token_latency_ms",
+        "output_tokens",
+        "prompt_tokens",
+    )
+    successful = [{k: r.get(k) for k in keep} for r in requests.get("successful") or []]
+    return {
+        "successful": successful,
+        "errored": int(totals.get("errored", 0)),
+        "incomplete": int(totals.get("incomplete", 0)),
+        "errors": sorted(set(errors))[:5],
+        "guidellm_summary": _guidellm_summary(bench["metrics"]),
+    }
+
+
+def _guidellm_summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """guidellm's own figures, kept beside ours for reference."""
+
+    def stat(name: str, key: str) -> Any:
+        try:
+            value = metrics[name]["successful"]
+            for part in key.split("."):
+                value = value[part]
+            return value
+        except (KeyError, TypeError):
+            return None
+
+    return {
+        "ttft_ms_p50": stat("time_to_first_token_ms", "percentiles.p50"),
+        "ttft_ms_p99": stat("time_to_first_token_ms", "percentiles.p99"),
+        "itl_ms_p50": stat("inter_token_latency_ms", "percentiles.p50"),
+        "output_tokens_per_second_mean": stat("output_tokens_per_second", "mean"),
+    }
+
+
+def summarize(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One measured run (one or several guidellm reports run at the same time) in figures."""
+    records = [r for part in parts for r in part["successful"]]
+    errored = sum(p["errored"] for p in parts)
+    incomplete = sum(p["incomplete"] for p in parts)
+    out: dict[str, Any] = {
+        "successful": len(records),
+        "errored": errored,
+        "incomplete": incomplete,
+        "errors": sorted({e for p in parts for e in p["errors"]})[:5],
+    }
+    if not records:
+        return out
+    start = min(r["request_start_time"] for r in records)
+    end = max(r["request_end_time"] for r in records)
+    output_tokens = sum(r["output_tokens"] or 0 for r in records)
+    ttft = [r["time_to_first_token_ms"] for r in records if r["time_to_first_token_ms"] is not None]
+    itl = [r["inter_token_latency_ms"] for r in records if r["inter_token_latency_ms"] is not None]
+    out.update(
+        duration_s=end - start,
+        output_tokens=output_tokens,
+        output_tokens_mean=output_tokens / len(records),
+        prompt_tokens_mean=statistics.fmean(r["prompt_tokens"] or 0 for r in records),
+        output_tps=output_tokens / max(1e-9, end - start),
+        ttft_ms=ttft,
+        itl_ms=itl,
+    )
+    return out
+
+
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A system's rounds together: throughput is the mean of the rounds', latencies pooled over them."""
+    ok = [r for r in runs if r.get("successful")]
+    ttft = [v for r in ok for v in r["ttft_ms"]]
+    itl = [v for r in ok for v in r["itl_ms"]]
+    return {
+        "rounds": len(runs),
+        "successful": sum(r.get("successful", 0) for r in runs),
+        "errored": sum(r.get("errored", 0) for r in runs),
+        "incomplete": sum(r.get("incomplete", 0) for r in runs),
+        "output_tps": statistics.fmean(r["output_tps"] for r in ok) if ok else None,
+        "output_tps_rounds": [r.get("output_tps") for r in runs],
+        "ttft_p50": percentile(ttft, 50),
+        "ttft_p99": percentile(ttft, 99),
+        "itl_p50": percentile(itl, 50),
+        "ttft_p50_rounds": [percentile(r.get("ttft_ms") or [], 50) for r in runs],
+        "output_tokens_mean": statistics.fmean(r["output_tokens_mean"] for r in ok) if ok else None,
+        "prompt_tokens_mean": statistics.fmean(r["prompt_tokens_mean"] for r in ok) if ok else None,
+        "errors": sorted({e for r in runs for e in r.get("errors", [])})[:5],
+    }
+
+
+# ------------------------------------------------------------------------------------------ markdown
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def _ratio(value: float | None, base: float | None) -> str:
+    return "" if value is None or not base else f" ({value / base:.2f}x)"
+
+
+def _diff(value: float | None, base: float | None) -> str:
+    return "" if value is None or base is None else f" ({value - base:+.1f})"
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """(target, measured, met) rows; ``met`` is None when a figure is missing."""
+    rows: list[tuple[str, str, bool | None]] = []
+    direct = results.get("direct", {}).get("combined")
+    peers = {k: results[k]["combined"] for k in ("smg", "vllm-router") if results.get(k, {}).get("combined")}
+    for key, label in (("anyserve", "anyserve → llama-server"), ("anyserve-plugin", "anyserve, in-replica plugin")):
+        mine = results.get(key, {}).get("combined")
+        if not mine or not direct or mine.get("output_tps") is None or direct.get("output_tps") is None:
+            rows.append((f"{label}: throughput ≥ 0.95x direct", "not measured", None))
+            continue
+        ratio = mine["output_tps"] / direct["output_tps"]
+        rows.append((f"{label}: output tokens/s ≥ 0.95x direct", f"{ratio:.3f}x", ratio >= 0.95))
+        added = mine["ttft_p50"] - direct["ttft_p50"]
+        rows.append((f"{label}: TTFT p50 added vs direct ≤ 2 ms", f"{added:+.2f} ms", added <= 2.0))
+        if key != "anyserve":
+            continue
+        for peer, theirs in peers.items():
+            if theirs.get("output_tps") is None:
+                continue
+            checks = [
+                ("output tokens/s", mine["output_tps"], theirs["output_tps"], True, "tok/s"),
+                ("TTFT p50", mine["ttft_p50"], theirs["ttft_p50"], False, "ms"),
+                ("TTFT p99", mine["ttft_p99"], theirs["ttft_p99"], False, "ms"),
+                ("ITL p50", mine["itl_p50"], theirs["itl_p50"], False, "ms"),
+            ]
+            for name, a, b, higher_better, unit in checks:
+                met = a >= b if higher_better else a <= b
+                rows.append(
+                    (f"{label}: {name} no worse than {peer}", f"{a:,.2f} vs {b:,.2f} {unit} ({a - b:+.2f})", met)
+                )
+    return rows
+
+
+def markdown(run: dict[str, Any]) -> str:
+    cfg = run["config"]
+    results = run["results"]
+    direct = results.get("direct", {}).get("combined") or {}
+    lines = [
+        f"# anyserve vs peer routers: LLM serving, SmolLM2-135M on llama.cpp — {run['started']} on {run['host']}",
+        "",
+        f"`{run['command']}`",
+        "",
+        (
+            f"guidellm {run['versions'].get('guidellm', '?')}, profile `concurrent` with {cfg['concurrency']} streams, "
+            f"{cfg['requests']} requests per system and round, synthetic prompts of {cfg['prompt_tokens']} tokens "
+            f"(guidellm's tokenizer) asking for {cfg['output_tokens']} output tokens, streamed chat completions; "
+            f"the same data for every system. {cfg['rounds']} round(s), systems in "
+            f"{'alternating' if cfg['rounds'] > 1 else 'listed'} order "
+            f"(round 1 as listed, round 2 reversed, ...). "
+            f"Engines: {cfg['engines']} llama-server processes ({cfg['slots']} slots, 1 thread each), all pinned to "
+            f"CPU {cfg['engine_cpu']}; every router and guidellm pinned to CPU {cfg['front_cpu']}. "
+            "Throughput is the mean over rounds; latencies are percentiles over all requests of all rounds."
+        ),
+        "",
+        "## Results",
+        "",
+        "| system | output tokens/s | TTFT p50 (ms) | TTFT p99 (ms) | ITL p50 (ms) | ok / errors | "
+        "front CPU per request (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, entry in results.items():
+        label = entry["label"]
+        comb = entry.get("combined")
+        if not comb or comb.get("output_tps") is None:
+            reason = entry.get("unavailable") or entry.get("error") or "no successful request"
+            lines.append(f"| {label} | not available: {_one_line(reason)} | | | | | |")
+            continue
+        rel = key != "direct" and direct.get("output_tps")
+        tps = _num(comb["output_tps"]) + (_ratio(comb["output_tps"], direct.get("output_tps")) if rel else "")
+        p50 = _num(comb["ttft_p50"]) + (_diff(comb["ttft_p50"], direct.get("ttft_p50")) if rel else "")
+        p99 = _num(comb["ttft_p99"]) + (_diff(comb["ttft_p99"], direct.get("ttft_p99")) if rel else "")
+        itl = _num(comb["itl_p50"], 2) + (_diff(comb["itl_p50"], direct.get("itl_p50")) if rel else "")
+        errors = comb["errored"] + comb["incomplete"]
+        cpu = entry.get("front_cpu_ms_per_request")
+        lines.append(
+            f"| {label} | {tps} | {p50} | {p99} | {itl} | {comb['successful']} / {errors} | "
+            f"{'—' if cpu is None else f'{cpu:.2f}'} |"
+        )
+    lines += [
+        "",
+        "Ratios (x) are against *direct*; (+/-) are milliseconds added to direct's figure. *front CPU per request*: "
+        f"CPU time (user + system) of the system's own processes on CPU {cfg['front_cpu']} (the router; for the "
+        "in-replica plugin the router and, on the engine core, the replicas' agents and workers) per request during "
+        "the measured runs; direct has none. Engine CPU is in the JSON.",
+        "",
+        "Per round (output tokens/s, TTFT p50 ms):",
+        "",
+        "| system | " + " | ".join(f"round {i + 1}" for i in range(cfg["rounds"])) + " |",
+        "|---|" + "---:|" * cfg["rounds"],
+    ]
+    for entry in results.values():
+        comb = entry.get("combined")
+        if not comb or comb.get("output_tps") is None:
+            continue
+        cells = [
+            f"{_num(t)} / {_num(p)}" for t, p in zip(comb["output_tps_rounds"], comb["ttft_p50_rounds"], strict=False)
+        ]
+        lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
+    lines += ["", "## Targets", "", "| target | measured | |", "|---|---:|:---:|"]
+    for name, measured, met in targets(results):
+        mark = "—" if met is None else ("✅" if met else "❌")
+        lines.append(f"| {name} | {measured} | {mark} |")
+    lines += [
+        "",
+        "Judged on the measured figures as they are, with no allowance for noise: on this shared 2-core machine "
+        "TTFT and throughput move by several percent between rounds of the same system (see *Per round*), so a "
+        "difference smaller than that between two systems is not a measured difference.",
+        "",
+        "## Systems and command lines",
+        "",
+    ]
+    for entry in [{"label": "engine servers (shared by every system but the in-replica plugin)",
+                   "commands": run["engines"]["commands"], "notes": ""}, *results.values()]:  # fmt: skip
+        lines += [f"**{entry['label']}**" + (f" — {entry['notes']}" if entry.get("notes") else ""), ""]
+        if entry.get("commands"):
+            lines += ["```", *[_relative(c, run) for c in entry["commands"]], "```", ""]
+        elif entry.get("unavailable"):
+            lines += [f"not available: {entry['unavailable']}", ""]
+    lines += [
+        "Load generator, for each system (direct: one per engine server, each with half the streams and requests):",
+        "",
+        "```",
+        _relative(run["guidellm_command"], run),
+        "```",
+        "",
+        "## Environment",
+        "",
+    ]
+    for name, value in run["versions"].items():
+        lines.append(f"- {name}: {value}")
+    lines += [
+        f"- machine: {run['cpu']}, {run['cores']} cores; load average at start {run['loadavg_start']}, "
+        f"at end {run.get('loadavg_end', '?')}",
+        "- background load (share of both cores busy with other processes, sampled for 1 s before each system): "
+        + ", ".join(f"{k} {v * 100:.0f}%" for k, v in run["background"].items()),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _one_line(text: str) -> str:
+    first = str(text).strip().splitlines()[0] if str(text).strip() else str(text)
+    return first.replace("|", "/")[:300]
+
+
+def _relative(command: str, run: dict[str, Any]) -> str:
+    return command.replace(run["root"] + "/", "").replace(run["work"], "$WORK")

