@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,8 @@ DEFAULT_TYPES = ("chat", "completion")
 #: Seconds to connect to an engine (a refused or silent one counts as unreachable) and to answer a probe.
 CONNECT_TIMEOUT = 1.0
 PROBE_TIMEOUT = 5.0
+#: Seconds between two readings of an engine's model list (only while no request of this router is on it).
+MODELS_EVERY = 30.0
 #: Headers not passed on to the engine or back to the client (hop-by-hop, or recomputed).
 _SKIP_HEADERS = frozenset(
     {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "accept-encoding"}
@@ -79,6 +82,10 @@ class EngineState:
     models: list[str] = field(default_factory=list)
     error: str | None = None
     task: asyncio.Task[None] | None = None
+    #: Whether the engine serves ``GET /health`` (llama-cpp-python's server does not).
+    has_health: bool = True
+    #: When the model list was last read (monotonic seconds); 0: never.
+    listed_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.spec.to_dict(), "healthy": self.healthy, "models": self.models, "error": self.error}
@@ -140,26 +147,69 @@ class Engines:
                 log.exception("probing engine %s failed", state.spec.id)
 
     async def _probe(self, state: EngineState) -> None:
+        """One probe: keep the entry alive (a heartbeat), register it anew when its models changed.
+
+        An engine that refuses connections is gone and leaves routing at
+        once; one that is slow to answer (busy generating) or answers badly
+        keeps its entry until the registry's TTL expires it, so a busy engine
+        is never dropped for being busy.
+        """
         spec = state.spec
         try:
-            models = await self._models(spec.url)
-        except (httpx.HTTPError, ValueError) as exc:
+            models = await self._check(state)
+        except (httpx.HTTPError, OSError, ValueError) as exc:
             if state.healthy or state.error is None:
                 log.warning("engine %s at %s does not answer: %s", spec.id, spec.url, exc)
             state.healthy, state.error = False, f"{type(exc).__name__}: {exc}"
-            with contextlib.suppress(UnknownReplica):
-                self.registry.deregister(spec.id)
+            if isinstance(exc, (httpx.ConnectError, ConnectionRefusedError)):
+                with contextlib.suppress(UnknownReplica):
+                    self.registry.deregister(spec.id)
             return
         if not state.healthy:
             log.warning("engine %s at %s is up, serving %s", spec.id, spec.url, ", ".join(models) or "no model")
+        known = state.healthy and models == state.models
         state.healthy, state.error, state.models = True, None, models
+        if known:
+            try:
+                self.registry.heartbeat(spec.id)
+                return
+            except UnknownReplica:  # expired meanwhile: register again
+                pass
         self.registry.register(spec.id, spec.url, self._capabilities(spec, models), protocol=OPENAI)
 
+    async def _check(self, state: EngineState) -> list[str]:
+        """The engine's models, read again only every :data:`MODELS_EVERY` seconds and only while it is idle.
+
+        Between two readings the probe is ``GET /health``, or a bare TCP
+        connection to an engine without one: llama-cpp-python's server
+        interrupts the generation in progress whenever another request asks
+        for its model, ``/v1/models`` included, so listing it while it
+        serves a stream would cut the stream short.
+        """
+        url = state.spec.url
+        if state.has_health:
+            health = await self.client.get(f"{url}/health")
+            if health.status_code == 404:
+                state.has_health = False
+            else:
+                health.raise_for_status()
+        listed_long_ago = time.monotonic() - state.listed_at >= MODELS_EVERY
+        if not state.listed_at or not state.healthy or (listed_long_ago and self._idle(state.spec.id)):
+            state.listed_at = time.monotonic()
+            return await self._models(url)
+        if not state.has_health:
+            host, _, port = url.split("://", 1)[1].rpartition(":")
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), CONNECT_TIMEOUT)
+            writer.close()
+        return state.models
+
+    def _idle(self, engine_id: str) -> bool:
+        try:
+            return self.registry.get(engine_id).in_flight == 0
+        except UnknownReplica:
+            return True
+
     async def _models(self, url: str) -> list[str]:
-        """The engine's model ids; ``/health`` must not fail first where the engine serves one."""
-        health = await self.client.get(f"{url}/health")
-        if health.status_code >= 400 and health.status_code != 404:
-            health.raise_for_status()
         listed = await self.client.get(f"{url}/v1/models")
         listed.raise_for_status()
         data = listed.json().get("data")
