@@ -81,12 +81,12 @@ class LocalCluster:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.members: list[Member] = []
 
-    def _spawn(self, name: str, args: list[str]) -> Member:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Member:
         log = self.workdir / f"{name}.log"
         proc = subprocess.Popen(
             [sys.executable, "-m", "anyserve_cli", *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            text=True, env=self.env, start_new_session=True,
+            text=True, env={**self.env, **(env or {})}, start_new_session=True,
         )  # fmt: skip
         member = Member(name, proc, log)
         self.members.append(member)
@@ -115,8 +115,12 @@ class LocalCluster:
         member = self._spawn("router", ["router", "--port", str(free_port()), *args])
         return self._wait(member, timeout)
 
-    def start_replica(self, name: str, app: str, *args: str, timeout: float = 60.0) -> str:
-        member = self._spawn(name, ["start", "--app", app, "--port", "0", "--replica-id", name, *args])
+    def start_replica(
+        self, name: str, app: str | None, *args: str, env: dict[str, str] | None = None, timeout: float = 60.0
+    ) -> str:
+        """A replica of ``app``; with None, of what installed capability plugins contribute (``env`` narrows them)."""
+        app_args = ["--app", app] if app is not None else []
+        member = self._spawn(name, ["start", *app_args, "--port", "0", "--replica-id", name, *args], env)
         return self._wait(member, timeout)
 
     def stop(self, grace: float = 10.0) -> None:

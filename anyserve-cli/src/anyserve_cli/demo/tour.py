@@ -102,6 +102,58 @@ def openai_sdk(router: str, say: Say, write: Callable[[str], None]) -> None:
         say(f"  the same with max_tokens=4, unary: {choice.message.content!r} (finish_reason={choice.finish_reason})")
 
 
+#: What the real model is asked in the OpenAI step (greedy, so its answer is the same every run).
+REAL_QUESTION = "What does a router do? Answer in one sentence."
+
+
+def openai_real(router: str, model: str, endpoint: str, say: Say, write: Callable[[str], None]) -> None:
+    """A real chat model (the llama.cpp engine plugin) through the router's OpenAI API, with the ``openai`` SDK.
+
+    ``endpoint`` is the replica serving it, whose status says what loading the model cost.
+    """
+    from openai import OpenAI  # imported here: only this step needs it, and it takes a moment
+
+    from anyserve_cli.status_cmd import replica_status
+
+    say(f'OpenAI(base_url="{router}/v1"): model="{model}" routes to {{type: chat, model: {model}}}, '
+        "SmolLM2-135M-Instruct on llama.cpp")  # fmt: skip
+    messages = [{"role": "user", "content": REAL_QUESTION}]
+    with OpenAI(base_url=f"{router}/v1", api_key="anyserve", timeout=120, max_retries=0) as client:
+        say(f"  client.models.list() -> {sorted(m.id for m in client.models.list())}")
+        began = time.perf_counter()
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=1)
+        first_call = time.perf_counter() - began
+        started = [s for s in replica_status(endpoint)["switches"] if s["action"] == "start"]
+        load = f": worker class {started[-1]['worker']} started in {started[-1]['seconds']:.2f}s" if started else ""
+        say(f"  first request: {first_call:.2f}s (the model loads on first use{load})")
+        say(f"  user: {REAL_QUESTION}")
+        say(f"  client.chat.completions.create(model='{model}', messages=..., stream=True, temperature=0):")
+        write("  ")
+        finish, usage, first = None, None, None
+        began = time.perf_counter()
+        stream = client.chat.completions.create(
+            model=model, messages=messages, stream=True, stream_options={"include_usage": True},
+            temperature=0, max_tokens=64,
+        )  # fmt: skip
+        for chunk in stream:
+            for choice in chunk.choices:
+                if choice.delta.content:
+                    first = first or time.perf_counter() - began
+                    write(choice.delta.content.replace("\n", "\n  "))
+                finish = choice.finish_reason or finish
+            usage = chunk.usage or usage
+        total = time.perf_counter() - began
+        write("\n")
+        tokens = f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens" if usage else "no usage"
+        say(f"  finish_reason={finish}, usage: {tokens}")
+        if first is not None and usage is not None and usage.completion_tokens > 1 and total > first:
+            rate = (usage.completion_tokens - 1) / (total - first)  # tokens after the first, over their time
+            say(f"  first token after {first * 1000:.0f} ms, then {rate:.0f} tokens/s ({total:.2f}s in all)")
+        short = client.chat.completions.create(model=model, messages=messages, max_tokens=4, temperature=0)
+        choice = short.choices[0]
+        say(f"  the same with max_tokens=4, unary: {choice.message.content!r} (finish_reason={choice.finish_reason})")
+
+
 def switching(heavy_endpoint: str, say: Say, anyserve: str = "anyserve") -> None:
     """``anyserve`` is how to run the command from another terminal (see ``cluster.anyserve_command``)."""
     say("the heavy replica has one gpu; llama-70b (already hot) and mixtral-8x22b each need it:")
