@@ -1,4 +1,4 @@
-"""Reading a request off HTTP: the body within its limit, its format, and its :class:`RequestMeta`.
+"""Reading a request off HTTP: the body within its limit, its format, its :class:`RequestMeta`, and its client leaving.
 
 Headers are read from the raw ASGI list (bytes, lower-case names), once per
 request; :meth:`RequestMeta.from_http` checks every value a client wrote.
@@ -6,17 +6,23 @@ request; :meth:`RequestMeta.from_http` checks every value a client wrote.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Awaitable, Mapping
+from typing import TypeVar
 
 from starlette.requests import Request
+from starlette.types import Receive
 
 from anyserve.delegation import MAX_DELEGATION_DEPTH
+from anyserve.errors import Cancelled
 from anyserve.protocol import RequestMeta, names
 from anyserve_router.errors import BodyTooLarge, NoMatch
 
 LIMIT_SETTING = "router.max_body_bytes"
 #: Where the request's id is kept in the ASGI scope once read, for error answers.
 REQUEST_ID_SCOPE = "anyserve.request_id"
+
+T = TypeVar("T")
 
 
 def request_id(request: Request) -> str | None:
@@ -63,3 +69,41 @@ def read_meta(request: Request, default_query: Mapping[str, str] | None = None) 
             f"delegated at most {MAX_DELEGATION_DEPTH} time, so no replica was found for it"
         )
     return meta
+
+
+class ClientGone(Cancelled):
+    """The HTTP client disconnected before its answer was ready; the call was cancelled."""
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def until_disconnect(receive: Receive, work: Awaitable[T]) -> T:
+    """``await work``, cancelled as soon as the client disconnects (the body must be read already).
+
+    One watcher task per call, which cancels this task when the client
+    leaves: cheaper than racing two tasks, and the call's own cancellation
+    (a deadline, shutdown) still passes through as it is.
+    """
+    current = asyncio.current_task()
+    assert current is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await _disconnected(receive)
+        gone = True
+        current.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        current.uncancel()
+        raise ClientGone("the client disconnected; the request was cancelled") from None
+    finally:
+        watcher.cancel()

@@ -18,11 +18,10 @@ call whose client disconnects is cancelled, as a stream is.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from starlette.requests import Request
@@ -30,17 +29,19 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from anyserve.capability import normalize_query
-from anyserve.errors import AnyServeError, Cancelled, InvalidField, http_status
+from anyserve.errors import AnyServeError
 from anyserve.llm import kserve
 from anyserve.llm.types import STOP, Delta, EmbedRequest
 from anyserve.protocol import RequestMeta, dumps, is_final, loads_object, names, new_request_id, split_error
 from anyserve.protocol import messages as pb
 from anyserve.protocol import openai_bodies as bodies
-from anyserve.protocol.openai import CAPABILITY_TYPE, READERS, OpenAIRequest, error_body
+from anyserve.protocol.openai import CAPABILITY_TYPE, READERS, OpenAIRequest
 from anyserve_router import inbound
 from anyserve_router.engines import passed_headers, relay
 from anyserve_router.errors import NoMatch
 from anyserve_router.forwarding import ReplicaFailed
+from anyserve_router.inbound import until_disconnect
+from anyserve_router.openai_errors import OpenAIError, as_openai
 from anyserve_router.openai_streams import ChatChunks, CompletionChunks, ResponseStream
 from anyserve_router.registry import OPENAI
 from anyserve_router.selection import candidates
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("anyserve.router.openai")
 
-T = TypeVar("T")
 
 PREFIX = "/v1/"
 #: Entries an OpenAI request may go to: anyserve replicas and engine servers alike.
@@ -67,87 +67,7 @@ ENGINE_PATHS = {kind: path for path, kind in ENDPOINTS.items()}
 MODELS = "/v1/models"
 #: Capability types whose ``model`` values ``GET /v1/models`` lists.
 LLM_TYPES = frozenset(CAPABILITY_TYPE.values())
-#: Seconds a client is told to wait when a model exists but cannot serve right now.
-RETRY_AFTER_SECONDS = 1
 _ID_PREFIX = {"chat": "chatcmpl-", "completion": "cmpl-", "embed": "embd-", "responses": "resp_"}
-#: Upstream codes that mean "not now" rather than "broken": answered 503 with Retry-After.
-_BUSY_CODES = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED"})
-
-
-class OpenAIError(Exception):
-    """An answer in OpenAI's error shape."""
-
-    def __init__(
-        self, status: int, message: str, *, param: str | None = None, code: str | None = None, retry: bool = False
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.code = code
-        self.retry = retry
-
-    def response(self, request_id: str | None) -> Response:
-        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if self.retry else {}
-        if request_id:
-            headers[names.REQUEST_ID_HEADER] = request_id
-        body = error_body(self.status, self.message, param=self.param, code=self.code)
-        return Response(dumps(body), status_code=self.status, media_type=names.JSON, headers=headers)
-
-
-class ClientGone(Cancelled):
-    """The HTTP client disconnected before its answer was ready; the call was cancelled."""
-
-
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-async def until_disconnect(receive: Receive, work: Awaitable[T]) -> T:
-    """``await work``, cancelled as soon as the client disconnects (the body must be read already).
-
-    One watcher task per call, which cancels this task when the client
-    leaves: cheaper than racing two tasks, and the call's own cancellation
-    (a deadline, shutdown) still passes through as it is.
-    """
-    current = asyncio.current_task()
-    assert current is not None
-    gone = False
-
-    async def watch() -> None:
-        nonlocal gone
-        await _disconnected(receive)
-        gone = True
-        current.cancel()
-
-    watcher = asyncio.get_running_loop().create_task(watch())
-    try:
-        return await work
-    except asyncio.CancelledError:
-        if not gone:
-            raise
-        current.uncancel()
-        raise ClientGone("the client disconnected; the request was cancelled") from None
-    finally:
-        watcher.cancel()
-
-
-def _as_openai(exc: Exception, request_id: str) -> OpenAIError:
-    """Any failure as the OpenAI error the SDK maps to the right exception class."""
-    if isinstance(exc, OpenAIError):
-        return exc
-    if isinstance(exc, InvalidField):
-        return OpenAIError(400, exc.message, param=exc.param)
-    if isinstance(exc, AnyServeError):
-        status = http_status(exc.code)
-        if isinstance(exc, ReplicaFailed) and exc.code in _BUSY_CODES:
-            return OpenAIError(503, exc.message, code=exc.code.lower(), retry=True)
-        if status >= 500:
-            log.warning("OpenAI request %s failed: %s %s", request_id, exc.code, exc.message)
-        return OpenAIError(status, exc.message, code=exc.code.lower())
-    log.error("internal error in an OpenAI request (request %s)", request_id, exc_info=exc)
-    return OpenAIError(500, f"internal error (request {request_id})")
 
 
 class OpenAIFront:
@@ -175,7 +95,7 @@ class OpenAIFront:
             if started:
                 raise
             request_id = inbound.request_id(request) or new_request_id()
-            await _as_openai(exc, request_id).response(request_id)(scope, receive, send)
+            await as_openai(exc, request_id).response(request_id)(scope, receive, send)
 
     async def _dispatch(self, request: Request, path: str, method: str) -> Response:
         kind = ENDPOINTS.get(path)
