@@ -1,6 +1,6 @@
 """LLM serving through anyserve against the engine servers alone and against peer routers, with guidellm.
 
-    .venv/bin/python bench/llm_bench.py            # ~12 min: 64 requests per system, 2 rounds
+    .venv/bin/python bench/llm_bench.py            # ~16 min: 48 requests per system and round, 2 rounds
     .venv/bin/python bench/llm_bench.py --quick    # ~4 min: 16 requests per system, 1 round
     .venv/bin/python bench/llm_bench.py --systems direct,anyserve --out /tmp/llm
 
@@ -79,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     keys = [s.key for s in llm_systems.SYSTEMS]
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="16 requests per system, 1 round (a functional check)")
-    p.add_argument("--requests", type=int, help="requests per system and round (default 64; --quick 16)")
+    p.add_argument("--requests", type=int, help="requests per system and round (default 48; --quick 16)")
     p.add_argument("--rounds", type=int, help="rounds, the order reversed every other round (default 2; --quick 1)")
     p.add_argument("--concurrency", type=int, default=4, help="guidellm streams (default 4)")
     p.add_argument("--prompt-tokens", type=int, default=128)
@@ -93,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="write the report here instead of bench/results")
     p.add_argument("--no-save", action="store_true", help="print the report only")
     args = p.parse_args(argv)
-    args.requests = args.requests or (16 if args.quick else 64)
+    args.requests = args.requests or (16 if args.quick else 48)
     args.rounds = args.rounds or (1 if args.quick else 2)
     args.plugin_replicas = args.plugin_replicas or args.engines * args.slots
     wanted = [k.strip() for k in args.systems.split(",") if k.strip()]
@@ -128,20 +128,28 @@ def guidellm_cmd(exe: Path, tokenizer: str, target: str, streams: int, requests:
     ]  # fmt: skip
 
 
-def run_load(procs: Procs, work: Path, name: str, cmds: list[list[str]], timeout: float = 900) -> list[Path]:
-    """Start every guidellm at once (pinned with the routers), wait for all; their JSON reports."""
+def run_load(
+    procs: Procs, work: Path, name: str, cmds: list[list[str]], groups: dict[str, list], timeout: float = 900
+) -> tuple[list[Path], list[tuple[float, dict[str, float]]]]:
+    """Start every guidellm at once (pinned with the routers) and wait for all: their JSON reports, and CPU samples.
+
+    Every 0.25 s the CPU time (s) of each group of processes in ``groups`` and of the load generator is
+    recorded with the wall-clock time, so the CPU used inside the measured window can be taken later.
+    """
     env = {**OFFLINE, "HF_HOME": str(work / "hf-home")}
     started = [procs.start(f"{name}-guidellm-{i + 1}", cmd, FRONT_CPU, env=env) for i, cmd in enumerate(cmds)]
+    groups = {**groups, "loadgen": started}
+    samples: list[tuple[float, dict[str, float]]] = []
     deadline = time.monotonic() + timeout
     try:
+        while any(p.alive() for p in started):
+            samples.append((time.time(), {k: sum(p.cpu_seconds() for p in v) for k, v in groups.items()}))
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"guidellm did not finish within {timeout:g}s:\n{started[0].tail()}")
+            time.sleep(0.25)
         for proc in started:
-            left = max(1.0, deadline - time.monotonic())
-            try:
-                code = proc.popen.wait(timeout=left)
-            except subprocess.TimeoutExpired as exc:
-                raise RuntimeError(f"{proc.name} did not finish within {timeout:g}s:\n{proc.tail()}") from exc
-            if code != 0:
-                raise RuntimeError(f"{proc.name} exited with {code}:\n{proc.tail()}")
+            if proc.popen.returncode != 0:
+                raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
     finally:
         for proc in started:
             procs.stop(proc)
@@ -149,7 +157,18 @@ def run_load(procs: Procs, work: Path, name: str, cmds: list[list[str]], timeout
     missing = [r for r in reports if not r.exists()]
     if missing:
         raise RuntimeError(f"guidellm wrote no report {missing}")
-    return reports
+    return reports, samples
+
+
+def cpu_in_window(samples: list[tuple[float, dict[str, float]]], start: float, end: float) -> dict[str, float]:
+    """CPU seconds each group used between ``start`` and ``end`` (the samples nearest inside the window)."""
+    inside = [s for s in samples if start <= s[0] <= end]
+    if len(inside) < 2:
+        return {}
+    (t0, first), (t1, last) = inside[0], inside[-1]
+    # scale to the whole window: the samples bracket all but a fraction of a second of it
+    scale = (end - start) / max(1e-9, t1 - t0)
+    return {k: (last[k] - first[k]) * scale for k in first}
 
 
 def warm_up(target: str, concurrency: int) -> None:
@@ -175,13 +194,14 @@ def measure(ctx: Context, system, endpoint, args, guidellm: Path, tokenizer: str
         for i, target in enumerate(endpoint.targets)
     ]  # fmt: skip
     engine_procs = endpoint.engine_procs if endpoint.engine_procs is not None else ctx.engines.procs
-    front0 = sum(p.cpu_seconds() for p in endpoint.procs)
-    engine0 = sum(p.cpu_seconds() for p in engine_procs)
-    reports = run_load(ctx.procs, ctx.work, f"{system.key}-r{round_no}", cmds)
-    front = sum(p.cpu_seconds() for p in endpoint.procs) - front0
-    engine = sum(p.cpu_seconds() for p in engine_procs) - engine0
+    groups = {"front": endpoint.procs, "engine": engine_procs}
+    reports, samples = run_load(ctx.procs, ctx.work, f"{system.key}-r{round_no}", cmds, groups)
     summary = llm_report.summarize([llm_report.load_requests(r) for r in reports])
-    summary.update(front_cpu_s=front, engine_cpu_s=engine, reports=[str(r) for r in reports])
+    summary["reports"] = [str(r) for r in reports]
+    if summary.get("successful"):
+        cpu = cpu_in_window(samples, summary["window"][0], summary["window"][1])
+        summary["cpu_s"] = cpu  # CPU seconds in the measured window, per group
+        summary["cpu_share"] = {k: v / summary["duration_s"] for k, v in cpu.items()}  # of one core
     if len(reports) > 1 and summary.get("successful"):
         starts = []
         for report in reports:
@@ -310,12 +330,16 @@ def _run(args, started: datetime.datetime, work: Path, procs: Procs) -> int:
         ok = [r for r in entry["rounds"] if r.get("successful")]
         if entry["rounds"]:
             entry["combined"] = llm_report.combine(entry["rounds"])
-        if ok:
+        if ok and all(r.get("cpu_s") for r in ok):
             requests = sum(r["successful"] for r in ok)
-            front = 1000 * sum(r["front_cpu_s"] for r in ok) / requests
+            front = 1000 * sum(r["cpu_s"]["front"] for r in ok) / requests
             entry["front_cpu_ms_per_request"] = None if key == "direct" else front
             tokens = sum(r["output_tokens"] for r in ok)
-            entry["engine_cpu_ms_per_output_token"] = 1000 * sum(r["engine_cpu_s"] for r in ok) / max(1, tokens)
+            entry["engine_cpu_ms_per_output_token"] = 1000 * sum(r["cpu_s"]["engine"] for r in ok) / max(1, tokens)
+            seconds = sum(r["duration_s"] for r in ok)
+            entry["engine_core_busy"] = sum(r["cpu_s"]["engine"] for r in ok) / seconds
+            entry["loadgen_core_busy"] = sum(r["cpu_s"]["loadgen"] for r in ok) / seconds
+            entry["front_core_busy"] = sum(r["cpu_s"]["front"] for r in ok) / seconds
         if entry.get("errors") and not entry.get("combined"):
             entry["error"] = entry["errors"][0]
 

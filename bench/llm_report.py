@@ -91,6 +91,7 @@ def summarize(parts: list[dict[str, Any]]) -> dict[str, Any]:
     ttft = [r["time_to_first_token_ms"] for r in records if r["time_to_first_token_ms"] is not None]
     itl = [r["inter_token_latency_ms"] for r in records if r["inter_token_latency_ms"] is not None]
     out.update(
+        window=(start, end),
         duration_s=end - start,
         output_tokens=output_tokens,
         output_tokens_mean=output_tokens / len(records),
@@ -185,10 +186,13 @@ def markdown(run: dict[str, Any]) -> str:
             f"guidellm {run['versions'].get('guidellm', '?')}, profile `concurrent` with {cfg['concurrency']} streams, "
             f"{cfg['requests']} requests per system and round, synthetic prompts of {cfg['prompt_tokens']} tokens "
             f"(guidellm's tokenizer) asking for {cfg['output_tokens']} output tokens, streamed chat completions; "
-            f"the same data for every system. {cfg['rounds']} round(s), systems in "
-            f"{'alternating' if cfg['rounds'] > 1 else 'listed'} order "
-            f"(round 1 as listed, round 2 reversed, ...). "
-            f"Engines: {cfg['engines']} llama-server processes ({cfg['slots']} slots, 1 thread each), all pinned to "
+            f"the same data for every system. "
+            + (
+                f"{cfg['rounds']} rounds, the order of the systems reversed every other round. "
+                if cfg["rounds"] > 1
+                else "One round. "
+            )
+            + f"Engines: {cfg['engines']} llama-server processes ({cfg['slots']} slots, 1 thread each), all pinned to "
             f"CPU {cfg['engine_cpu']}; every router and guidellm pinned to CPU {cfg['front_cpu']}. "
             "Throughput is the mean over rounds; latencies are percentiles over all requests of all rounds."
         ),
@@ -196,15 +200,15 @@ def markdown(run: dict[str, Any]) -> str:
         "## Results",
         "",
         "| system | output tokens/s | TTFT p50 (ms) | TTFT p99 (ms) | ITL p50 (ms) | ok / errors | "
-        "front CPU per request (ms) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "router CPU per request (ms) | engine core busy | CPU 1 busy: router + guidellm |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, entry in results.items():
         label = entry["label"]
         comb = entry.get("combined")
         if not comb or comb.get("output_tps") is None:
             reason = entry.get("unavailable") or entry.get("error") or "no successful request"
-            lines.append(f"| {label} | not available: {_one_line(reason)} | | | | | |")
+            lines.append(f"| {label} | not available: {_one_line(reason)} | | | | | | | |")
             continue
         rel = key != "direct" and direct.get("output_tps")
         tps = _num(comb["output_tps"]) + (_ratio(comb["output_tps"], direct.get("output_tps")) if rel else "")
@@ -213,16 +217,28 @@ def markdown(run: dict[str, Any]) -> str:
         itl = _num(comb["itl_p50"], 2) + (_diff(comb["itl_p50"], direct.get("itl_p50")) if rel else "")
         errors = comb["errored"] + comb["incomplete"]
         cpu = entry.get("front_cpu_ms_per_request")
+        busy = entry.get("engine_core_busy")
+        if busy is None:
+            busy_cells = "— | —"
+        else:
+            router_busy = entry.get("front_core_busy") or 0
+            loadgen_busy = entry.get("loadgen_core_busy") or 0
+            busy_cells = (
+                f"{busy * 100:.0f}% | {router_busy * 100:.0f}% + {loadgen_busy * 100:.0f}% "
+                f"= {(router_busy + loadgen_busy) * 100:.0f}%"
+            )
         lines.append(
             f"| {label} | {tps} | {p50} | {p99} | {itl} | {comb['successful']} / {errors} | "
-            f"{'—' if cpu is None else f'{cpu:.2f}'} |"
+            f"{'—' if cpu is None else f'{cpu:.2f}'} | {busy_cells} |"
         )
     lines += [
         "",
-        "Ratios (x) are against *direct*; (+/-) are milliseconds added to direct's figure. *front CPU per request*: "
-        f"CPU time (user + system) of the system's own processes on CPU {cfg['front_cpu']} (the router; for the "
-        "in-replica plugin the router and, on the engine core, the replicas' agents and workers) per request during "
-        "the measured runs; direct has none. Engine CPU is in the JSON.",
+        "Ratios (x) are against *direct*; (+/-) are milliseconds added to direct's figure. CPU figures are user + "
+        "system CPU time from `/proc`, sampled every 0.25 s and taken over the measured window (first request sent "
+        "to last answer ended): *router CPU per request* is the router's (smg's, vllm-router's) per successful "
+        "request; *engine core busy* is the engines' CPU over the window's length (llama-server, or for the "
+        "in-replica plugin the replicas' agents and workers), near 100% when the engines are the bottleneck; "
+        f"*CPU 1 busy* is the router's and guidellm's share of CPU {cfg['front_cpu']}, the core they share.",
         "",
         "Per round (output tokens/s, TTFT p50 ms):",
         "",

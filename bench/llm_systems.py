@@ -183,7 +183,7 @@ def chat_once(base: str, max_tokens: int = 4, timeout: float = 60.0) -> int:
     finally:
         conn.close()
     deltas = 0
-    done = False
+    done = finished = False
     for line in data.split(b"\n"):
         if not line.startswith(b"data:"):
             continue
@@ -195,8 +195,9 @@ def chat_once(base: str, max_tokens: int = 4, timeout: float = 60.0) -> int:
         for choice in chunk.get("choices") or []:
             if (choice.get("delta") or {}).get("content"):
                 deltas += 1
-    if not done or deltas == 0:
-        raise RuntimeError(f"stream without content or [DONE]: {data[:300]!r}")
+            finished = finished or bool(choice.get("finish_reason"))
+    if not done or not finished:
+        raise RuntimeError(f"stream without a finish reason or [DONE]: {data[:300]!r}")
     return deltas
 
 
@@ -408,6 +409,7 @@ def anyserve_plugin(ctx: Context) -> Endpoint:
         started.append(ctx.procs.start(f"anyserve-replica-{i + 1}", cmd, ENGINE_CPU, env=env))
         replica_cmds.append(f"taskset -c {ENGINE_CPU} " + " ".join(cmd))
     _wait(ctx, base, started)
+    warm_replicas(base, ctx.plugin_replicas)
     env_line = " ".join(f"{k}={v}" for k, v in env.items())
     return Endpoint(
         [base],
@@ -420,6 +422,43 @@ def anyserve_plugin(ctx: Context) -> Endpoint:
     )
 
 
+def warm_replicas(base: str, count: int, timeout: float = 60.0) -> None:
+    """Load the model in every replica: one KServe v2 gRPC chat request sent to each replica itself.
+
+    Through the router alone that cannot be done: it ranks hot offers before cold ones, so once one
+    replica is hot it gets every request, however many it already has in flight, and the others stay
+    cold (seen with 4 replicas: 4 concurrent requests, all on the first one).
+    """
+    import grpc
+
+    from anyserve.protocol import messages as pb
+
+    deadline = time.monotonic() + timeout
+    while True:
+        replicas = json.loads(http_get(base + "/registry")[1])["replicas"]
+        if len(replicas) >= count:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(replicas)} of {count} replicas registered within {timeout:g}s")
+        time.sleep(0.2)
+    metadata = [("x-capability-type", "chat"), ("x-capability-model", MODEL)]
+    for replica in replicas:
+        request = pb.ModelInferRequest(model_name="chat", id="warm-up")
+        tensor = request.inputs.add(name="messages", datatype="BYTES", shape=[1])
+        tensor.contents.bytes_contents.append(json.dumps([{"role": "user", "content": "Say hello."}]).encode())
+        request.parameters["max_tokens"].int64_param = 4
+        with grpc.insecure_channel(replica["endpoint"]) as channel:
+            pb.GRPCInferenceServiceStub(channel).ModelInfer(request, metadata=metadata, timeout=timeout)
+    while True:  # until the router has every replica's offer as hot
+        replicas = json.loads(http_get(base + "/registry")[1])["replicas"]
+        states = [c.get("state", "hot") for r in replicas for c in r["capabilities"]]
+        if all(state == "hot" for state in states):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"replicas not all hot within {timeout:g}s: {states}")
+        time.sleep(0.2)
+
+
 def _peer(ctx: Context, name: str) -> Path:
     if ctx.peers_venv is None:
         raise Unavailable(f".venv-peers could not be built: {ctx.peers_reason}")
@@ -430,13 +469,19 @@ def _peer(ctx: Context, name: str) -> Path:
 
 
 def smg(ctx: Context) -> Endpoint:
-    """smg (SGLang model gateway) in OpenAI mode, round robin over the engine servers."""
+    """smg (SGLang model gateway), round robin over the engine servers.
+
+    Its regular (default) HTTP mode: it proxies the OpenAI routes to the workers
+    and health-checks them on ``/health``, which llama-server serves. Not
+    ``--backend openai``: in that mode smg 1.13.0 sent every request to one of
+    the two engine servers whatever the policy (checked: 8 requests, 0 and 8).
+    """
     exe = _peer(ctx, "smg")
     port = free_port()
     cmd = [
-        str(exe), "launch", "--host", "127.0.0.1", "--port", str(port), "--backend", "openai",
-        "--worker-urls", *ctx.engines.urls, "--policy", "round_robin",
-        "--health-check-endpoint", "/health", "--log-level", "warn",
+        str(exe), "launch", "--host", "127.0.0.1", "--port", str(port), "--worker-urls", *ctx.engines.urls,
+        "--policy", "round_robin", "--health-check-endpoint", "/health", "--log-level", "warn",
+        "--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port()),
     ]  # fmt: skip
     proc = ctx.procs.start("smg", cmd, FRONT_CPU)
     base = f"http://127.0.0.1:{port}"
@@ -451,6 +496,7 @@ def vllm_router(ctx: Context) -> Endpoint:
     cmd = [
         str(exe), "--host", "127.0.0.1", "--port", str(port), "--worker-urls", *ctx.engines.urls,
         "--policy", "round_robin", "--log-level", "warning",
+        "--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port()),
     ]  # fmt: skip
     proc = ctx.procs.start("vllm-router", cmd, FRONT_CPU)
     base = f"http://127.0.0.1:{port}"
