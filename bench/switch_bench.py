@@ -1,6 +1,6 @@
 """Switching between two real models under a memory budget: what a request pays when its model is not loaded.
 
-    .venv/bin/python bench/switch_bench.py [--alternations 5] [--hot 3] [--budget 600] [--out DIR | --no-save]
+    .venv/bin/python bench/switch_bench.py [--alternations 5] [--hot 5] [--budget 600] [--out DIR | --no-save]
 
 A router and one replica started as a user would: no ``--app`` (the replica
 serves what installed capability plugins contribute), ``ANYSERVE_LOAD_PLUGINS``
@@ -21,6 +21,9 @@ memory once loaded against what its class declares.
 
 Needs both optional installs (``plugins/anyserve-engine-llamacpp/install.sh``,
 ``plugins/anyserve-capability-minilm/install.sh``; ``./dev test`` runs both).
+``--omp-threads N`` sets ``OMP_NUM_THREADS`` for the replica (torch's threads in
+MiniLM's worker; default: torch's own, one per core).
+
 Writes ``bench/results/switch-<date>-<time>.md`` and ``bench/results/switch-latest.md``.
 """
 
@@ -212,6 +215,13 @@ class Bench:
         return entry
 
 
+def replica_env(args: argparse.Namespace) -> dict[str, str]:
+    env = {"ANYSERVE_LOAD_PLUGINS": PLUGINS, "ANYSERVE_LLAMACPP_THREADS": str(args.threads)}
+    if args.omp_threads:
+        env["OMP_NUM_THREADS"] = str(args.omp_threads)  # torch's threads in MiniLM's worker
+    return env
+
+
 def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Kind], dict[str, Any]]:
     import httpx
     import openai
@@ -228,7 +238,7 @@ def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Kind], dict[str
             "replica",
             ["start", "--port", str(replica_port), "--transport", "unix", "--api-server", url,
              "--resources", f"mem_mb={args.budget}", "--log-level", "info"],
-            work, env={"ANYSERVE_LOAD_PLUGINS": PLUGINS, "ANYSERVE_LLAMACPP_THREADS": str(args.threads)},
+            work, env=replica_env(args),
         )  # fmt: skip
         started.append(replica)
         replica.wait_for(" ready at ")
@@ -274,7 +284,11 @@ def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Kind], dict[str
                         kind.rss.append(rss)
                     if bench.new_switches():
                         bench.unexpected.append(f"round {round_}, {name}: a request whose model was loaded switched")
-                shown = [f"{k.name} switch {k.switching[-1]:.2f}s / loaded {k.hot[-1]:.3f}s" for k in kinds.values()]
+                shown = [
+                    f"{k.name} switch {k.switching[-1]:.2f}s, then loaded "
+                    + " ".join(f"{t:.3f}" for t in k.hot[len(k.hot) - args.hot :])
+                    for k in kinds.values()
+                ]
                 log(f"  round {round_}/{args.alternations}: {', '.join(shown)}")
         status = replica_status(endpoint)
         meta = {"budget": status["resources"]["budget"], "unexpected": bench.unexpected}
@@ -361,7 +375,8 @@ def report(kinds: dict[str, Kind], meta: dict[str, Any], args: argparse.Namespac
         "## Environment",
         "",
         f"- {os.cpu_count()} CPUs; load average {meta['load_before']:.2f} before the run (other work on the "
-        f"machine), {load:.2f} over its last 5 minutes (the benchmark included); llama.cpp threads: {args.threads}",
+        f"machine), {load:.2f} over its last 5 minutes (the benchmark included); llama.cpp threads: {args.threads}; "
+        f"torch threads (OMP_NUM_THREADS): {args.omp_threads or 'torch default, one per core'}",
         f"- Python {platform.python_version()}, {', '.join(versions)}",
         f"- first requests (not counted): chat from nothing loaded {ms(kinds['chat'].cold_first)}, "
         f"then embeddings (a switch) {ms(kinds['embed'].cold_first)}",
@@ -375,9 +390,10 @@ def report(kinds: dict[str, Kind], meta: dict[str, Any], args: argparse.Namespac
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--alternations", type=int, default=5, help="switches measured per request kind")
-    parser.add_argument("--hot", type=int, default=3, help="requests with the model loaded after each switch")
+    parser.add_argument("--hot", type=int, default=5, help="requests with the model loaded after each switch")
     parser.add_argument("--budget", type=int, default=600, help="the replica's mem_mb budget (fits one model)")
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads (ANYSERVE_LLAMACPP_THREADS)")
+    parser.add_argument("--omp-threads", type=int, default=0, help="OMP_NUM_THREADS for the replica (torch's threads)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the report goes (default bench/results)")
     parser.add_argument("--no-save", action="store_true", help="only print the report")
     args = parser.parse_args()
