@@ -141,7 +141,9 @@ def test_the_worker_class_declares_the_memory_the_model_holds(monkeypatch):
     assert plugin.resources({plugin.MEM_ENV: "0"}) == {}  # 0: not counted against any budget
 
 
-@pytest.mark.parametrize(("value", "message"), [("lots", "expected a whole number of MiB"), ("-1", "must be 0 or more")])
+@pytest.mark.parametrize(
+    ("value", "message"), [("lots", "expected a whole number of MiB"), ("-1", "must be 0 or more")]
+)
 def test_a_malformed_memory_setting_fails_the_plugin_with_its_reason(monkeypatch, value, message):
     with pytest.raises(ValueError, match=f"ANYSERVE_MINILM_MEM_MB='{value}': {message}"):
         plugin.resources({plugin.MEM_ENV: value})

@@ -13,12 +13,12 @@ import threading
 import time
 
 import pytest
-from anyserve_engine_llamacpp import engine, model
 
 from anyserve.client import build_request
 from anyserve.errors import InvalidField
 from anyserve.llm import ChatRequest, Delta, Message, Sampling
 from anyserve.stream import Stream
+from anyserve_engine_llamacpp import engine, model
 
 _missing = [m for m in ("llama_cpp", model.DEFAULT_PACKAGE) if importlib.util.find_spec(m) is None]
 needs_engine = [

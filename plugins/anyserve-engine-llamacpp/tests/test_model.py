@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from anyserve_engine_llamacpp import model, plugin
-from anyserve_engine_llamacpp.engine import LlamaCpp
 
 from anyserve.plugins import create_plugin_manager
 from anyserve.replica.apps import AppLoadError, load_app
+from anyserve_engine_llamacpp import model, plugin
+from anyserve_engine_llamacpp.engine import LlamaCpp
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
