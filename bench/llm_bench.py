@@ -84,6 +84,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=4, help="guidellm streams (default 4)")
     p.add_argument("--prompt-tokens", type=int, default=128)
     p.add_argument("--output-tokens", type=int, default=64)
+    p.add_argument(
+        "--rampup",
+        type=float,
+        default=6.0,
+        help="seconds over which guidellm spreads the first requests of the streams (default 6; 0: all at once)",
+    )
     p.add_argument("--engines", type=int, default=2, help="llama-server processes (default 2)")
     p.add_argument("--slots", type=int, default=2, help="llama-server --parallel, per engine (default 2)")
     p.add_argument(
@@ -115,10 +121,13 @@ def tokenizer_dir(python: Path) -> str:
 
 
 def guidellm_cmd(exe: Path, tokenizer: str, target: str, streams: int, requests: int, args, out: Path) -> list[str]:
+    # the same for each of direct's guidellm (2 streams: starts at 0 and R/2) as for one of 4 streams through a
+    # router (0, R/4, R/2, 3R/4, every other one on the same engine): an engine's streams R/2 apart either way
+    rampup = args.rampup
     return [
         str(exe), "run",
         "--backend", f"kind=openai_http,target={target},model={MODEL},timeout=120",
-        "--profile", f"kind=concurrent,streams={streams}",
+        "--profile", f"kind=concurrent,streams={streams}" + (f",rampup_duration={rampup:g}" if rampup else ""),
         "--constraint", f"kind=max_requests,count={requests}",
         "--constraint", "kind=max_duration,seconds=600",
         "--data", f"kind=synthetic_text,prompt_tokens={args.prompt_tokens},output_tokens={args.output_tokens}",
