@@ -31,7 +31,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from anyserve.catalog import LINK_OFF, Catalog
 from anyserve.config import Settings
@@ -108,6 +108,15 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _error_answer(request: Request, exc: Exception) -> Response:
+    """What the FastAPI app's exception handlers would answer, for requests served past it."""
+    if isinstance(exc, AnyServeError):
+        return await _anyserve_error(request, exc)
+    if isinstance(exc, HTTPException):
+        return await _http_error(request, exc)
+    return await _unexpected(request, exc)
+
+
 def _route_path(scope: Scope) -> str:
     """The path routing sees, ``root_path`` removed (as Starlette's ``get_route_path`` does)."""
     path: str = scope["path"]
@@ -157,27 +166,11 @@ class RouterApp:
         send: Send,
     ) -> None:
         scope["app"] = self.fastapi
-        started = False
 
-        async def sending(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        async def make(request: Request) -> Response:
+            return await endpoint(request, *args)
 
-        request = Request(scope, receive, send)
-        try:
-            response = await endpoint(request, *args)
-            await response(scope, receive, sending)
-        except Exception as exc:
-            if started:
-                raise
-            if isinstance(exc, AnyServeError):
-                await (await _anyserve_error(request, exc))(scope, receive, send)
-            elif isinstance(exc, HTTPException):
-                await (await _http_error(request, exc))(scope, receive, send)
-            else:
-                await (await _unexpected(request, exc))(scope, receive, send)
+        await inbound.answer(scope, receive, send, make, _error_answer)
 
 
 async def _sweep(registry: ReplicaRegistry, upstream: Upstream) -> None:

@@ -7,11 +7,12 @@ request; :meth:`RequestMeta.from_http` checks every value a client wrote.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from starlette.requests import Request
-from starlette.types import Receive
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
 from anyserve.delegation import MAX_DELEGATION_DEPTH
 from anyserve.errors import Cancelled
@@ -107,3 +108,33 @@ async def until_disconnect(receive: Receive, work: Awaitable[T]) -> T:
         raise ClientGone("the client disconnected; the request was cancelled") from None
     finally:
         watcher.cancel()
+
+
+async def answer(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    make: Callable[[Request], Awaitable[Response]],
+    fail: Callable[[Request, Exception], Awaitable[Response]],
+) -> None:
+    """Send the response ``make`` gives for the request; ``fail``'s instead if either raises first.
+
+    An error once the response has started (a stream failing mid-way) is
+    re-raised as it is: its status line is already on the wire.
+    """
+    started = False
+
+    async def sending(message: Message) -> None:
+        nonlocal started
+        if message["type"] == "http.response.start":
+            started = True
+        await send(message)
+
+    request = Request(scope, receive, send)
+    try:
+        response = await make(request)
+        await response(scope, receive, sending)
+    except Exception as exc:
+        if started:
+            raise
+        await (await fail(request, exc))(scope, receive, send)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from anyserve.capability import normalize_query
 from anyserve.errors import AnyServeError
@@ -79,23 +79,14 @@ class OpenAIFront:
         self.aliases = {name: normalize_query(query) for name, query in state.settings.openai.aliases.items()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
+        async def make(request: Request) -> Response:
+            return await self._dispatch(request, scope["path"], scope["method"])
 
-        async def sending(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        request = Request(scope, receive, send)
-        try:
-            response = await self._dispatch(request, scope["path"], scope["method"])
-            await response(scope, receive, sending)
-        except Exception as exc:
-            if started:
-                raise
+        async def fail(request: Request, exc: Exception) -> Response:
             request_id = inbound.request_id(request) or new_request_id()
-            await as_openai(exc, request_id).response(request_id)(scope, receive, send)
+            return as_openai(exc, request_id).response(request_id)
+
+        await inbound.answer(scope, receive, send, make, fail)
 
     async def _dispatch(self, request: Request, path: str, method: str) -> Response:
         kind = ENDPOINTS.get(path)
