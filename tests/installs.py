@@ -38,5 +38,5 @@ def missing(*installs: tuple[str, tuple[str, ...]]) -> str | None:
     )
     if not out.stdout.strip():
         return None
-    scripts = " and ".join(INSTALL_SCRIPT[dist] for dist, _ in installs)
+    scripts = " and ".join(INSTALL_SCRIPT.get(dist, f"pip install {dist}") for dist, _ in installs)
     return f"{'; '.join(out.stdout.splitlines())}: run {scripts} (./dev test does)"
