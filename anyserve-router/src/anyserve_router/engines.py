@@ -225,7 +225,8 @@ class Engines:
     # -- the data path -------------------------------------------------------------------------
 
     def _request(self, target: Target, path: str, body: bytes, headers: Mapping[str, str]) -> httpx.Request:
-        sent = {k: v for k, v in headers.items() if k.lower() not in _SKIP_HEADERS}
+        # identity: the body is passed on as the bytes that arrive, so it must not be compressed.
+        sent = {**{k: v for k, v in headers.items() if k.lower() not in _SKIP_HEADERS}, "accept-encoding": "identity"}
         return self.client.build_request(
             "POST", f"{target.endpoint}{path}", content=body, headers=sent, timeout=httpx.Timeout(None, connect=1.0)
         )
@@ -242,6 +243,22 @@ class Engines:
             raise UpstreamError(f"cannot connect: {exc}", code="UNAVAILABLE", unreachable=True) from None
         except httpx.HTTPError as exc:
             raise UpstreamError(f"{type(exc).__name__}: {exc}", code="UNAVAILABLE") from None
+
+
+async def read_bounded(response: httpx.Response, limit: int) -> bytes:
+    """A whole (unary) answer of an engine, refusing more than ``limit`` bytes: a broken or hostile
+    engine must not fill the router's memory. Over the limit the connection is closed and ``ValueError`` raised."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.aiter_raw():
+            size += len(chunk)
+            if size > limit:
+                raise ValueError(f"the engine's answer is larger than {limit} bytes (router.max_body_bytes)")
+            chunks.append(chunk)
+    finally:
+        await response.aclose()
+    return b"".join(chunks)
 
 
 async def relay(response: httpx.Response) -> AsyncIterator[bytes]:

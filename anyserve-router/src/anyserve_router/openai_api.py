@@ -29,7 +29,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from anyserve.capability import normalize_query
-from anyserve.errors import AnyServeError
+from anyserve.errors import AnyServeError, Unavailable
 from anyserve.llm import kserve
 from anyserve.llm.types import STOP, Delta, EmbedRequest
 from anyserve.protocol import RequestMeta, dumps, is_final, loads_object, names, new_request_id, split_error
@@ -37,7 +37,7 @@ from anyserve.protocol import messages as pb
 from anyserve.protocol import openai_bodies as bodies
 from anyserve.protocol.openai import CAPABILITY_TYPE, READERS, OpenAIRequest
 from anyserve_router import inbound
-from anyserve_router.engines import passed_headers, relay
+from anyserve_router.engines import passed_headers, read_bounded, relay
 from anyserve_router.errors import NoMatch
 from anyserve_router.forwarding import ReplicaFailed
 from anyserve_router.inbound import until_disconnect
@@ -187,20 +187,20 @@ class OpenAIFront:
         router = self.state.router
         md = call.meta.to_metadata()
 
-        async def send(target: Target) -> bytes | httpx.Response:
+        async def send(target: Target) -> bytes | tuple[httpx.Response, bytes]:
             if target.protocol == OPENAI:
                 answer = await self._engine_send(call, target)
-                await answer.aread()
-                return answer
+                return answer, await self._engine_body(answer, target)
             return await router.upstream.infer(target, call.payload, md)
 
         forwarded = router.forward(call.meta, send, stream=False, protocols=ANY)
         done = await until_disconnect(call.request.receive, forwarded)
         done.lease.release()
         request_id = call.meta.request_id
-        if isinstance(done.result, httpx.Response):
-            headers = {**passed_headers(done.result), **_headers(done.target, request_id)}
-            return Response(done.result.content, status_code=done.result.status_code, headers=headers)
+        if isinstance(done.result, tuple):
+            answer, content = done.result
+            headers = {**passed_headers(answer), **_headers(done.target, request_id)}
+            return Response(content, status_code=answer.status_code, headers=headers)
         return _json(self._answer(call.req, request_id, done.target, done.result), _headers(done.target, request_id))
 
     async def _stream(self, call: _Call) -> Response:
@@ -221,11 +221,11 @@ class OpenAIFront:
         answer, lease = done.result, done.lease
         if answer.status_code >= 400:  # the engine refused: its error as it is, not a stream
             try:
-                await answer.aread()
+                content = await self._engine_body(answer, done.target)
             finally:
                 lease.release()
             headers = {**passed_headers(answer), **_headers(done.target, call.meta.request_id)}
-            return Response(answer.content, status_code=answer.status_code, headers=headers)
+            return Response(content, status_code=answer.status_code, headers=headers)
 
         async def body() -> AsyncIterator[bytes]:
             try:
@@ -236,6 +236,16 @@ class OpenAIFront:
 
         media_type = answer.headers.get("content-type", "text/event-stream")
         return StreamingResponse(body(), media_type=media_type, headers=headers)
+
+    async def _engine_body(self, answer: httpx.Response, target: Target) -> bytes:
+        """An engine's whole answer, within ``router.max_body_bytes``: a bigger one is a 502, not a full memory."""
+        try:
+            return await read_bounded(answer, self.limit)
+        except ValueError as exc:
+            log.warning("engine %s: %s", target.replica_id, exc)
+            raise Unavailable(str(exc)) from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"the engine's answer broke off: {exc}", code="UNAVAILABLE") from None
 
     async def _engine_send(self, call: _Call, target: Target) -> httpx.Response:
         """The client's body to the engine, ``model`` rewritten only when the client named an alias."""
