@@ -49,7 +49,8 @@ sys.path.insert(0, str(ROOT / "tests" / "interop"))
 
 import llm_report  # noqa: E402
 import llm_systems  # noqa: E402
-from llm_systems import FRONT_CPU, MODEL, Context, Procs, Unavailable, log  # noqa: E402
+from llm_systems import FRONT_CPU, MODEL, Context, Unavailable, log  # noqa: E402
+from processes import Processes  # noqa: E402
 from side_venv import IndexUnreachable, SideVenv  # noqa: E402
 
 LOADGEN = SideVenv(
@@ -138,7 +139,7 @@ def guidellm_cmd(exe: Path, tokenizer: str, target: str, streams: int, requests:
 
 
 def run_load(
-    procs: Procs, work: Path, name: str, cmds: list[list[str]], groups: dict[str, list], timeout: float = 900
+    procs: Processes, work: Path, name: str, cmds: list[list[str]], groups: dict[str, list], timeout: float = 900
 ) -> tuple[list[Path], list[tuple[float, dict[str, float]]]]:
     """Start every guidellm at once (pinned with the routers) and wait for all: their JSON reports, and CPU samples.
 
@@ -157,8 +158,8 @@ def run_load(
                 raise RuntimeError(f"guidellm did not finish within {timeout:g}s:\n{started[0].tail()}")
             time.sleep(0.25)
         for proc in started:
-            if proc.popen.returncode != 0:
-                raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
+            if proc.proc.returncode != 0:
+                raise RuntimeError(f"{proc.name} exited with {proc.proc.returncode}:\n{proc.tail()}")
     finally:
         for proc in started:
             procs.stop(proc)
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = datetime.datetime.now()
     work = Path(tempfile.mkdtemp(prefix="llm-bench-"))
-    procs = Procs(work)
+    procs = Processes(work, cwd=work)
     atexit.register(procs.stop_all)
 
     def on_signal(signum, _frame):
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         procs.stop_all()
 
 
-def _run(args, started: datetime.datetime, work: Path, procs: Procs) -> int:
+def _run(args, started: datetime.datetime, work: Path, procs: Processes) -> int:
     loadavg_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     log("llm_bench: .venv-loadgen (guidellm) ...")
     loadgen = LOADGEN.ensure()

@@ -6,7 +6,7 @@ router and the load generator on the other one. Each system is one small
 function that starts what it needs in front of the engine servers that are
 already running and returns an :class:`Endpoint`, the URL(s) the load
 generator targets; it raises :class:`Unavailable` with the reason when it
-cannot run here (the row then says so). ``Procs.stop_all`` stops every
+cannot run here (the row then says so). ``Processes.stop_all`` stops every
 process group this run started, and is safe to call more than once.
 """
 
@@ -17,7 +17,6 @@ import http.client
 import importlib.util
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from processes import Managed, Processes
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -40,110 +41,6 @@ def log(message: str) -> None:
 
 class Unavailable(RuntimeError):
     """This system cannot be measured here; the message says why."""
-
-
-def _clock_ticks() -> int:
-    return os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class Proc:
-    """A process started in its own session, so its whole group can be stopped and its CPU counted."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    cmd: list[str]
-
-    def output(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def tail(self, lines: int = 25) -> str:
-        return "\n".join(self.output().splitlines()[-lines:])
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def group(self) -> list[int]:
-        """Live pids of this process's session (it leads its own)."""
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == self.popen.pid and fields[0] != "Z":  # pgrp
-                pids.append(int(entry.name))
-        return sorted(pids)
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU of the group's live processes (and of the children they have waited for)."""
-        total = 0
-        for pid in self.group():
-            with contextlib.suppress(OSError):
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-        return total / _clock_ticks()
-
-    def affinity(self) -> dict[int, list[int]]:
-        out = {}
-        for pid in self.group():
-            with contextlib.suppress(OSError):
-                out[pid] = sorted(os.sched_getaffinity(pid))
-        return out
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout=8)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=5)
-
-
-class Procs:
-    """Everything this run started."""
-
-    def __init__(self, work: Path) -> None:
-        self.work = work
-        self.running: list[Proc] = []
-
-    def start(
-        self, name: str, cmd: list[str], cpus: str, env: dict[str, str] | None = None, cwd: Path | None = None
-    ) -> Proc:
-        log_path = self.work / f"{name}.log"
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        with open(log_path, "ab") as out:
-            popen = subprocess.Popen(
-                ["taskset", "-c", cpus, *cmd],
-                cwd=cwd or self.work,
-                env=full_env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        proc = Proc(name, popen, log_path, cmd)
-        self.running.append(proc)
-        return proc
-
-    def stop(self, proc: Proc) -> None:
-        proc.stop()
-        if proc in self.running:
-            self.running.remove(proc)
-
-    def stop_all(self) -> None:
-        for proc in reversed(list(self.running)):
-            proc.stop()
-        self.running.clear()
 
 
 def free_port() -> int:
@@ -201,14 +98,14 @@ def chat_once(base: str, max_tokens: int = 4, timeout: float = 60.0) -> int:
     return deltas
 
 
-def wait_ready(base: str, procs: list[Proc], timeout: float = 90.0) -> None:
+def wait_ready(base: str, procs: list[Managed], timeout: float = 90.0) -> None:
     """Until a streamed chat completion through ``base`` succeeds (or a process dies, or time runs out)."""
     deadline = time.monotonic() + timeout
     last = "no attempt"
     while time.monotonic() < deadline:
         for proc in procs:
             if not proc.alive():
-                raise RuntimeError(f"{proc.name} exited ({proc.popen.returncode}):\n{proc.tail()}")
+                raise RuntimeError(f"{proc.name} exited ({proc.proc.returncode}):\n{proc.tail()}")
         try:
             chat_once(base, timeout=30)
             return
@@ -239,7 +136,7 @@ def background_load(seconds: float = 1.0) -> float:
 @dataclass
 class Engines:
     urls: list[str]
-    procs: list[Proc]
+    procs: list[Managed]
     commands: list[str]
     version: str
 
@@ -268,7 +165,7 @@ def llama_server_binary() -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
-def start_engines(procs: Procs, binary: Path, count: int, slots: int, threads: int, ctx_per_slot: int) -> Engines:
+def start_engines(procs: Processes, binary: Path, count: int, slots: int, threads: int, ctx_per_slot: int) -> Engines:
     version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=False)
     version_line = next(
         (ln for ln in (version.stdout + version.stderr).splitlines() if ln.startswith("version")), "version: ?"
@@ -289,7 +186,7 @@ def start_engines(procs: Procs, binary: Path, count: int, slots: int, threads: i
     for url, proc in zip(urls, started, strict=True):
         while True:
             if not proc.alive():
-                raise SystemExit(f"llm_bench: {proc.name} exited ({proc.popen.returncode}):\n{proc.tail()}")
+                raise SystemExit(f"llm_bench: {proc.name} exited ({proc.proc.returncode}):\n{proc.tail()}")
             with contextlib.suppress(OSError):
                 if http_get(url + "/health")[0] == 200:
                     break
@@ -305,7 +202,7 @@ def start_engines(procs: Procs, binary: Path, count: int, slots: int, threads: i
 
 @dataclass
 class Context:
-    procs: Procs
+    procs: Processes
     work: Path
     engines: Engines
     slots: int
@@ -322,19 +219,19 @@ class Endpoint:
 
     targets: list[str]
     #: the system's own processes (the engines' CPU is counted separately)
-    procs: list[Proc] = field(default_factory=list)
+    procs: list[Managed] = field(default_factory=list)
     #: the exact command lines that started them
     commands: list[str] = field(default_factory=list)
     notes: str = ""
     #: processes doing the engine's work, when not the engine servers (the in-replica plugin's replicas)
-    engine_procs: list[Proc] | None = None
+    engine_procs: list[Managed] | None = None
 
 
 def anyserve_bin(name: str = "anyserve") -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def _wait(ctx: Context, base: str, procs: list[Proc]) -> None:
+def _wait(ctx: Context, base: str, procs: list[Managed]) -> None:
     wait_ready(base, procs + ctx.engines.procs)
 
 

@@ -1,6 +1,6 @@
-"""The runner's processes: started pinned in their own sessions, checked for pinning, stopped as a group.
+"""The benchmarks' processes: started pinned in their own sessions, checked for pinning, stopped as a group.
 
-Used by ``bench/run.py`` (a script; this module is imported from its directory).
+Used by ``bench/run.py`` and ``bench/llm_bench.py`` (scripts; this module is imported from their directory).
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ class Managed:
     name: str
     proc: subprocess.Popen[bytes]
     log_path: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def output(self) -> str:
         try:
@@ -69,6 +72,22 @@ class Managed:
                 pids.append(int(entry.name))
         return sorted(pids)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the group's live processes (and of the children they have waited for)."""
+        total = 0
+        for pid in self.group():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def affinity(self) -> dict[int, list[int]]:
+        out = {}
+        for pid in self.group():
+            with contextlib.suppress(OSError):
+                out[pid] = sorted(os.sched_getaffinity(pid))
+        return out
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -85,18 +104,22 @@ class Managed:
 class Processes:
     """Everything this run started; ``stop_all`` is safe to call repeatedly and from atexit."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, cwd: Path = SERVERS) -> None:
         self.work = work
+        self.cwd = cwd
         self.running: list[Managed] = []
 
-    def start(self, name: str, args: list[str], cpu: int, env: dict[str, str] | None = None) -> Managed:
+    def start(
+        self, name: str, args: list[str], cpu: int | str, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> Managed:
+        """``args`` under ``taskset -c cpu`` in a session of its own, its output in ``<work>/<name>.log``."""
         log_path = self.work / f"{name}.log"
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SERVERS), str(HERE), os.environ.get("PYTHONPATH")]))
         with open(log_path, "wb") as out:
             proc = subprocess.Popen(
                 ["taskset", "-c", str(cpu), *args],
-                cwd=SERVERS,
+                cwd=cwd or self.cwd,
                 env=full_env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
