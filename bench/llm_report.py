@@ -161,13 +161,24 @@ def spread(systems: list[dict[str, Any]], key: str) -> float:
     return max(ranges, default=0.0)
 
 
+#: The systems that reach an engine directly, and which system each anyserve path is measured against.
+DIRECT = ("direct", "direct-llamacpp")
+FLOOR = {"anyserve-plugin": "direct-llamacpp"}
+
+
+def floor(results: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """The combined figures of the same engine reached directly, which ``key``'s are compared with."""
+    if key in DIRECT:
+        return None
+    return results.get(FLOOR.get(key, "direct"), {}).get("combined")
+
+
 def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
     """(target, measured, met, noise note); ``met`` is None when a figure is missing."""
     rows: list[tuple[str, str, bool | None, str]] = []
-    direct = results.get("direct", {}).get("combined")
     peers = {k: results[k]["combined"] for k in ("smg", "vllm-router") if results.get(k, {}).get("combined")}
     for key, label in (("anyserve", "anyserve → llama-server"), ("anyserve-plugin", "anyserve, in-replica plugin")):
-        mine = results.get(key, {}).get("combined")
+        mine, direct = results.get(key, {}).get("combined"), floor(results, key)
         if not mine or not direct or mine.get("output_tps") is None or direct.get("output_tps") is None:
             rows.append((f"{label}: output tokens/s ≥ 0.95x direct", "not measured", None, ""))
             continue
@@ -198,7 +209,6 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
 def markdown(run: dict[str, Any]) -> str:
     cfg = run["config"]
     results = run["results"]
-    direct = results.get("direct", {}).get("combined") or {}
     lines = [
         f"# anyserve vs peer routers: LLM serving, SmolLM2-135M on llama.cpp — {run['started']} on {run['host']}",
         "",
@@ -232,7 +242,8 @@ def markdown(run: dict[str, Any]) -> str:
             reason = entry.get("unavailable") or entry.get("error") or "no successful request"
             lines.append(f"| {label} | not available: {_one_line(reason)} | | | | | | | |")
             continue
-        rel = key != "direct" and direct.get("output_tps")
+        direct = floor(results, key) or {}
+        rel = direct.get("output_tps")
         tps = _num(comb["output_tps"]) + (_ratio(comb["output_tps"], direct.get("output_tps")) if rel else "")
         p50 = _num(comb["ttft_p50"]) + (_diff(comb["ttft_p50"], direct.get("ttft_p50")) if rel else "")
         p99 = _num(comb["ttft_p99"]) + (_diff(comb["ttft_p99"], direct.get("ttft_p99")) if rel else "")
@@ -255,7 +266,9 @@ def markdown(run: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Ratios (x) are against *direct*; (+/-) are milliseconds added to direct's figure. CPU figures are user + "
+        "Ratios (x) are against the same engine reached directly (*direct to llama-server*; for the in-replica "
+        "plugin, *direct to llama_cpp.server*, the library it runs); (+/-) are milliseconds added to that figure. "
+        "CPU figures are user + "
         "system CPU time from `/proc`, sampled every 0.25 s and taken over the measured window (first request sent "
         "to last answer ended): *router CPU per request* is the router's (smg's, vllm-router's) per successful "
         "request; *engine core busy* is the engines' CPU over the window's length (llama-server, or for the "

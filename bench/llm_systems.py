@@ -319,6 +319,39 @@ def anyserve_plugin(ctx: Context) -> Endpoint:
     )
 
 
+def direct_llamacpp(ctx: Context) -> Endpoint:
+    """Straight to the in-replica plugin's own engine: llama-cpp-python's server, one per plugin replica.
+
+    The like-for-like floor of the plugin row: the same library, model, context
+    size and threads, each process answering one request at a time as a plugin
+    worker does. One load generator per server, each with its share of the streams.
+    """
+    reason = plugin_unavailable()
+    if reason:
+        raise Unavailable(reason)
+    urls, started, commands = [], [], []
+    for i in range(ctx.plugin_replicas):
+        port = free_port()
+        cmd = [
+            sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path()), "--model_alias", MODEL,
+            "--n_ctx", "2048", "--n_threads", "1", "--n_threads_batch", "1", "--verbose", "False",
+            "--host", "127.0.0.1", "--port", str(port),
+        ]  # fmt: skip
+        started.append(ctx.procs.start(f"llama-cpp-server-{i + 1}", cmd, ENGINE_CPU))
+        urls.append(f"http://127.0.0.1:{port}")
+        commands.append(f"taskset -c {ENGINE_CPU} " + " ".join(cmd).replace(sys.executable, "python"))
+    for url in urls:
+        wait_ready(url, started)
+    return Endpoint(
+        urls,
+        commands=commands[:1]
+        + [f"  (and {len(commands) - 1} more the same way, each on its own port)"] * (len(commands) > 1),
+        notes=f"{ctx.plugin_replicas} llama_cpp.server processes (one answer at a time each), 1 thread; "
+        "one guidellm per server, concurrency and requests split evenly",
+        engine_procs=started,
+    )
+
+
 def warm_replicas(base: str, count: int, timeout: float = 60.0) -> None:
     """Load the model in every replica: one KServe v2 gRPC chat request sent to each replica itself.
 
@@ -415,5 +448,6 @@ SYSTEMS = [
     System("anyserve", "anyserve router → llama-server", anyserve_engines),
     System("smg", "smg → llama-server", smg),
     System("vllm-router", "vllm-router → llama-server", vllm_router),
+    System("direct-llamacpp", "direct to llama_cpp.server (the plugin's engine)", direct_llamacpp, False),
     System("anyserve-plugin", "anyserve router → replicas (in-replica llama.cpp plugin)", anyserve_plugin, False),
 ]

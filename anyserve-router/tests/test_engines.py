@@ -7,12 +7,15 @@ and the routing rule, with no process and no network.
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
 import pytest
 import typer
 
 from anyserve.plugins import create_plugin_manager
 from anyserve_router.engine_cmd import parse_capability
-from anyserve_router.engines import Engines, EngineSpec
+from anyserve_router.engines import Engines, EngineSpec, relay
 from anyserve_router.errors import InvalidRegistration, NoMatch
 from anyserve_router.forwarding import Router
 from anyserve_router.offers import check_engine_url
@@ -95,3 +98,34 @@ def test_capabilities_on_the_command_line():
     }
     with pytest.raises(typer.BadParameter, match="KEY=VALUE"):
         parse_capability("type")
+
+
+async def _relayed(chunks: list[bytes]) -> list[str]:
+    """What happens, in order, as ``relay`` passes ``chunks`` on: each chunk, and when the engine is counted free."""
+    events: list[str] = []
+    response = httpx.Response(200, stream=httpx.ByteStream(b""))
+    response.stream = _Chunks(chunks)  # a body that arrives in these pieces
+    async for chunk in relay(response, lambda: events.append("free")):
+        events.append(chunk.decode())
+    return events
+
+
+class _Chunks(httpx.AsyncByteStream):
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self):  # type: ignore[override]
+        for chunk in self.chunks:
+            yield chunk
+
+
+def test_an_engine_is_counted_free_when_its_done_event_arrives_before_the_client_sees_it():
+    # A client sends its next request as soon as it reads [DONE]; by then the router must have
+    # uncounted the stream, or least-loaded routing sees the finished stream as load.
+    events = asyncio.run(_relayed([b'data: {"x": 1}\n\n', b"data: [DO", b"NE]\n\n"]))
+    assert events == ['data: {"x": 1}\n\n', "data: [DO", "free", "NE]\n\n"]
+
+
+def test_a_stream_without_done_frees_the_engine_once_when_it_ends():
+    events = asyncio.run(_relayed([b'data: {"x": 1}\n\n']))
+    assert events == ['data: {"x": 1}\n\n', "free"]

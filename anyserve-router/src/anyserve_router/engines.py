@@ -20,7 +20,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -261,14 +261,35 @@ async def read_bounded(response: httpx.Response, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def relay(response: httpx.Response) -> AsyncIterator[bytes]:
-    """An engine's body as it arrives; closing it (the client left) closes the upstream connection."""
+#: The last event of an OpenAI stream. Once the engine has sent it, its slot is free.
+STREAM_END = b"data: [DONE]"
+
+
+async def relay(response: httpx.Response, on_end: Callable[[], None]) -> AsyncIterator[bytes]:
+    """An engine's body as it arrives; closing it (the client left) closes the upstream connection.
+
+    ``on_end`` runs once, as soon as the engine's ``[DONE]`` arrives and before
+    it is passed on, or else when the body ends: a client that sends its next
+    request the moment it reads ``[DONE]`` must find the engine counted free,
+    or least-loaded routing sees a finished stream as load and may queue the
+    request behind a full engine.
+    """
+    tail = b""
     try:
         async for chunk in response.aiter_raw():
+            if tail is not None:
+                seen = tail + chunk
+                if STREAM_END in seen:
+                    on_end()
+                    tail = None
+                else:
+                    tail = seen[-len(STREAM_END) :]
             yield chunk
     except httpx.HTTPError as exc:
         log.warning("an engine's stream broke: %s", exc)
     finally:
+        if tail is not None:
+            on_end()
         await response.aclose()
 
 

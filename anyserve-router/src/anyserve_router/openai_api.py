@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -227,15 +227,8 @@ class OpenAIFront:
             headers = {**passed_headers(answer), **_headers(done.target, call.meta.request_id)}
             return Response(content, status_code=answer.status_code, headers=headers)
 
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in relay(answer):
-                    yield chunk
-            finally:
-                lease.release()
-
         media_type = answer.headers.get("content-type", "text/event-stream")
-        return StreamingResponse(body(), media_type=media_type, headers=headers)
+        return StreamingResponse(relay(answer, lease.release), media_type=media_type, headers=headers)
 
     async def _engine_body(self, answer: httpx.Response, target: Target) -> bytes:
         """An engine's whole answer, within ``router.max_body_bytes``: a bigger one is a 502, not a full memory."""
