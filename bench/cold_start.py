@@ -58,18 +58,14 @@ def latency(client: Client, capability: dict[str, str], n: int) -> list[float]:
 
 
 def wait_cold(client: Client, endpoint: str, limit: float = 10.0) -> None:
-    import json
-
-    import grpc
+    from anyserve.status_client import replica_status
 
     deadline = time.monotonic() + limit
-    with grpc.insecure_channel(endpoint) as channel:
-        get = channel.unary_unary("/anyserve.ReplicaStatus/Get")
-        while time.monotonic() < deadline:
-            classes = json.loads(get(b"", timeout=5))["worker_classes"]
-            if classes[0]["state"] == "cold":
-                return
-            time.sleep(0.05)
+    while time.monotonic() < deadline:
+        classes = replica_status(endpoint, timeout=5)["worker_classes"]
+        if classes[0]["state"] == "cold":
+            return
+        time.sleep(0.05)
     raise RuntimeError("the worker did not idle-stop")
 
 

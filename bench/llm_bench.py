@@ -125,13 +125,16 @@ def tokenizer_dir(python: Path) -> str:
     return subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def guidellm_cmd(exe: Path, tokenizer: str, target: str, streams: int, requests: int, args, out: Path) -> list[str]:
+def guidellm_cmd(
+    exe: Path, tokenizer: str, target: str, streams: int, requests: int, args, out: Path, backend_options: str = ""
+) -> list[str]:
     # the same for each of direct's guidellm (2 streams: starts at 0 and R/2) as for one of 4 streams through a
     # router (0, R/4, R/2, 3R/4, every other one on the same engine): an engine's streams R/2 apart either way
     rampup = args.rampup
     return [
         str(exe), "run",
-        "--backend", f"kind=openai_http,target={target},model={MODEL},timeout=120",
+        "--backend", f"kind=openai_http,target={target},model={MODEL},timeout=120"
+        + (f",{backend_options}" if backend_options else ""),
         "--profile", f"kind=concurrent,streams={streams}" + (f",rampup_duration={rampup:g}" if rampup else ""),
         "--constraint", f"kind=max_requests,count={requests}",
         "--constraint", "kind=max_duration,seconds=600",
@@ -203,7 +206,7 @@ def measure(ctx: Context, system, endpoint, args, guidellm: Path, tokenizer: str
     cmds = [
         guidellm_cmd(
             guidellm, tokenizer, target, args.concurrency // per, args.requests // per, args,
-            ctx.work / f"{system.key}-r{round_no}-{i + 1}.json",
+            ctx.work / f"{system.key}-r{round_no}-{i + 1}.json", endpoint.backend_options,
         )
         for i, target in enumerate(endpoint.targets)
     ]  # fmt: skip

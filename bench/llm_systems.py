@@ -225,6 +225,8 @@ class Endpoint:
     notes: str = ""
     #: processes doing the engine's work, when not the engine servers (the in-replica plugin's replicas)
     engine_procs: list[Managed] | None = None
+    #: extra guidellm backend options, e.g. ``validate_backend=false`` for a server without ``GET /health``
+    backend_options: str = ""
 
 
 def anyserve_bin(name: str = "anyserve") -> str:
@@ -349,6 +351,8 @@ def direct_llamacpp(ctx: Context) -> Endpoint:
         notes=f"{ctx.plugin_replicas} llama_cpp.server processes (one answer at a time each), 1 thread; "
         "one guidellm per server, concurrency and requests split evenly",
         engine_procs=started,
+        # guidellm checks a target with GET /health, which llama_cpp.server does not serve
+        backend_options="validate_backend=false",
     )
 
 

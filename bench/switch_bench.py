@@ -33,7 +33,6 @@ import argparse
 import contextlib
 import importlib.metadata
 import importlib.util
-import json
 import os
 import platform
 import signal
@@ -131,10 +130,9 @@ def start(name: str, args: list[str], work: Path, env: dict[str, str] | None = N
 
 def replica_status(endpoint: str) -> dict[str, Any]:
     """What ``anyserve status HOST:PORT`` shows, as JSON."""
-    import grpc
+    from anyserve.status_client import replica_status as read
 
-    with grpc.insecure_channel(endpoint) as channel:
-        return json.loads(channel.unary_unary("/anyserve.ReplicaStatus/Get")(b"", timeout=10))
+    return read(endpoint)
 
 
 def rss_mib(pid: int) -> float | None:

@@ -14,6 +14,10 @@ from typing import Any
 
 import httpx
 
+from anyserve.config import load_settings
+from anyserve.credentials import Credentials, bearer
+from anyserve.protocol import names
+
 #: What tests/apps/echo_app.py serves, as a replica would register it.
 ECHO_APP = [
     {"type": "echo"},
@@ -30,6 +34,20 @@ CHAT_APP = [{"type": "chat", "model": "big", "gpus": 2}, {"type": "countdown", "
 EMBED_APP = [{"type": "embed", "model_family": "mini"}]
 
 
+def member_headers() -> dict[str, str]:
+    """What a cluster member sends: the cluster token (the session's state directory has it) and a replica key.
+
+    Tests that register replicas by hand are members; tests about refusing
+    strangers override these headers.
+    """
+    return {**bearer(Credentials.load(load_settings()).cluster), names.REPLICA_KEY_HEADER: "tests-replica-key"}
+
+
+def admin_headers() -> dict[str, str]:
+    """The admin token (engines, deregistering others)."""
+    return bearer(Credentials.load(load_settings()).admin)
+
+
 def register(
     http: httpx.Client, replica_id: str, endpoint: str, capabilities: list[dict[str, Any]], link: str | None = None
 ) -> dict:
@@ -37,7 +55,7 @@ def register(
     body = {"replica_id": replica_id, "endpoint": endpoint, "capabilities": capabilities}
     if link is not None:
         body["link"] = link
-    response = http.post("/register", json=body)
+    response = http.post("/register", json=body, headers=member_headers())
     assert response.status_code == 200, response.text
     return response.json()
 

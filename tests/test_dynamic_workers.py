@@ -15,19 +15,16 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
 import httpx
 import pytest
 from processes import ROOT
 
 from anyserve import Client, InferenceError
-
-STATUS = "/anyserve.ReplicaStatus/Get"
+from anyserve.status_client import replica_status
 
 
 def status(endpoint: str) -> dict:
-    with grpc.insecure_channel(endpoint) as channel:
-        return json.loads(channel.unary_unary(STATUS)(b"", timeout=10))
+    return replica_status(endpoint)
 
 
 def states(endpoint: str) -> dict[str, str]:

@@ -25,6 +25,7 @@ import httpx
 import openai
 import pytest
 from processes import ROOT, Process, free_port, run_anyserve, start_process
+from router_http import admin_headers
 
 
 def _gguf() -> Path | None:
@@ -105,7 +106,7 @@ def sdk(base: str) -> openai.OpenAI:
 def test_the_engines_models_are_listed(router):
     with sdk(router) as client:
         assert MODEL in [m.id for m in client.models.list()]
-    engines = httpx.get(f"{router}/engines").json()["engines"]
+    engines = httpx.get(f"{router}/engines", headers=admin_headers()).json()["engines"]
     assert engines[0]["id"] == "llama-py" and engines[0]["healthy"] and engines[0]["models"] == [MODEL]
 
 
@@ -204,7 +205,7 @@ def test_an_engine_that_dies_leaves_routing(tmp_path):
                 time.sleep(0.2)
             with pytest.raises(openai.NotFoundError):
                 client.chat.completions.create(model="doomed", messages=HELLO, max_tokens=2)
-        listed = httpx.get(f"{base}/engines").json()["engines"][0]
+        listed = httpx.get(f"{base}/engines", headers=admin_headers()).json()["engines"][0]
         assert listed["healthy"] is False and listed["error"]
     finally:
         doomed.kill_group()

@@ -22,11 +22,12 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-import grpc
 import httpx
 import installs
 import pytest
 from processes import Process, free_port, run_anyserve
+
+from anyserve.status_client import replica_status
 
 _missing = installs.missing(installs.ENGINE)
 pytestmark = [
@@ -51,12 +52,6 @@ STOPPED = "the client went away; generation stopped after"  # ... when a cancell
 def _router_available() -> bool:
     probe = [sys.executable, "-m", "anyserve_cli", "router", "--help"]
     return subprocess.run(probe, capture_output=True, check=False).returncode == 0
-
-
-def replica_status(endpoint: str) -> dict:
-    """What ``anyserve status HOST:PORT`` shows, as JSON."""
-    with grpc.insecure_channel(endpoint) as channel:
-        return json.loads(channel.unary_unary("/anyserve.ReplicaStatus/Get")(b"", timeout=10))
 
 
 def chat_worker(endpoint: str) -> dict:

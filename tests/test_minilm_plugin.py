@@ -9,19 +9,18 @@ install (``plugins/anyserve-capability-minilm/install.sh``); skipped without it.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
 import time
 
-import grpc
 import httpx
 import installs
 import pytest
 from processes import Router
 
 from anyserve import Client
+from anyserve.status_client import replica_status
 
 np = pytest.importorskip("numpy")
 
@@ -78,8 +77,7 @@ def embed_state(endpoint: str) -> str | None:
     A plain handler's running worker counts as hot, as the replica reports it
     to the router; a worker class has its own state.
     """
-    with grpc.insecure_channel(endpoint) as channel:
-        status = json.loads(channel.unary_unary("/anyserve.ReplicaStatus/Get")(b"", timeout=10))
+    status = replica_status(endpoint)
     if any(CAPABILITY.items() <= cap.items() for w in status["workers"] for cap in w["capabilities"]):
         return "hot"
     for worker_class in status["worker_classes"]:

@@ -16,17 +16,17 @@ status``, and at no moment are both loaded. Needs both optional installs
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import threading
 import time
 
-import grpc
 import httpx
 import installs
 import pytest
+
+from anyserve.status_client import replica_status
 
 np = pytest.importorskip("numpy")
 
@@ -50,12 +50,6 @@ LOADED = ("starting", "hot", "stopping")  # a worker class holding its resources
 QUESTION = [{"role": "user", "content": "What is 2+2?"}]
 SENTENCES = ["A man is playing guitar.", "Someone plays a guitar.", "The stock market fell today."]
 TIMEOUT = 120  # a request that switches waits for a stop and a load (MiniLM's imports torch: seconds)
-
-
-def replica_status(endpoint: str) -> dict:
-    """What ``anyserve status HOST:PORT`` shows, as JSON."""
-    with grpc.insecure_channel(endpoint) as channel:
-        return json.loads(channel.unary_unary("/anyserve.ReplicaStatus/Get")(b"", timeout=10))
 
 
 def states(status: dict) -> dict[str, str]:

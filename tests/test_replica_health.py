@@ -20,6 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from anyserve import Client, InferenceError
+from anyserve.config import load_settings
+from anyserve.credentials import Credentials
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -49,7 +51,8 @@ def check(channel: grpc.Channel, service: str) -> int | grpc.StatusCode:
 
 
 def status(channel: grpc.Channel) -> dict:
-    return json.loads(channel.unary_unary("/anyserve.ReplicaStatus/Get")(b"", timeout=10))
+    metadata = [("authorization", f"Bearer {Credentials.load(load_settings()).cluster}")]
+    return json.loads(channel.unary_unary("/anyserve.ReplicaStatus/Get")(b"", timeout=10, metadata=metadata))
 
 
 def test_whole_replica_and_each_capability(start_replica, channel_to):

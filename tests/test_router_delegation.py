@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from router_http import ECHO_APP, register
+from router_http import ECHO_APP, member_headers, register
 
 from anyserve.protocol import messages as pb
 
@@ -25,7 +25,7 @@ def delegated(origin: str, depth: int = 1) -> dict[str, str]:
 def pair(start_router, start_replica):
     """A router and two echo_app replicas, ``a`` and ``b``."""
     router = start_router()
-    http = httpx.Client(base_url=router.url, timeout=30)
+    http = httpx.Client(base_url=router.url, timeout=30, headers=member_headers())
     for rid in ("a", "b"):
         register(http, rid, start_replica("echo_app:app", transport="inproc").endpoint, ECHO_APP)
     yield router, http
@@ -63,7 +63,7 @@ def test_nothing_else_matches_is_404_never_a_loop(pair):
 def test_the_receiving_replica_does_not_delegate_again(start_router, start_replica, data_path):
     """The router forwards the depth (gRPC metadata or the link's map); the replica refuses a second hop."""
     router = start_router()
-    with httpx.Client(base_url=router.url, timeout=30) as http:
+    with httpx.Client(base_url=router.url, timeout=30, headers=member_headers()) as http:
         # A replica that can delegate (it knows the router) registered, by hand, for a capability
         # its app does not serve: the request reaches it and it has to decide what to do.
         replica = start_replica("echo_app:app", "--api-server", router.url, "--replica-id", "b-self")

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from kserve import Wire, output, request
 from processes import free_port, run_anyserve
-from router_http import ECHO_APP, register
+from router_http import ECHO_APP, member_headers, register
 
 from anyserve.protocol import is_final
 from anyserve.protocol import messages as pb
@@ -28,7 +28,7 @@ def front(start_router, start_replica):
     router = start_router("--grpc-port", str(grpc_port))
     assert f"KServe v2 gRPC at 127.0.0.1:{grpc_port}" in router.process.wait_for(" ready at ")
     replica = start_replica(transport="inproc")
-    with httpx.Client(base_url=router.url, timeout=30) as http:
+    with httpx.Client(base_url=router.url, timeout=30, headers=member_headers()) as http:
         register(http, "echo-replica", replica.endpoint, ECHO_APP, replica.link)
     wire = Wire(f"127.0.0.1:{grpc_port}")
     yield wire
@@ -98,7 +98,7 @@ def test_health_and_reflection(front):
 def test_http_model_metadata_names_the_tensors(start_router, start_replica):
     router = start_router()
     replica = start_replica(transport="inproc")
-    with httpx.Client(base_url=router.url, timeout=30) as http:
+    with httpx.Client(base_url=router.url, timeout=30, headers=member_headers()) as http:
         register(http, "echo-replica", replica.endpoint, ECHO_APP)
         body = http.get("/v2/models/add").json()
         assert body["name"] == "add" and body["platform"] == "anyserve"

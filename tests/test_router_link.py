@@ -8,21 +8,18 @@ cannot be served fails the replica's start-up with the reason.
 
 from __future__ import annotations
 
-import json
-
-import grpc
 import pytest
 from processes import free_port, run_anyserve
 from router_http import ECHO_APP, output, register, tensor, wait_registered
 
-STATUS = "/anyserve.ReplicaStatus/Get"
+from anyserve.status_client import replica_status
+
 ADD = {"X-Capability-Type": "add"}
 BODY = {"inputs": [tensor("a", "INT64", [1, 2]), tensor("b", "INT64", [10, 20])]}
 
 
 def status(endpoint: str) -> dict:
-    with grpc.insecure_channel(endpoint) as channel:
-        return json.loads(channel.unary_unary(STATUS)(b"", timeout=10))
+    return replica_status(endpoint)
 
 
 def add_three_times(http) -> None:

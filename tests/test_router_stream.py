@@ -11,14 +11,14 @@ import time
 
 import httpx
 import pytest
-from router_http import CHAT_APP, ECHO_APP, register, sse_events, token_text
+from router_http import CHAT_APP, ECHO_APP, member_headers, register, sse_events, token_text
 
 
 @pytest.fixture
 def routed(start_router, start_replica, data_path):
     """An HTTP client to a router with one echo_app and one chat_app replica registered (gRPC or link)."""
     router = start_router()
-    http = httpx.Client(base_url=router.url, timeout=30)
+    http = httpx.Client(base_url=router.url, timeout=30, headers=member_headers())
     for replica_id, app, capabilities in (
         ("echo", "echo_app:app", ECHO_APP),
         ("chat", "router_apps:chat_app", CHAT_APP),
@@ -68,7 +68,7 @@ def test_the_first_token_arrives_before_the_handler_finishes(routed, tmp_path):
 def test_a_client_that_leaves_stops_the_handler(start_router, start_replica, transport, data_path, tmp_path):
     """Over both transports and both data paths: the cancellation crosses the router, the agent and the worker IPC."""
     router = start_router()
-    routed = httpx.Client(base_url=router.url, timeout=30)
+    routed = httpx.Client(base_url=router.url, timeout=30, headers=member_headers())
     replica = start_replica("echo_app:app", transport=transport)
     register(routed, "echo", replica.endpoint, ECHO_APP, replica.link if data_path == "link" else None)
     marker = tmp_path / "ticker-stopped"

@@ -27,8 +27,63 @@ def test_reregister_replaces_and_other_endpoint_conflicts(client, register):
     assert client.get("/registry").json()["replicas"][0]["capabilities"] == [{"type": "embed"}]
     clash = client.post("/register", json={"replica_id": "r1", "endpoint": "127.0.0.1:5002", "capabilities": []})
     assert clash.status_code == 409
-    assert "127.0.0.1:5001" in clash.json()["error"] and "127.0.0.1:5002" in clash.json()["error"]
+    assert "'r1'" in clash.json()["error"] and "127.0.0.1:5001" not in clash.json()["error"]
     assert clash.json()["code"] == "ALREADY_EXISTS"
+
+
+# -- who may use the control plane ------------------------------------------------------------
+
+STRANGER = {"Authorization": ""}  # no token at all
+WRONG = {"Authorization": "Bearer not-the-cluster-token"}
+ATTACKER_KEY = {"X-Anyserve-Replica-Key": "attacker"}
+
+
+def test_the_control_plane_refuses_callers_without_the_cluster_token(client, register):
+    register(client, "victim", "127.0.0.1:5001", CHAT)
+    body = {"replica_id": "intruder", "endpoint": "127.0.0.1:6666", "capabilities": [CHAT]}
+    for headers in (STRANGER, WRONG):
+        answers = [
+            client.post("/register", json=body, headers=headers),
+            client.post("/heartbeat", json={"replica_id": "victim", "in_flight": 10**6}, headers=headers),
+            client.delete("/register/victim", headers=headers),
+        ]
+        for answer in answers:
+            assert answer.status_code == 401, answer.text
+            assert answer.json()["code"] == "UNAUTHENTICATED" and "cluster token" in answer.json()["error"]
+    (entry,) = client.get("/registry").json()["replicas"]
+    assert entry["replica_id"] == "victim" and entry["reported_in_flight"] == 0
+
+
+def test_a_member_cannot_take_over_another_replicas_id(client, register):
+    """The takeover once possible without credentials: delete the victim's entry, register its id elsewhere."""
+    register(client, "victim", "127.0.0.1:5001", CHAT)
+    assert client.delete("/register/victim", headers=ATTACKER_KEY).status_code == 403
+    hijack = {"replica_id": "victim", "endpoint": "127.0.0.1:6666", "capabilities": [CHAT]}
+    assert client.post("/register", json=hijack, headers=ATTACKER_KEY).status_code == 409
+    same_place = {**hijack, "endpoint": "127.0.0.1:5001", "link": "tcp://127.0.0.1:6666"}
+    assert client.post("/register", json=same_place, headers=ATTACKER_KEY).status_code == 409
+    spoof = client.post("/heartbeat", json={"replica_id": "victim", "in_flight": 10**6}, headers=ATTACKER_KEY)
+    assert spoof.status_code == 403 and spoof.json()["code"] == "PERMISSION_DENIED"
+    (entry,) = client.get("/registry").json()["replicas"]
+    assert entry["endpoint"] == "127.0.0.1:5001" and entry["link"] is None and entry["reported_in_flight"] == 0
+    # a registration must carry a key of its own
+    keyless = client.post("/register", json=hijack | {"replica_id": "new"}, headers={"X-Anyserve-Replica-Key": ""})
+    assert keyless.status_code == 400 and "X-Anyserve-Replica-Key" in keyless.json()["error"]
+    # the admin token removes any replica
+    admin = client.app_state.credentials.admin
+    assert client.delete("/register/victim", headers={"Authorization": f"Bearer {admin}"}).status_code == 200
+
+
+def test_engines_are_managed_with_the_admin_token_only(client):
+    body = {"url": "http://127.0.0.1:9", "id": "e1"}
+    assert client.post("/engines", json=body, headers=STRANGER).status_code == 401
+    member = client.post("/engines", json=body)  # the cluster token is not enough
+    assert member.status_code == 403 and "admin token" in member.json()["error"]
+    assert client.get("/engines").status_code == 403
+    admin = {"Authorization": f"Bearer {client.app_state.credentials.admin}"}
+    assert client.post("/engines", json=body, headers=admin).status_code == 200
+    assert [e["id"] for e in client.get("/engines", headers=admin).json()["engines"]] == ["e1"]
+    assert client.delete("/engines/e1", headers=admin).status_code == 200
 
 
 def test_bad_registrations_are_400_with_a_message(client):

@@ -20,13 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-STATUS_METHOD = "/anyserve.ReplicaStatus/Get"
-
-
-def replica_status(endpoint: str, timeout: float = 5.0) -> dict[str, Any]:
-    with grpc.insecure_channel(endpoint) as channel:
-        raw = channel.unary_unary(STATUS_METHOD)(b"", timeout=timeout)
-    return json.loads(raw)
+from anyserve.status_client import replica_status
 
 
 def router_status(url: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -96,7 +90,7 @@ def status(
 ) -> None:
     """Show replicas, workers and their state, resources in use, in-flight requests and recent switches."""
     try:
-        data = router_status(target, timeout) if "://" in target else replica_status(target, timeout)
+        data = router_status(target, timeout) if "://" in target else replica_status(target, timeout=timeout)
     except (httpx.HTTPError, grpc.RpcError) as exc:
         detail = exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
         typer.echo(f"error: cannot get the status of {target}: {detail}", err=True)

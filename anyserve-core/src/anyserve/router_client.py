@@ -10,14 +10,16 @@ replica raises, through the shared gRPC <-> HTTP status table.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
 from anyserve.capability import normalize_key, normalize_value
+from anyserve.credentials import bearer
 from anyserve.errors import AnyServeError, Unavailable, code_for_http, error_for_code
-from anyserve.protocol.names import CAPABILITY_HEADER, PROTOBUF
+from anyserve.protocol.names import CAPABILITY_HEADER, PROTOBUF, REPLICA_KEY_HEADER
 
 
 def capability_headers(query: Mapping[str, Any]) -> dict[str, str]:
@@ -80,11 +82,20 @@ class RouterClient:
 
 
 class AsyncRouterClient:
-    """Asynchronous; used inside a replica's event loop."""
+    """Asynchronous; used inside a replica's event loop.
 
-    def __init__(self, url: str, *, timeout: float | None = 60.0) -> None:
+    ``token`` (the cluster token) goes with every request as ``Authorization:
+    Bearer``; ``replica_key`` is this replica's own secret, made once per
+    process, which binds its id at the router (see docs/security.md).
+    """
+
+    def __init__(
+        self, url: str, *, timeout: float | None = 60.0, token: str | None = None, replica_key: str | None = None
+    ) -> None:
         self.url = url.rstrip("/")
-        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout)
+        self.replica_key = replica_key or secrets.token_urlsafe(32)
+        headers = {**bearer(token), REPLICA_KEY_HEADER: self.replica_key}
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=headers)
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:

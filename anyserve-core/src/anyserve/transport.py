@@ -43,6 +43,11 @@ class WorkerService(Protocol):
         """Serve one streaming request; yield serialised ``ModelStreamInferResponse``s."""
         ...
 
+    # Optional: ``def admit(self, hello: dict[str, Any]) -> None``. A service that has it is asked
+    # with the connecting side's hello (what it passed to ``Transport.connect(hello=...)``) before
+    # any request is read, and refuses the connection by raising an AnyServeError (e.g.
+    # ``Unauthenticated``): the router link admits only callers with the cluster token.
+
 
 @runtime_checkable
 class Connection(Protocol):
@@ -96,9 +101,13 @@ class Transport(Protocol):
         """Serve ``service`` at ``address`` until cancelled; clean up on exit."""
         ...
 
-    async def connect(self, address: str, *, timeout: float = 10.0) -> Connection:
+    async def connect(
+        self, address: str, *, timeout: float = 10.0, hello: Mapping[str, Any] | None = None
+    ) -> Connection:
         """Connect to a worker serving at ``address`` and complete the handshake.
 
-        Waits up to ``timeout`` seconds for the worker to appear.
+        Waits up to ``timeout`` seconds for the worker to appear. ``hello`` is
+        this side's handshake (credentials), given to the service's ``admit``;
+        a refusal raises the service's error.
         """
         ...

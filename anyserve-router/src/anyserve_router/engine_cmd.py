@@ -13,6 +13,9 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from anyserve.config import load_settings
+from anyserve.credentials import Credentials, bearer
+
 engine_app = typer.Typer(
     help="Front existing OpenAI-compatible engine servers (vLLM, SGLang, TGI, Ollama, llama.cpp) as capabilities.",
     no_args_is_help=True,
@@ -51,8 +54,10 @@ def _typed(value: str) -> Any:
 
 
 def _call(method: str, url: str, **kwargs: Any) -> Any:
+    """One request to the router's /engines, with the admin token (configured, or the state directory's)."""
     try:
-        response = httpx.request(method, url, timeout=30, **kwargs)
+        headers = bearer(Credentials.load(load_settings()).admin)
+        response = httpx.request(method, url, timeout=30, headers=headers, **kwargs)
     except httpx.HTTPError as exc:
         typer.echo(f"error: cannot reach the router at {url}: {exc}", err=True)
         raise typer.Exit(1) from None

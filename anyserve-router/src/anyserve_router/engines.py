@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -102,6 +103,8 @@ class Engines:
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
         )
         self.engines: dict[str, EngineState] = {}
+        #: The key the engines' registry entries are bound to: no replica can register over an engine's id.
+        self._key = secrets.token_urlsafe(32)
 
     # -- membership ------------------------------------------------------------------------
 
@@ -125,7 +128,7 @@ class Engines:
         if state.task is not None:
             state.task.cancel()
         with contextlib.suppress(UnknownReplica):
-            self.registry.deregister(engine_id)
+            self.registry.deregister(engine_id, self._key)
 
     def list(self) -> list[dict[str, Any]]:
         return [state.to_dict() for state in self.engines.values()]
@@ -163,7 +166,7 @@ class Engines:
             state.healthy, state.error = False, f"{type(exc).__name__}: {exc}"
             if isinstance(exc, (httpx.ConnectError, ConnectionRefusedError)):
                 with contextlib.suppress(UnknownReplica):
-                    self.registry.deregister(spec.id)
+                    self.registry.deregister(spec.id, self._key)
             return
         if not state.healthy:
             log.warning("engine %s at %s is up, serving %s", spec.id, spec.url, ", ".join(models) or "no model")
@@ -171,11 +174,11 @@ class Engines:
         state.healthy, state.error, state.models = True, None, models
         if known:
             try:
-                self.registry.heartbeat(spec.id)
+                self.registry.heartbeat(spec.id, key=self._key)
                 return
             except UnknownReplica:  # expired meanwhile: register again
                 pass
-        self.registry.register(spec.id, spec.url, self._capabilities(spec, models), protocol=OPENAI)
+        self.registry.register(spec.id, spec.url, self._capabilities(spec, models), protocol=OPENAI, key=self._key)
 
     async def _check(self, state: EngineState) -> list[str]:
         """The engine's models, read again only every :data:`MODELS_EVERY` seconds and only while it is idle.

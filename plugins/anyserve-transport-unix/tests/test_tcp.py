@@ -7,7 +7,7 @@ import contextlib
 
 import pytest
 
-from anyserve.errors import ConfigError, ResourceExhausted
+from anyserve.errors import ConfigError, ResourceExhausted, Unauthenticated
 from anyserve.testing import ContractService, TransportContract
 from anyserve_transport_unix import TcpTransport
 from anyserve_transport_unix.transport import free_port, split_address
@@ -43,6 +43,42 @@ def test_an_oversize_frame_names_the_tcp_transport_whose_limit_it_broke(arun) ->
             conn = await transport.connect(address, timeout=5)
             with pytest.raises(ResourceExhausted, match="the tcp transport's max_frame_bytes=4096"):
                 await conn.infer(b"x" * 5000, {})
+            assert await conn.infer(b"x", {}) == b"x|"
+            await conn.close()
+        finally:
+            server.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await server
+
+    arun(main())
+
+
+class Guarded(ContractService):
+    """A service that admits only callers whose hello carries ``token`` (as the router link does)."""
+
+    def admit(self, hello: dict) -> None:
+        if hello.get("token") != "s3cret":
+            raise Unauthenticated("needs the token")
+
+
+def test_a_service_admits_a_caller_on_its_hello_before_reading_anything_else(arun) -> None:
+    transport = TcpTransport()
+    address = f"127.0.0.1:{free_port()}"
+    host, port = split_address(address)
+
+    async def main() -> None:
+        server = asyncio.create_task(transport.serve(address, Guarded()))
+        try:
+            for hello in (None, {"token": "wrong"}):
+                with pytest.raises(Unauthenticated, match="refused the connection: needs the token"):
+                    await transport.connect(address, timeout=5, hello=hello)
+            # A stranger announcing a 250 MB frame is cut off at the handshake's limit, nothing allocated.
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write((250 * 1024 * 1024).to_bytes(4, "big"))
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(), 5) is not None  # closed (after an error frame)
+            writer.close()
+            conn = await transport.connect(address, timeout=5, hello={"token": "s3cret"})
             assert await conn.infer(b"x", {}) == b"x|"
             await conn.close()
         finally:

@@ -113,7 +113,7 @@ def openai_real(router: str, model: str, endpoint: str, say: Say, write: Callabl
     """
     from openai import OpenAI  # imported here: only this step needs it, and it takes a moment
 
-    from anyserve_cli.status_cmd import replica_status
+    from anyserve.status_client import replica_status
 
     say(f'OpenAI(base_url="{router}/v1"): model="{model}" routes to {{type: chat, model: {model}}}, '
         "SmolLM2-135M-Instruct on llama.cpp")  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from anyserve.errors import Unavailable, as_anyserve_error
@@ -83,14 +83,20 @@ class InprocTransport:
         finally:
             _SERVICES.pop(address, None)
 
-    async def connect(self, address: str, *, timeout: float = 10.0) -> InprocConnection:
+    async def connect(
+        self, address: str, *, timeout: float = 10.0, hello: Mapping[str, Any] | None = None
+    ) -> InprocConnection:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while address not in _SERVICES:
             if loop.time() >= deadline:
                 raise Unavailable(f"no inproc worker is serving {address} (waited {timeout:g}s)")
             await asyncio.sleep(0.01)
-        return InprocConnection(address, _SERVICES[address])
+        service = _SERVICES[address]
+        admit = getattr(service, "admit", None)
+        if admit is not None:
+            admit(dict(hello or {}))
+        return InprocConnection(address, service)
 
 
 @hookimpl

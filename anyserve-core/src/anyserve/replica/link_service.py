@@ -21,7 +21,8 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from anyserve.errors import AnyServeError, ConfigError
+from anyserve.credentials import Credentials, link_hello
+from anyserve.errors import AnyServeError, ConfigError, Unauthenticated
 from anyserve.protocol import RequestMeta
 from anyserve.records import TransportSpec
 from anyserve.replica.agent import Agent
@@ -38,14 +39,24 @@ _READY_TIMEOUT = 10.0
 class LinkService:
     """The agent as a :class:`~anyserve.transport.WorkerService` for the router."""
 
-    def __init__(self, agent: Agent, offers: Callable[[], list[dict[str, Any]]]) -> None:
+    def __init__(
+        self, agent: Agent, offers: Callable[[], list[dict[str, Any]]], credentials: Credentials | None = None
+    ) -> None:
         self.agent = agent
         self.offers = offers
+        #: Who may connect: the router, with the cluster token in its hello.
+        self.credentials = credentials or Credentials(None, None)
         self.in_flight = 0
         #: Requests received over the link since start (``anyserve status`` shows it).
         self.requests = 0
         self._idle = asyncio.Event()
         self._idle.set()
+
+    def admit(self, hello: dict[str, Any]) -> None:
+        """Only a caller with the cluster token may send requests here: the link skips the router's checks."""
+        token = hello.get("token")
+        if not self.credentials.is_cluster(token if isinstance(token, str) else None):
+            raise Unauthenticated("the router link needs the cluster token")
 
     def hello(self) -> dict[str, Any]:
         return {"replica_id": self.agent.replica_id, "pid": os.getpid(), "capabilities": self.offers()}
@@ -109,7 +120,8 @@ async def start_link(
         chosen = port or _free_port(host)
         address = host_port(host, chosen)
         serving = asyncio.create_task(transport.serve(address, service), name=f"anyserve-link:{address}")
-        probe = asyncio.create_task(transport.connect(address, timeout=_READY_TIMEOUT))
+        hello = link_hello(service.credentials.cluster)
+        probe = asyncio.create_task(transport.connect(address, timeout=_READY_TIMEOUT, hello=hello))
         await asyncio.wait((serving, probe), return_when=asyncio.FIRST_COMPLETED)
         if not serving.done():
             try:

@@ -17,6 +17,9 @@ never the environment's installed plugins.
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 
 from anyserve.plugins import PluginManager, create_plugin_manager
@@ -30,3 +33,12 @@ __all__ = ["ContractService", "ObjectStoreContract", "TransportContract", "plugi
 def plugin_manager() -> PluginManager:
     """Core's built-ins only; register test plugins on it as needed."""
     return create_plugin_manager(entrypoints=False, env={})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tokens the tests' routers make go to a folder of the session's, never the user's own state directory."""
+    if "ANYSERVE_STATE_DIR" not in os.environ:
+        folder = tempfile.mkdtemp(prefix="anyserve-test-state-")
+        # both spellings of one place: in-process Settings() read $XDG_STATE_HOME, loaded settings the variable
+        os.environ["XDG_STATE_HOME"] = folder
+        os.environ["ANYSERVE_STATE_DIR"] = os.path.join(folder, "anyserve")

@@ -17,13 +17,13 @@ import contextlib
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from anyserve.errors import AnyServeError, ResourceExhausted, Unavailable, error_for_code
 from anyserve.transport import Query
 from anyserve_transport_unix import framing
-from anyserve_transport_unix.frames_pb2 import Cancel, Credit, Error, Frame
+from anyserve_transport_unix.frames_pb2 import Cancel, Credit, Error, Frame, Hello
 
 log = logging.getLogger(__name__)
 
@@ -230,15 +230,27 @@ async def _open(
         await asyncio.sleep(min(0.02, remaining))
 
 
-async def connect(address: str, *, timeout: float, max_frame_bytes: int, stream_limit: int) -> FrameConnection:
+async def connect(
+    address: str, *, timeout: float, max_frame_bytes: int, stream_limit: int, hello: Mapping[str, Any] | None = None
+) -> FrameConnection:
     """Connect to a Unix socket and complete the handshake within ``timeout`` seconds."""
     return await handshake(
-        address, lambda: asyncio.open_unix_connection(address, limit=stream_limit), timeout, max_frame_bytes
+        address,
+        lambda: asyncio.open_unix_connection(address, limit=stream_limit),
+        timeout,
+        max_frame_bytes,
+        hello=hello,
     )
 
 
 async def connect_tcp(
-    host: str, port: int, *, timeout: float, max_frame_bytes: int, stream_limit: int
+    host: str,
+    port: int,
+    *,
+    timeout: float,
+    max_frame_bytes: int,
+    stream_limit: int,
+    hello: Mapping[str, Any] | None = None,
 ) -> FrameConnection:
     """Connect to a TCP ``host:port`` and complete the handshake within ``timeout`` seconds."""
     return await handshake(
@@ -247,21 +259,34 @@ async def connect_tcp(
         timeout,
         max_frame_bytes,
         transport="tcp",
+        hello=hello,
     )
 
 
 async def handshake(
-    address: str, open_stream: Opener, timeout: float, max_frame_bytes: int, *, transport: str = "unix"
+    address: str,
+    open_stream: Opener,
+    timeout: float,
+    max_frame_bytes: int,
+    *,
+    transport: str = "unix",
+    hello: Mapping[str, Any] | None = None,
 ) -> FrameConnection:
-    """Open with ``open_stream`` (retried until ``timeout``) and read the peer's hello."""
+    """Open with ``open_stream`` (retried until ``timeout``), send our hello and read the peer's.
+
+    The peer admits us (or not) on our hello before it says anything: a
+    refusal is an error frame instead of its hello, raised here.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     reader, writer = await _open(address, open_stream, deadline)
     try:
         # A peer that just started listening gets a short grace for its hello.
         wait = max(deadline - loop.time(), 0.5)
+        mine = Frame(hello=Hello(version=framing.PROTOCOL_VERSION, json=json.dumps(dict(hello or {}))))
+        writer.write(framing.encode(mine))
         frame = await asyncio.wait_for(framing.read(reader, max_frame_bytes), wait)
-        hello = _check_hello(address, frame)
+        peer = _check_hello(address, frame)
     except TimeoutError as exc:
         writer.close()
         raise Unavailable(f"{address} accepted the connection but sent no hello") from exc
@@ -271,7 +296,7 @@ async def handshake(
     except BaseException:
         writer.close()
         raise
-    return FrameConnection(address, reader, writer, hello, max_frame_bytes, transport)
+    return FrameConnection(address, reader, writer, peer, max_frame_bytes, transport)
 
 
 def _check_hello(address: str, frame: Frame | None) -> dict[str, Any]:
@@ -279,7 +304,10 @@ def _check_hello(address: str, frame: Frame | None) -> dict[str, Any]:
         raise Unavailable(f"worker at {address} closed the connection during the handshake")
     kind = frame.WhichOneof("kind")
     if kind == "error":
-        raise Unavailable(f"worker at {address} refused the connection: {frame.error.message}")
+        message = f"{address} refused the connection: {frame.error.message}"
+        if frame.error.code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+            raise error_for_code(frame.error.code, message)
+        raise Unavailable(message)
     if kind != "hello":
         raise Unavailable(f"worker at {address} sent {kind or 'an empty'} frame instead of hello")
     if frame.hello.version != framing.PROTOCOL_VERSION:

@@ -21,7 +21,10 @@ from google.protobuf.message import DecodeError
 
 from anyserve_transport_unix.frames_pb2 import Frame, Request
 
-PROTOCOL_VERSION = 2  # sent in Hello; bump on incompatible frame changes (2: stream credit)
+PROTOCOL_VERSION = 3  # sent in Hello; bump on incompatible frame changes (2: stream credit; 3: client hello)
+#: The connecting side's hello, read before the service admits it: small, and soon, or the connection closes.
+HANDSHAKE_MAX_BYTES = 64 * 1024
+HANDSHAKE_TIMEOUT_S = 10.0
 HEADER = struct.Struct(">I")
 MAX_FRAME_LIMIT = 0xFFFFFFFF  # what the 4-byte length can express
 DEFAULT_MAX_FRAME_BYTES = 256 * 1024 * 1024

@@ -20,7 +20,7 @@ import socket
 import stat
 from collections.abc import Awaitable, Callable, Sequence
 
-from anyserve.errors import ResourceExhausted, Unavailable, as_anyserve_error
+from anyserve.errors import AnyServeError, ResourceExhausted, Unavailable, as_anyserve_error
 from anyserve.transport import WorkerService
 from anyserve_transport_unix import framing
 from anyserve_transport_unix.frames_pb2 import End, Error, Frame, Hello, Request
@@ -57,6 +57,10 @@ class Session:
     async def run(self) -> None:
         """Handshake, then serve frames until the agent leaves or the task is cancelled."""
         try:
+            refusal = await self._admit()
+            if refusal is not None:
+                self.out.send([framing.encode(refusal)])
+                return
             self.out.send([framing.encode(self._hello())])
             while (frame := await framing.read(self.reader, self.max_frame_bytes)) is not None:
                 self._dispatch(frame)
@@ -71,6 +75,37 @@ class Session:
             self.out.close()
             with contextlib.suppress(Exception):
                 await self.writer.wait_closed()
+
+    async def _admit(self) -> Frame | None:
+        """Read the connecting side's hello and let the service admit it; the error frame refusing it, or None.
+
+        Nothing else is read first, and that hello is small and must come soon:
+        a stranger on the link port can hold neither memory nor a connection.
+        """
+        try:
+            frame = await asyncio.wait_for(
+                framing.read(self.reader, framing.HANDSHAKE_MAX_BYTES), framing.HANDSHAKE_TIMEOUT_S
+            )
+        except TimeoutError:
+            return Frame(error=Error(code="DEADLINE_EXCEEDED", message="no hello within the handshake timeout"))
+        if frame is None or frame.WhichOneof("kind") != "hello":
+            return Frame(error=Error(code="INVALID_ARGUMENT", message="the first frame must be a hello"))
+        if frame.hello.version != framing.PROTOCOL_VERSION:
+            return Frame(error=Error(code="FAILED_PRECONDITION", message=(
+                f"this side speaks frame protocol {framing.PROTOCOL_VERSION}, the caller {frame.hello.version}; "
+                "upgrade anyserve-transport-unix on both sides")))  # fmt: skip
+        admit = getattr(self.service, "admit", None)
+        if admit is None:
+            return None
+        try:
+            hello = json.loads(frame.hello.json or "{}")
+            admit(hello if isinstance(hello, dict) else {})
+        except ValueError:
+            return Frame(error=Error(code="INVALID_ARGUMENT", message="the hello is not JSON"))
+        except AnyServeError as exc:
+            log.warning("refused a %s connection: %s", self.transport, exc.message)
+            return Frame(error=Error(code=exc.code, message=exc.message))
+        return None
 
     def _hello(self) -> Frame:
         """The handshake frame; a broken ``hello()`` is reported to the agent, not just logged here."""

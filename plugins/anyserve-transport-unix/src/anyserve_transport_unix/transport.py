@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from anyserve.errors import ConfigError
@@ -68,9 +70,15 @@ class UnixTransport(_FrameTransport):
             check_path(address), service, max_frame_bytes=self.max_frame_bytes, stream_limit=STREAM_LIMIT
         )
 
-    async def connect(self, address: str, *, timeout: float = 10.0) -> client.FrameConnection:
+    async def connect(
+        self, address: str, *, timeout: float = 10.0, hello: Mapping[str, Any] | None = None
+    ) -> client.FrameConnection:
         return await client.connect(
-            check_path(address), timeout=timeout, max_frame_bytes=self.max_frame_bytes, stream_limit=STREAM_LIMIT
+            check_path(address),
+            timeout=timeout,
+            max_frame_bytes=self.max_frame_bytes,
+            stream_limit=STREAM_LIMIT,
+            hello=hello,
         )
 
 
@@ -106,8 +114,10 @@ class TcpTransport(_FrameTransport):
         host, port = split_address(address)
         await server.serve_tcp(host, port, service, max_frame_bytes=self.max_frame_bytes, stream_limit=STREAM_LIMIT)
 
-    async def connect(self, address: str, *, timeout: float = 10.0) -> client.FrameConnection:
+    async def connect(
+        self, address: str, *, timeout: float = 10.0, hello: Mapping[str, Any] | None = None
+    ) -> client.FrameConnection:
         host, port = split_address(address)
         return await client.connect_tcp(
-            host, port, timeout=timeout, max_frame_bytes=self.max_frame_bytes, stream_limit=STREAM_LIMIT
+            host, port, timeout=timeout, max_frame_bytes=self.max_frame_bytes, stream_limit=STREAM_LIMIT, hello=hello
         )
