@@ -12,6 +12,7 @@ import httpx
 import pytest
 from kserve import Wire
 from processes import Process, Replica, Router, free_port, run_anyserve
+from router_http import member_headers
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -77,11 +78,11 @@ def start_router() -> Iterator[Callable[..., Router]]:
 
 @pytest.fixture
 def http_to() -> Iterator[Callable[[str], httpx.Client]]:
-    """``http_to(url)`` -> a pooled HTTP client to a router, closed after the test."""
+    """``http_to(url)`` -> a pooled HTTP client to a router, as a cluster member, closed after the test."""
     clients: list[httpx.Client] = []
 
     def make(url: str) -> httpx.Client:
-        clients.append(httpx.Client(base_url=url, timeout=30))
+        clients.append(httpx.Client(base_url=url, timeout=30, headers=member_headers()))
         return clients[-1]
 
     yield make

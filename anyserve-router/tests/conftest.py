@@ -27,6 +27,7 @@ from anyserve.builtins.subset import SubsetMatcher
 from anyserve.config import Settings
 from anyserve.plugins import PluginManager, create_plugin_manager
 from anyserve.protocol import messages as pb
+from anyserve.protocol import names
 from anyserve_router.app import create_app
 from anyserve_router.registry import ReplicaRegistry
 from anyserve_router.upstream import Target, UpstreamError
@@ -89,9 +90,10 @@ class FakeUpstream:
 
     unary: dict[str, Behaviour] = field(default_factory=dict)
     streams: dict[str, list[bytes | Exception]] = field(default_factory=dict)
-    #: What each call got, its request id left out (``request_ids`` keeps those, in order).
+    #: What each call got, its request id and deadline left out (``request_ids`` and ``timeouts`` keep those).
     calls: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
     request_ids: list[str] = field(default_factory=list)
+    timeouts: list[str] = field(default_factory=list)
     opened: list[FakeStream] = field(default_factory=list)
     closed: bool = False
     #: Endpoints whose ModelMetadata never answers (a stalled replica).
@@ -100,6 +102,7 @@ class FakeUpstream:
     def _record(self, target: Target, payload: bytes, metadata) -> dict[str, str]:
         md = dict(metadata)
         self.request_ids.append(md.pop("x-request-id", ""))
+        self.timeouts.append(md.pop("x-request-timeout", ""))
         self.calls.append((target.endpoint, payload, md))
         return md
 
@@ -161,6 +164,10 @@ class Client:
     """A running router app and a tiny blocking HTTP client for it (one connection per request)."""
 
     def __init__(self, app: Any) -> None:
+        #: Sent with every request unless overridden: the cluster token and a replica key, as a replica sends.
+        self.app_state = app.state.anyserve
+        token = self.app_state.credentials.cluster
+        self.headers = {"Authorization": f"Bearer {token}", names.REPLICA_KEY_HEADER: "tests-replica-key"}
         config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -181,7 +188,7 @@ class Client:
         params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
     ) -> Answer:
-        sent = dict(headers or {})
+        sent = {**self.headers, **(headers or {})}
         body: Any = content.encode() if isinstance(content, str) else content
         if json is not None:
             body = jsonlib.dumps(json).encode()

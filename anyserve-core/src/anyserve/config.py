@@ -33,6 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from anyserve.errors import ConfigError
+from anyserve.runtime_dir import default_objects_url
 
 CONFIG_ENV = "ANYSERVE_CONFIG"
 FILE_NAMES = ("anyserve.toml", "pyproject.toml")
@@ -48,6 +49,18 @@ ENV_KEYS: dict[str, str] = {
     "ANYSERVE_LINK": "link.name",
     "ANYSERVE_ROUTER_URL": "router.url",
     "ANYSERVE_MAX_MESSAGE_BYTES": "replica.max_message_bytes",
+    "ANYSERVE_MAX_TENSOR_ELEMENTS": "replica.max_tensor_elements",
+    "ANYSERVE_CLUSTER_TOKEN": "cluster.token",
+    "ANYSERVE_CLUSTER_TOKEN_FILE": "cluster.token_file",
+    "ANYSERVE_ADMIN_TOKEN": "cluster.admin_token",
+    "ANYSERVE_ADMIN_TOKEN_FILE": "cluster.admin_token_file",
+    "ANYSERVE_STATE_DIR": "cluster.state_dir",
+    "ANYSERVE_CLUSTER_AUTH": "cluster.auth",
+    "ANYSERVE_API_KEYS": "auth.api_keys",
+    "ANYSERVE_API_KEYS_FILE": "auth.api_keys_file",
+    "ANYSERVE_TLS_CERT_FILE": "tls.cert_file",
+    "ANYSERVE_TLS_KEY_FILE": "tls.key_file",
+    "ANYSERVE_TLS_CA_FILE": "tls.ca_file",
 }
 
 
@@ -65,7 +78,9 @@ class Selection(_Table):
 class ObjectsSettings(_Table):
     """The object store (``url`` picks the backend by scheme) and how long objects live."""
 
-    url: str = "file:///tmp/anyserve-objects"
+    #: Default: ``objects`` in the user's runtime directory, ``$XDG_RUNTIME_DIR/anyserve/objects`` or else
+    #: ``/tmp/anyserve-<uid>/objects`` (that directory 0700, refused if another user or group may enter it).
+    url: str = Field(default_factory=default_objects_url)
     options: dict[str, Any] = Field(default_factory=dict)
     #: A replica with an explicitly configured store deletes objects last written
     #: longer ago than this, in the background; 0 disables the collection.
@@ -104,6 +119,42 @@ class RouterSettings(_Table):
     no_match: Literal["404", "any-replica"] = "404"
     #: Engine servers to front from the start (``[[router.engines]]``); ``POST /engines`` adds more.
     engines: list[EngineSettings] = Field(default_factory=list)
+    #: Seconds a request may take when its client sets no deadline (``X-Request-Timeout``, gRPC's own, the
+    #: OpenAI SDK's timeout); past it the answer is 504. A stream's deadline bounds its first response only.
+    default_deadline_seconds: float = Field(default=300.0, gt=0, allow_inf_nan=False)
+    #: Seconds a request waits for capacity that is on its way (a replica re-registering after a router
+    #: restart, a worker class back from ``failed``, a replica that went silent) before a 503 with Retry-After.
+    capacity_wait_seconds: float = Field(default=5.0, ge=0, allow_inf_nan=False)
+    #: Seconds the router remembers what a silent (expired) replica offered: asking for it then is a 503, not a 404.
+    offer_memory_seconds: float = Field(default=300.0, ge=0, allow_inf_nan=False)
+    #: Seconds between a replica's heartbeats (ttl/3 if that is less): a restarted router hears from every
+    #: live replica within this, and waits that long (plus half a second) before a 404 after it starts.
+    heartbeat_seconds: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    #: Request bodies the router holds at once, in bytes, all requests together; past it a request is
+    #: answered 503 with Retry-After (413 if its body alone is bigger), before its body is read.
+    max_body_bytes_in_flight: int = Field(default=256 * 1024 * 1024, ge=1024)
+    #: Largest body of a registration or heartbeat, in bytes (they are small; 80,000 capabilities are not).
+    max_registration_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: Capabilities one replica may register; routing cost grows with them.
+    max_capabilities: int = Field(default=256, ge=1)
+    #: Longest capability key or string value, in characters.
+    max_capability_chars: int = Field(default=256, ge=8)
+    #: Endpoint addresses a replica or engine may register although they are refused by default
+    #: (link-local and cloud metadata, unspecified, multicast), as networks: ``["169.254.10.0/24"]``.
+    allowed_endpoint_networks: list[str] = Field(default_factory=list)
+    #: Largest request line plus headers, in bytes; past it the router answers 431 and closes.
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: Seconds a client has, from connecting or from the first byte of a request, to send all its headers.
+    header_timeout_seconds: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    #: Seconds an idle keep-alive connection is kept open between requests.
+    keep_alive_seconds: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    #: Seconds any request body may take; a longer one must keep arriving at ``body_min_bytes_per_second``
+    #: on average, else the router answers 408 and closes.
+    body_timeout_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    body_min_bytes_per_second: int = Field(default=16 * 1024, ge=1)
+    #: Open HTTP connections; past it a new connection takes the place of the longest-idle one, or is
+    #: answered 503 and closed. 0: the process's open-file limit less a reserve for everything else.
+    max_connections: int = Field(default=0, ge=0)
 
 
 class OpenAISettings(_Table):
@@ -112,6 +163,57 @@ class OpenAISettings(_Table):
     #: Model names mapped to capability queries, e.g. ``gpt-4o-mini = {type = "chat", model = "smollm2-135m"}``.
     #: A name with no alias asks for ``{type: <chat|completion|embed>, model: <name>}``.
     aliases: dict[str, dict[str, str | int | float | bool]] = Field(default_factory=dict)
+
+
+class ClusterSettings(_Table):
+    """Who may join the cluster and who may manage it (see docs/security.md).
+
+    The cluster token admits replicas: registration, heartbeats, the router
+    link and ``ReplicaStatus`` need it. The admin token also deregisters any
+    replica and manages engines. Unset, ``anyserve router`` makes both in
+    ``state_dir`` (files 0600), where replicas and the CLI on the same
+    machine find them.
+    """
+
+    #: The cluster token itself (prefer ``token_file`` or ``$ANYSERVE_CLUSTER_TOKEN``: config files get shared).
+    token: str | None = None
+    #: A file holding the cluster token.
+    token_file: str | None = None
+    #: The admin token, or a file holding it.
+    admin_token: str | None = None
+    admin_token_file: str | None = None
+    #: Where the router keeps the tokens it makes; default ``$XDG_STATE_HOME/anyserve`` or ``~/.local/state/anyserve``.
+    state_dir: str | None = None
+    #: ``token``: the control plane needs the cluster token; ``off``: anyone who reaches the router may register.
+    auth: Literal["token", "off"] = "token"
+
+
+class TlsSettings(_Table):
+    """TLS on every hop of the cluster: the router's HTTP and gRPC fronts, replicas' gRPC ports, router links.
+
+    Configure it the same on the router and its replicas (PEM files). With it,
+    every process serves TLS with ``cert_file``/``key_file`` and connects to
+    the others over TLS, checking their certificates against ``ca_file``.
+    """
+
+    #: This process's certificate (chain) and private key.
+    cert_file: str | None = None
+    key_file: str | None = None
+    #: The CA that signed the other processes' certificates; default: the system's trust store.
+    ca_file: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+
+class AuthSettings(_Table):
+    """API keys for the router's data plane (``/infer``, ``/v2``, ``/v1``, gRPC); none configured: open."""
+
+    #: Comma-separated keys, each allowed every capability.
+    api_keys: str | None = None
+    #: A TOML file of ``[[keys]]`` with ``key`` (or ``sha256``), an optional ``name`` and ``capabilities``.
+    api_keys_file: str | None = None
 
 
 class ReplicaSettings(_Table):
@@ -124,6 +226,9 @@ class ReplicaSettings(_Table):
     concurrency: int = Field(default=16, ge=1)
     #: Largest request or response accepted, in bytes.
     max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    #: Largest tensor a request may describe, in elements, zero dimensions counted as one (so ``[10000000, 0]``
+    #: is ten million): as many one-byte elements as ``max_message_bytes`` holds. Checked before anything is built.
+    max_tensor_elements: int = Field(default=64 * 1024 * 1024, ge=1)
     #: Seconds in-flight requests get to finish on SIGTERM / Ctrl-C.
     shutdown_grace: float = Field(default=10.0, ge=0)
     replica_id: str | None = None
@@ -135,6 +240,16 @@ class ReplicaSettings(_Table):
     advertise: str | None = None
     #: Port of the router link (see ``[link]``); 0 picks a free one.
     link_port: int = Field(default=0, ge=0, le=65535)
+    #: Seconds a request waits at the replica for a worker that is restarting or not answering its liveness
+    #: probes, before it is answered UNAVAILABLE (503 with Retry-After at the router).
+    worker_wait_seconds: float = Field(default=5.0, ge=0, allow_inf_nan=False)
+    #: Seconds between two liveness probes of each worker; 0 turns probing off.
+    liveness_interval_seconds: float = Field(default=2.0, ge=0, allow_inf_nan=False)
+    #: A worker that leaves a probe unanswered this long is reported unresponsive and gets no requests until it answers.
+    liveness_timeout_seconds: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    #: Seconds a worker class that failed 3 times within a minute stays ``failed`` (doubling with each further
+    #: failure, up to 300) before it is ``cold`` again and the router is told so.
+    failed_retry_seconds: float = Field(default=5.0, gt=0, allow_inf_nan=False)
 
 
 class Settings(_Table):
@@ -150,6 +265,9 @@ class Settings(_Table):
     router: RouterSettings = Field(default_factory=RouterSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     replica: ReplicaSettings = Field(default_factory=ReplicaSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
 
     #: dotted key -> where its value came from ("default" when absent).
     sources: dict[str, str] = Field(default_factory=dict, exclude=True)

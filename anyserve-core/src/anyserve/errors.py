@@ -72,6 +72,18 @@ class Unavailable(AnyServeError):
     code = "UNAVAILABLE"
 
 
+class Unauthenticated(AnyServeError):
+    """No credential, or not one this server accepts (HTTP 401): the message says which is needed."""
+
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(AnyServeError):
+    """The credential is valid but does not allow this (HTTP 403)."""
+
+    code = "PERMISSION_DENIED"
+
+
 class DeadlineExceeded(AnyServeError):
     """The request's deadline passed before it was served."""
 
@@ -130,6 +142,8 @@ _BY_CODE: dict[str, type[AnyServeError]] = {
         Unavailable,
         DeadlineExceeded,
         Cancelled,
+        Unauthenticated,
+        PermissionDenied,
     )
 }
 
@@ -151,6 +165,8 @@ def as_anyserve_error(exc: BaseException) -> AnyServeError:
 #: the replica (reading the router's answers), so both agree on every code.
 HTTP_STATUS: dict[str, int] = {
     "INVALID_ARGUMENT": 400,
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
     "NOT_FOUND": 404,
     "ALREADY_EXISTS": 409,
     "RESOURCE_EXHAUSTED": 413,

@@ -11,6 +11,7 @@ replica raises, through the shared gRPC <-> HTTP status table.
 from __future__ import annotations
 
 import secrets
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -90,12 +91,18 @@ class AsyncRouterClient:
     """
 
     def __init__(
-        self, url: str, *, timeout: float | None = 60.0, token: str | None = None, replica_key: str | None = None
+        self,
+        url: str,
+        *,
+        timeout: float | None = 60.0,
+        token: str | None = None,
+        replica_key: str | None = None,
+        verify: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.replica_key = replica_key or secrets.token_urlsafe(32)
         headers = {**bearer(token), REPLICA_KEY_HEADER: self.replica_key}
-        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=headers)
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=headers, verify=verify or True)
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:

@@ -33,22 +33,29 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from anyserve import tls
 from anyserve.catalog import LINK_OFF, Catalog
 from anyserve.config import Settings
+from anyserve.credentials import Credentials
 from anyserve.encoding import StreamEncoder
 from anyserve.errors import AnyServeError, code_for_http, http_status
 from anyserve.plugins import PluginManager, get_plugin_manager
 from anyserve.protocol import dumps, names, new_request_id
 from anyserve_router import inbound
+from anyserve_router.api_keys import ApiKeys
+from anyserve_router.body_budget import BodyBudget
+from anyserve_router.capacity import startup_grace
 from anyserve_router.engines import Engines, EngineSpec
 from anyserve_router.engines_api import build_engine_routes
 from anyserve_router.forwarding import Router
 from anyserve_router.infer_api import InferHandlers, build_infer_routes
 from anyserve_router.link_upstream import LinkUpstream
+from anyserve_router.offers import RegistrationLimits
 from anyserve_router.openai_api import PREFIX as OPENAI_PREFIX
 from anyserve_router.openai_api import OpenAIFront
 from anyserve_router.registry import ReplicaRegistry
 from anyserve_router.registry_api import build_registry_routes
+from anyserve_router.request_context import RequestContext, internal_error
 from anyserve_router.upstream import GrpcUpstream, Upstream
 from anyserve_router.version import __version__
 
@@ -65,6 +72,8 @@ class RouterState:
     encoder: StreamEncoder
     upstream: Upstream
     engines: Engines
+    #: The cluster and admin tokens the control plane checks.
+    credentials: Credentials
 
 
 def error_response(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> Response:
@@ -81,6 +90,10 @@ async def _anyserve_error(request: Request, exc: Exception) -> Response:
     if rid:
         headers[names.REQUEST_ID_HEADER] = rid
     status = http_status(exc.code)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:  # "not now": the replica or the capacity is coming back
+        status = 503
+        headers["Retry-After"] = str(retry_after)
     if status >= 500:
         log.warning(
             "%s %s -> %d %s (request %s): %s", request.method, request.url.path, status, exc.code, rid, exc.message
@@ -103,9 +116,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     """A bug in the router: the log gets the traceback, the client a request id to quote, nothing more."""
     request_id = inbound.request_id(request) or new_request_id()
     log.error("internal error in %s %s (request %s)", request.method, request.url.path, request_id, exc_info=exc)
-    return error_response(
-        500, f"internal error (request {request_id})", "INTERNAL", {names.REQUEST_ID_HEADER: request_id}
-    )
+    return internal_error(request_id)
 
 
 async def _error_answer(request: Request, exc: Exception) -> Response:
@@ -135,16 +146,26 @@ class RouterApp:
     started (a stream failing mid-way) is re-raised as it is.
     """
 
-    def __init__(self, fastapi: FastAPI, handlers: InferHandlers, openai: OpenAIFront) -> None:
+    def __init__(
+        self, fastapi: FastAPI, handlers: InferHandlers, openai: OpenAIFront, context: RequestContext | None = None
+    ) -> None:
         self.fastapi = fastapi
         self.handlers = handlers
         self.openai = openai
+        #: Request ids, body budget and last-resort errors for every HTTP request (see request_context.py).
+        self.context = context or RequestContext(BodyBudget(openai.state.settings.router.max_body_bytes_in_flight))
 
     @property
     def state(self) -> Any:
         return self.fastapi.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.context(scope, receive, send, self._dispatch)
+        else:
+            await self.fastapi(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = _route_path(scope)
             if path.startswith(OPENAI_PREFIX):
@@ -198,6 +219,7 @@ def create_app(
     *,
     upstream: Upstream | None = None,
     registry: ReplicaRegistry | None = None,
+    credentials: Credentials | None = None,
 ) -> RouterApp:
     """The router application for ``settings`` (defaults) and plugin manager ``pm`` (the process's).
 
@@ -206,7 +228,8 @@ def create_app(
     to a replica over its link when it registered one the router speaks
     (``[link]``; ``off`` for gRPC only), else over gRPC. ``upstream``
     replaces that data path (tests, other transports); it is closed when
-    the server shuts down.
+    the server shuts down. ``credentials`` default to the configured tokens,
+    or those in the state directory (made there when missing).
     """
     settings = settings or Settings()
     pm = pm or get_plugin_manager()
@@ -214,15 +237,29 @@ def create_app(
     encoding = catalog.encoding(settings)
     encoder = encoding.factory(settings.encoding.options)
     matcher = catalog.matcher(settings).factory(settings.matcher.options)
-    registry = registry or ReplicaRegistry(settings.router.ttl_seconds)
+    registry = registry or ReplicaRegistry(settings.router.ttl_seconds, limits=RegistrationLimits.of(settings.router))
+    credentials = credentials or Credentials.load(settings)
     # Channels and links open lazily, inside the server's event loop, on first use.
     if upstream is None:
-        upstream = GrpcUpstream()
+        upstream = GrpcUpstream(credentials=tls.grpc_channel_credentials(settings.tls))
         if settings.link.name != LINK_OFF:
-            upstream = LinkUpstream(catalog, settings.link, upstream)
-    router = Router(registry, matcher, pm, upstream, no_match=settings.router.no_match)
+            upstream = LinkUpstream(
+                catalog, settings.link, upstream, credentials.cluster, ssl=tls.client_context(settings.tls)
+            )
+    registry.offer_memory_seconds = settings.router.offer_memory_seconds
+    router = Router(
+        registry,
+        matcher,
+        pm,
+        upstream,
+        no_match=settings.router.no_match,
+        deadline_seconds=settings.router.default_deadline_seconds,
+        capacity_wait_seconds=settings.router.capacity_wait_seconds,
+        startup_grace_seconds=startup_grace(settings.router),
+    )
+    router.api_keys = ApiKeys.from_settings(settings, credentials)
     engines = Engines(registry)
-    state = RouterState(settings, registry, router, encoder, upstream, engines)
+    state = RouterState(settings, registry, router, encoder, upstream, engines, credentials)
     configured = [EngineSpec.of(e.url, e.id, e.capabilities, e.types) for e in settings.router.engines]
 
     @contextlib.asynccontextmanager
@@ -253,7 +290,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(build_registry_routes(state))
-    app.include_router(build_engine_routes(engines))
+    app.include_router(build_engine_routes(engines, credentials))
     handlers = InferHandlers(state)
     app.include_router(build_infer_routes(handlers))
     log.debug("router app: encoding %s, matcher %s", encoding.name, settings.matcher.name)

@@ -1,15 +1,17 @@
 """``anyserve router``: run the router (registry, capability routing, SSE bridge) until stopped.
 
 uvicorn runs programmatically in this process; the ready line is printed
-only once the socket listens, so scripts can wait for it. Its loop and HTTP
-parser are uvicorn's "auto" choices: uvloop and httptools (uvicorn's standard
-extra, a dependency), the pure-Python asyncio loop and h11 only without them.
+only once the socket listens, so scripts can wait for it. Its loop is
+uvicorn's "auto" choice (uvloop, from uvicorn's standard extra, a
+dependency); its HTTP protocol is httptools' with the router's bounds on
+connections, header size and the time to send a request
+(:mod:`anyserve_router.http_limits`). Log lines written while a request is
+served name it (``[request <id>]``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 from enum import StrEnum
 from pathlib import Path
@@ -21,6 +23,8 @@ import uvicorn
 from anyserve.config import load_settings
 from anyserve_router.app import RouterApp, create_app
 from anyserve_router.grpc_front import start_grpc_front
+from anyserve_router.http_limits import HttpLimits, protocol_class
+from anyserve_router.request_context import configure_logging
 
 READY_POLL_SECONDS = 0.05
 
@@ -32,8 +36,8 @@ class LogLevel(StrEnum):
     error = "error"
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def _url(host: str, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -70,7 +74,8 @@ async def _serve(server: uvicorn.Server, sock: socket.socket, host: str, app: Ro
             raise typer.Exit(1) from None
         grpc_line = f", KServe v2 gRPC at {_url(host, bound).removeprefix('http://')}"
     port = sock.getsockname()[1]
-    typer.echo(f"anyserve router ready at {_url(host, port)}{grpc_line} (Ctrl-C to stop)")
+    scheme = "https" if app.state.anyserve.settings.tls.enabled else "http"
+    typer.echo(f"anyserve router ready at {_url(host, port, scheme)}{grpc_line} (Ctrl-C to stop)")
     try:
         await task
     finally:
@@ -113,18 +118,26 @@ def router(
         },
     )
     level = log_level.value
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(level)
     app = create_app(settings)
+    limits, warning = HttpLimits.of(settings.router)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
+    protocol, _ = protocol_class(limits)
     sock = _listen(settings.router.host, settings.router.port)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
             loop="auto",
-            http="auto",
+            http=protocol,
+            ws="none",
+            timeout_keep_alive=limits.keep_alive,  # type: ignore[arg-type]  # seconds, a float is fine
             log_level=level,
             access_log=level == "debug",
             log_config=None,
             timeout_graceful_shutdown=5,
+            ssl_certfile=settings.tls.cert_file,  # [tls]: HTTPS (and the gRPC front in TLS)
+            ssl_keyfile=settings.tls.key_file,
         )
     )
     try:

@@ -8,11 +8,14 @@ into the HTTP status, so the router keeps no table of its own.
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException
+
 from anyserve.errors import (
     AnyServeError,
     CapabilityNotFound,
     InvalidRequest,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
     Unavailable,
 )
@@ -43,6 +46,10 @@ class DuplicateReplica(AnyServeError):
     code = "ALREADY_EXISTS"
 
 
+class WrongReplicaKey(PermissionDenied):
+    """A heartbeat or deregistration for a replica id without the key that replica registered with (403)."""
+
+
 class NoMatch(CapabilityNotFound):
     """No live replica offers a capability matching the request's query (404)."""
 
@@ -53,3 +60,27 @@ class ReplicaUnreachable(Unavailable):
 
 class BodyTooLarge(ResourceExhausted):
     """The HTTP request body is larger than ``router.max_body_bytes`` (413)."""
+
+
+class RouterBusy(HTTPException):
+    """The router already holds as many request bodies as ``router.max_body_bytes_in_flight`` allows.
+
+    A 503 with ``Retry-After``, not an anyserve error: "not now" has no gRPC
+    code the router answers 503 for, and every HTTP front answers an
+    HTTPException with its own status and headers.
+    """
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(503, message, headers={"Retry-After": str(retry_after)})
+
+
+class NoCapacity(Unavailable):
+    """A capability is on its way (failed for now, its replica re-registering or silent) but none came in time.
+
+    Answered 503 with ``Retry-After`` (``retry_after`` seconds), where a
+    capability nobody offers is a 404 (:class:`NoMatch`).
+    """
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -7,6 +7,12 @@ Each forwarded call holds a registry lease, so in-flight counts spread load.
 A replica that cannot be reached at all is excluded and the request goes to
 another match once; a replica that answers with an error is never retried
 (it may have run the request).
+
+Every call has a deadline (:mod:`anyserve_router.deadlines`): the client's,
+else ``router.default_deadline_seconds``. It bounds the wait for capacity
+(:mod:`anyserve_router.capacity`), then the answer, or a stream's first
+response; it travels to the replica as ``x-request-timeout``, and the call
+is cancelled there when it passes (504) or when the HTTP client leaves.
 """
 
 from __future__ import annotations
@@ -14,19 +20,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 from anyserve.errors import AnyServeError, DeadlineExceeded
 from anyserve.matching import Matcher
 from anyserve.protocol import RequestMeta, dumps
 from anyserve_router import selection
-from anyserve_router.errors import NoMatch, ReplicaUnreachable, UnknownReplica
+from anyserve_router.api_keys import ApiKeys
+from anyserve_router.capacity import Capacity
+from anyserve_router.deadlines import Deadlines
+from anyserve_router.errors import NoCapacity, NoMatch, ReplicaUnreachable, UnknownReplica
 from anyserve_router.registry import KSERVE, Lease, ReplicaRegistry
-from anyserve_router.upstream import Target, Upstream, UpstreamError, UpstreamStream
+from anyserve_router.upstream import Metadata, Target, Upstream, UpstreamError, UpstreamStream
 
 if TYPE_CHECKING:
+    from starlette.types import Receive
+
     from anyserve.plugins import PluginManager
 
 log = logging.getLogger("anyserve.router")
@@ -34,15 +46,28 @@ log = logging.getLogger("anyserve.router")
 T = TypeVar("T")
 #: How long model metadata may take when the request sets no deadline of its own.
 METADATA_TIMEOUT = 10.0
+#: Seconds a request may take when neither its client nor the settings say (``router.default_deadline_seconds``).
+DEFAULT_DEADLINE = 300.0
+#: Seconds a client told "not now" (503) is asked to wait before it retries.
+RETRY_AFTER_SECONDS = 1
 _SHOWN_CAPABILITIES = 20
+#: Most characters of known capabilities a 404 message shows.
+_SHOWN_CHARS = 2000
 
 
 class ReplicaFailed(AnyServeError):
-    """A replica answered with an error; code and message are the replica's own."""
+    """A replica answered with an error; code and message are the replica's own.
+
+    ``UNAVAILABLE`` from a replica that answered is "not now" (its worker is
+    restarting, or not answering, or its worker class failed): HTTP fronts
+    say 503 with ``Retry-After`` (:attr:`retry_after`), not 502, which is
+    for a replica that could not be reached at all.
+    """
 
     def __init__(self, message: str, *, code: str, replica_id: str) -> None:
         super().__init__(message, code=code)
         self.replica_id = replica_id
+        self.retry_after = RETRY_AFTER_SECONDS if code == "UNAVAILABLE" else None
 
 
 @dataclass
@@ -65,14 +90,27 @@ class Router:
         upstream: Upstream,
         *,
         no_match: Literal["404", "any-replica"] = "404",
+        deadline_seconds: float = DEFAULT_DEADLINE,
+        capacity_wait_seconds: float = 0.0,
+        startup_grace_seconds: float = 0.0,
     ) -> None:
         self.registry = registry
         self.matcher = matcher
         self.pm = pm
         self.upstream = upstream
         self.no_match = no_match
+        #: The data plane's API keys; None: no key is needed (see api_keys.py).
+        self.api_keys: ApiKeys | None = None
         #: Each replica's best offer per query, until the registry's offers change.
         self.matches = selection.MatchCache()
+        #: Seconds a request may take when its client set no deadline.
+        self.deadline_seconds = deadline_seconds
+        self.deadlines = Deadlines()
+        self.capacity = Capacity(
+            registry, matcher, wait_seconds=capacity_wait_seconds, grace_seconds=startup_grace_seconds
+        )
+        #: The 404 message's list of known capabilities, and the registry version it was made at.
+        self._known: tuple[int, str] | None = None
 
     # -- choosing ------------------------------------------------------------
 
@@ -139,15 +177,12 @@ class Router:
     ) -> str:
         shown_query = dumps(dict(query)).decode()
         if stream is not None and selection.candidates(
-            self.registry, query, self.matcher, exclude=exclude, stream=not stream
+            self.registry, query, self.matcher, exclude=exclude, stream=not stream, cache=self.matches
         ):
             if stream:
                 return f"{shown_query} is served only as a unary call, not as a stream: use POST /infer"
             return f"{shown_query} is served only as a stream: use POST /infer/stream (gRPC: ModelStreamInfer)"
-        known = self.registry.known_capabilities()
-        shown = ", ".join(dumps(c).decode() for c in known[:_SHOWN_CAPABILITIES]) or "none (no live replicas)"
-        if len(known) > _SHOWN_CAPABILITIES:
-            shown += f" and {len(known) - _SHOWN_CAPABILITIES} more"
+        shown = self._known_capabilities()
         others = [i for i in exclude if i != delegated_from]
         why = ""
         if delegated_from is not None:
@@ -155,6 +190,19 @@ class Router:
         if others:
             why += f" ({len(others)} did not answer)"
         return f"no live replica{why} offers a capability matching {shown_query}; known: {shown}"
+
+    def _known_capabilities(self) -> str:
+        """What a 404 lists, made once per registry version: unmatched requests must not each sort every offer."""
+        version = self.registry.version
+        if self._known is None or self._known[0] != version:
+            known = self.registry.known_capabilities()
+            shown = ", ".join(dumps(c).decode() for c in known[:_SHOWN_CAPABILITIES]) or "none (no live replicas)"
+            if len(shown) > _SHOWN_CHARS:
+                shown = shown[:_SHOWN_CHARS] + "..."
+            if len(known) > _SHOWN_CAPABILITIES:
+                shown += f" and {len(known) - _SHOWN_CAPABILITIES} more"
+            self._known = (version, shown)
+        return self._known[1]
 
     def lookup(self, query: Mapping[str, str]) -> Target:
         """Discovery: the replica a request for ``query`` would go to now (no lease taken)."""
@@ -165,22 +213,54 @@ class Router:
     async def forward(
         self,
         meta: RequestMeta,
-        call: Callable[[Target], Awaitable[T]],
+        call: Callable[[Target, Metadata], Awaitable[T]],
         *,
         stream: bool | None = None,
         protocols: frozenset[str] | None = selection.KSERVE_ONLY,
+        receive: Receive | None = None,
     ) -> Forwarded[T]:
-        """Pick a replica (of ``protocols``), hold a lease on it and ``await call(target)``.
+        """Pick a replica (of ``protocols``), hold a lease on it and ``await call(target, metadata)``.
 
-        If the replica cannot be reached, it is excluded and one other match
-        is tried; if that fails too, or none is left, :class:`ReplicaUnreachable`
-        says so (the log names the replicas and why). An error the replica
-        itself answered becomes :class:`ReplicaFailed` with its code and
-        message. On success the caller owns the lease.
+        ``metadata`` is what travels with the request, its deadline as it
+        stands when the call goes out. If the replica cannot be reached, it
+        is excluded and one other match is tried; if that fails too, or none
+        is left, :class:`ReplicaUnreachable` says so (the log names the
+        replicas and why). An error the replica itself answered becomes
+        :class:`ReplicaFailed` with its code and message. When no replica
+        matches but one may come (:class:`~anyserve_router.capacity.Capacity`),
+        the request waits for it, then gets :class:`NoCapacity`; else
+        :class:`NoMatch`. Past the deadline it is :class:`DeadlineExceeded`,
+        and when the HTTP client behind ``receive`` leaves, ``ClientGone``.
+        On success the caller owns the lease.
         """
+        deadline = meta.deadline
+        if deadline is None:
+            deadline = time.monotonic() + self.deadline_seconds
+        watch = self.deadlines.watch(deadline, receive)
+        try:
+            return await self._forward(meta, deadline, call, stream, protocols)
+        except asyncio.CancelledError:
+            failure = watch.failure(lambda: self.late(meta, own=meta.deadline is not None))
+            if failure is None:
+                raise
+            raise failure from None
+        finally:
+            self.deadlines.done(watch)
+
+    async def _forward(
+        self,
+        meta: RequestMeta,
+        deadline: float,
+        call: Callable[[Target, Metadata], Awaitable[T]],
+        stream: bool | None,
+        protocols: frozenset[str] | None,
+    ) -> Forwarded[T]:
+        if self.api_keys is not None:
+            self.api_keys.check(meta.credential, meta.query)
         query, delegated_from = meta.query, meta.delegated_from
         exclude: set[str] = {delegated_from} if delegated_from else set()
         failed: list[tuple[Target, UpstreamError]] = []
+        wait_until: float | None = None
         while len(failed) < 2:
             try:
                 target = self.pick(
@@ -189,14 +269,18 @@ class Router:
             except NoMatch:
                 if failed:
                     break
-                raise
+                version = self.registry.version  # read before any await: no change can slip in between
+                if wait_until is None:
+                    wait_until = min(time.monotonic() + self.capacity.wait_seconds, deadline)
+                await self._await_capacity(meta, stream, exclude, protocols, version, wait_until)
+                continue
             try:
                 lease = self.registry.acquire(target.replica_id)
             except UnknownReplica:  # deregistered between choice and call
                 exclude.add(target.replica_id)
                 continue
             try:
-                return Forwarded(target, await call(target), lease)
+                return Forwarded(target, await call(target, meta.to_metadata(deadline=deadline)), lease)
             except UpstreamError as exc:
                 lease.release()
                 if not exc.unreachable:
@@ -215,6 +299,49 @@ class Router:
                 raise
         raise ReplicaUnreachable(self._unreachable_message(meta, len(failed)))
 
+    async def _await_capacity(
+        self,
+        meta: RequestMeta,
+        stream: bool | None,
+        exclude: set[str],
+        protocols: frozenset[str] | None,
+        version: int,
+        until: float,
+    ) -> None:
+        """Return once the registry changed (pick again); raise when nothing is coming, or nothing came in time."""
+        query = meta.query
+        while True:
+            expected = self.capacity.expected(query, stream=stream, exclude=exclude, protocols=protocols)
+            if expected is None:
+                raise NoMatch(self._no_match_message(query, exclude, meta.delegated_from, stream))
+            reason, holds_until = expected
+            if await self.capacity.changed(version, min(until, holds_until)):
+                return
+            if time.monotonic() >= until:
+                break
+            # The reason lapsed before the wait did (the startup grace ended): is anything else coming?
+        shown = dumps(dict(query)).decode()
+        log.warning("no capacity for %s (request %s): %s", shown, meta.request_id or "-", reason)
+        raise NoCapacity(
+            f"no replica can serve {shown} right now ({reason}); retry shortly (request {meta.request_id or '-'})",
+            retry_after=RETRY_AFTER_SECONDS,
+        )
+
+    def with_deadline(self, meta: RequestMeta) -> RequestMeta:
+        """``meta`` with its deadline settled: the client's, else the router's default from now."""
+        if meta.deadline is not None:
+            return meta
+        return replace(meta, deadline=time.monotonic() + self.deadline_seconds)
+
+    def late(self, meta: RequestMeta, *, own: bool) -> DeadlineExceeded:
+        """A call the deadline ended (``own``: the client's, else the router's default): what happened (504)."""
+        shown = dumps(dict(meta.query)).decode()
+        log.warning("request %s for %s passed its deadline", meta.request_id or "-", shown)
+        where = "the client's" if own else "the router's default, router.default_deadline_seconds"
+        return DeadlineExceeded(
+            f"no answer for {shown} before the request's deadline ({where}) passed (request {meta.request_id or '-'})"
+        )
+
     @staticmethod
     def _unreachable_message(meta: RequestMeta, tried: int) -> str:
         """Which replicas and where stay in the router's log; the client learns what happened."""
@@ -225,32 +352,39 @@ class Router:
             what = f"the replica chosen for {shown} did not answer and no other live replica matches"
         return f"{what} (request {meta.request_id or '-'}; the router's log names them)"
 
-    async def infer(self, meta: RequestMeta, payload: bytes) -> tuple[Target, bytes]:
-        """Unary ModelInfer: serialised request in, the serving replica and serialised response out."""
-        md = meta.to_metadata()
+    async def infer(self, meta: RequestMeta, payload: bytes, receive: Receive | None = None) -> tuple[Target, bytes]:
+        """Unary ModelInfer: serialised request in, the serving replica and serialised response out.
 
-        def call(target: Target) -> Awaitable[bytes]:
-            return self.upstream.infer(target, payload, md)
+        ``receive`` is the HTTP request's: a client that leaves cancels the call.
+        """
+        upstream = self.upstream
 
-        done = await self.forward(meta, call, stream=False)
+        def call(target: Target, md: Metadata) -> Awaitable[bytes]:
+            return upstream.infer(target, payload, md)
+
+        done = await self.forward(meta, call, stream=False, receive=receive)
         done.lease.release()
         return done.target, done.result
 
-    async def open_stream(self, meta: RequestMeta, payload: bytes) -> Forwarded[tuple[UpstreamStream, bytes | None]]:
+    async def open_stream(
+        self, meta: RequestMeta, payload: bytes, receive: Receive | None = None
+    ) -> Forwarded[tuple[UpstreamStream, bytes | None]]:
         """Start a ModelStreamInfer call and wait for its first response (``None``: it ended at once).
 
         Waiting for the first response lets "not found" or "unreachable" be
         answered as such (and the unreachable retried) instead of inside a
-        stream already started. The caller owns the stream and the lease.
+        stream already started. The deadline bounds this wait only: a stream
+        that has started runs as long as it produces, until its client leaves.
+        The caller owns the stream and the lease.
         """
-        return await self.forward(meta, self.stream_call(payload, meta.to_metadata()), stream=True)
+        return await self.forward(meta, self.stream_call(payload), stream=True, receive=receive)
 
     def stream_call(
-        self, payload: bytes, md: Sequence[tuple[str, str]]
-    ) -> Callable[[Target], Awaitable[tuple[UpstreamStream, bytes | None]]]:
+        self, payload: bytes
+    ) -> Callable[[Target, Metadata], Awaitable[tuple[UpstreamStream, bytes | None]]]:
         """The call :meth:`open_stream` forwards: start the stream, wait for its first response."""
 
-        async def call(target: Target) -> tuple[UpstreamStream, bytes | None]:
+        async def call(target: Target, md: Metadata) -> tuple[UpstreamStream, bytes | None]:
             stream = self.upstream.stream(target, payload, md)
             try:
                 return stream, await stream.read()
@@ -266,10 +400,9 @@ class Router:
         Bounded by the request's deadline, or :data:`METADATA_TIMEOUT`: a
         replica that never answers must not hold an HTTP request for ever.
         """
-        md = meta.to_metadata()
         limit = meta.timeout() or METADATA_TIMEOUT
 
-        async def call(target: Target) -> bytes:
+        async def call(target: Target, md: Metadata) -> bytes:
             try:
                 return await asyncio.wait_for(self.upstream.metadata(target, payload, md), limit)
             except TimeoutError:

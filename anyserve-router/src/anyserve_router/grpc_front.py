@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from anyserve import tls
 from anyserve.delegation import MAX_DELEGATION_DEPTH
 from anyserve.errors import AnyServeError, InvalidRequest
 from anyserve.protocol import RequestMeta, final_error, query_from_request
@@ -189,7 +190,7 @@ async def start_grpc_front(state: RouterState, host: str, port: int) -> tuple[gr
     enable_reflection(server, (INFERENCE_SERVICE,))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(address)
+        bound = tls.add_port(server, address, state.settings.tls)
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {address} for gRPC: {exc}") from None
     if not bound:

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from anyserve.delegation import MAX_DELEGATION_DEPTH
 from anyserve.errors import Cancelled
 from anyserve.protocol import RequestMeta, names
+from anyserve_router.body_budget import TICKET_SCOPE, Ticket
 from anyserve_router.errors import BodyTooLarge, NoMatch
+
+if TYPE_CHECKING:
+    from anyserve_router.api_keys import ApiKeys
 
 LIMIT_SETTING = "router.max_body_bytes"
 #: Where the request's id is kept in the ASGI scope once read, for error answers.
@@ -31,22 +35,38 @@ def request_id(request: Request) -> str | None:
     return request.scope.get(REQUEST_ID_SCOPE) or request.headers.get(names.REQUEST_ID_KEY)
 
 
-def _too_large(size: int | str, limit: int) -> BodyTooLarge:
-    return BodyTooLarge(f"request body of {size} bytes exceeds the limit of {limit} bytes set by {LIMIT_SETTING}")
+def _too_large(size: int | str, limit: int, setting: str) -> BodyTooLarge:
+    return BodyTooLarge(f"request body of {size} bytes exceeds the limit of {limit} bytes set by {setting}")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing more than ``limit`` bytes: by Content-Length first, then while reading."""
+async def read_body(request: Request, limit: int, setting: str = LIMIT_SETTING) -> bytes:
+    """The whole body, refusing more than ``limit`` bytes (``setting``): by Content-Length first, then while reading.
+
+    The bytes are counted against the router's body budget (the request's
+    :class:`~anyserve_router.body_budget.Ticket`, when it has one) before
+    they are read: a declared length at once, a chunked body as it comes.
+    A client that leaves half-way is :class:`ClientGone`, not a router fault.
+    """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(declared, limit)
+    size_declared = int(declared) if declared is not None and declared.isdigit() else None
+    if size_declared is not None and size_declared > limit:
+        raise _too_large(declared, limit, setting)
+    ticket: Ticket | None = request.scope.get(TICKET_SCOPE)
+    if ticket is not None and size_declared is not None:
+        ticket.take(size_declared)
+        ticket = None  # framing holds the body to its declared length
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(f"more than {limit}", limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(f"more than {limit}", limit, setting)
+            if ticket is not None and chunk:
+                ticket.take(len(chunk))
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientGone("the client disconnected before sending its whole request body") from None
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -138,3 +158,16 @@ async def answer(
         if started:
             raise
         await (await fail(request, exc))(scope, receive, send)
+
+
+def authenticate(request: Request, api_keys: ApiKeys | None, query: Mapping[str, str] | None = None) -> None:
+    """For data-plane reads that route nothing (model lists, lookups): the caller's key, where keys are needed.
+
+    Routed requests are checked where they are routed (``Router.forward``).
+    """
+    if api_keys is not None:
+        credential = RequestMeta.from_http(request.scope["headers"]).credential
+        if query is None:
+            api_keys.authenticate(credential)
+        else:
+            api_keys.check(credential, query)

@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl as ssl_module
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
 
 from anyserve.catalog import TRANSPORT
+from anyserve.credentials import link_hello
 from anyserve.errors import AnyServeError, ConfigError
 from anyserve_router.upstream import Metadata, Target, Upstream, UpstreamError, UpstreamStream
 
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("anyserve.router.link")
 
-#: How long dialling a replica's link may take before the replica counts as unreachable.
+#: How long dialling a replica's link, handshake included, may take before the replica counts as unreachable.
 CONNECT_TIMEOUT = 1.0
 
 
@@ -99,8 +101,19 @@ class LinkUpstream:
     warning once per scheme. Create it inside the event loop that uses it.
     """
 
-    def __init__(self, catalog: Catalog, settings: Selection, grpc: Upstream) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        settings: Selection,
+        grpc: Upstream,
+        token: str | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+    ) -> None:
         self._catalog = catalog
+        #: With ``[tls]``: links are dialled in TLS, the replica's certificate checked.
+        self._ssl = ssl
+        #: Presented to every replica's link (the cluster token): links admit cluster members only.
+        self._hello = link_hello(token)
         self._settings = settings
         self._grpc = grpc
         self._transports: dict[str, Transport | None] = {}
@@ -118,7 +131,9 @@ class LinkUpstream:
         if spec is None or not spec.network:
             log.warning("replicas offer %s:// links, which no installed network transport speaks; using gRPC", scheme)
             return None
-        options = self._settings.options if scheme == self._settings.name else {}
+        options = dict(self._settings.options) if scheme == self._settings.name else {}
+        if self._ssl is not None:
+            options["ssl_client"] = self._ssl
         try:
             return spec.factory(options)
         except ConfigError as exc:
@@ -135,9 +150,14 @@ class LinkUpstream:
             dialling = asyncio.get_running_loop().create_future()
             self._dialling[link] = dialling
             try:
-                connection = await transport.connect(link.partition("://")[2], timeout=CONNECT_TIMEOUT)
-            except AnyServeError as exc:
-                error = UpstreamError(exc.message, code="UNAVAILABLE", unreachable=True)
+                # One attempt (timeout 0): a refused connection means nothing listens there (the replica is gone or
+                # restarting), final at once rather than retried for a second; CONNECT_TIMEOUT bounds the whole dial.
+                connection = await asyncio.wait_for(
+                    transport.connect(link.partition("://")[2], timeout=0, hello=self._hello), CONNECT_TIMEOUT
+                )
+            except (AnyServeError, TimeoutError) as exc:
+                message = exc.message if isinstance(exc, AnyServeError) else f"no handshake within {CONNECT_TIMEOUT}s"
+                error = UpstreamError(message, code="UNAVAILABLE", unreachable=True)
                 dialling.set_exception(error)
                 dialling.exception()  # retrieved: the waiters, if any, raise it themselves
                 raise error from None

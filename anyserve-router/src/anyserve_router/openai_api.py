@@ -40,13 +40,12 @@ from anyserve_router import inbound
 from anyserve_router.engines import passed_headers, read_bounded, relay
 from anyserve_router.errors import NoMatch
 from anyserve_router.forwarding import ReplicaFailed
-from anyserve_router.inbound import until_disconnect
 from anyserve_router.openai_errors import OpenAIError, as_openai
 from anyserve_router.openai_streams import ChatChunks, CompletionChunks, ResponseStream
 from anyserve_router.registry import OPENAI
 from anyserve_router.selection import candidates
 from anyserve_router.streaming import STREAM_HEADERS, BridgeResponse, StreamEvents, bad_response, open_bridge, parse
-from anyserve_router.upstream import Target, UpstreamError, UpstreamStream
+from anyserve_router.upstream import Metadata, Target, UpstreamError, UpstreamStream
 
 if TYPE_CHECKING:
     from anyserve_router.app import RouterState
@@ -97,6 +96,7 @@ class OpenAIFront:
         if path == MODELS or path.startswith(MODELS + "/"):
             if method != "GET":
                 raise OpenAIError(405, f"{path} takes GET, not {method}")
+            inbound.authenticate(request, self.state.router.api_keys)
             models = self.models()
             if path == MODELS:
                 return _json(bodies.model_list(models))
@@ -173,28 +173,26 @@ class OpenAIFront:
                 raise self._no_match(req, query) from None
         # A capability served only the other way is served all the same: a unary answer as one chunk, a stream joined.
         if stream:
-            target, raw = await until_disconnect(request.receive, self.state.router.infer(meta, payload))
+            target, raw = await self.state.router.infer(meta, payload, request.receive)
             response = _response(target, raw)
             events = self._events(req, meta.request_id)
             answer = events.response(response) + events.end()
             headers = {**_headers(target, meta.request_id), **STREAM_HEADERS}
             return Response(answer, media_type=events.media_type, headers=headers)
-        target, raw = await until_disconnect(request.receive, self._joined(meta, payload))
+        target, raw = await self._joined(meta, payload, request.receive)
         return _json(self._answer(req, meta.request_id, target, raw), _headers(target, meta.request_id))
 
     async def _unary(self, call: _Call) -> Response:
         """One answer, from an anyserve replica (KServe v2) or an engine server (passed through)."""
         router = self.state.router
-        md = call.meta.to_metadata()
 
-        async def send(target: Target) -> bytes | tuple[httpx.Response, bytes]:
+        async def send(target: Target, md: Metadata) -> bytes | tuple[httpx.Response, bytes]:
             if target.protocol == OPENAI:
                 answer = await self._engine_send(call, target)
                 return answer, await self._engine_body(answer, target)
             return await router.upstream.infer(target, call.payload, md)
 
-        forwarded = router.forward(call.meta, send, stream=False, protocols=ANY)
-        done = await until_disconnect(call.request.receive, forwarded)
+        done = await router.forward(call.meta, send, stream=False, protocols=ANY, receive=call.request.receive)
         done.lease.release()
         request_id = call.meta.request_id
         if isinstance(done.result, tuple):
@@ -206,14 +204,14 @@ class OpenAIFront:
     async def _stream(self, call: _Call) -> Response:
         """A stream of chunks: KServe v2 deltas made into chunks, or an engine's stream passed through."""
         router = self.state.router
-        kserve_call = router.stream_call(call.payload, call.meta.to_metadata())
+        kserve_call = router.stream_call(call.payload)
 
-        async def send(target: Target) -> tuple[UpstreamStream, bytes | None] | httpx.Response:
+        async def send(target: Target, md: Metadata) -> tuple[UpstreamStream, bytes | None] | httpx.Response:
             if target.protocol == OPENAI:
                 return await self._engine_send(call, target)
-            return await kserve_call(target)
+            return await kserve_call(target, md)
 
-        done = await router.forward(call.meta, send, stream=True, protocols=ANY)
+        done = await router.forward(call.meta, send, stream=True, protocols=ANY, receive=call.request.receive)
         headers = {**_headers(done.target, call.meta.request_id), **STREAM_HEADERS}
         if not isinstance(done.result, httpx.Response):
             bridge = open_bridge(done, self._events(call.req, call.meta.request_id))  # type: ignore[arg-type]
@@ -257,13 +255,20 @@ class OpenAIFront:
         )
         return bool(found)
 
-    async def _joined(self, meta: RequestMeta, payload: bytes) -> tuple[Target, bytes]:
-        """A stream-only capability called without ``stream``: its deltas joined into one answer."""
-        done = await self.state.router.open_stream(meta, payload)
+    async def _joined(self, meta: RequestMeta, payload: bytes, receive: Receive) -> tuple[Target, bytes]:
+        """A stream-only capability called without ``stream``: its deltas joined into one answer.
+
+        Its deadline bounds the first delta; a client that leaves stops it (the bridge's rule for streams).
+        """
+        router = self.state.router
+        own = meta.deadline is not None
+        meta = router.with_deadline(meta)
+        done = await router.open_stream(meta, payload, receive)
         upstream, raw = done.result
         replica_id = done.target.replica_id
         parts: list[Delta] = []
-        try:
+
+        async def join(raw: bytes | None) -> None:
             while raw is not None:
                 message = parse(raw)
                 if message.error_message:
@@ -274,6 +279,10 @@ class OpenAIFront:
                 if is_final(message.infer_response):
                     break
                 raw = await upstream.read()
+
+        assert meta.deadline is not None
+        try:
+            await router.deadlines.run(join(raw), meta.deadline, receive, lambda: router.late(meta, own=own))
         except UpstreamError as exc:
             raise ReplicaFailed(exc.message, code=exc.code, replica_id=replica_id) from None
         finally:

@@ -23,22 +23,26 @@ arguments, so expiry is tested without sleeping.
 from __future__ import annotations
 
 import copy
+import hmac
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from anyserve_router.errors import DuplicateReplica, InvalidRegistration, UnknownReplica
+from anyserve_router.errors import DuplicateReplica, InvalidRegistration, UnknownReplica, WrongReplicaKey
 from anyserve_router.offers import (
+    DEFAULT_LIMITS,
     Offer,
+    RegistrationLimits,
     check_capabilities,
     check_endpoint,
     check_engine_url,
     check_in_flight,
     check_link,
     check_replica_id,
+    check_status,
 )
 
 __all__ = [
@@ -52,6 +56,8 @@ __all__ = [
 ]
 
 DEFAULT_TTL_SECONDS = 15.0
+#: How long what a silent replica offered is remembered (see :meth:`ReplicaRegistry.recent_offers`).
+DEFAULT_OFFER_MEMORY_SECONDS = 300.0
 #: What a registry entry's endpoint speaks: an anyserve replica (KServe v2), or an OpenAI-compatible engine server.
 KSERVE = "kserve"
 OPENAI = "openai"
@@ -78,6 +84,9 @@ class ReplicaEntry:
     link: str | None = None
     #: What the endpoint speaks: ``kserve`` (an anyserve replica) or ``openai`` (an engine server, see engines.py).
     protocol: str = KSERVE
+    #: The replica's own secret, bound to its id at registration: only a caller presenting it may
+    #: heartbeat, re-register or deregister the id while the entry lives (see :meth:`ReplicaRegistry.register`).
+    key: str | None = field(default=None, repr=False)
 
     @property
     def load(self) -> int:
@@ -91,6 +100,13 @@ class ReplicaEntry:
     def age(self, now: float) -> float:
         """Seconds since the last heartbeat (or registration)."""
         return max(0.0, now - self.last_heartbeat)
+
+
+def _same_key(held: str | None, given: str | None) -> bool:
+    """Whether ``given`` is the key an entry was bound with, in constant time (no key bound: only no key)."""
+    if held is None or given is None:
+        return held is None and given is None
+    return hmac.compare_digest(held.encode(), given.encode())
 
 
 class Lease:
@@ -133,16 +149,22 @@ class ReplicaRegistry:
         *,
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
+        limits: RegistrationLimits = DEFAULT_LIMITS,
     ) -> None:
         if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, (int, float)) or not ttl_seconds > 0:
             raise ValueError(f"ttl_seconds must be a positive number, got {ttl_seconds!r}")
         self.ttl_seconds = float(ttl_seconds)
         self._clock = clock
         self._wall_clock = wall_clock
+        #: What one registration may hold and where its endpoints may point.
+        self.limits = limits
         #: Bumped whenever a replica or its offers come or go: what was worked out from them holds until then.
         self.version = 0
         self._lock = threading.Lock()
         self._replicas: dict[str, ReplicaEntry] = {}
+        #: Seconds what a replica offered is remembered after it went silent.
+        self.offer_memory_seconds = DEFAULT_OFFER_MEMORY_SECONDS
+        self._gone: dict[str, tuple[float, tuple[Offer, ...]]] = {}
 
     def _now(self, now: float | None) -> float:
         return self._clock() if now is None else now
@@ -161,23 +183,30 @@ class ReplicaRegistry:
         status: dict[str, Any] | None = None,
         link: str | None = None,
         protocol: str = KSERVE,
+        key: str | None = None,
     ) -> ReplicaEntry:
-        """Add a replica, or replace the capabilities of one re-registering from the same endpoint.
+        """Add a replica, or replace the capabilities of one re-registering with its key from the same endpoint.
 
-        The same id from another endpoint is refused while the holder is
-        alive (:class:`DuplicateReplica`), and takes over once it is not: a
-        replica restarted on a new port need not wait for the sweep.
+        ``key`` is the replica's own secret: the first registration of an id
+        binds it, and while that entry lives the id can be registered again,
+        heartbeated or deregistered only with the same key. So no one else can
+        take over a live replica's id, its traffic or its load figures. The
+        same id from another endpoint or with another key is refused while the
+        holder is alive (:class:`DuplicateReplica`), and takes over once it is
+        not: a replica restarted on a new port need not wait for the sweep.
         Registering counts as a heartbeat. Returns a copy of the entry.
         """
         replica_id = check_replica_id(replica_id)
-        endpoint = check_engine_url(endpoint) if protocol == OPENAI else check_endpoint(endpoint)
-        link = check_link(link)
-        offers = check_capabilities(capabilities)
+        addresses = self.limits.addresses
+        endpoint = check_engine_url(endpoint, addresses) if protocol == OPENAI else check_endpoint(endpoint, addresses)
+        link = check_link(link, addresses)
+        offers = check_capabilities(capabilities, self.limits)
+        status = check_status(status)
         now = self._now(now)
         with self._lock:
             existing = self._replicas.get(replica_id)
             self.version += 1
-            if existing is not None and existing.endpoint == endpoint:
+            if existing is not None and existing.endpoint == endpoint and _same_key(existing.key, key):
                 existing.offers = offers
                 existing.last_heartbeat = now
                 existing.status = status
@@ -186,11 +215,11 @@ class ReplicaRegistry:
                 replica = existing
             else:
                 if existing is not None and self._alive(existing, now):
+                    # The holder's endpoint is not named: the caller may not be entitled to learn it.
                     raise DuplicateReplica(
-                        f"replica id {replica_id!r} is already registered from {existing.endpoint}, "
-                        f"which is still alive (last heartbeat {existing.age(now):.1f}s ago, ttl "
-                        f"{self.ttl_seconds:g}s); refusing the registration from {endpoint}. Give each "
-                        f"replica a unique id, or stop the old one and retry after {self.ttl_seconds:g}s."
+                        f"replica id {replica_id!r} is held by another live replica (last heartbeat "
+                        f"{existing.age(now):.1f}s ago, ttl {self.ttl_seconds:g}s); refusing this registration. "
+                        f"Give each replica a unique id, or stop the old one and retry after {self.ttl_seconds:g}s."
                     )
                 replica = ReplicaEntry(
                     replica_id,
@@ -201,18 +230,29 @@ class ReplicaRegistry:
                     status=status,
                     link=link,
                     protocol=protocol,
+                    key=key,
                 )
                 self._replicas[replica_id] = replica
             return copy.copy(replica)
 
-    def deregister(self, replica_id: str) -> None:
-        """Forget a replica now (it is shutting down); unknown ids raise :class:`UnknownReplica`."""
+    def deregister(self, replica_id: str, key: str | None = None, *, admin: bool = False) -> None:
+        """Forget a replica now (it is shutting down); unknown ids raise :class:`UnknownReplica`.
+
+        Only the replica itself (its ``key``) or an admin may: :class:`WrongReplicaKey` otherwise.
+        """
+        replica_id = check_replica_id(replica_id)
         with self._lock:
-            if self._replicas.pop(replica_id, None) is None:
+            replica = self._replicas.get(replica_id)
+            if replica is None:
                 raise self._unknown(replica_id)
+            if not admin and not _same_key(replica.key, key):
+                raise WrongReplicaKey(f"replica {replica_id!r} can be deregistered only by itself or an admin")
+            del self._replicas[replica_id]
             self.version += 1
 
-    def heartbeat(self, replica_id: str, in_flight: int | None = None, now: float | None = None) -> None:
+    def heartbeat(
+        self, replica_id: str, in_flight: int | None = None, now: float | None = None, key: str | None = None
+    ) -> None:
         """Mark a replica alive, optionally with its own in-flight count.
 
         A replica already past its TTL is removed and told it is unknown,
@@ -220,16 +260,20 @@ class ReplicaRegistry:
         sweep timing, and a replica that went silent that long re-registers
         so its capabilities are fresh.
         """
+        replica_id = check_replica_id(replica_id)
         reported = None if in_flight is None else check_in_flight(in_flight)
         now = self._now(now)
         with self._lock:
             replica = self._replicas.get(replica_id)
             if replica is not None and not self._alive(replica, now):
                 del self._replicas[replica_id]
+                self._gone[replica_id] = (now, replica.offers)
                 self.version += 1
                 replica = None
             if replica is None:
                 raise self._unknown(replica_id, hint=" register again")
+            if not _same_key(replica.key, key):
+                raise WrongReplicaKey(f"heartbeat for replica {replica_id!r} without that replica's key")
             replica.last_heartbeat = now
             if reported is not None:
                 replica.reported_in_flight = reported
@@ -240,7 +284,7 @@ class ReplicaRegistry:
         with self._lock:
             dead = sorted(rid for rid, r in self._replicas.items() if not self._alive(r, now))
             for rid in dead:
-                del self._replicas[rid]
+                self._gone[rid] = (now, self._replicas.pop(rid).offers)
             self.version += bool(dead)
         return dead
 
@@ -272,10 +316,9 @@ class ReplicaRegistry:
             return replica_id in self._replicas
 
     def _unknown(self, replica_id: str, hint: str = "") -> UnknownReplica:
-        ids = sorted(self._replicas)
-        known = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "") or "none"
+        # Which ids are registered is not told: error bodies must not list the cluster's members.
         suffix = f";{hint}" if hint else ""
-        return UnknownReplica(f"no live replica with id {replica_id!r} (registered: {known}){suffix}")
+        return UnknownReplica(f"no live replica with id {replica_id!r}{suffix}")
 
     # -- listings ----------------------------------------------------------
 
@@ -330,6 +373,20 @@ class ReplicaRegistry:
                 for r in self._replicas.values()
                 if r.id not in skip and self._alive(r, now)
             ]
+
+    def recent_offers(self, now: float | None = None) -> list[tuple[str, float, tuple[Offer, ...]]]:
+        """``(replica id, when it went silent, its offers)`` of replicas expired within ``offer_memory_seconds``.
+
+        A capability only such a replica offered is on its way back (the
+        replica may be restarting, or paused), not unknown: asking for it is
+        answered "not now" (503), not "nobody" (404). A replica that
+        deregistered said it is gone, and is not remembered.
+        """
+        now = self._now(now)
+        with self._lock:
+            for rid in [rid for rid, (at, _) in self._gone.items() if now - at > self.offer_memory_seconds]:
+                del self._gone[rid]
+            return [(rid, at, offers) for rid, (at, offers) in self._gone.items()]
 
     # -- load accounting ---------------------------------------------------
 

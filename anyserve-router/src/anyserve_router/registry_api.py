@@ -15,9 +15,10 @@ from starlette.responses import JSONResponse, Response
 
 from anyserve.capability import normalize_key, normalize_value
 from anyserve.errors import InvalidRequest
-from anyserve.protocol import RequestMeta, loads_object, metadata_to_json
+from anyserve.protocol import RequestMeta, loads_object, metadata_to_json, names
 from anyserve.protocol import messages as pb
 from anyserve_router import inbound
+from anyserve_router.control_auth import presented, replica_key, require_cluster
 from anyserve_router.selection import candidates
 from anyserve_router.version import __version__
 
@@ -53,21 +54,27 @@ def lookup_query(request: Request) -> dict[str, str]:
 def build_registry_routes(state: RouterState) -> APIRouter:
     routes = APIRouter()
     registry = state.registry
-    limit = state.settings.router.max_body_bytes
+    limit = state.settings.router.max_registration_bytes
+    limit_setting = "router.max_registration_bytes"
 
     def lease_terms(replica_id: str) -> dict[str, Any]:
         ttl = registry.ttl_seconds
-        return {"replica_id": replica_id, "ttl_seconds": ttl, "heartbeat_seconds": ttl / 3}
+        heartbeat = min(ttl / 3, state.settings.router.heartbeat_seconds)  # a restarted router hears from all in it
+        return {"replica_id": replica_id, "ttl_seconds": ttl, "heartbeat_seconds": heartbeat}
+
+    credentials = state.credentials
 
     @routes.post("/register")
     async def register(request: Request) -> dict[str, Any]:
-        data = loads_object(await inbound.read_body(request, limit), "registration")
+        require_cluster(request, credentials)
+        key = replica_key(request)
+        data = loads_object(await inbound.read_body(request, limit, limit_setting), "registration")
         _require(data, REGISTRATION_KEYS, "registration")
         status = data.get("status")
         if status is not None and not isinstance(status, dict):
             raise InvalidRequest(f"registration 'status' must be a JSON object, got {type(status).__name__}")
         replica = registry.register(
-            data["replica_id"], data["endpoint"], data["capabilities"], status=status, link=data.get("link")
+            data["replica_id"], data["endpoint"], data["capabilities"], status=status, link=data.get("link"), key=key
         )
         log.info(
             "registered replica %s at %s offering %s",
@@ -79,24 +86,32 @@ def build_registry_routes(state: RouterState) -> APIRouter:
 
     @routes.post("/heartbeat")
     async def heartbeat(request: Request) -> dict[str, Any]:
-        data = loads_object(await inbound.read_body(request, limit), "heartbeat")
+        require_cluster(request, credentials)
+        key = replica_key(request)
+        data = loads_object(await inbound.read_body(request, limit, limit_setting), "heartbeat")
         _require(data, ("replica_id",), "heartbeat")
-        registry.heartbeat(data["replica_id"], data.get("in_flight"))
+        registry.heartbeat(data["replica_id"], data.get("in_flight"), key=key)
         return lease_terms(data["replica_id"])
 
     @routes.delete("/register/{replica_id}")
-    async def deregister(replica_id: str) -> dict[str, Any]:
-        registry.deregister(replica_id)
+    async def deregister(request: Request, replica_id: str) -> dict[str, Any]:
+        require_cluster(request, credentials)
+        admin = credentials.is_admin(presented(request))
+        registry.deregister(replica_id, request.headers.get(names.REPLICA_KEY_HEADER), admin=admin)
         log.info("deregistered replica %s", replica_id)
         return {"replica_id": replica_id, "deregistered": True}
 
     @routes.get("/registry")
-    async def snapshot() -> dict[str, Any]:
+    async def snapshot(request: Request) -> dict[str, Any]:
+        # Endpoints and load of every member: where API keys guard the data plane, this needs one too.
+        inbound.authenticate(request, state.router.api_keys)
         return {"replicas": registry.snapshot(), "ttl_seconds": registry.ttl_seconds}
 
     @routes.get("/lookup")
     async def lookup(request: Request) -> dict[str, Any]:
-        target = state.router.lookup(lookup_query(request))
+        query = lookup_query(request)
+        inbound.authenticate(request, state.router.api_keys, query)
+        target = state.router.lookup(query)
         return {"replica_id": target.replica_id, "endpoint": target.endpoint}
 
     @routes.get("/health")
@@ -123,6 +138,7 @@ def build_registry_routes(state: RouterState) -> APIRouter:
     def model_ready(request: Request, name: str, version: str = "") -> Response:
         query = RequestMeta.from_http(request.scope["headers"]).query
         query = query or {"type": name, **({"model": version} if version else {})}
+        inbound.authenticate(request, state.router.api_keys, query)
         ready = bool(candidates(registry, query, state.router.matcher))
         return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 404)
 

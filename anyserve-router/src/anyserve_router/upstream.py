@@ -156,8 +156,14 @@ class GrpcUpstream:
     Create it inside the event loop that will use it (the app's lifespan does).
     """
 
-    def __init__(self, options: Sequence[tuple[str, object]] = CHANNEL_OPTIONS) -> None:
+    def __init__(
+        self,
+        options: Sequence[tuple[str, object]] = CHANNEL_OPTIONS,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self._options = list(options)
+        #: With ``[tls]``: channels in TLS, the replica's certificate checked.
+        self._credentials = credentials
         self._pool: dict[str, _Pooled] = {}
         #: Channels taken out of the pool that still carry calls; closed once idle.
         self._retired: list[_Pooled] = []
@@ -165,7 +171,10 @@ class GrpcUpstream:
     def _get(self, endpoint: str) -> _Pooled:
         pooled = self._pool.get(endpoint)
         if pooled is None:
-            channel = grpc.aio.insecure_channel(endpoint, options=self._options)
+            if self._credentials is None:
+                channel = grpc.aio.insecure_channel(endpoint, options=self._options)
+            else:
+                channel = grpc.aio.secure_channel(endpoint, self._credentials, options=self._options)
             pooled = _Pooled(
                 channel,
                 channel.unary_unary(MODEL_INFER_METHOD),

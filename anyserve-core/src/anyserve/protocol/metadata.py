@@ -35,10 +35,16 @@ _PLAIN_KEYS = {
     names.DELEGATION_DEPTH_KEY.encode(): "depth",
     names.REQUEST_ID_KEY.encode(): "request_id",
     names.TIMEOUT_KEY.encode(): "timeout",
+    names.OPENAI_TIMEOUT_KEY.encode(): "read_timeout",
     names.TRACEPARENT_KEY.encode(): "traceparent",
     names.TRACESTATE_KEY.encode(): "tracestate",
 }
 _PLAIN_TEXT_KEYS = {key.decode(): name for key, name in _PLAIN_KEYS.items()}
+#: Where a client's credential may be: ``Authorization: Bearer <key>`` (True: a bearer value) or ``X-Api-Key``.
+_CREDENTIAL_KEYS = {b"authorization": True, names.API_KEY_HEADER.lower().encode(): False}
+_CREDENTIAL_TEXT_KEYS = {key.decode(): bearer for key, bearer in _CREDENTIAL_KEYS.items()}
+#: Longest credential read; a longer one is no key anyone was given.
+MAX_CREDENTIAL = 4096
 #: Longest accepted request id, header value or trace field (bytes).
 MAX_FIELD = 256
 
@@ -65,13 +71,17 @@ class RequestMeta:
     delegated_from: str | None = None
     #: How many times the request was delegated (0 for a client's own request).
     depth: int = 0
-    #: ``time.monotonic()`` by which the request must be done, if the caller set a deadline.
+    #: ``time.monotonic()`` by which the request must be answered (a stream: its first response), if one is set:
+    #: ``X-Request-Timeout``, else the OpenAI SDK's ``X-Stainless-Read-Timeout``; gRPC's own deadline between hops.
     deadline: float | None = None
     request_id: str = ""
     traceparent: str = ""
     tracestate: str = ""
     #: Agent -> worker: which of the worker's handlers serves the request.
     handler: int | None = None
+    #: The caller's credential (an API key, or a cluster member's token), read at the edge and checked there;
+    #: never written to metadata, so it does not travel past the hop that read it.
+    credential: str | None = field(default=None, repr=False)
 
     # -- reading -----------------------------------------------------------------
 
@@ -95,6 +105,7 @@ class RequestMeta:
         """
         query: dict[str, str] = {}
         plain: dict[str, str] = {}
+        credential: str | None = None
         for raw_name, raw_value in headers:
             if raw_name.startswith(_CAPABILITY_KEY):
                 header = raw_name.decode("latin-1")
@@ -112,9 +123,11 @@ class RequestMeta:
                 query[key] = text
             elif (name := _PLAIN_KEYS.get(raw_name)) is not None:
                 plain[name] = _header_text(raw_value, raw_name.decode("latin-1"))
+            elif (bearer := _CREDENTIAL_KEYS.get(raw_name)) is not None:
+                credential = _credential(raw_value.decode("latin-1"), bearer) or credential
         if new_id and "request_id" not in plain:
             plain["request_id"] = new_request_id()
-        return cls._build(query or dict(default_query or {}), plain, strict=True)
+        return cls._build(query or dict(default_query or {}), plain, strict=True, credential=credential)
 
     @classmethod
     def from_metadata(cls, pairs: Pairs | None, *, timeout: float | None = None) -> RequestMeta:
@@ -130,6 +143,7 @@ class RequestMeta:
         query: dict[str, str] = {}
         plain: dict[str, str] = {}
         handler: int | None = None
+        credential: str | None = None
         for key, value in pairs or ():
             text = value if isinstance(value, str) else value.decode("utf-8", "replace")
             if key.startswith(names.CAPABILITY_KEY):
@@ -139,13 +153,17 @@ class RequestMeta:
                 plain[name] = text
             elif key == names.HANDLER_KEY and text.isdigit():
                 handler = int(text)
-        meta = cls._build(query, plain, strict=False)
+            elif (bearer := _CREDENTIAL_TEXT_KEYS.get(key)) is not None:
+                credential = _credential(text, bearer) or credential
+        meta = cls._build(query, plain, strict=False, credential=credential)
         if timeout is not None:
             meta = replace(meta, deadline=time.monotonic() + timeout)
         return replace(meta, handler=handler) if handler is not None else meta
 
     @classmethod
-    def _build(cls, query: dict[str, str], plain: dict[str, str], *, strict: bool) -> RequestMeta:
+    def _build(
+        cls, query: dict[str, str], plain: dict[str, str], *, strict: bool, credential: str | None = None
+    ) -> RequestMeta:
         origin = plain.get("delegated_from")
         depth_text = plain.get("depth")
         if depth_text is None:
@@ -166,6 +184,8 @@ class RequestMeta:
         deadline = None
         if (timeout := plain.get("timeout")) is not None:
             deadline = _deadline(timeout, strict)
+        elif (read_timeout := plain.get("read_timeout")) is not None:
+            deadline = _deadline(read_timeout, False)  # the SDK's header, not ours: an odd value is ignored
         request_id = plain.get("request_id", "")
         if strict and len(request_id) > MAX_FIELD:
             raise InvalidRequest(f"{names.REQUEST_ID_HEADER} is longer than {MAX_FIELD} characters")
@@ -177,20 +197,27 @@ class RequestMeta:
             request_id=request_id,
             traceparent=plain.get("traceparent", ""),
             tracestate=plain.get("tracestate", ""),
+            credential=credential,
         )
 
     # -- writing ------------------------------------------------------------------
 
-    def to_metadata(self, *, handler: int | None = None) -> list[tuple[str, str]]:
-        """The fields as metadata pairs: gRPC metadata, and the frame maps of the link and of workers."""
+    def to_metadata(self, *, handler: int | None = None, deadline: float | None = None) -> list[tuple[str, str]]:
+        """The fields as metadata pairs: gRPC metadata, and the frame maps of the link and of workers.
+
+        ``deadline`` replaces the meta's own (the router's default, for a
+        request that came without one), so no copy of the meta is made per request.
+        """
         md = [(names.CAPABILITY_KEY + key.replace("_", "-"), value) for key, value in self.query.items()]
         if self.delegated_from is not None:
             md.append((names.DELEGATED_FROM_KEY, self.delegated_from))
             md.append((names.DELEGATION_DEPTH_KEY, str(self.depth)))
         if self.request_id:
             md.append((names.REQUEST_ID_KEY, self.request_id))
-        if self.deadline is not None:
-            md.append((names.TIMEOUT_KEY, f"{max(0.0, self.deadline - time.monotonic()):.3f}"))
+        if deadline is None:
+            deadline = self.deadline
+        if deadline is not None:
+            md.append((names.TIMEOUT_KEY, f"{max(0.0, deadline - time.monotonic()):.3f}"))
         if self.traceparent:
             md.append((names.TRACEPARENT_KEY, self.traceparent))
             if self.tracestate:
@@ -209,6 +236,17 @@ class RequestMeta:
     def with_request_id(self) -> RequestMeta:
         """This meta with a request id, made up when the caller sent none."""
         return self if self.request_id else replace(self, request_id=new_request_id())
+
+
+def _credential(text: str, bearer: bool) -> str | None:
+    """The key in an ``Authorization: Bearer`` or ``X-Api-Key`` value; None for none (not an error: the check is
+    the server's, which answers 401 where a key is needed)."""
+    text = text.strip()
+    if bearer:
+        if text[:7].lower() != "bearer ":
+            return None
+        text = text[7:].strip()
+    return text if text and len(text) <= MAX_CREDENTIAL else None
 
 
 def _header_text(value: bytes, header: str) -> str:
@@ -231,7 +269,8 @@ def _deadline(text: str, strict: bool) -> float | None:
     if not 0 < seconds < float("inf"):
         if strict:
             raise InvalidRequest(f"{names.TIMEOUT_HEADER} must be a positive number of seconds, got {text!r}")
-        return None
+        # Between hops "0.000" is a deadline that has passed on the way, not the absence of one.
+        return time.monotonic() if seconds == 0 else None
     return time.monotonic() + seconds
 
 

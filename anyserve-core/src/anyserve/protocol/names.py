@@ -24,13 +24,21 @@ REQUEST_ID_KEY = "x-request-id"
 #: Seconds the request may still take. gRPC carries its own deadline; HTTP and frame maps carry this.
 TIMEOUT_HEADER = "X-Request-Timeout"
 TIMEOUT_KEY = "x-request-timeout"
+#: The official OpenAI SDKs' read timeout in seconds: the deadline of a request that sets no ``X-Request-Timeout``.
+OPENAI_TIMEOUT_KEY = "x-stainless-read-timeout"
 #: W3C trace context, passed through untouched.
 TRACEPARENT_KEY = "traceparent"
 TRACESTATE_KEY = "tracestate"
 #: Agent -> worker only: the index of the handler the agent chose (the worker does not match again).
 HANDLER_KEY = "x-anyserve-handler"
+#: Agent -> worker only: a liveness probe, answered by the worker's event loop without running a handler.
+PROBE_KEY = "x-anyserve-probe"
 #: Response header naming the replica that served a request.
 SERVED_BY_HEADER = "X-Served-By"
+#: A replica's own secret, sent with its registration, heartbeats and deregistration (see docs/security.md).
+REPLICA_KEY_HEADER = "X-Anyserve-Replica-Key"
+#: The data plane's API key, the alternative to ``Authorization: Bearer`` that some clients send.
+API_KEY_HEADER = "X-Api-Key"
 
 # -- the KServe v2 binary tensor extension ---------------------------------------
 

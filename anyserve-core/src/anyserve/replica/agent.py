@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from anyserve.candidates import FAILED
+from anyserve.credentials import AUTHORIZATION, Credentials, from_bearer
 from anyserve.delegation import Delegation
 from anyserve.errors import AnyServeError, CapabilityNotFound, ResourceExhausted, Unavailable
 from anyserve.plugins import PluginManager
@@ -61,6 +62,7 @@ class Agent:
         lifecycle: Lifecycle | None = None,
         offers: Callable[[], list[dict[str, Any]]] | None = None,
         status: Callable[[], dict[str, Any]] | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.pool = pool
         self.pm = pm
@@ -72,6 +74,8 @@ class Agent:
         self.offers = offers or pool.offers
         self.status = status or (lambda: {"replica_id": replica_id, "workers": pool.snapshot()})
         self.ready = False
+        #: Who may read this replica's status (the cluster token); None: anyone (``[cluster] auth = "off"``).
+        self.credentials = credentials or Credentials(None, None)
 
     # -- gRPC plumbing -----------------------------------------------------
 
@@ -80,6 +84,13 @@ class Agent:
 
     def _status_handler(self) -> grpc.GenericRpcHandler:
         async def get(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            # The status names workers, pids, resources and the link: cluster members only.
+            given = dict(context.invocation_metadata() or ()).get(AUTHORIZATION)
+            if not self.credentials.is_cluster(from_bearer(given)):
+                await context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "anyserve.ReplicaStatus needs the cluster token as 'authorization: Bearer <token>' metadata",
+                )
             return json.dumps(self.status(), default=str).encode()
 
         return grpc.method_handlers_generic_handler(STATUS_SERVICE, {"Get": grpc.unary_unary_rpc_method_handler(get)})
@@ -220,8 +231,12 @@ class Agent:
         )
 
     async def _worker_for(self, meta: RequestMeta, stream: bool) -> tuple[WorkerSlot, int] | None:
-        """A running worker, else a worker class started for this request (waiting up to its deadline)."""
-        chosen = self.pool.choose(meta.query, stream=stream)
+        """A running worker; else one on its way back (restarting, or not answering probes), waited for a
+        bounded time; else a worker class started for this request (waiting up to its deadline)."""
+        pool = self.pool
+        chosen = pool.choose(meta.query, stream=stream)
+        if chosen is None and pool.coming(meta.query, stream=stream) is not None:
+            return await pool.wait_for(meta, stream=stream)  # "not now", never a delegation away
         if chosen is None and self.lifecycle is not None:
             chosen = await self.lifecycle.acquire(meta.query, stream=stream, timeout=meta.timeout())
         return chosen

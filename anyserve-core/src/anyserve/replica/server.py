@@ -22,8 +22,9 @@ from typing import Any
 
 import grpc
 
-from anyserve.candidates import HOT
+from anyserve import tls
 from anyserve.config import Settings
+from anyserve.credentials import Credentials
 from anyserve.delegation import Delegation
 from anyserve.errors import ConfigError
 from anyserve.protocol import RequestMeta
@@ -70,6 +71,8 @@ class Replica:
         self.settings = settings
         self.assembly = Assembly(settings, app_ref, replica_id, log_level=log_level)
         self.pool = WorkerPool(self.assembly.matcher, self.assembly.pm)
+        self.pool.wait_seconds = settings.replica.worker_wait_seconds
+        self.pool.on_change = self._changed  # a worker died, came back, or stopped answering: tell the router now
         self.run_dir = tempfile.mkdtemp(prefix="anyserve-")
         self.supervisor = Supervisor(self.assembly, self.pool, self.run_dir, settings.replica.workers)
         self.lifecycle = Lifecycle(
@@ -79,7 +82,12 @@ class Replica:
             self.assembly.matcher,
             budget=settings.replica.resources,
             on_change=self._changed,
+            failed_retry=settings.replica.failed_retry_seconds,
         )
+        #: The cluster token this replica presents to its router and asks of callers of its control services.
+        self.credentials = Credentials.load(settings)
+        #: How this replica checks the router's (and its own link's) certificate; None without ``[tls]``.
+        self.client_tls = tls.client_context(settings.tls)
         self.agent = Agent(
             self.pool,
             self.assembly.pm,
@@ -90,6 +98,7 @@ class Replica:
             lifecycle=self.lifecycle,
             offers=self.offers,
             status=self.status,
+            credentials=self.credentials,
         )
         self._routers: dict[str, AsyncRouterClient] = {}
         self.registration: Registration | None = None
@@ -98,7 +107,7 @@ class Replica:
         self.endpoint = ""
         #: ``<transport>://host:port`` of the router link, when one is served.
         self.link = ""
-        self._link_service = LinkService(self.agent, self.offers)
+        self._link_service = LinkService(self.agent, self.offers, self.credentials)
         self._link_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._gc: asyncio.Task[None] | None = None
@@ -108,9 +117,8 @@ class Replica:
         return self.assembly.replica_id
 
     def offers(self) -> list[dict[str, Any]]:
-        """What this replica can serve: running plain workers (hot) and every worker class with its state."""
-        plain = WorkerPool.merge_offers(s for s in self.pool.slots.values() if s.worker_class is None)
-        return [{**o, "state": HOT} for o in plain] + self.lifecycle.offers()
+        """What this replica can serve, each with its state: the plain workers' and every worker class's."""
+        return self.pool.plain_offers() + self.lifecycle.offers()
 
     def in_flight(self) -> int:
         return sum(s.connection.in_flight for s in self.pool.slots.values())
@@ -136,7 +144,7 @@ class Replica:
     def _router(self, url: str) -> AsyncRouterClient:
         """One pooled HTTP client per router URL."""
         if url not in self._routers:
-            self._routers[url] = AsyncRouterClient(url)
+            self._routers[url] = AsyncRouterClient(url, token=self.credentials.cluster, verify=self.client_tls)
         return self._routers[url]
 
     async def _forward(self, decision: Delegation, payload: bytes, meta: RequestMeta) -> bytes:
@@ -161,7 +169,10 @@ class Replica:
         if spec is None:
             log.debug("no router link (link.name = %r): the router uses gRPC", self.settings.link.name)
             return
-        transport = spec.factory(self.settings.link.options)
+        options = dict(self.settings.link.options)
+        if self.settings.tls.enabled:  # the link in TLS too: it carries what the gRPC port does
+            options.update(ssl_server=tls.server_context(self.settings.tls), ssl_client=self.client_tls)
+        transport = spec.factory(options)
         try:
             self._link_task, port = await start_link(
                 spec, transport, self._link_service, self.settings.replica.host, self.settings.replica.link_port
@@ -190,7 +201,7 @@ class Replica:
         self.server.add_generic_rpc_handlers(self.agent.generic_handlers())
         self.health = serve_health(self.server, self.agent, app)  # grpc.health.v1 and server reflection
         try:
-            port = self.server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+            port = tls.add_port(self.server, f"{cfg.host}:{cfg.port}", self.settings.tls)
         except RuntimeError as exc:
             raise StartError(f"cannot listen on {cfg.host}:{cfg.port}: {exc}") from None
         self.endpoint = self.advertised_endpoint(port)
@@ -206,7 +217,7 @@ class Replica:
         self._gc = self._start_object_gc()
         if self.settings.router.url:
             self.registration = Registration(
-                AsyncRouterClient(self.settings.router.url),
+                AsyncRouterClient(self.settings.router.url, token=self.credentials.cluster, verify=self.client_tls),
                 self.replica_id,
                 self.endpoint,
                 link=self.link or None,

@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import json
 import logging
+import ssl as ssl_module
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -251,11 +252,12 @@ async def connect_tcp(
     max_frame_bytes: int,
     stream_limit: int,
     hello: Mapping[str, Any] | None = None,
+    ssl: ssl_module.SSLContext | None = None,
 ) -> FrameConnection:
-    """Connect to a TCP ``host:port`` and complete the handshake within ``timeout`` seconds."""
+    """Connect to a TCP ``host:port`` (in TLS with ``ssl``) and complete the handshake within ``timeout`` seconds."""
     return await handshake(
         f"{host}:{port}",
-        lambda: asyncio.open_connection(host, port, limit=stream_limit),
+        lambda: asyncio.open_connection(host, port, limit=stream_limit, ssl=ssl),
         timeout,
         max_frame_bytes,
         transport="tcp",

@@ -16,12 +16,14 @@ if TYPE_CHECKING:
     from anyserve_transport_unix.transport import TcpTransport, UnixTransport
 
 OPTIONS = ("max_frame_bytes",)
+#: The tcp transport also takes TLS contexts, which core passes (from ``[tls]``), never a config file.
+TCP_OPTIONS = (*OPTIONS, "ssl_server", "ssl_client")
 
 
-def _options(name: str, options: Options) -> Options:
-    unknown = sorted(set(options) - set(OPTIONS))
+def _options(name: str, options: Options, valid: tuple[str, ...] = OPTIONS) -> Options:
+    unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise ConfigError(f"unknown options for transport {name}: {', '.join(unknown)}; valid: {', '.join(OPTIONS)}")
+        raise ConfigError(f"unknown options for transport {name}: {', '.join(unknown)}; valid: {', '.join(valid)}")
     return options
 
 
@@ -40,7 +42,7 @@ def create_tcp(options: Options) -> TcpTransport:
     from anyserve_transport_unix.transport import TcpTransport
 
     try:
-        return TcpTransport(**_options("tcp", options))
+        return TcpTransport(**_options("tcp", options, TCP_OPTIONS))
     except ValueError as exc:
         raise ConfigError(f"options for transport tcp: {exc}") from exc
 

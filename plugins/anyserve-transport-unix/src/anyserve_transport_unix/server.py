@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import socket
+import ssl as ssl_module
 import stat
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -250,10 +251,20 @@ async def serve(address: str, service: WorkerService, *, max_frame_bytes: int, s
         _unlink_if_ours(address, ident)
 
 
-async def serve_tcp(host: str, port: int, service: WorkerService, *, max_frame_bytes: int, stream_limit: int) -> None:
-    """Serve on a TCP ``host:port`` until cancelled; then close every session."""
+async def serve_tcp(
+    host: str,
+    port: int,
+    service: WorkerService,
+    *,
+    max_frame_bytes: int,
+    stream_limit: int,
+    ssl: ssl_module.SSLContext | None = None,
+) -> None:
+    """Serve on a TCP ``host:port`` (in TLS with ``ssl``) until cancelled; then close every session."""
     await _serve_sessions(
-        lambda on_connect: asyncio.start_server(on_connect, host, port, limit=stream_limit, reuse_address=True),
+        lambda on_connect: asyncio.start_server(
+            on_connect, host, port, limit=stream_limit, reuse_address=True, ssl=ssl, ssl_handshake_timeout=10.0
+        ),
         service,
         max_frame_bytes,
         f"{host}:{port}",

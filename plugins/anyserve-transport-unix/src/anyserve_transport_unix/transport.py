@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -103,21 +104,47 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class TcpTransport(_FrameTransport):
-    """The frames over TCP: ``host:port`` addresses; see :class:`anyserve.transport.Transport`."""
+    """The frames over TCP: ``host:port`` addresses; see :class:`anyserve.transport.Transport`.
+
+    ``ssl_server`` and ``ssl_client`` (``ssl.SSLContext``) put the frames in
+    TLS: core passes them when ``[tls]`` is configured.
+    """
 
     name = "tcp"
+
+    def __init__(
+        self,
+        *,
+        max_frame_bytes: int = framing.DEFAULT_MAX_FRAME_BYTES,
+        ssl_server: ssl.SSLContext | None = None,
+        ssl_client: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(max_frame_bytes=max_frame_bytes)
+        for name, value in (("ssl_server", ssl_server), ("ssl_client", ssl_client)):
+            if value is not None and not isinstance(value, ssl.SSLContext):
+                raise ValueError(f"{name} must be an ssl.SSLContext, got {type(value).__name__}")
+        self.ssl_server = ssl_server
+        self.ssl_client = ssl_client
 
     def address(self, run_dir: str, worker_id: str) -> str:
         return f"127.0.0.1:{free_port()}"
 
     async def serve(self, address: str, service: WorkerService) -> None:
         host, port = split_address(address)
-        await server.serve_tcp(host, port, service, max_frame_bytes=self.max_frame_bytes, stream_limit=STREAM_LIMIT)
+        await server.serve_tcp(
+            host, port, service, max_frame_bytes=self.max_frame_bytes, stream_limit=STREAM_LIMIT, ssl=self.ssl_server
+        )
 
     async def connect(
         self, address: str, *, timeout: float = 10.0, hello: Mapping[str, Any] | None = None
     ) -> client.FrameConnection:
         host, port = split_address(address)
         return await client.connect_tcp(
-            host, port, timeout=timeout, max_frame_bytes=self.max_frame_bytes, stream_limit=STREAM_LIMIT, hello=hello
+            host,
+            port,
+            timeout=timeout,
+            max_frame_bytes=self.max_frame_bytes,
+            stream_limit=STREAM_LIMIT,
+            hello=hello,
+            ssl=self.ssl_client,
         )
