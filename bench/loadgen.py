@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -42,7 +43,12 @@ from loadgen_workloads import WORKLOADS
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    client = GrpcClient(args.target) if args.proto == "grpc" else HttpClient(args.target)
+    if args.proto == "grpc":
+        client: GrpcClient | HttpClient = GrpcClient(args.target)
+    else:
+        extra = dict(h.split(":", 1) for h in args.header)
+        tls = ssl.create_default_context(cafile=args.tls_ca) if args.tls_ca else None
+        client = HttpClient(args.target, {k.strip(): v.strip() for k, v in extra.items()}, tls)
     await client.ready()
     results: dict[str, Any] = {"pid": os.getpid(), "cpus": sorted(os.sched_getaffinity(0)), "body": args.body}
     workloads = {**(loadgen_json.WORKLOADS if args.body == "json" else WORKLOADS), **loadgen_chat.WORKLOADS}
@@ -82,6 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--object-budget", type=float, default=1.0, help="scales the repetitions of big sizes")
     parser.add_argument("--inline-max-mib", type=int, default=1 << 20, help="skip inline objects above this (OBJ)")
     parser.add_argument("--server-pids", default="", help="role:pid,... whose CPU time each window records")
+    parser.add_argument("--header", action="append", default=[], help="NAME:VALUE sent with every HTTP request")
+    parser.add_argument("--tls-ca", help="HTTPS, trusting this CA (PEM)")
     parser.add_argument("--out", type=Path, help="write the JSON here as well")
     args = parser.parse_args(argv)
     args.workloads = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]

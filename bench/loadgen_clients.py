@@ -6,6 +6,7 @@ Used by ``bench/loadgen.py`` (a script; this module is imported from its directo
 from __future__ import annotations
 
 import asyncio
+import ssl as ssl_module
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -89,15 +90,16 @@ class HttpError(Exception):
 class HttpConn:
     """One keep-alive HTTP/1.1 connection; one request at a time."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, ssl: ssl_module.SSLContext | None = None) -> None:
         self.host, self.port = host, port
+        self.ssl = ssl
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         #: The last response's status line and headers, as received (for checks; never parsed when measuring).
         self.last_head = b""
 
     async def connect(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=4 * MIB)
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=4 * MIB, ssl=self.ssl)
 
     def head(self, path: str, body_len: int, extra: dict[str, str]) -> bytes:
         lines = [f"POST {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {body_len}"]
@@ -178,16 +180,22 @@ class HttpConn:
 
 
 class HttpClient:
-    def __init__(self, target: str) -> None:
+    """``extra`` headers go with every request (an API key); ``ssl`` makes the connections HTTPS."""
+
+    def __init__(
+        self, target: str, extra: dict[str, str] | None = None, ssl: ssl_module.SSLContext | None = None
+    ) -> None:
         host, _, port = target.rpartition(":")
         self.host, self.port = host, int(port)
+        self.extra = dict(extra or {})
+        self.ssl = ssl
         self.conns: list[HttpConn] = []
 
     async def ready(self, timeout: float = 30) -> None:
         pass
 
     async def conn(self) -> HttpConn:
-        conn = HttpConn(self.host, self.port)
+        conn = HttpConn(self.host, self.port, self.ssl)
         await conn.connect()
         self.conns.append(conn)
         return conn
@@ -195,9 +203,8 @@ class HttpClient:
     async def pool(self, n: int) -> list[HttpConn]:
         return [await self.conn() for _ in range(n)]
 
-    @staticmethod
-    def headers(capability: str) -> dict[str, str]:
-        return {"Content-Type": "application/x-protobuf", "X-Capability-Type": capability}
+    def headers(self, capability: str) -> dict[str, str]:
+        return {"Content-Type": "application/x-protobuf", "X-Capability-Type": capability, **self.extra}
 
     def unary(
         self,

@@ -20,6 +20,7 @@ import socket
 import ssl as ssl_module
 import stat
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from anyserve.errors import AnyServeError, ResourceExhausted, Unavailable, as_anyserve_error
 from anyserve.transport import WorkerService
@@ -263,13 +264,18 @@ async def serve_tcp(
     """Serve on a TCP ``host:port`` (in TLS with ``ssl``) until cancelled; then close every session."""
     await _serve_sessions(
         lambda on_connect: asyncio.start_server(
-            on_connect, host, port, limit=stream_limit, reuse_address=True, ssl=ssl, ssl_handshake_timeout=10.0
+            on_connect, host, port, limit=stream_limit, reuse_address=True, **_tls(ssl)
         ),
         service,
         max_frame_bytes,
         f"{host}:{port}",
         transport="tcp",
     )
+
+
+def _tls(context: ssl_module.SSLContext | None) -> dict[str, Any]:
+    """``start_server``'s TLS arguments: a handshake must finish in 10 s, as the frame hello must."""
+    return {} if context is None else {"ssl": context, "ssl_handshake_timeout": framing.HANDSHAKE_TIMEOUT_S}
 
 
 async def _serve_sessions(
