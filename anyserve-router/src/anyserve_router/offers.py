@@ -1,25 +1,88 @@
-"""Validating what a replica registers: its id, its endpoint, the capabilities it offers.
+"""Validating what a replica registers: its id, its capabilities, its status and load reports.
 
 Everything here runs once per registration, never per request, so it can
 afford to be thorough: a bad registration rejected with a precise message is
-far cheaper than a replica that silently never matches.
+far cheaper than a replica that silently never matches. It is also bounded
+(:class:`RegistrationLimits`): every request scores the registered offers
+and ``/registry`` lists them, so what one replica may register is capped, and
+every value kept is one JSON can carry (no NaN, no infinity, no integer
+wider than 64 bits), or the listings built from it would not be JSON.
+Endpoints and links are checked in :mod:`anyserve_router.endpoints`.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from anyserve.candidates import COLD, FAILED, HOT, STARTING, STOPPING
 from anyserve.capability import Capability
+from anyserve_router.endpoints import (
+    DEFAULT_POLICY,
+    AddressPolicy,
+    check_endpoint,
+    check_engine_url,
+    check_link,
+    shown,
+)
 from anyserve_router.errors import InvalidRegistration
+
+__all__ = [
+    "MAX_ATTRIBUTES",
+    "MAX_ID_CHARS",
+    "RUNTIME_KEYS",
+    "AddressPolicy",
+    "Offer",
+    "RegistrationLimits",
+    "check_capabilities",
+    "check_endpoint",
+    "check_engine_url",
+    "check_in_flight",
+    "check_link",
+    "check_replica_id",
+    "check_status",
+]
 
 #: Keys a capability dict may carry that describe the replica's runtime, not
 #: what it serves; they are kept for routing and listings but never matched.
 RUNTIME_KEYS = frozenset({"state", "stream"})
 STATES = (HOT, STARTING, COLD, STOPPING, FAILED)
 SCALARS = (str, int, float, bool)
+MAX_ID_CHARS = 128
+_ID = re.compile(r"[A-Za-z0-9._:@-]+")
+#: Attributes one capability may have (``type``, ``model`` and a few more is the norm).
+MAX_ATTRIBUTES = 32
+#: Characters no key or string value may hold: C0 controls and DEL (NUL among them).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Integers JSON readers agree on: signed and unsigned 64-bit.
+_INT_RANGE = (-(2**63), 2**64 - 1)
+#: A status document: how deep it may nest, how many values it may hold.
+MAX_STATUS_DEPTH = 16
+MAX_STATUS_VALUES = 10_000
+#: Largest in-flight count a replica may report.
+MAX_IN_FLIGHT = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class RegistrationLimits:
+    """What one registration may hold (``router.max_capabilities``, ``max_capability_chars``) and where it may point."""
+
+    max_capabilities: int = 256
+    max_chars: int = 256
+    addresses: AddressPolicy = DEFAULT_POLICY
+
+    @classmethod
+    def of(cls, router: Any) -> RegistrationLimits:
+        """From ``settings.router``; a bad ``allowed_endpoint_networks`` entry is a :class:`ConfigError`."""
+        return cls(
+            router.max_capabilities, router.max_capability_chars, AddressPolicy.of(router.allowed_endpoint_networks)
+        )
+
+
+DEFAULT_LIMITS = RegistrationLimits()
 
 
 @dataclass(frozen=True)
@@ -39,73 +102,48 @@ class Offer:
 
 
 def check_replica_id(replica_id: Any) -> str:
-    if not isinstance(replica_id, str) or not replica_id.strip():
-        raise InvalidRegistration(f"replica id must be a non-empty string, got {replica_id!r}")
-    if replica_id != replica_id.strip() or any(ch.isspace() for ch in replica_id):
-        raise InvalidRegistration(f"replica id must not contain whitespace, got {replica_id!r}")
+    """1-128 of ``[A-Za-z0-9._:@-]``: ids travel in URLs, headers and log lines as they are."""
+    if not isinstance(replica_id, str):
+        raise InvalidRegistration(f"replica_id must be a string, got {type(replica_id).__name__} {shown(replica_id)}")
+    if not replica_id or len(replica_id) > MAX_ID_CHARS or not _ID.fullmatch(replica_id):
+        raise InvalidRegistration(
+            f"replica_id must be 1-{MAX_ID_CHARS} characters of letters, digits and . _ : @ - (no whitespace or "
+            f"control characters), got {shown(replica_id)}"
+        )
     return replica_id
 
 
-def check_endpoint(endpoint: Any) -> str:
-    """``host:port`` as gRPC dials it; IPv6 hosts in brackets (``[::1]:50051``)."""
-    shape = "expected host:port, e.g. 10.0.0.5:50051 or [::1]:50051"
-    if not isinstance(endpoint, str) or not endpoint:
-        raise InvalidRegistration(f"endpoint must be a string host:port, got {endpoint!r}")
-    host, sep, port = endpoint.rpartition(":")
-    if not sep or not host:
-        raise InvalidRegistration(f"endpoint {endpoint!r} has no host:port; {shape}")
-    if "://" in endpoint or "/" in host or any(ch.isspace() for ch in endpoint):
-        raise InvalidRegistration(f"endpoint {endpoint!r} is not a bare host:port (no scheme or path); {shape}")
-    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not bare or (":" in host and bare == host) or "[" in bare or "]" in bare:
-        raise InvalidRegistration(f"endpoint {endpoint!r} has an invalid host; {shape}")
-    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
-        raise InvalidRegistration(f"endpoint {endpoint!r} has an invalid port {port!r} (1-65535); {shape}")
-    return endpoint
-
-
-def check_engine_url(url: Any) -> str:
-    """An OpenAI-compatible engine's base URL: ``http(s)://host:port`` with no path (``/v1`` is added per call)."""
-    shape = "expected http://host:port, e.g. http://127.0.0.1:8000"
-    if not isinstance(url, str) or not url:
-        raise InvalidRegistration(f"engine URL must be a string, got {url!r}")
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in ("http", "https"):
-        raise InvalidRegistration(f"engine URL {url!r} must start with http:// or https://; {shape}")
-    rest = rest.rstrip("/").removesuffix("/v1")
-    if "/" in rest or "?" in rest or "#" in rest:
-        raise InvalidRegistration(f"engine URL {url!r} must not have a path (other than /v1); {shape}")
-    check_endpoint(rest)
-    return f"{scheme}://{rest}"
-
-
-def check_link(link: Any) -> str | None:
-    """``<transport>://host:port``, the replica's router link; ``None`` when it serves none."""
-    if link is None:
-        return None
-    shape = "expected <transport>://host:port, e.g. tcp://10.0.0.5:50052"
-    if not isinstance(link, str):
-        raise InvalidRegistration(f"link must be a string, got {type(link).__name__}; {shape}")
-    scheme, sep, address = link.partition("://")
-    if not sep or not scheme.isidentifier():
-        raise InvalidRegistration(f"link {link!r} names no transport; {shape}")
+def _check_text(text: str, where: str, what: str, limit: int) -> None:
+    if len(text) > limit:
+        raise InvalidRegistration(f"{where} has a {what} of {len(text)} characters; at most {limit} are accepted")
+    if _CONTROL.search(text):
+        raise InvalidRegistration(f"{where} has a {what} with control characters: {shown(text)}")
     try:
-        check_endpoint(address)
-    except InvalidRegistration as exc:
-        raise InvalidRegistration(f"link {link!r}: {exc}") from None
-    return link
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRegistration(f"{where} has a {what} that is not valid Unicode (a lone surrogate)") from None
 
 
-def _check_offer(index: int, raw: Any) -> Offer:
+def _check_number(value: int | float, where: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRegistration(f"{where} must be a finite number, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+        raise InvalidRegistration(f"{where} is an integer wider than 64 bits")
+
+
+def _check_offer(index: int, raw: Any, limits: RegistrationLimits) -> Offer:
     where = f"capabilities[{index}]"
     if not isinstance(raw, Mapping):
         raise InvalidRegistration(f"{where} must be an object of attributes, got {type(raw).__name__}")
+    if len(raw) > MAX_ATTRIBUTES:
+        raise InvalidRegistration(f"{where} has {len(raw)} attributes; at most {MAX_ATTRIBUTES} are accepted")
     attrs: dict[str, Any] = {}
     runtime: dict[str, Any] = {}
     seen: dict[str, str] = {}
     for key, value in raw.items():
         if not isinstance(key, str) or not key.strip():
-            raise InvalidRegistration(f"{where} has an empty or non-string key {key!r}")
+            raise InvalidRegistration(f"{where} has an empty or non-string key {shown(key)}")
+        _check_text(key, where, "key", limits.max_chars)
         lower = key.lower()
         if lower in seen:
             # Capability keys are case-insensitive (they travel as HTTP headers).
@@ -113,14 +151,18 @@ def _check_offer(index: int, raw: Any) -> Offer:
         seen[lower] = key
         if not isinstance(value, SCALARS):
             raise InvalidRegistration(
-                f"{where}.{key} must be a string, number or boolean, got {type(value).__name__} {value!r}"
+                f"{where}.{key} must be a string, number or boolean, got {type(value).__name__} {shown(value)}"
             )
+        if isinstance(value, str):
+            _check_text(value, f"{where}.{key}", "value", limits.max_chars)
+        else:
+            _check_number(value, f"{where}.{key}")
         (runtime if lower in RUNTIME_KEYS else attrs)[lower] = value
     state = runtime.pop("state", HOT)
     if state not in STATES:
-        raise InvalidRegistration(f"{where}.state must be one of {', '.join(STATES)}, got {state!r}")
+        raise InvalidRegistration(f"{where}.state must be one of {', '.join(STATES)}, got {shown(state)}")
     if "stream" in runtime and not isinstance(runtime["stream"], bool):
-        raise InvalidRegistration(f"{where}.stream must be true or false, got {runtime['stream']!r}")
+        raise InvalidRegistration(f"{where}.stream must be true or false, got {shown(runtime['stream'])}")
     if not attrs:
         raise InvalidRegistration(
             f"{where} has no attributes to match besides runtime keys ({', '.join(sorted(RUNTIME_KEYS))}); "
@@ -129,17 +171,57 @@ def _check_offer(index: int, raw: Any) -> Offer:
     return Offer(Capability(attrs), state, runtime)
 
 
-def check_capabilities(capabilities: Any) -> tuple[Offer, ...]:
-    """A list (possibly empty: a replica whose workers are not up yet) of capability objects."""
+def check_capabilities(capabilities: Any, limits: RegistrationLimits = DEFAULT_LIMITS) -> tuple[Offer, ...]:
+    """A list (possibly empty: a replica whose workers are not up yet) of at most ``max_capabilities`` objects."""
     if isinstance(capabilities, (str, bytes, Mapping)) or not isinstance(capabilities, (list, tuple)):
         raise InvalidRegistration(
             f"capabilities must be a list of objects, got {type(capabilities).__name__}; "
             'e.g. [{"type": "chat", "model": "llama-70b"}]'
         )
-    return tuple(_check_offer(i, raw) for i, raw in enumerate(capabilities))
+    if len(capabilities) > limits.max_capabilities:
+        raise InvalidRegistration(
+            f"capabilities lists {len(capabilities)} entries; at most {limits.max_capabilities} are accepted "
+            "(router.max_capabilities)"
+        )
+    return tuple(_check_offer(i, raw, limits) for i, raw in enumerate(capabilities))
+
+
+def check_status(status: Any) -> dict[str, Any] | None:
+    """The replica's status document: a JSON object of plain JSON values, bounded in depth and size."""
+    if status is None:
+        return None
+    if not isinstance(status, dict):
+        raise InvalidRegistration(f"status must be a JSON object, got {type(status).__name__}")
+    count = 0
+    pending: list[tuple[Any, str, int]] = [(status, "status", 0)]
+    while pending:
+        value, where, depth = pending.pop()
+        count += 1
+        if count > MAX_STATUS_VALUES:
+            raise InvalidRegistration(f"status holds more than {MAX_STATUS_VALUES} values")
+        if depth > MAX_STATUS_DEPTH:
+            raise InvalidRegistration(f"status nests deeper than {MAX_STATUS_DEPTH} levels (at {where})")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise InvalidRegistration(f"{where} has a non-string key {shown(key)}")
+                _check_text(key, where, "key", 1024)
+                pending.append((item, f"{where}.{key[:40]}", depth + 1))
+        elif isinstance(value, list):
+            pending.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidRegistration(f"{where} is not valid Unicode (a lone surrogate)") from None
+        elif isinstance(value, (int, float)):
+            _check_number(value, where)
+        elif value is not None:
+            raise InvalidRegistration(f"{where} must be a JSON value, got {type(value).__name__}")
+    return status
 
 
 def check_in_flight(in_flight: Any) -> int:
-    if isinstance(in_flight, bool) or not isinstance(in_flight, int) or in_flight < 0:
-        raise InvalidRegistration(f"in_flight must be a non-negative integer, got {in_flight!r}")
+    if isinstance(in_flight, bool) or not isinstance(in_flight, int) or not 0 <= in_flight <= MAX_IN_FLIGHT:
+        raise InvalidRegistration(f"in_flight must be an integer from 0 to {MAX_IN_FLIGHT}, got {shown(in_flight)}")
     return in_flight

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from anyserve.errors import AnyServeError, InvalidField, http_status
@@ -51,11 +52,13 @@ def as_openai(exc: Exception, request_id: str) -> OpenAIError:
     """Any failure as the OpenAI error the SDK maps to the right exception class."""
     if isinstance(exc, OpenAIError):
         return exc
+    if isinstance(exc, HTTPException):  # the router's own refusals: RouterBusy (503, Retry-After), ...
+        return OpenAIError(exc.status_code, str(exc.detail), retry=exc.status_code == 503)
     if isinstance(exc, InvalidField):
         return OpenAIError(400, exc.message, param=exc.param)
     if isinstance(exc, AnyServeError):
         status = http_status(exc.code)
-        if isinstance(exc, ReplicaFailed) and exc.code in _BUSY_CODES:
+        if (isinstance(exc, ReplicaFailed) and exc.code in _BUSY_CODES) or getattr(exc, "retry_after", None):
             return OpenAIError(503, exc.message, code=exc.code.lower(), retry=True)
         if status >= 500:
             log.warning("OpenAI request %s failed: %s %s", request_id, exc.code, exc.message)

@@ -1,0 +1,120 @@
+"""What every HTTP request to the router gets, whichever front serves it: an id, a body ticket, a last-resort 500.
+
+The id is the client's ``X-Request-Id`` when it sent a usable one, else a
+new one written into the request's headers, so :class:`RequestMeta` (and
+through it the replica) reads the same id. Every response carries it back
+in ``X-Request-Id``, and every log line written while the request is served
+names it (:class:`RequestIdFilter`, through a context variable: each request
+is its own task). The body ticket counts what the request holds of
+``router.max_body_bytes_in_flight`` and is given back when it is done.
+
+The router's own failures answer ``{"error": "internal error", "code":
+"INTERNAL", "request_id": ...}`` and log the traceback with the id: a
+client learns that it failed and what to quote, never a path, a pid or a
+replica's name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from anyserve.protocol import dumps, names, new_request_id
+from anyserve_router.body_budget import TICKET_SCOPE, BodyBudget
+from anyserve_router.inbound import REQUEST_ID_SCOPE
+
+log = logging.getLogger("anyserve.router")
+
+#: The id of the request the current task serves, for log lines.
+current_request_id: ContextVar[str | None] = ContextVar("anyserve_request_id", default=None)
+#: The log format of ``anyserve router``: ``%(request)s`` is `` [request <id>]`` inside a request, else empty.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s%(request)s: %(message)s"
+
+_ID_HEADER = names.REQUEST_ID_KEY.encode()
+#: Longest client request id taken as it is (as :class:`RequestMeta` accepts).
+_MAX_ID = 256
+
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``record.request``: `` [request <id>]`` while a request is being served, else ``""``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = current_request_id.get()
+        record.request = f" [request {request_id}]" if request_id else ""
+        return True
+
+
+def configure_logging(level: str) -> None:
+    """``anyserve router``'s logging: one stream handler whose lines name the request they were written for."""
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
+            handler.addFilter(RequestIdFilter())
+
+
+def internal_error(request_id: str) -> Response:
+    """The answer to a failure of the router itself: that it failed, and the id to quote."""
+    body = dumps({"error": "internal error", "code": "INTERNAL", "request_id": request_id})
+    return Response(body, status_code=500, media_type=names.JSON, headers={names.REQUEST_ID_HEADER: request_id})
+
+
+def _client_id(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The client's ``X-Request-Id`` if it has one usable in headers and log lines as it is (printable ASCII)."""
+    for name, value in headers:
+        if name == _ID_HEADER:
+            return value if 0 < len(value) <= _MAX_ID and all(0x21 <= b <= 0x7E for b in value) else None
+    return None
+
+
+class RequestContext:
+    """Wraps the router's ASGI dispatch for HTTP requests (see the module's docstring)."""
+
+    def __init__(self, budget: BodyBudget) -> None:
+        self.budget = budget
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, app: App) -> None:
+        headers = scope["headers"]
+        given = _client_id(headers)
+        if given is None:
+            request_id = new_request_id()
+            id_header = (_ID_HEADER, request_id.encode())
+            # Written into the request (in place of an unusable one), so RequestMeta reads this id too.
+            scope["headers"] = [*(h for h in headers if h[0] != _ID_HEADER), id_header]
+        else:
+            request_id = given.decode()
+            id_header = (_ID_HEADER, given)
+        scope[REQUEST_ID_SCOPE] = request_id
+        ticket = self.budget.ticket()
+        scope[TICKET_SCOPE] = ticket
+        token = current_request_id.set(request_id)
+        started = completed = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started, completed
+            if message["type"] == "http.response.start":
+                started = True
+                out = message.get("headers") or []
+                if not any(name.lower() == _ID_HEADER for name, _ in out):
+                    message = {**message, "headers": [*out, id_header]}
+            elif not message.get("more_body", False):
+                completed = True
+            await send(message)
+
+        try:
+            await app(scope, receive, sending)
+        except Exception as exc:
+            if completed:
+                return  # answered already, by a handler that logged it (Starlette re-raises after answering)
+            log.error("internal error in %s %s (request %s)", scope["method"], scope["path"], request_id, exc_info=exc)
+            if not started:
+                await internal_error(request_id)(scope, receive, send)
+            # Started but not finished: returning leaves the response incomplete, and the server closes it.
+        finally:
+            ticket.give_back()
+            current_request_id.reset(token)
