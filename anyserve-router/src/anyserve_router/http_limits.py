@@ -174,7 +174,8 @@ class ConnectionGuard:
                 message = (
                     f"request headers not received within {limits.header_timeout:g}s (router.header_timeout_seconds)"
                 )
-                conn.refuse(408, "Request Timeout", message, "slow headers")
+                # A connection that sent nothing is closed without a word: there is no request to answer.
+                conn.refuse(408 if conn._header_bytes else 0, "Request Timeout", message, "slow headers")
         for conn in list(self.bodies):
             conn.check_body(now)
 
