@@ -21,6 +21,7 @@ from typing import BinaryIO
 from anyserve.errors import ConfigError, InvalidRequest, ObjectNotFound
 from anyserve.objects import Data, ObjRef, as_ref, validate_key
 from anyserve_objects_fs import layout
+from anyserve_objects_fs.modes import PRIVATE, Modes, make_dirs
 from anyserve_objects_fs.writing import PathConflict, stage
 
 #: Temp files and orphaned sidecars younger than this are assumed to belong
@@ -41,9 +42,11 @@ class FileStore:
         *,
         fsync: bool = False,
         temp_grace_seconds: float = DEFAULT_TEMP_GRACE_SECONDS,
+        modes: Modes = PRIVATE,
     ) -> None:
+        # A root that exists keeps its mode (it is the operator's); one made here gets ``modes.dir``.
         try:
-            os.makedirs(root, exist_ok=True)
+            make_dirs(os.fspath(root), modes.dir)
         except OSError as exc:
             raise ConfigError(f"cannot use {os.fspath(root)!r} as the object store directory: {exc}") from None
         # Resolved once: the containment check compares real paths, so the
@@ -51,6 +54,7 @@ class FileStore:
         self.root = os.path.realpath(root)
         self.fsync = fsync
         self.temp_grace_seconds = temp_grace_seconds
+        self.modes = modes
 
     def __repr__(self) -> str:
         return f"FileStore({self.root!r})"
@@ -95,7 +99,7 @@ class FileStore:
             raise InvalidRequest(f"cannot create {ref}: its key is a directory of other objects")
         directory = os.path.dirname(path)
         try:
-            staged = stage(directory, data, fsync=self.fsync)
+            staged = stage(directory, data, fsync=self.fsync, modes=self.modes)
         except PathConflict:
             raise InvalidRequest(f"cannot create {ref}: part of its key is already an object") from None
         except BaseException:
@@ -120,7 +124,8 @@ class FileStore:
         if content_type is None:
             _unlink(meta)
             return
-        staged = stage(os.path.dirname(path), json.dumps({"content_type": content_type}).encode(), fsync=self.fsync)
+        sidecar = json.dumps({"content_type": content_type}).encode()
+        staged = stage(os.path.dirname(path), sidecar, fsync=self.fsync, modes=self.modes)
         try:
             staged.commit(meta)
         except BaseException:

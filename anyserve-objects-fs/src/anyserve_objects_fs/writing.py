@@ -17,6 +17,7 @@ from contextlib import contextmanager, suppress
 from anyserve.errors import InvalidRequest, ResourceExhausted
 from anyserve.objects import Data
 from anyserve_objects_fs.layout import temp_path
+from anyserve_objects_fs.modes import PRIVATE, Modes, make_dirs
 
 #: How much is read at a time from a file object.
 CHUNK_SIZE = 1 << 20
@@ -54,17 +55,25 @@ def chunks(data: Data) -> Iterator[bytes | bytearray | memoryview]:
         yield chunk
 
 
-def _open_temp(directory: str) -> tuple[int, str]:
+def _open_temp(directory: str, modes: Modes) -> tuple[int, str]:
     for attempt in range(_OPEN_ATTEMPTS):
         path = temp_path(directory)
         try:
-            os.makedirs(directory, exist_ok=True)
-            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), path
+            make_dirs(directory, modes.dir)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, modes.file)
         except (FileExistsError, NotADirectoryError) as exc:
             raise PathConflict(str(exc)) from exc
         except FileNotFoundError:  # a parent was pruned under us: build it again
             if attempt == _OPEN_ATTEMPTS - 1:
                 raise
+            continue
+        try:
+            os.fchmod(fd, modes.file)  # exactly, whatever the umask
+        except BaseException:
+            os.close(fd)
+            _discard(path)
+            raise
+        return fd, path
     raise AssertionError("unreachable")
 
 
@@ -99,8 +108,8 @@ class Staged:
         _discard(self.path)
 
 
-def stage(directory: str, data: Data, *, fsync: bool = False) -> Staged:
-    """Write ``data`` to a new temp file in ``directory``.
+def stage(directory: str, data: Data, *, fsync: bool = False, modes: Modes = PRIVATE) -> Staged:
+    """Write ``data`` to a new temp file in ``directory`` (created as needed), with ``modes``.
 
     Any failure — the caller's iterator raising, a full disk, an interrupt —
     removes the temp file before the error propagates, so a failed write
@@ -108,7 +117,7 @@ def stage(directory: str, data: Data, *, fsync: bool = False) -> Staged:
     :class:`~anyserve.errors.ResourceExhausted`; the caller's own exceptions
     pass through unchanged.
     """
-    fd, path = _open_temp(directory)
+    fd, path = _open_temp(directory, modes)
     size = 0
     try:
         with _disk_errors(), os.fdopen(fd, "wb") as fh:
