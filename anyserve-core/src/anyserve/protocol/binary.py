@@ -17,14 +17,26 @@ from anyserve.errors import InvalidRequest
 from anyserve.protocol import messages as pb
 from anyserve.protocol.names import BINARY_DATA, BINARY_DATA_OUTPUT, HEADER_LENGTH_HEADER
 
+#: Digits a header length may have: 18 already exceed any body a server accepts.
+_MAX_LENGTH_DIGITS = 18
+
 
 def parse_header_length(value: str | None) -> int | None:
-    """The ``Inference-Header-Content-Length`` value, ``None`` when absent."""
+    """The ``Inference-Header-Content-Length`` value, ``None`` when absent.
+
+    Only ASCII digits, and not too many: ``str.isdigit`` also takes digits
+    such as ``"²"`` that ``int`` refuses, and ``int`` of thousands of digits
+    raises Python's own digit-limit error instead of saying what was wrong.
+    """
     if value is None:
         return None
     text = value.strip()
-    if not text.isdigit():
-        raise InvalidRequest(f"{HEADER_LENGTH_HEADER} must be a non-negative integer, got {value!r}")
+    if not (text.isascii() and text.isdigit() and len(text) <= _MAX_LENGTH_DIGITS):
+        shown = value if len(value) <= 40 else f"{value[:40]}... ({len(value)} characters)"
+        raise InvalidRequest(
+            f"{HEADER_LENGTH_HEADER} must be a non-negative integer of at most {_MAX_LENGTH_DIGITS} digits, "
+            f"got {shown!r}"
+        )
     return int(text)
 
 

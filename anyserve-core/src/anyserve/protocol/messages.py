@@ -32,6 +32,7 @@ from anyserve._proto.grpc_predict_v2_pb2_grpc import (
     add_GRPCInferenceServiceServicer_to_server,
 )
 from anyserve.errors import InvalidRequest
+from anyserve.protocol.shapes import tensor_elements
 
 InferInputTensor = ModelInferRequest.InferInputTensor
 InferRequestedOutputTensor = ModelInferRequest.InferRequestedOutputTensor
@@ -40,11 +41,20 @@ TensorMetadata = ModelMetadataResponse.TensorMetadata
 
 
 def parse_request(payload: bytes) -> ModelInferRequest:
-    """A serialised ``ModelInferRequest``; bytes that are not one are :class:`InvalidRequest`, never a crash."""
+    """A serialised ``ModelInferRequest``; bytes that are not one are :class:`InvalidRequest`, never a crash.
+
+    Every input's shape is checked against the tensor bounds here, where the
+    router and every worker read a request, so a handler never sees a shape
+    that would make a decoder (or its own ``numpy.zeros(shape)``) allocate
+    what no byte of the request paid for.
+    """
     try:
-        return ModelInferRequest.FromString(payload)
+        request = ModelInferRequest.FromString(payload)
     except DecodeError as exc:
         raise InvalidRequest(f"malformed ModelInferRequest: {exc}") from None
+    for tensor in request.inputs:
+        tensor_elements(tensor.shape, f"input {tensor.name!r}")
+    return request
 
 
 __all__ = [

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from anyserve.llm.types import Delta, Usage
-from anyserve.protocol.v2_json import dumps
+from anyserve.protocol.strict_json import dumps
 
 DONE = b"data: [DONE]\n\n"
 

@@ -17,11 +17,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 from collections.abc import Mapping
 from typing import Any
-
-import orjson
 
 from anyserve.errors import AnyServeError, InvalidRequest
 from anyserve.protocol import messages as pb
@@ -29,52 +26,26 @@ from anyserve.protocol.binary import BinaryPart, BinaryWanted
 from anyserve.protocol.datatypes import BYTES, CONTENT_FIELDS, DATATYPES, DataType, pack_raw, unpack_bytes, unpack_raw
 from anyserve.protocol.names import BASE64, BINARY_DATA_SIZE
 from anyserve.protocol.names import CONTENT_ENCODING_PARAMETER as CONTENT_ENCODING
+from anyserve.protocol.shapes import MAX_TENSOR_RANK, check_rank, tensor_elements
+from anyserve.protocol.strict_json import dumps, loads_object, quote
+
+__all__ = [
+    "dumps",
+    "loads_object",
+    "metadata_to_json",
+    "output_raw",
+    "parameters_to_json",
+    "parse_infer_json",
+    "parse_tensor",
+    "place_tensors",
+    "response_to_json",
+    "set_parameter",
+]
 
 _INT64 = (-(2**63), 2**63 - 1)
 _UINT64_MAX = 2**64 - 1
 _KINDS = {"bool": "a boolean", "int": "an integer", "float": "a number", "bytes": "a string"}
 _DATATYPE_NAMES = ", ".join(DATATYPES)
-
-
-def dumps(data: Any) -> bytes:
-    """Compact UTF-8 JSON, the one JSON writer of every HTTP front.
-
-    orjson writes a 1 MiB tensor's million numbers several times faster than
-    the standard library. It writes NaN and infinities as ``null`` (valid
-    JSON, as KServe's own server writes them); what it refuses (integers
-    beyond 64 bits, lone surrogates) is written by the standard library.
-    """
-    try:
-        return orjson.dumps(data)
-    except orjson.JSONEncodeError:
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
-
-
-def loads_object(body: bytes, what: str = "request body") -> dict[str, Any]:
-    """A JSON object, or :class:`InvalidRequest` saying where the JSON breaks.
-
-    orjson reads it; a body orjson refuses (malformed, or numbers beyond 64
-    bits that the datatype checks then name) is read again by the standard
-    library, whose errors say where the JSON breaks.
-    """
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        data = _stdlib_loads(body, what)
-    if not isinstance(data, dict):
-        raise InvalidRequest(f"{what} must be a JSON object, got {type(data).__name__}")
-    return data
-
-
-def _stdlib_loads(body: bytes, what: str) -> Any:
-    try:
-        return json.loads(body)
-    except UnicodeDecodeError as exc:
-        raise InvalidRequest(f"{what} is not UTF-8 JSON: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:
-        raise InvalidRequest(f"{what} is nested too deeply") from None
 
 
 # -- parameters ------------------------------------------------------------------
@@ -95,7 +66,7 @@ def set_parameter(target: pb.InferParameter, value: Any, where: str) -> None:
     elif isinstance(value, str):
         target.string_param = value
     else:
-        raise InvalidRequest(f"{where} must be a string, number or boolean, got {type(value).__name__} {value!r}")
+        raise InvalidRequest(f"{where} must be a string, number or boolean, got {type(value).__name__} {quote(value)}")
 
 
 def _fill_parameters(target: Any, raw: Any, where: str) -> None:
@@ -118,24 +89,31 @@ def parameters_to_json(parameters: Mapping[str, pb.InferParameter]) -> dict[str,
 # -- requests --------------------------------------------------------------------
 
 
-def _flatten(items: list[Any], out: list[Any]) -> None:
+def _flatten(items: list[Any], out: list[Any], where: str, depth: int = 1) -> None:
+    """Nested data in row-major order; nesting deeper than a shape may be is refused, not recursed into."""
     for item in items:
         if isinstance(item, list):
-            _flatten(item, out)
+            if depth >= MAX_TENSOR_RANK:
+                raise InvalidRequest(f"{where}: data is nested deeper than {MAX_TENSOR_RANK} levels")
+            _flatten(item, out, where, depth + 1)
         else:
             out.append(item)
 
 
-def _shape(raw: Any, where: str) -> list[int]:
+def _shape(raw: Any, where: str) -> tuple[list[int], int]:
+    """The shape and the number of elements it holds, within the tensor bounds (before anything is built)."""
+    if isinstance(raw, list):
+        check_rank(len(raw), where)
     if not isinstance(raw, list) or not all(type(d) is int and d >= 0 for d in raw):
-        raise InvalidRequest(f"{where}: shape must be a list of non-negative integers, got {raw!r}")
-    return raw
+        raise InvalidRequest(f"{where}: shape must be a list of non-negative integers, got {quote(raw)}")
+    return raw, tensor_elements(raw, where)
 
 
 def _bad_element(values: list[Any], dt: DataType, where: str) -> InvalidRequest:
     for i, value in enumerate(values):
         if not _fits(dt, value):
-            shown = json.dumps(value) if isinstance(value, (str, int, float, bool)) else repr(value)
+            short = isinstance(value, (int, float, bool)) or (isinstance(value, str) and len(value) <= 40)
+            shown = json.dumps(value) if short else quote(value)
             return InvalidRequest(
                 f"{where}: data[{i}] = {shown} ({type(value).__name__}) is not {_KINDS[dt.kind]} as {dt.name} needs"
             )
@@ -183,16 +161,15 @@ def _elements(dt: DataType, values: list[Any], kinds: set[type], params: Mapping
         raise InvalidRequest(f"{where}: a string is not encodable as UTF-8: {exc}") from None
 
 
-def _binary_input(dt: DataType, shape: list[int], size: Any, part: BinaryPart | None, where: str) -> bytes:
+def _binary_input(dt: DataType, shape: list[int], count: int, size: Any, part: BinaryPart | None, where: str) -> bytes:
     """An input's raw bytes from the body's binary part, checked against its shape."""
     if part is None:
         raise InvalidRequest(
             f"{where}: parameter {BINARY_DATA_SIZE} needs a binary body (Inference-Header-Content-Length header)"
         )
     if type(size) is not int or size < 0:
-        raise InvalidRequest(f"{where}: {BINARY_DATA_SIZE} must be a non-negative integer, got {size!r}")
+        raise InvalidRequest(f"{where}: {BINARY_DATA_SIZE} must be a non-negative integer, got {quote(size)}")
     data = part.take(size, where)
-    count = math.prod(shape)
     if dt.name == BYTES:
         got = len(unpack_bytes(data, where))
         if got != count:
@@ -217,19 +194,19 @@ def parse_tensor(raw: Any, index: int, part: BinaryPart | None, kind: str = "inp
         raise InvalidRequest(f"{kind}s[{index}] must be an object, got {type(raw).__name__}")
     name = raw.get("name")
     if not isinstance(name, str) or not name:
-        raise InvalidRequest(f"{kind}s[{index}] needs a non-empty string 'name', got {name!r}")
-    where = f"{kind} {name!r}"
+        raise InvalidRequest(f"{kind}s[{index}] needs a non-empty string 'name', got {quote(name)}")
+    where = f"{kind} {quote(name)}"
     datatype = raw.get("datatype")
     dt = DATATYPES.get(datatype) if isinstance(datatype, str) else None
     if dt is None:
         raise InvalidRequest(
-            f"{where}: datatype {datatype!r} is not a KServe v2 datatype; use one of {_DATATYPE_NAMES}"
+            f"{where}: datatype {quote(datatype)} is not a KServe v2 datatype; use one of {_DATATYPE_NAMES}"
         )
-    shape = _shape(raw.get("shape"), where)
+    shape, count = _shape(raw.get("shape"), where)
     params = raw.get("parameters") or {}
     tensor = (message or pb.InferInputTensor)(name=name, datatype=dt.name, shape=shape)
     if isinstance(params, dict) and BINARY_DATA_SIZE in params:
-        data = _binary_input(dt, shape, params[BINARY_DATA_SIZE], part, where)
+        data = _binary_input(dt, shape, count, params[BINARY_DATA_SIZE], part, where)
         rest = {k: v for k, v in params.items() if k != BINARY_DATA_SIZE}
         _fill_parameters(tensor.parameters, rest, f"{where}: parameters")
         return tensor, dt, data
@@ -240,13 +217,10 @@ def parse_tensor(raw: Any, index: int, part: BinaryPart | None, kind: str = "inp
     kinds = set(map(type, data))
     if list in kinds:  # nested: row-major order
         flat = []
-        try:
-            _flatten(data, flat)
-        except RecursionError:
-            raise InvalidRequest(f"{where}: data is nested too deeply") from None
+        _flatten(data, flat, where)
         kinds = set(map(type, flat))
-    if math.prod(shape) != len(flat):
-        raise InvalidRequest(f"{where}: shape {shape} holds {math.prod(shape)} elements but data has {len(flat)}")
+    if count != len(flat):
+        raise InvalidRequest(f"{where}: shape {shape} holds {count} elements but data has {len(flat)}")
     _fill_parameters(tensor.parameters, params, f"{where}: parameters")
     return tensor, dt, _elements(dt, flat, kinds, params, where)
 

@@ -23,6 +23,7 @@ from anyserve.config import Settings
 from anyserve.matching import Matcher
 from anyserve.objects import ObjectStore
 from anyserve.plugins import PluginManager, get_plugin_manager
+from anyserve.protocol.shapes import set_max_tensor_elements
 from anyserve.records import TransportSpec
 from anyserve.replica.apps import load_app
 from anyserve.replica.worker import WorkerHost
@@ -38,6 +39,8 @@ class Assembly:
     pm: PluginManager = field(default_factory=get_plugin_manager)
 
     def __post_init__(self) -> None:
+        # The agent and every worker process build an Assembly: each bounds the tensors it decodes alike.
+        set_max_tensor_elements(self.settings.replica.max_tensor_elements)
         # Resolve every name now: a typo fails at start-up, listing what is installed.
         self.catalog = Catalog(self.pm)
         self.transport_spec: TransportSpec = self.catalog.transport(self.settings)

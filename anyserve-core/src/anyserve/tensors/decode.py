@@ -16,15 +16,10 @@ from anyserve.objects import ObjRef
 from anyserve.protocol.datatypes import DataType, TensorError, lookup, unpack_bytes, unpack_raw
 from anyserve.protocol.messages import InferParameter, ModelInferRequest, ModelInferResponse
 from anyserve.protocol.names import CONTENT_TYPE_PARAMETER, OBJREF_PARAMETER, STR_CONTENT_TYPE
+from anyserve.protocol.shapes import tensor_elements
 
 #: Anything shaped like a KServe tensor message (input or output tensor).
 TensorMessage = ModelInferRequest.InferInputTensor | ModelInferResponse.InferOutputTensor
-
-
-def _count(shape: Sequence[int], what: str) -> int:
-    if any(d < 0 for d in shape):
-        raise TensorError(f"{what}: shape {list(shape)} has a negative dimension")
-    return math.prod(shape)
 
 
 def _check_raw_size(dt: DataType, raw: bytes, count: int, what: str) -> None:
@@ -52,13 +47,19 @@ def _bytes_elements(elements: Sequence[bytes], params: Mapping[str, InferParamet
 
 
 def _nest(flat: Sequence[Any], shape: Sequence[int]) -> Any:
-    """Row-major flat elements as nested lists; shape [] gives the single element itself."""
+    """Row-major flat elements as nested lists; shape [] gives the single element itself.
+
+    Built bottom-up, one list comprehension per dimension: a zero-element
+    tensor still gets its empty rows (``[2, 0]`` is ``[[], []]``), and
+    :func:`~anyserve.protocol.shapes.tensor_elements` has bounded how many.
+    """
     if not shape:
         return flat[0]
-    if len(shape) == 1:
-        return list(flat)
-    step = math.prod(shape[1:])
-    return [_nest(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
+    value = list(flat)
+    for depth in range(len(shape) - 1, 0, -1):
+        size = shape[depth]
+        value = [value[i * size : (i + 1) * size] for i in range(math.prod(shape[:depth]))]
+    return value
 
 
 def _to_numpy(dt: DataType, values: Any, shape: list[int]) -> Any:
@@ -78,7 +79,7 @@ def decode_tensor(tensor: TensorMessage, raw: bytes | None = None, *, as_numpy: 
     what = f"tensor {tensor.name!r}"
     dt = lookup(tensor.datatype)
     shape = list(tensor.shape)
-    count = _count(shape, what)
+    count = tensor_elements(shape, what)
     if raw is not None and dt.name == "BYTES":
         values: Sequence[Any] = unpack_bytes(raw, what)
     elif raw is not None:
@@ -96,7 +97,7 @@ def decode_tensor(tensor: TensorMessage, raw: bytes | None = None, *, as_numpy: 
         raise TensorError(f"{what}: {len(values)} elements, but shape {shape} needs {count}")
     if as_numpy:
         return _to_numpy(dt, values, shape)
-    return _nest(list(values), shape)
+    return _nest(values, shape)
 
 
 def _decode_all(tensors: Sequence[TensorMessage], raws: Sequence[bytes], as_numpy: bool) -> dict[str, Any]:

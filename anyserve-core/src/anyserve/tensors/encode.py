@@ -18,6 +18,7 @@ from anyserve.objects import ObjRef
 from anyserve.protocol.datatypes import TensorError, lookup, pack_bytes, pack_raw
 from anyserve.protocol.messages import InferTensorContents, ModelInferRequest
 from anyserve.protocol.names import CONTENT_TYPE_PARAMETER, OBJREF_PARAMETER, STR_CONTENT_TYPE
+from anyserve.protocol.shapes import check_rank, tensor_elements
 from anyserve.tensors.parameters import set_parameters
 
 
@@ -68,9 +69,10 @@ def _numpy() -> Any:
 # -- plain Python values -----------------------------------------------------
 
 
-def _shape_of(value: Any) -> list[int]:
+def _shape_of(value: Any, name: str) -> list[int]:
     shape = []
     while isinstance(value, list | tuple):
+        check_rank(len(shape) + 1, f"input {name!r}")
         shape.append(len(value))
         if not value:
             break
@@ -151,6 +153,7 @@ def _from_array(array: Any, name: str) -> Tensor:
     np = _numpy()
     array = np.asarray(array)
     shape = list(array.shape) or [1]
+    tensor_elements(shape, f"input {name!r}")
     kind, size = array.dtype.kind, array.dtype.itemsize
     flat = array.reshape(-1)
     if kind == "b":
@@ -178,7 +181,8 @@ def encode_value(value: Any, name: str = "input") -> Tensor:
     if np is not None and isinstance(value, np.ndarray | np.generic):
         return _from_array(value, name)
     if isinstance(value, list | tuple):
-        shape = _shape_of(value)
+        shape = _shape_of(value, name)
+        tensor_elements(shape, f"input {name!r}")
         flat: list[Any] = []
         _flatten(value, shape, 0, flat, name, ())
     else:
