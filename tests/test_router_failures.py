@@ -42,8 +42,10 @@ def test_a_killed_replica_is_skipped_once_then_502_when_none_is_left(start_route
     assert http.post("/infer", json={"inputs": []}, headers=ECHO).headers["X-Served-By"] == "revived"
 
 
-def test_a_replica_that_stops_heartbeating_expires(start_router, start_replica, http_to):
-    router = start_router("--ttl-seconds", "1")
+def test_a_replica_that_stops_heartbeating_expires(start_router, start_replica, http_to, tmp_path):
+    config = tmp_path / "anyserve.toml"
+    config.write_text("[router]\ncapacity_wait_seconds = 0.2\n")
+    router = start_router("--ttl-seconds", "1", "--config", str(config))
     http = http_to(router.url)
     replica = start_replica("echo_app:app", transport="inproc")
     terms = register(http, "r1", replica.endpoint, ECHO_APP)
@@ -61,7 +63,8 @@ def test_a_replica_that_stops_heartbeating_expires(start_router, start_replica, 
     assert http.get("/registry").json()["replicas"] == []
     assert "expired 1 replica(s)" in router.process.output()
     assert http.post("/heartbeat", json={"replica_id": "r1", "in_flight": 0}).status_code == 404
-    assert http.post("/infer", json={"inputs": []}, headers=ECHO).status_code == 404
+    gone = http.post("/infer", json={"inputs": []}, headers=ECHO)  # what it offered is remembered: "not now"
+    assert gone.status_code == 503 and gone.headers["Retry-After"] == "1" and "went silent" in gone.json()["error"]
     register(http, "r1", replica.endpoint, ECHO_APP)  # what a replica told 404 does
     assert http.post("/infer", json={"inputs": []}, headers=ECHO).status_code == 200
 

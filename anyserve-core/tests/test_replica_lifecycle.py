@@ -372,3 +372,28 @@ def test_a_request_during_a_stop_waits_for_the_stop_and_leaves_the_class_hot() -
         assert states(lc)["Chat"] == HOT and lc.pool.slots.get(slot.id) is slot
 
     run(test)
+
+
+def test_the_router_is_told_when_a_failed_class_is_cold_again() -> None:
+    """Its state changes by the clock alone: the replica registers again then, so the router routes to it again."""
+
+    async def main() -> None:
+        app = app_with(*DEFAULT_APP)
+        pool = WorkerPool(SubsetMatcher(), create_plugin_manager(entrypoints=False, env={}))
+        supervisor = FakeSupervisor(app, pool)
+        told: list[str] = []
+        lc = Lifecycle(
+            app, cast(Supervisor, supervisor), pool, SubsetMatcher(), {}, on_change=lambda: told.append(
+                states(lc)["Chat"]
+            ), failed_retry=0.1,
+        )  # fmt: skip
+        supervisor.fail_with = "boom"
+        for _ in range(CRASH_LIMIT):
+            with pytest.raises(Unavailable):
+                await lc.acquire(CHAT, stream=False, timeout=1.0)
+        assert told[-1] == FAILED
+        await until(lambda: told[-1] == COLD)
+        assert told[-1] == COLD
+        await lc.close()
+
+    asyncio.run(main())

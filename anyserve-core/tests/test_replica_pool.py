@@ -228,7 +228,16 @@ def test_snapshot_describes_each_worker() -> None:
             "pid": 4242,
             "in_flight": 2,
             "alive": True,
+            "responsive": True,
             "capabilities": [CHAT, CHAT_STREAM],
         },
-        {"id": "b", "worker_class": None, "pid": 4242, "in_flight": 0, "alive": False, "capabilities": [EMBED]},
+        {
+            "id": "b",
+            "worker_class": None,
+            "pid": 4242,
+            "in_flight": 0,
+            "alive": False,
+            "responsive": True,
+            "capabilities": [EMBED],
+        },
     ]

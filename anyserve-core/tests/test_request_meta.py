@@ -102,3 +102,25 @@ def test_unreadable_metadata_between_hops_is_read_conservatively_not_refused():
     assert (garbled.delegated_from, garbled.depth) == ("r1", 1)  # delegated once: never again
     assert RequestMeta.from_metadata([("x-delegation-depth", "2")]).depth == 0  # no origin, no delegation
     assert RequestMeta.from_metadata([("x-request-timeout", "soon")]).deadline is None
+
+
+def test_the_openai_sdks_read_timeout_is_the_deadline_unless_x_request_timeout_says_otherwise():
+    sdk = RequestMeta.from_http(headers(x_stainless_read_timeout="600.0"))
+    assert sdk.deadline is not None and 599.0 < sdk.timeout() <= 600.0
+    ours = RequestMeta.from_http(headers(x_stainless_read_timeout="600", x_request_timeout="2"))
+    assert ours.timeout() <= 2.0
+    assert RequestMeta.from_http(headers(x_stainless_read_timeout="never")).deadline is None  # not ours to refuse
+
+
+def test_a_deadline_that_passed_on_the_way_stays_a_deadline():
+    """Between hops ``0.000`` left is a deadline now, not the absence of one."""
+    assert RequestMeta.from_metadata([("x-request-timeout", "0.000")]).timeout() == 0.0
+    with pytest.raises(InvalidRequest):
+        RequestMeta.from_http(headers(x_request_timeout="0"))  # a client asking for no time at all is a mistake
+
+
+def test_the_deadline_sent_on_is_the_one_given_when_the_meta_has_none():
+    meta = RequestMeta(query={"type": "echo"})
+    pairs = dict(meta.to_metadata(deadline=time.monotonic() + 3))
+    assert 2.0 < float(pairs["x-request-timeout"]) <= 3.0
+    assert "x-request-timeout" not in dict(meta.to_metadata())

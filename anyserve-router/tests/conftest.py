@@ -222,11 +222,16 @@ class Client:
 
 @pytest.fixture
 def make_client(pm: PluginManager, upstream: FakeUpstream) -> Iterator[Callable[..., Client]]:
-    """``make_client(**router_settings)`` -> a client of a fresh app, served for the test."""
+    """``make_client(**router_settings)`` -> a client of a fresh app, served for the test.
+
+    Its replicas heartbeat every 50 ms unless said otherwise, so the app need
+    not wait (two heartbeats, by default 2 s) for replicas re-registering
+    after its start before it answers a capability nobody offers with 404.
+    """
     clients: list[Client] = []
 
     def make(**router: object) -> Client:
-        settings = Settings.model_validate({"router": router})
+        settings = Settings.model_validate({"router": {"heartbeat_seconds": 0.05, **router}})
         clients.append(Client(create_app(settings, pm, upstream=upstream)))
         return clients[-1]
 

@@ -106,10 +106,12 @@ def test_replica_errors_keep_code_and_message(client, register, upstream):
 
         return behaviour
 
-    for code, status in [("NOT_FOUND", 404), ("INVALID_ARGUMENT", 400), ("INTERNAL", 500), ("UNAVAILABLE", 502)]:
+    # A replica's own UNAVAILABLE is "not now" (503, Retry-After); 502 is for one that could not be reached.
+    for code, status in [("NOT_FOUND", 404), ("INVALID_ARGUMENT", 400), ("INTERNAL", 500), ("UNAVAILABLE", 503)]:
         upstream.unary[A] = fail(code)
         response = client.post("/infer", json=BODY, headers=cap(type="chat"))
         assert response.status_code == status
+        assert response.headers["Retry-After"] == ("1" if code == "UNAVAILABLE" else None)
         assert response.json() == {"error": f"the replica says {code}", "code": code}
         assert response.headers["X-Served-By"] == "r"
     assert len(upstream.calls) == 4  # an answered error is never retried elsewhere

@@ -14,7 +14,7 @@ CHAT = {"type": "chat", "model": "llama"}
 def test_register_answers_the_lease_terms(client):
     response = client.post("/register", json={"replica_id": "r1", "endpoint": "127.0.0.1:5001", "capabilities": [CHAT]})
     assert response.status_code == 200
-    assert response.json() == {"replica_id": "r1", "ttl_seconds": 15.0, "heartbeat_seconds": 5.0}
+    assert response.json() == {"replica_id": "r1", "ttl_seconds": 15.0, "heartbeat_seconds": 0.05}
     (entry,) = client.get("/registry").json()["replicas"]
     assert entry["replica_id"] == "r1" and entry["endpoint"] == "127.0.0.1:5001"
     assert entry["capabilities"] == [CHAT]
@@ -106,7 +106,7 @@ def test_bad_registrations_are_400_with_a_message(client):
 def test_heartbeat_and_deregister(client, register):
     register(client, "r1", "127.0.0.1:5001", CHAT)
     beat = client.post("/heartbeat", json={"replica_id": "r1", "in_flight": 3})
-    assert beat.status_code == 200 and beat.json()["heartbeat_seconds"] == 5.0
+    assert beat.status_code == 200 and beat.json()["heartbeat_seconds"] == 0.05
     assert client.get("/registry").json()["replicas"][0]["reported_in_flight"] == 3
     assert client.post("/heartbeat", json={"replica_id": "r1", "in_flight": -1}).status_code == 400
     assert client.post("/heartbeat", json={"in_flight": 1}).status_code == 400

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -31,10 +32,14 @@ class Context:
         objects: Callable[[], ObjectStore] | None = None,
         caller: Caller | None = None,
         request_id: str = "",
+        deadline: float | None = None,
     ) -> None:
         self.replica_id = replica_id
         #: The request's id, as logs and error messages name it.
         self.request_id = request_id
+        #: ``time.monotonic()`` by which the caller wants the answer (a stream: its first response), if it said.
+        #: Every request through the router has one (the client's, else ``router.default_deadline_seconds``).
+        self.deadline = deadline
         self.query: Mapping[str, str] = dict(query or {})
         self._objects_factory = objects
         self._objects: ObjectStore | None = None
@@ -122,7 +127,13 @@ class Context:
     @property
     def cancelled(self) -> bool:
         """True once the client cancelled or the deadline passed."""
+        if not self._cancelled and self.deadline is not None and time.monotonic() >= self.deadline:
+            self._cancelled = True
         return self._cancelled
+
+    def time_remaining(self) -> float | None:
+        """Seconds left before :attr:`deadline` (never negative), ``None`` without one: bound a model's work by it."""
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
     def cancel(self) -> None:
         """Called by the runtime; long loops in handlers may poll :attr:`cancelled`."""

@@ -401,18 +401,18 @@ class Router:
         replica that never answers must not hold an HTTP request for ever.
         """
         limit = meta.timeout() or METADATA_TIMEOUT
+        upstream = self.upstream
 
-        async def call(target: Target, md: Metadata) -> bytes:
-            try:
-                return await asyncio.wait_for(self.upstream.metadata(target, payload, md), limit)
-            except TimeoutError:
-                log.warning("replica %s gave no model metadata within %.1fs", target.replica_id, limit)
-                shown = dumps(dict(meta.query)).decode()
-                raise DeadlineExceeded(
-                    f"the replica serving {shown} gave no model metadata within {limit:.1f}s "
-                    f"(request {meta.request_id or '-'})"
-                ) from None
+        def call(target: Target, md: Metadata) -> Awaitable[bytes]:
+            return upstream.metadata(target, payload, md)
 
-        done = await self.forward(meta, call)
+        try:
+            done = await self.forward(replace(meta, deadline=time.monotonic() + limit), call)
+        except DeadlineExceeded:
+            shown = dumps(dict(meta.query)).decode()
+            raise DeadlineExceeded(
+                f"the replica serving {shown} gave no model metadata within {limit:.1f}s "
+                f"(request {meta.request_id or '-'})"
+            ) from None
         done.lease.release()
         return done.target, done.result

@@ -101,11 +101,11 @@ async def generate(state: RouterState, request: Request, model: str, version: st
     meta: RequestMeta = inbound.read_meta(request, {"type": model, **({"model": version} if version else {})})
     payload = generate_request(body, model, version).SerializeToString()
     if stream:
-        done = await state.router.open_stream(meta, payload)
+        done = await state.router.open_stream(meta, payload, request.receive)
         bridge = open_bridge(done, GenerateEvents())
         headers = {names.SERVED_BY_HEADER: done.target.replica_id, names.REQUEST_ID_HEADER: meta.request_id}
         return BridgeResponse(bridge, {**headers, **STREAM_HEADERS})
-    target, raw = await state.router.infer(meta, payload)
+    target, raw = await state.router.infer(meta, payload, request.receive)
     try:
         answer = _flat(pb.ModelInferResponse.FromString(raw))
     except Exception as exc:  # an answer that is not the LLM convention's

@@ -128,7 +128,7 @@ class InferHandlers:
     async def infer(self, request: Request, model: str = "", version: str = "") -> Response:
         inb = await read_inbound(request, self.limit, model, version)
         meta = inb.meta
-        target, raw = await self.state.router.infer(meta, inb.payload)
+        target, raw = await self.state.router.infer(meta, inb.payload, request.receive)
         headers = _headers(target, meta)
         if inb.protobuf and meta.delegated_from is None:
             return Response(raw, media_type=names.PROTOBUF, headers=headers)
@@ -143,7 +143,7 @@ class InferHandlers:
 
     async def infer_stream(self, request: Request) -> Response:
         inb = await read_inbound(request, self.limit)
-        done = await self.state.router.open_stream(inb.meta, inb.payload)
+        done = await self.state.router.open_stream(inb.meta, inb.payload, request.receive)
         bridge = open_bridge(done, KServeEvents(self.state.encoder, inb.meta.delegated_from))
         return BridgeResponse(bridge, {**_headers(done.target, inb.meta), **STREAM_HEADERS})
 

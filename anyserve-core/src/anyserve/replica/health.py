@@ -22,7 +22,8 @@ Service names, and what each answers:
       ``hot`` or ``stopping`` (a cold class starts on demand, and a crashed
       one is restarted, so it *will* be served).
     * NOT_SERVING: otherwise — every plain worker serving it is down (killed
-      or crashed, until the supervisor's restart completes its handshake),
+      or crashed, until the supervisor's restart completes its handshake)
+      or leaves its liveness probes unanswered (:mod:`anyserve.replica.liveness`),
       or the matching worker class is ``failed`` (a request would get
       UNAVAILABLE until its retry time) — and every known service while the
       agent is not ready (before start, and from the start of shutdown).

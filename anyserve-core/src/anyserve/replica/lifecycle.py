@@ -7,6 +7,8 @@ Each worker class has a state, kept in its :class:`ClassState`:
 ``hot``       serving
 ``stopping``  being stopped (idle, evicted, shutdown); ``on_cleanup`` runs
 ``failed``    crashed repeatedly; unavailable until ``retry_at``, then cold again
+              (and the router is told so then); also a hot class whose worker
+              leaves liveness probes unanswered, until it answers
 
 Concurrent requests for a cold class share one start. Starting a class that
 does not fit the replica's budget (``--resources gpus=4``) first stops the
@@ -29,7 +31,7 @@ from typing import Any
 from anyserve.app import AnyServe
 from anyserve.candidates import COLD, FAILED, HOT, STARTING, STOPPING
 from anyserve.capability import Capability
-from anyserve.errors import ResourceExhausted, Unavailable
+from anyserve.errors import DeadlineExceeded, ResourceExhausted, Unavailable
 from anyserve.matching import Matcher
 from anyserve.replica.pool import WorkerPool, WorkerSlot
 from anyserve.replica.supervisor import Supervisor, WorkerProcess, WorkerStartError
@@ -97,12 +99,15 @@ class Lifecycle:
         matcher: Matcher,
         budget: Mapping[str, float],
         on_change: Callable[[], None] = lambda: None,
+        failed_retry: float | None = None,
     ) -> None:
         self.pool = pool
         self.supervisor = supervisor
         self.matcher = matcher
         self.budget = dict(budget)
         self.on_change = on_change
+        #: Seconds a class that keeps failing stays failed, doubling after (``replica.failed_retry_seconds``).
+        self.failed_retry = RETRY_FIRST if failed_retry is None else failed_retry
         self.classes = {spec.name: ClassState(spec, supervisor.new_worker(f"class-{spec.name}", spec.name))
                        for spec in app.worker_classes}  # fmt: skip
         self.switches: collections.deque[Switch] = collections.deque(maxlen=50)
@@ -119,6 +124,8 @@ class Lifecycle:
     def public_state(self, worker_class: ClassState) -> str:
         if worker_class.state == FAILED and time.monotonic() >= worker_class.retry_at:
             return COLD  # it will be tried again on the next request
+        if worker_class.state == HOT and (slot := self._slot(worker_class)) is not None and not slot.responsive:
+            return FAILED  # hot, but its worker does not answer: routed nowhere until it does
         return worker_class.state
 
     def _slot(self, worker_class: ClassState) -> WorkerSlot | None:
@@ -197,6 +204,11 @@ class Lifecycle:
                 )
             return await asyncio.wait_for(asyncio.shield(worker_class.start_task), timeout)
         except TimeoutError:
+            if worker_class.state == STARTING:
+                raise DeadlineExceeded(
+                    f"worker {worker_class.name} was not ready within the request's deadline ({timeout:.1f}s): "
+                    "its on_start() is still running; it keeps starting, so a retry may find it ready"
+                ) from None
             waiting_for = "room in the resource budget" if worker_class.state == COLD else "on_start() to finish"
             raise ResourceExhausted(
                 f"worker {worker_class.name} was not ready within the request's deadline ({timeout:.1f}s): "
@@ -289,10 +301,12 @@ class Lifecycle:
         worker_class.last_error = error.strip().splitlines()[-1] if error.strip() else "unknown error"
         recent = [t for t in worker_class.crashes if now - t < CRASH_WINDOW]
         if len(recent) >= CRASH_LIMIT:
-            delay = min(RETRY_FIRST * 2 ** (worker_class.failures - CRASH_LIMIT), RETRY_MAX)
+            delay = min(self.failed_retry * 2 ** (worker_class.failures - CRASH_LIMIT), RETRY_MAX)
             worker_class.state, worker_class.retry_at = FAILED, now + delay
             log.error("worker %s failed %d times in %.0fs; unavailable for %.0fs: %s",
                       worker_class.name, len(recent), CRASH_WINDOW, delay, worker_class.last_error)  # fmt: skip
+            # Cold again at retry_at: say so then, or the router would keep it failed until something else changed.
+            asyncio.get_running_loop().call_later(delay + 0.05, self.on_change)  # timers may fire a hair early
         else:
             worker_class.state = COLD
         self._freed.set()

@@ -5,6 +5,13 @@ the router asks for (with the replica's in-flight count), registers again by
 itself when the router forgot it (a restart answers 404 to a heartbeat), keeps
 retrying with back-off while the router is unreachable, and deregisters on a
 clean shutdown. The replica serves direct clients all the while.
+
+A restarted router hears from every replica within one heartbeat interval
+(a second by default, ``router.heartbeat_seconds``): the first heartbeat it
+does not recognise makes the replica register at once, and while the router
+is down the replica tries again at least every :data:`RETRY_MAX` seconds.
+The router keeps requests for capabilities it does not know yet waiting for
+that long after its start, so they are served rather than answered 404.
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ from anyserve.router_client import AsyncRouterClient
 
 log = logging.getLogger("anyserve.registration")
 
-RETRY_FIRST = 0.5
-RETRY_MAX = 10.0
+RETRY_FIRST = 0.25
+#: Longest pause between two tries while the router is unreachable: it must hear from us soon after it is back.
+RETRY_MAX = 1.0
 
 
 class Registration:
@@ -83,7 +91,7 @@ class Registration:
                 retry, warned = RETRY_FIRST, False
             except AnyServeError as exc:
                 if not warned:
-                    log.warning("cannot reach router: %s (retrying every %.0fs at most)", exc.message, RETRY_MAX)
+                    log.warning("cannot reach router: %s (retrying every %gs at most)", exc.message, RETRY_MAX)
                     warned = True
                 self.registered.clear()
                 interval = None

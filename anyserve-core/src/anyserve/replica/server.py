@@ -29,7 +29,7 @@ from anyserve.delegation import Delegation
 from anyserve.errors import ConfigError
 from anyserve.protocol import RequestMeta
 from anyserve.protocol.health import HealthServicer
-from anyserve.protocol.names import REQUEST_ID_HEADER
+from anyserve.protocol.names import REQUEST_ID_HEADER, TIMEOUT_HEADER
 from anyserve.records import TransportSpec
 from anyserve.replica.agent import Agent
 from anyserve.replica.assembly import Assembly
@@ -150,6 +150,8 @@ class Replica:
     async def _forward(self, decision: Delegation, payload: bytes, meta: RequestMeta) -> bytes:
         assert decision.url is not None
         headers = {**decision.headers, **({REQUEST_ID_HEADER: meta.request_id} if meta.request_id else {})}
+        if (left := meta.timeout()) is not None:  # the delegated hop honours what is left of the deadline
+            headers[TIMEOUT_HEADER] = f"{max(left, 0.001):.3f}"
         return await self._router(decision.url).infer(meta.query, payload, headers=headers)
 
     def advertised_endpoint(self, port: int) -> str:

@@ -3,9 +3,12 @@
 Workers are processes (``python -m anyserve.replica.worker_main``) unless the
 transport is in-process, in which case they are served inside the agent's
 event loop. The app's plain handlers run in ``--workers`` always-on workers
-that are restarted with exponential back-off when they die; worker classes
-(``worker_class`` set) are started and stopped by :mod:`anyserve.replica.lifecycle`,
-which is told when one exits unexpectedly.
+that are restarted when they die: at once (after :data:`BACKOFF_FIRST`) when
+the worker had served requests (a request killed it: the next ones should not
+wait for it), with exponential back-off when it died before serving anything
+(a broken start). Worker classes (``worker_class`` set) are started and
+stopped by :mod:`anyserve.replica.lifecycle`, which is told when one exits
+unexpectedly. Every worker is probed for liveness (:mod:`anyserve.replica.liveness`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 
 from anyserve.errors import AnyServeError
 from anyserve.replica.assembly import Assembly
+from anyserve.replica.liveness import Liveness
 from anyserve.replica.pool import WorkerPool, WorkerSlot
 
 log = logging.getLogger("anyserve.supervisor")
@@ -84,6 +88,8 @@ class Supervisor:
         self.count = (1 if self.in_process else count) if has_plain_handlers else 0
         self.workers: dict[str, WorkerProcess] = {}
         self.on_class_exit: ExitHandler | None = None
+        replica = assembly.settings.replica
+        self.liveness = Liveness(pool, replica.liveness_interval_seconds, replica.liveness_timeout_seconds)
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -106,6 +112,8 @@ class Supervisor:
             log.warning("transport %r runs handlers in the agent: --workers is ignored", self.assembly.transport.name)
         workers = [self.new_worker(f"w{i}") for i in range(self.count)]
         await asyncio.gather(*(self.launch(w) for w in workers))
+        if not self.in_process:  # an in-process worker shares the agent's loop: it cannot stop answering alone
+            self.liveness.start()
 
     async def launch(self, worker: WorkerProcess, timeout: float = START_TIMEOUT) -> WorkerSlot:
         """Start ``worker`` and add it to the pool once its handshake arrived."""
@@ -171,6 +179,8 @@ class Supervisor:
             return
         code = worker.process.returncode if worker.process else None
         slot = self.pool.remove(worker.id)
+        if slot is not None and worker.worker_class is None:
+            self.pool.restarting[worker.id] = slot  # still this replica's: its requests wait for it
         if slot is not None:
             await slot.connection.close()
         if worker.worker_class is not None:
@@ -178,11 +188,9 @@ class Supervisor:
             if self.on_class_exit is not None:
                 self.on_class_exit(worker, code)
             return
-        delay = (
-            BACKOFF_FIRST
-            if loop.time() - started > STABLE_AFTER
-            else min(BACKOFF_FIRST * 2**worker.restarts, BACKOFF_MAX)
-        )
+        if (slot is not None and slot.served) or loop.time() - started > STABLE_AFTER:
+            worker.restarts = 0  # it worked: a request killed it, and the next ones should not wait
+        delay = min(BACKOFF_FIRST * 2**worker.restarts, BACKOFF_MAX)
         log.warning("worker %s exited (code %s); restarting in %.1fs", worker.id, code, delay)
         while not self._stopping:
             await asyncio.sleep(delay)
@@ -222,6 +230,7 @@ class Supervisor:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop every worker: SIGTERM, then SIGKILL after ``grace`` seconds."""
         self._stopping = True
+        await self.liveness.stop()
         for slot in list(self.pool.slots.values()):
             await slot.connection.close()
         await asyncio.gather(*(self._terminate(w, grace) for w in self.workers.values()))

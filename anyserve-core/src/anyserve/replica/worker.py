@@ -7,7 +7,11 @@ the agent chose (the frame map's ``x-anyserve-handler``: the agent matched
 once, so the worker does not score again), then serialises what the
 handler returns. A handler that raises is logged here, once, with its
 traceback and the request id; its caller gets INTERNAL with the
-exception's type and message.
+exception's type and message. The request's deadline reaches the handler
+as ``context.deadline`` (``context.cancelled`` turns true once it passes),
+and a cancelled request cancels the handler: ``context.cancelled`` for a
+plain function, ``CancelledError`` in an ``async def``. The agent's
+liveness probes are answered here, by the event loop, without a handler.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from anyserve.matching import Matcher
 from anyserve.objects import ObjectStore
 from anyserve.protocol import RequestMeta
 from anyserve.protocol.messages import ModelInferRequest, ModelInferResponse, parse_request
+from anyserve.protocol.names import PROBE_KEY
 from anyserve.replica.outbox import Outbox
 from anyserve.stream import Stream
 from anyserve.tensors.outputs import as_raw_outputs, encode_outputs
@@ -121,6 +126,7 @@ class WorkerHost:
             objects=self._objects,
             caller=self._caller,
             request_id=meta.request_id,
+            deadline=meta.deadline,
         )
 
     def _failed(self, handler: Handler, meta: RequestMeta, exc: Exception) -> AnyServeError:
@@ -138,6 +144,8 @@ class WorkerHost:
         return HandlerError.from_exception(exc)
 
     async def infer(self, payload: bytes, fields: Query) -> bytes:
+        if PROBE_KEY in fields:  # the agent's liveness probe: answered by this loop, no handler, no slot taken
+            return b""
         meta = RequestMeta.from_metadata(fields.items())
         handler = self._chosen(meta, stream=False)
         request = parse_request(payload)
