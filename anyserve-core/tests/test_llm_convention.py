@@ -256,7 +256,7 @@ def _request_with(name: str, datatype: str, values: list) -> ModelInferRequest:
         (ModelInferRequest(model_name="m"), "needs a BYTES input 'messages'"),
         (_request_with("prompt", "BYTES", [b"x"]), r"got \['prompt'\]"),
         (_request_with("messages", "INT32", [1]), "must be BYTES"),
-        (_request_with("messages", "BYTES", [b"not json"]), "not a JSON array"),
+        (_request_with("messages", "BYTES", [b"not json"]), "messages.* is not valid JSON"),
         (_request_with("messages", "BYTES", [b"[]"]), "non-empty JSON array"),
         (_request_with("messages", "BYTES", [b'{"role": "user"}']), "non-empty JSON array"),
         (_request_with("messages", "BYTES", [b"[]", b"[]"]), "exactly one text, got 2"),

@@ -21,6 +21,7 @@ import typer
 import uvicorn
 
 from anyserve.config import load_settings
+from anyserve.protocol.shapes import set_max_tensor_elements
 from anyserve_router.app import RouterApp, create_app
 from anyserve_router.grpc_front import start_grpc_front
 from anyserve_router.http_limits import HttpLimits, protocol_class
@@ -120,6 +121,7 @@ def router(
     level = log_level.value
     configure_logging(level)
     app = create_app(settings)
+    set_max_tensor_elements(settings.replica.max_tensor_elements)  # the router decodes protobuf bodies too
     limits, warning = HttpLimits.of(settings.router)
     if warning:
         typer.echo(f"warning: {warning}", err=True)

@@ -44,7 +44,7 @@ from anyserve.llm.types import (
     Usage,
 )
 from anyserve.protocol import messages as pb
-from anyserve.protocol import names
+from anyserve.protocol import names, strict_json
 from anyserve.protocol.datatypes import unpack_bytes
 from anyserve.tensors.decode import decode_tensor
 from anyserve.tensors.parameters import decode_parameter, set_parameter
@@ -79,10 +79,7 @@ def read_options(parameters: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
         value = decode_parameter(param)
         if key.endswith(names.JSON_PARAMETER_SUFFIX) and isinstance(value, str):
             key = key[: -len(names.JSON_PARAMETER_SUFFIX)]
-            try:
-                value = json.loads(value)
-            except ValueError:
-                raise InvalidRequest(f"parameter {key}{names.JSON_PARAMETER_SUFFIX} is not valid JSON") from None
+            value = strict_json.loads(value.encode(), f"parameter {key}{names.JSON_PARAMETER_SUFFIX}")
         fields[key] = value
     return fields
 
@@ -140,10 +137,7 @@ def read_chat(request: pb.ModelInferRequest) -> ChatRequest:
     """A ``ChatRequest`` from ``messages`` (JSON) or ``text_input`` (one user message) and the parameters."""
     raw = _one_text(request, names.MESSAGES_INPUT)
     if raw is not None:
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise InvalidRequest(f"input {names.MESSAGES_INPUT!r} is not a JSON array of messages") from None
+        data = strict_json.loads(raw.encode() if isinstance(raw, str) else raw, f"input {names.MESSAGES_INPUT!r}")
         if not isinstance(data, list) or not data:
             raise InvalidRequest(f"input {names.MESSAGES_INPUT!r} must be a non-empty JSON array of messages")
         messages = [Message.from_dict(m, f"messages[{i}]") for i, m in enumerate(data)]
