@@ -248,7 +248,12 @@ def test_bodies_in_flight_are_bounded_and_memory_is_given_back(crowds):
     assert set(statuses) <= {404, 503, "WriteError", "RemoteProtocolError", "ReadError"}, statuses
     assert 404 in statuses and 503 in statuses, statuses
     peak = rss_kib(process, "VmHWM") - before
-    assert peak < 160 * 1024, f"the router grew by {peak} KiB for 8 bodies of 7.5 MB"
+    # Measured: about 35 MiB within the budget, over 100 MiB without it.
+    assert peak < 64 * 1024, f"the router grew by {peak} KiB for 8 bodies of 7.5 MB"
+    deadline = time.monotonic() + 5
+    while (kept := rss_kib(process) - before) > 32 * 1024:  # given back, not kept by the allocator
+        assert time.monotonic() < deadline, f"the router still holds {kept} KiB more than before"
+        time.sleep(0.1)
     assert httpx.get(f"{url}/health").status_code == 200
 
 
