@@ -58,8 +58,8 @@ def test_every_answer_carries_a_request_id_the_replica_sees_too(client, register
     assert all(ids) and len(set(ids)) == len(ids)
     assert upstream.request_ids[-1] == ids[-1]
     assert client.get("/health", headers={"X-Request-Id": "mine-42"}).headers["X-Request-Id"] == "mine-42"
-    made_up = client.get("/health", headers={"X-Request-Id": "has spaces"}).headers["X-Request-Id"]
-    assert made_up and made_up != "has spaces"
+    made_up = client.get("/health", headers={"X-Request-Id": "x" * 300}).headers["X-Request-Id"]
+    assert made_up and made_up != "x" * 300
 
 
 def test_a_404_names_capabilities_but_never_the_replicas(client, register):

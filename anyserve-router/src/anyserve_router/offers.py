@@ -104,11 +104,13 @@ class Offer:
 def check_replica_id(replica_id: Any) -> str:
     """1-128 of ``[A-Za-z0-9._:@-]``: ids travel in URLs, headers and log lines as they are."""
     if not isinstance(replica_id, str):
-        raise InvalidRegistration(f"replica_id must be a string, got {type(replica_id).__name__} {shown(replica_id)}")
+        raise InvalidRegistration(
+            f"replica_id must be a non-empty string, got {type(replica_id).__name__} {shown(replica_id)}"
+        )
     if not replica_id or len(replica_id) > MAX_ID_CHARS or not _ID.fullmatch(replica_id):
         raise InvalidRegistration(
-            f"replica_id must be 1-{MAX_ID_CHARS} characters of letters, digits and . _ : @ - (no whitespace or "
-            f"control characters), got {shown(replica_id)}"
+            f"replica_id must be a non-empty string of at most {MAX_ID_CHARS} letters, digits and . _ : @ - "
+            f"(no whitespace or control characters), got {shown(replica_id)}"
         )
     return replica_id
 

@@ -64,12 +64,14 @@ def internal_error(request_id: str) -> Response:
     return Response(body, status_code=500, media_type=names.JSON, headers={names.REQUEST_ID_HEADER: request_id})
 
 
-def _client_id(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    """The client's ``X-Request-Id`` if it has one usable in headers and log lines as it is (printable ASCII)."""
+def _client_id(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, bool]:
+    """The client's ``X-Request-Id`` if usable as it is (printable ASCII, as RequestMeta reads it), and whether
+    it sent one at all."""
     for name, value in headers:
         if name == _ID_HEADER:
-            return value if 0 < len(value) <= _MAX_ID and all(0x21 <= b <= 0x7E for b in value) else None
-    return None
+            value = value.strip()
+            return (value if 0 < len(value) <= _MAX_ID and all(0x20 <= b <= 0x7E for b in value) else None), True
+    return None, False
 
 
 class RequestContext:
@@ -80,12 +82,16 @@ class RequestContext:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, app: App) -> None:
         headers = scope["headers"]
-        given = _client_id(headers)
+        given, sent = _client_id(headers)
         if given is None:
             request_id = new_request_id()
             id_header = (_ID_HEADER, request_id.encode())
-            # Written into the request (in place of an unusable one), so RequestMeta reads this id too.
-            scope["headers"] = [*(h for h in headers if h[0] != _ID_HEADER), id_header]
+            if not sent:  # written into the request, so RequestMeta reads this id too
+                if isinstance(headers, list):
+                    headers.append(id_header)
+                else:
+                    scope["headers"] = [*headers, id_header]
+            # else: one RequestMeta refuses (400) is left for it to refuse; the answer names this id
         else:
             request_id = given.decode()
             id_header = (_ID_HEADER, given)
