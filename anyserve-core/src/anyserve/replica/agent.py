@@ -104,8 +104,15 @@ class Agent:
         return pb.ServerLiveResponse(live=True)
 
     def is_ready(self) -> bool:
-        """Serving, with something to serve (KServe ``ServerReady``, and health service ``""``)."""
-        return self.ready and bool(self.offers())
+        """Serving, with something a request gets now or by starting it (KServe ``ServerReady``, health ``""``):
+        a worker that answers, or a worker class that is not ``failed``. Workers restarting or not answering
+        are still offered (``starting``, ``failed``), but do not make the replica ready."""
+        if not self.ready:
+            return False
+        if self.pool.serving():
+            return True
+        lifecycle = self.lifecycle
+        return lifecycle is not None and any(lifecycle.public_state(c) != FAILED for c in lifecycle.classes.values())
 
     async def server_ready(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext) -> Any:
         return pb.ServerReadyResponse(ready=self.is_ready())

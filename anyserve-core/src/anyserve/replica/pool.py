@@ -197,6 +197,10 @@ class WorkerPool:
         slot = self.slots[wid]
         return slot, slot.handler(cap, stream)
 
+    def serving(self) -> bool:
+        """Whether some worker is up and answering."""
+        return any(s.responsive and not s.connection.closed for s in self.slots.values())
+
     def _live(self, worker_id: str) -> bool:
         slot = self.slots.get(worker_id)
         return slot is not None and slot.responsive and not slot.connection.closed
