@@ -340,3 +340,18 @@ def test_endpoints_and_live_ids(registry, clock):
     clock.advance(10)
     assert registry.addresses() == {"h:1", "h:2"}
     assert registry.live_ids() == ["r2"]
+
+
+def test_what_a_silent_replica_offered_is_remembered_for_a_while(registry, clock):
+    """Expired (not deregistered) replicas' offers are kept ``offer_memory_seconds``: "not now" rather than 404."""
+    registry.offer_memory_seconds = 60
+    registry.register("silent", "127.0.0.1:1", [CHAT])
+    registry.register("leaving", "127.0.0.1:2", [EMBED])
+    registry.deregister("leaving")
+    clock.advance(16)
+    assert registry.expire() == ["silent"]
+    ((replica_id, gone_at, offers),) = registry.recent_offers()
+    assert (replica_id, gone_at) == ("silent", clock.now) and [o.capability.to_dict() for o in offers] == [CHAT]
+    clock.advance(61)
+    registry.expire()
+    assert registry.recent_offers() == []

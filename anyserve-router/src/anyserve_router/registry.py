@@ -286,6 +286,7 @@ class ReplicaRegistry:
             for rid in dead:
                 self._gone[rid] = (now, self._replicas.pop(rid).offers)
             self.version += bool(dead)
+            self._forget_gone(now)  # the sweep bounds the memory, whether or not anyone asks it
         return dead
 
     def get(self, replica_id: str) -> ReplicaEntry:
@@ -384,9 +385,13 @@ class ReplicaRegistry:
         """
         now = self._now(now)
         with self._lock:
-            for rid in [rid for rid, (at, _) in self._gone.items() if now - at > self.offer_memory_seconds]:
-                del self._gone[rid]
+            self._forget_gone(now)
             return [(rid, at, offers) for rid, (at, offers) in self._gone.items()]
+
+    def _forget_gone(self, now: float) -> None:
+        """Drop what replicas silent for longer than ``offer_memory_seconds`` offered (the lock is held)."""
+        for rid in [rid for rid, (at, _) in self._gone.items() if now - at > self.offer_memory_seconds]:
+            del self._gone[rid]
 
     # -- load accounting ---------------------------------------------------
 
