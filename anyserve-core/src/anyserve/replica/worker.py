@@ -8,7 +8,8 @@ once, so the worker does not score again), then serialises what the
 handler returns. A handler that raises is logged here, once, with its
 traceback and the request id; its caller gets INTERNAL with the
 exception's type and message. The request's deadline reaches the handler
-as ``context.deadline`` (``context.cancelled`` turns true once it passes),
+as ``context.deadline`` (``context.cancelled`` turns true once it passes;
+a stream's deadline is lifted once its first response is out),
 and a cancelled request cancels the handler: ``context.cancelled`` for a
 plain function, ``CancelledError`` in an ``async def``. The agent's
 liveness probes are answered here, by the event loop, without a handler.
@@ -225,6 +226,8 @@ class WorkerHost:
                 yield item.SerializeToString()
                 if item.error_message:
                     break
+                # A stream's deadline bounds its first response: one that has started runs while it produces.
+                context.deadline = None
         finally:
             stream.close()
             outbox.close()
