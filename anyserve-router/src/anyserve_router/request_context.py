@@ -106,7 +106,10 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 started = True
                 out = message.get("headers") or []
-                if not any(name.lower() == _ID_HEADER for name, _ in out):
+                for name, _ in out:  # ASGI header names are lower-case
+                    if name == _ID_HEADER:
+                        break
+                else:
                     message = {**message, "headers": [*out, id_header]}
             elif not message.get("more_body", False):
                 completed = True
