@@ -117,6 +117,20 @@ def test_a_hostile_deregistration_is_a_400_and_unknown_ids_name_no_member(client
         assert "ghost" in response.text and "secret-member-7" not in response.text
 
 
+def test_a_hostile_engine_is_a_400_naming_the_field(client):
+    admin = {"Authorization": f"Bearer {client.app_state.credentials.admin}"}
+    for body, fragment in [
+        ({"url": "http://169.254.169.254:80"}, "link-local"),
+        ({"url": "http://127.0.0.1:9", "capabilities": {"a": 1}}, "capabilities must be a list"),
+        ({"url": "http://127.0.0.1:9", "capabilities": 5}, "capabilities must be a list"),
+        ({"url": "http://127.0.0.1:9", "types": 5}, "types must be a list"),
+        ({"url": "http://127.0.0.1:9", "id": [1]}, "replica_id must be a non-empty string"),
+    ]:
+        response = client.post("/engines", json=body, headers=admin)
+        assert response.status_code == 400, (body, response.text)
+        assert fragment in response.json()["error"], response.text
+
+
 def test_allowed_endpoint_networks_let_a_refused_network_in(make_client, register):
     client = make_client(allowed_endpoint_networks=["169.254.10.0/24"])
     register(client, "r1", "169.254.10.5:5001", {"type": "chat"})

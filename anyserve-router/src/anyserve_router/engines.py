@@ -63,8 +63,10 @@ class EngineSpec:
         """Checked: a bad URL, id or capability is :class:`InvalidRegistration` naming the field."""
         url = check_engine_url(url)
         engine_id = check_replica_id(id) if id else "engine-" + re.sub(r"[^A-Za-z0-9]+", "-", url.split("://")[1])
+        check_capabilities(list(capabilities) if isinstance(capabilities, tuple) else capabilities or [])
         caps = tuple(dict(c) for c in capabilities or ())
-        check_capabilities(list(caps))
+        if types is not None and not isinstance(types, (list, tuple)):
+            raise InvalidRegistration(f"types must be a list of capability types, got {type(types).__name__}")
         kinds = tuple(types or DEFAULT_TYPES)
         if not kinds or not all(isinstance(t, str) and t for t in kinds):
             raise InvalidRegistration(f"types must be a non-empty list of capability types, got {types!r}")
