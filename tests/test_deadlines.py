@@ -9,6 +9,7 @@ would be, and continued afterwards: the replica must serve again.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import os
@@ -23,6 +24,12 @@ import httpx
 import pytest
 from processes import Process, free_port, run_anyserve
 from router_http import member_headers
+
+from anyserve.catalog import Catalog
+from anyserve.config import Selection
+from anyserve.plugins import get_plugin_manager
+from anyserve_router.link_upstream import CONNECT_TIMEOUT, LinkUpstream
+from anyserve_router.upstream import GrpcUpstream, UpstreamError
 
 #: Past its deadline a request is answered within this (the router checks deadlines every 50 ms; a loaded
 #: machine is slower): generous, since the point is "at the deadline, not at the client's own timeout".
@@ -249,3 +256,23 @@ def test_a_restarted_router_serves_at_once_as_replicas_register_again(tmp_path):
             wait_until(lambda: cluster.replica_entry() is not None, "the replica in the registry", 2.0)
         finally:
             router.kill_group()
+
+
+def test_a_refused_link_is_final_at_once():
+    """Nothing listening where a replica's link was: unreachable (another replica may be tried) without retrying."""
+
+    async def dial() -> tuple[UpstreamError, float]:
+        upstream = LinkUpstream(Catalog(get_plugin_manager()), Selection(name="tcp"), GrpcUpstream())
+        link = f"tcp://127.0.0.1:{free_port()}"
+        transport = upstream._transport(link)
+        assert transport is not None
+        began = time.monotonic()
+        with pytest.raises(UpstreamError) as refused:
+            await upstream.connection(link, transport)
+        took = time.monotonic() - began
+        await upstream.close()
+        return refused.value, took
+
+    error, took = asyncio.run(dial())
+    assert error.unreachable and error.code == "UNAVAILABLE"
+    assert took < CONNECT_TIMEOUT / 2, f"a refused dial took {took:.2f}s: it was retried"
