@@ -174,7 +174,7 @@ def test_anyserve_status_shows_workers_and_switches(dynamic):
     chat(client, "small")
     out = subprocess.run(
         [sys.executable, "-m", "anyserve_cli", "status", endpoint], capture_output=True, text=True, timeout=30,
-        cwd=ROOT, env={"COLUMNS": "200", "PATH": ""},
+        cwd=ROOT, env={"COLUMNS": "200", "PATH": "", "ANYSERVE_STATE_DIR": os.environ["ANYSERVE_STATE_DIR"]},
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     for expected in ("worker classes", "Small", "hot", "cold", "recent switches", "start"):

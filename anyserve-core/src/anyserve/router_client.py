@@ -94,7 +94,7 @@ class AsyncRouterClient:
         self,
         url: str,
         *,
-        timeout: float | None = 60.0,
+        timeout: httpx.Timeout | float | None = 60.0,
         token: str | None = None,
         replica_key: str | None = None,
         verify: ssl.SSLContext | None = None,

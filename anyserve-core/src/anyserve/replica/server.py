@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+import httpx
 
 from anyserve import tls
 from anyserve.config import Settings
@@ -144,7 +145,10 @@ class Replica:
     def _router(self, url: str) -> AsyncRouterClient:
         """One pooled HTTP client per router URL."""
         if url not in self._routers:
-            self._routers[url] = AsyncRouterClient(url, token=self.credentials.cluster, verify=self.client_tls)
+            # No read timeout of its own: a delegated request carries its deadline, which the router keeps.
+            self._routers[url] = AsyncRouterClient(
+                url, timeout=httpx.Timeout(None, connect=5.0), token=self.credentials.cluster, verify=self.client_tls
+            )
         return self._routers[url]
 
     async def _forward(self, decision: Delegation, payload: bytes, meta: RequestMeta) -> bytes:
