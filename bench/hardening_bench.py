@@ -60,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=3.0, help="seconds per run (default 3)")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per round (default 1)")
     p.add_argument("--out", type=Path, help="write the report here instead of bench/results")
+    p.add_argument("--skip-tls", action="store_true", help="leave out the TLS row")
     return p.parse_args(argv)
 
 
@@ -190,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         ("now", now, state, []),
         ("now + API keys", now, {**state, "ANYSERVE_API_KEYS": KEY}, ["--header", f"X-Api-Key: {KEY}"]),
     ]
-    tls = tls_files(work)
-    systems.append(("now + TLS", now, {**state, **tls}, ["--tls-ca", tls["ANYSERVE_TLS_CA_FILE"]]))
+    if not args.skip_tls:
+        tls = tls_files(work)
+        systems.append(("now + TLS", now, {**state, **tls}, ["--tls-ca", tls["ANYSERVE_TLS_CA_FILE"]]))
     rates: dict[str, list[float]] = {name: [] for name, *_ in systems}
     cells: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in systems}
     background: list[float] = []
