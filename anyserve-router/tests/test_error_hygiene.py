@@ -62,7 +62,8 @@ def test_every_answer_carries_a_request_id_the_replica_sees_too(client, register
     assert made_up and made_up != "x" * 300
 
 
-def test_a_404_names_capabilities_but_never_the_replicas(client, register):
+def test_a_404_names_capabilities_but_never_the_replicas(make_client, register):
+    client = make_client(heartbeat_seconds=0.05)  # a fresh router waits two heartbeats before any 404
     register(client, "secret-member-7", A, {"type": "chat", "model": "tiny"})
     for response in (
         client.post("/infer", json={"inputs": []}, headers={"X-Capability-Type": "embed"}),

@@ -71,7 +71,8 @@ def test_a_hostile_registration_is_a_400_naming_the_field(client):
     assert client.get("/registry").json()["replicas"] == []
 
 
-def test_non_json_numbers_and_huge_integers_are_400_and_listings_stay_json(client, register):
+def test_non_json_numbers_and_huge_integers_are_400_and_listings_stay_json(make_client, register):
+    client = make_client(heartbeat_seconds=0.05)  # a fresh router waits two heartbeats before any 404
     for raw in (
         b'{"replica_id": "r1", "endpoint": "127.0.0.1:5001", "capabilities": [{"type": Infinity}]}',
         b'{"replica_id": "r1", "endpoint": "127.0.0.1:5001", "capabilities": [{"type": NaN}]}',
