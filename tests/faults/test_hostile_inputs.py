@@ -495,12 +495,6 @@ def test_the_link_refuses_strangers_and_bad_frames_then_closes_and_serves_on(
     assert answer.outputs[0].name == "output_x"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: a frame the link cannot decode before the hello is refused with code INTERNAL "
-    "(anyserve_transport_unix/server.py FrameServer.run maps every ProtocolError but FrameTooLarge to "
-    "INTERNAL), a server-fault code for the caller's bad bytes; expected INVALID_ARGUMENT",
-)
 def test_an_undecodable_first_frame_on_the_link_is_invalid_argument(ports: Ports) -> None:
     error, took = _refusal(ports.link, framing.HEADER.pack(6) + b"\xff\xff\xff\xff\xff\xff")
     assert error is not None and took < QUICK  # this much holds: refused and closed at once

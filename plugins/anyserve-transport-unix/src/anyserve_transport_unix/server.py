@@ -67,9 +67,10 @@ class Session:
             while (frame := await framing.read(self.reader, self.max_frame_bytes)) is not None:
                 self._dispatch(frame)
         except framing.ProtocolError as exc:
-            log.warning("closing agent connection: %s", exc)
-            code = "RESOURCE_EXHAUSTED" if isinstance(exc, framing.FrameTooLarge) else "INTERNAL"
-            self.out.send([framing.encode(Frame(error=Error(code=code, message=f"worker: {exc}")))])
+            # The caller's bytes were wrong (too big, undecodable, out of order): its fault, not ours.
+            log.warning("closing a %s connection: %s", self.transport, exc)
+            code = "RESOURCE_EXHAUSTED" if isinstance(exc, framing.FrameTooLarge) else "INVALID_ARGUMENT"
+            self.out.send([framing.encode(Frame(error=Error(code=code, message=f"{self._side}: {exc}")))])
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the agent went away mid-frame; same as a clean end
         finally:
@@ -88,6 +89,9 @@ class Session:
             frame = await asyncio.wait_for(
                 framing.read(self.reader, framing.HANDSHAKE_MAX_BYTES), framing.HANDSHAKE_TIMEOUT_S
             )
+        except framing.FrameTooLarge as exc:
+            message = f"a hello is at most {framing.HANDSHAKE_MAX_BYTES} bytes, this one announced {exc.size}"
+            return Frame(error=Error(code="RESOURCE_EXHAUSTED", message=message))
         except TimeoutError:
             return Frame(error=Error(code="DEADLINE_EXCEEDED", message="no hello within the handshake timeout"))
         if frame is None or frame.WhichOneof("kind") != "hello":
@@ -108,6 +112,11 @@ class Session:
             log.warning("refused a %s connection: %s", self.transport, exc.message)
             return Frame(error=Error(code=exc.code, message=exc.message))
         return None
+
+    @property
+    def _side(self) -> str:
+        """Who is speaking, for error messages: a worker (unix), or a replica's router link (tcp)."""
+        return "worker" if self.transport == "unix" else "router link"
 
     def _hello(self) -> Frame:
         """The handshake frame; a broken ``hello()`` is reported to the agent, not just logged here."""
