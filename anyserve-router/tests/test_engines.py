@@ -63,12 +63,22 @@ def test_an_engine_spec_gets_an_id_from_its_url_and_checks_its_capabilities():
         EngineSpec.of("http://h:1", "two words")
 
 
-def test_discovered_models_become_chat_and_completion_offers_both_ways():
-    offered = Engines._capabilities(EngineSpec.of("http://h:1"), ["a", "b"])
+def test_discovered_models_become_chat_and_completion_offers_both_ways(registry):
+    engines = Engines(registry)
+    offered = engines._capabilities(EngineSpec.of("http://h:1"), ["a", "b"])
     assert {"type": "chat", "model": "a"} in offered and {"type": "completion", "model": "b", "stream": True} in offered
     assert len(offered) == 8
-    fixed = Engines._capabilities(EngineSpec.of("http://h:1", capabilities=[CHAT]), ["ignored"])
+    fixed = engines._capabilities(EngineSpec.of("http://h:1", capabilities=[CHAT]), ["ignored"])
     assert fixed == [CHAT, {**CHAT, "stream": True}]
+
+
+def test_an_engine_listing_more_models_than_fit_offers_the_first_ones(registry):
+    """An engine listing hundreds of models still registers, within router.max_capabilities (256)."""
+    offered = Engines(registry)._capabilities(EngineSpec.of("http://h:1"), [f"m{i}" for i in range(500)])
+    assert len(offered) == 256 and {c["model"] for c in offered} == {f"m{i}" for i in range(64)}
+    registry.register("many", "http://127.0.0.1:8000", offered, protocol=OPENAI)
+    long_host = EngineSpec.of("http://" + ".".join(["h" * 50] * 4) + ":1")
+    assert len(long_host.id) <= 128
 
 
 def test_only_requests_that_allow_openai_entries_are_routed_to_an_engine(registry, matcher):

@@ -41,6 +41,8 @@ CONNECT_TIMEOUT = 1.0
 PROBE_TIMEOUT = 5.0
 #: Seconds between two readings of an engine's model list (only while no request of this router is on it).
 MODELS_EVERY = 30.0
+#: An id made from an engine's URL keeps at most this much of it (ids are at most 128 characters).
+MAX_DERIVED_ID = 100
 #: Headers not passed on to the engine or back to the client (hop-by-hop, or recomputed).
 _SKIP_HEADERS = frozenset(
     {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "accept-encoding"}
@@ -62,7 +64,8 @@ class EngineSpec:
     def of(cls, url: Any, id: Any = None, capabilities: Any = None, types: Any = None) -> EngineSpec:
         """Checked: a bad URL, id or capability is :class:`InvalidRegistration` naming the field."""
         url = check_engine_url(url)
-        engine_id = check_replica_id(id) if id else "engine-" + re.sub(r"[^A-Za-z0-9]+", "-", url.split("://")[1])
+        derived = "engine-" + re.sub(r"[^A-Za-z0-9]+", "-", url.split("://")[1])[:MAX_DERIVED_ID]
+        engine_id = check_replica_id(id) if id else derived
         check_capabilities(list(capabilities) if isinstance(capabilities, tuple) else capabilities or [])
         caps = tuple(dict(c) for c in capabilities or ())
         if types is not None and not isinstance(types, (list, tuple)):
@@ -222,8 +225,16 @@ class Engines:
             raise ValueError("GET /v1/models did not answer a list of models")
         return [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")]
 
-    @staticmethod
-    def _capabilities(spec: EngineSpec, models: Sequence[str]) -> list[dict[str, Any]]:
+    def _capabilities(self, spec: EngineSpec, models: Sequence[str]) -> list[dict[str, Any]]:
+        """Each model as each type, unary and streaming: within ``router.max_capabilities``, the first models kept."""
+        per_model = 2 * len(spec.types)
+        room = max(1, self.registry.limits.max_capabilities // per_model)
+        if not spec.capabilities and len(models) > room:
+            log.warning(
+                "engine %s lists %d models; offering the first %d (router.max_capabilities = %d)",
+                spec.id, len(models), room, self.registry.limits.max_capabilities,
+            )  # fmt: skip
+            models = models[:room]
         base = [dict(c) for c in spec.capabilities] or [{"type": t, "model": m} for m in models for t in spec.types]
         return base + [{**c, "stream": True} for c in base]
 
