@@ -144,5 +144,5 @@ def _entry_digest(entry: Mapping[str, Any], where: str) -> bytes:
 
 def _patterns(raw: Any, where: str) -> tuple[Mapping[str, str], ...]:
     if not isinstance(raw, list) or not all(isinstance(p, dict) and p for p in raw):
-        raise ConfigError(f"{where}: capabilities must be a list of non-empty tables, e.g. [{{type = \"embed\"}}]")
+        raise ConfigError(f'{where}: capabilities must be a list of non-empty tables, e.g. [{{type = "embed"}}]')
     return tuple({normalize_key(k): normalize_value(v) for k, v in p.items()} for p in raw)
