@@ -9,7 +9,8 @@ import pytest
 
 from anyserve.errors import ConfigError, ResourceExhausted, Unauthenticated
 from anyserve.testing import ContractService, TransportContract
-from anyserve_transport_unix import TcpTransport
+from anyserve_transport_unix import TcpTransport, framing
+from anyserve_transport_unix.frames_pb2 import Frame, Hello
 from anyserve_transport_unix.transport import free_port, split_address
 
 
@@ -79,6 +80,60 @@ def test_a_service_admits_a_caller_on_its_hello_before_reading_anything_else(aru
             assert await asyncio.wait_for(reader.read(), 5) is not None  # closed (after an error frame)
             writer.close()
             conn = await transport.connect(address, timeout=5, hello={"token": "s3cret"})
+            assert await conn.infer(b"x", {}) == b"x|"
+            await conn.close()
+        finally:
+            server.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await server
+
+    arun(main())
+
+
+def test_request_bytes_in_flight_are_bounded_and_given_back(arun) -> None:
+    """Past max_bytes_in_flight a request is refused at once (not run); finished requests free their share."""
+    transport = TcpTransport(max_frame_bytes=4096, max_bytes_in_flight=4096)
+    address = f"127.0.0.1:{free_port()}"
+    sleeper = b"sleep:0.3:" + b"x" * 2500  # held for 0.3 s, about 2.6 KB of the 4 KB budget
+
+    async def main() -> None:
+        server = asyncio.create_task(transport.serve(address, ContractService()))
+        try:
+            conn = await transport.connect(address, timeout=5)
+            first = asyncio.create_task(conn.infer(sleeper, {}))
+            await asyncio.sleep(0.1)
+            with pytest.raises(ResourceExhausted, match="max_bytes_in_flight"):
+                await conn.infer(sleeper, {})
+            assert (await first).endswith(b"x|")  # the first one was never disturbed
+            assert (await conn.infer(sleeper, {})).endswith(b"x|")  # its share given back
+            await conn.close()
+        finally:
+            server.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await server
+
+    arun(main())
+
+
+def test_a_connection_stalled_inside_a_frame_is_closed(arun) -> None:
+    transport = TcpTransport(frame_timeout_seconds=0.3)
+    address = f"127.0.0.1:{free_port()}"
+    host, port = split_address(address)
+
+    async def main() -> None:
+        server = asyncio.create_task(transport.serve(address, ContractService()))
+        try:
+            await (await transport.connect(address, timeout=5)).close()  # serving
+            reader, writer = await asyncio.open_connection(host, port)
+            hello = Frame(hello=Hello(version=framing.PROTOCOL_VERSION, json="{}"))
+            writer.write(framing.encode(hello) + framing.HEADER.pack(1000) + b"only ten b")
+            await writer.drain()
+            started = asyncio.get_running_loop().time()
+            received = await asyncio.wait_for(reader.read(), 10)  # the server's hello, then closed
+            took = asyncio.get_running_loop().time() - started
+            assert b"no whole frame within 0.3s" in received and took < 5
+            writer.close()
+            conn = await transport.connect(address, timeout=5)  # the server serves on
             assert await conn.infer(b"x", {}) == b"x|"
             await conn.close()
         finally:

@@ -245,8 +245,12 @@ async def read(reader: asyncio.StreamReader, max_frame_bytes: int) -> Frame | No
     (size,) = HEADER.unpack(header)
     if size > max_frame_bytes:
         raise FrameTooLarge(size, max_frame_bytes)
-    body = await reader.readexactly(size)
+    return decode(await reader.readexactly(size))
+
+
+def decode(body: bytes) -> Frame:
+    """A frame's body as a :class:`Frame`; :class:`ProtocolError` when it is not one."""
     try:
         return Frame.FromString(body)
     except DecodeError as exc:
-        raise ProtocolError(f"undecodable frame of {size} bytes: {exc}") from exc
+        raise ProtocolError(f"undecodable frame of {len(body)} bytes: {exc}") from exc

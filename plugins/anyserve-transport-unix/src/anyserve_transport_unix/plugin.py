@@ -15,7 +15,7 @@ from anyserve.records import Options, TransportSpec
 if TYPE_CHECKING:
     from anyserve_transport_unix.transport import TcpTransport, UnixTransport
 
-OPTIONS = ("max_frame_bytes",)
+OPTIONS = ("max_frame_bytes", "max_bytes_in_flight", "frame_timeout_seconds")
 #: The tcp transport also takes TLS contexts, which core passes (from ``[tls]``), never a config file.
 TCP_OPTIONS = (*OPTIONS, "ssl_server", "ssl_client")
 

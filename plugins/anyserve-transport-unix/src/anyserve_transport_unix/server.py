@@ -25,6 +25,7 @@ from typing import Any
 from anyserve.errors import AnyServeError, ResourceExhausted, Unavailable, as_anyserve_error
 from anyserve.transport import WorkerService
 from anyserve_transport_unix import framing
+from anyserve_transport_unix.bounds import Bounds
 from anyserve_transport_unix.frames_pb2 import End, Error, Frame, Hello, Request
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,13 @@ class Session:
         writer: asyncio.StreamWriter,
         max_frame_bytes: int,
         transport: str = "unix",
+        bounds: Bounds | None = None,
     ) -> None:
         self.service = service
+        #: Shared with the server's other sessions: request bytes in flight, stalled frames.
+        self.bounds = bounds or Bounds(max_bytes_in_flight=2 * max_frame_bytes)
+        #: Payload bytes each running request holds against ``bounds``.
+        self.sizes: dict[int, int] = {}
         self.transport = transport
         self.reader = reader
         self.writer = writer
@@ -64,8 +70,8 @@ class Session:
                 self.out.send([framing.encode(refusal)])
                 return
             self.out.send([framing.encode(self._hello())])
-            while (frame := await framing.read(self.reader, self.max_frame_bytes)) is not None:
-                self._dispatch(frame)
+            while (read := await self._read()) is not None:
+                self._dispatch(*read)
         except framing.ProtocolError as exc:
             # The caller's bytes were wrong (too big, undecodable, out of order): its fault, not ours.
             log.warning("closing a %s connection: %s", self.transport, exc)
@@ -78,6 +84,34 @@ class Session:
             self.out.close()
             with contextlib.suppress(Exception):
                 await self.writer.wait_closed()
+
+    async def _read(self) -> tuple[Frame, int] | None:
+        """The next frame and its size; None at a clean end between frames (see :func:`framing.read`).
+
+        While its body is on the way the session is listed as partial, so the
+        server's sweep can close it if the body stalls.
+        """
+        try:
+            header = await self.reader.readexactly(framing.HEADER.size)
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                return None
+            raise
+        (size,) = framing.HEADER.unpack(header)
+        if size > self.max_frame_bytes:
+            raise framing.FrameTooLarge(size, self.max_frame_bytes)
+        partial = self.bounds.partial
+        partial[self] = asyncio.get_running_loop().time()
+        try:
+            body = await self.reader.readexactly(size)
+        finally:
+            partial.pop(self, None)
+        return framing.decode(body), size
+
+    def abort(self, reason: str) -> None:
+        """Close the connection now (the sweep found it stalled inside a frame)."""
+        self.out.send([framing.encode(Frame(error=Error(code="DEADLINE_EXCEEDED", message=f"{self._side}: {reason}")))])
+        self.writer.transport.abort()
 
     async def _admit(self) -> Frame | None:
         """Read the connecting side's hello and let the service admit it; the error frame refusing it, or None.
@@ -126,11 +160,21 @@ class Session:
             log.exception("WorkerService.hello() failed")
             return Frame(error=Error(code="INTERNAL", message=f"worker: hello() failed: {type(exc).__name__}: {exc}"))
 
-    def _dispatch(self, frame: Frame) -> None:
+    def _dispatch(self, frame: Frame, size: int = 0) -> None:
         kind = frame.WhichOneof("kind")
         if kind == "request":
             if frame.id == 0 or frame.id in self.tasks:
                 raise framing.ProtocolError(f"request id {frame.id} is zero or already in use")
+            if not self.bounds.take(size):
+                message = (
+                    f"{self._side}: {self.bounds.used} bytes of requests are in flight already, the limit is "
+                    f"{self.bounds.max_bytes_in_flight} (max_bytes_in_flight); retry"
+                )
+                self.out.send(
+                    [framing.encode(Frame(id=frame.id, error=Error(code="RESOURCE_EXHAUSTED", message=message)))]
+                )
+                return
+            self.sizes[frame.id] = size
             task = asyncio.create_task(self._serve(frame.id, frame.request))
             self.tasks[frame.id] = task
             task.add_done_callback(lambda t, rid=frame.id: self._forget(rid, t))
@@ -149,6 +193,7 @@ class Session:
         if self.tasks.get(request_id) is task:
             del self.tasks[request_id]
             self.windows.pop(request_id, None)
+            self.bounds.give(self.sizes.pop(request_id, 0))
 
     async def _serve(self, request_id: int, request: Request) -> None:
         payload, query, streaming = request.payload, dict(request.query), request.stream
@@ -242,7 +287,9 @@ def _unlink_if_ours(address: str, ident: tuple[int, int]) -> None:
             os.unlink(address)
 
 
-async def serve(address: str, service: WorkerService, *, max_frame_bytes: int, stream_limit: int) -> None:
+async def serve(
+    address: str, service: WorkerService, *, max_frame_bytes: int, stream_limit: int, bounds: Bounds | None = None
+) -> None:
     """Serve on a Unix socket until cancelled; then close every session and remove the socket file."""
     sock = bind(address)
     st = os.lstat(address)
@@ -253,6 +300,7 @@ async def serve(address: str, service: WorkerService, *, max_frame_bytes: int, s
             service,
             max_frame_bytes,
             address,
+            bounds=bounds,
         )
     except BaseException:
         sock.close()  # a no-op once the server owned and closed it
@@ -269,6 +317,7 @@ async def serve_tcp(
     max_frame_bytes: int,
     stream_limit: int,
     ssl: ssl_module.SSLContext | None = None,
+    bounds: Bounds | None = None,
 ) -> None:
     """Serve on a TCP ``host:port`` (in TLS with ``ssl``) until cancelled; then close every session."""
     await _serve_sessions(
@@ -279,6 +328,7 @@ async def serve_tcp(
         max_frame_bytes,
         f"{host}:{port}",
         transport="tcp",
+        bounds=bounds,
     )
 
 
@@ -294,8 +344,10 @@ async def _serve_sessions(
     where: str,
     *,
     transport: str = "unix",
+    bounds: Bounds | None = None,
 ) -> None:
     sessions: set[asyncio.Task[None]] = set()
+    bounds = bounds or Bounds(max_bytes_in_flight=2 * max_frame_bytes)
 
     def session_done(task: asyncio.Task[None]) -> None:
         sessions.discard(task)
@@ -306,14 +358,16 @@ async def _serve_sessions(
         # A plain callback that starts our own task: asyncio would wrap a
         # coroutine in a task of its own, and Python 3.11 reports such a task
         # as an error when shutdown cancels it.
-        task = asyncio.create_task(Session(service, reader, writer, max_frame_bytes, transport).run())
+        task = asyncio.create_task(Session(service, reader, writer, max_frame_bytes, transport, bounds).run())
         sessions.add(task)
         task.add_done_callback(session_done)
 
     server = await start(on_connect)
+    sweeper = asyncio.create_task(bounds.sweep(where))
     try:
         await asyncio.Future()  # until cancelled
     finally:
+        sweeper.cancel()
         server.close()
         for task in list(sessions):
             task.cancel()

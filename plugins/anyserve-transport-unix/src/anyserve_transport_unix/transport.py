@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from anyserve.errors import ConfigError
 from anyserve.transport import WorkerService
 from anyserve_transport_unix import client, framing, server
+from anyserve_transport_unix.bounds import DEFAULT_FRAME_TIMEOUT_S, Bounds
 
 # AF_UNIX sun_path holds 108 bytes on Linux (104 on the BSDs/macOS), NUL included.
 MAX_PATH_BYTES = 107 if sys.platform.startswith("linux") else 103
@@ -45,14 +46,34 @@ class _FrameTransport:
 
     name = ""
 
-    def __init__(self, *, max_frame_bytes: int = framing.DEFAULT_MAX_FRAME_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        max_frame_bytes: int = framing.DEFAULT_MAX_FRAME_BYTES,
+        max_bytes_in_flight: int | None = None,
+        frame_timeout_seconds: float = DEFAULT_FRAME_TIMEOUT_S,
+    ) -> None:
         if isinstance(max_frame_bytes, bool) or not isinstance(max_frame_bytes, int):
             raise ValueError(f"max_frame_bytes must be an integer, got {max_frame_bytes!r}")
         if not 1024 <= max_frame_bytes <= framing.MAX_FRAME_LIMIT:
             raise ValueError(
                 f"max_frame_bytes must be between 1024 and {framing.MAX_FRAME_LIMIT}, got {max_frame_bytes}"
             )
+        in_flight = 2 * max_frame_bytes if max_bytes_in_flight is None else max_bytes_in_flight
+        if isinstance(in_flight, bool) or not isinstance(in_flight, int) or in_flight < max_frame_bytes:
+            raise ValueError(f"max_bytes_in_flight must be an integer of at least max_frame_bytes, got {in_flight!r}")
+        if isinstance(frame_timeout_seconds, bool) or not isinstance(frame_timeout_seconds, (int, float)):
+            raise ValueError(f"frame_timeout_seconds must be a number, got {frame_timeout_seconds!r}")
+        if not 0 < frame_timeout_seconds < float("inf"):
+            raise ValueError(f"frame_timeout_seconds must be positive, got {frame_timeout_seconds!r}")
         self.max_frame_bytes = max_frame_bytes
+        #: Request bytes the served side holds at once, and how long a begun frame may take (see bounds.py).
+        self.max_bytes_in_flight = in_flight
+        self.frame_timeout = float(frame_timeout_seconds)
+
+    def bounds(self) -> Bounds:
+        """Fresh bounds for one server."""
+        return Bounds(self.max_bytes_in_flight, self.frame_timeout)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(max_frame_bytes={self.max_frame_bytes})"
@@ -68,7 +89,11 @@ class UnixTransport(_FrameTransport):
 
     async def serve(self, address: str, service: WorkerService) -> None:
         await server.serve(
-            check_path(address), service, max_frame_bytes=self.max_frame_bytes, stream_limit=STREAM_LIMIT
+            check_path(address),
+            service,
+            max_frame_bytes=self.max_frame_bytes,
+            stream_limit=STREAM_LIMIT,
+            bounds=self.bounds(),
         )
 
     async def connect(
@@ -116,10 +141,16 @@ class TcpTransport(_FrameTransport):
         self,
         *,
         max_frame_bytes: int = framing.DEFAULT_MAX_FRAME_BYTES,
+        max_bytes_in_flight: int | None = None,
+        frame_timeout_seconds: float = DEFAULT_FRAME_TIMEOUT_S,
         ssl_server: ssl.SSLContext | None = None,
         ssl_client: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(max_frame_bytes=max_frame_bytes)
+        super().__init__(
+            max_frame_bytes=max_frame_bytes,
+            max_bytes_in_flight=max_bytes_in_flight,
+            frame_timeout_seconds=frame_timeout_seconds,
+        )
         for name, value in (("ssl_server", ssl_server), ("ssl_client", ssl_client)):
             if value is not None and not isinstance(value, ssl.SSLContext):
                 raise ValueError(f"{name} must be an ssl.SSLContext, got {type(value).__name__}")
@@ -132,7 +163,13 @@ class TcpTransport(_FrameTransport):
     async def serve(self, address: str, service: WorkerService) -> None:
         host, port = split_address(address)
         await server.serve_tcp(
-            host, port, service, max_frame_bytes=self.max_frame_bytes, stream_limit=STREAM_LIMIT, ssl=self.ssl_server
+            host,
+            port,
+            service,
+            max_frame_bytes=self.max_frame_bytes,
+            stream_limit=STREAM_LIMIT,
+            ssl=self.ssl_server,
+            bounds=self.bounds(),
         )
 
     async def connect(
