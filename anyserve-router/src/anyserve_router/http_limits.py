@@ -16,8 +16,10 @@ protocol plus:
   only while it keeps arriving at ``router.body_min_bytes_per_second`` on
   average: else 408 and close. The clock stops while the router itself is
   not reading (uvicorn's flow control). After the response, an unread rest
-  of the body is discarded for at most :data:`LINGER_SECONDS`, then the
-  connection is closed (so a 413 cannot keep a connection busy).
+  of the body is discarded for at most :data:`LINGER_SECONDS`: once it is
+  all there the connection serves the next request (clients reuse it: the
+  answer did not say it would close), else it is closed (so a 413 cannot
+  keep a connection busy).
 - **Connections** over ``router.max_connections``: a new connection takes
   the place of the one that has waited longest for a request (idle between
   requests, or still sending its headers); when every connection has a
@@ -302,13 +304,20 @@ class GuardedProtocol(HttpToolsProtocol):
         self._phase = BUSY
         self.guard.bodies.discard(self)
         super().on_message_complete()
-        if self._lingering:  # the rest of a body answered early has arrived: nothing more is read
-            self.transport.close()
+        if self._lingering:
+            # The rest of a body answered early has arrived: the request is over, and the connection is
+            # clean for the next one (a client may reuse it: the answer did not say it would close).
+            self._lingering = False
+            if not self.pipeline:
+                self._phase = IDLE
+                self._since = self.guard.now
+                self.guard.waiting.pop(self, None)
+                self.guard.waiting[self] = None
 
     def on_response_complete(self) -> None:
         guard = self.guard
         if self._phase == BODY:
-            # Answered before the body was read (413, 503, 404...): discard the rest briefly, then close.
+            # Answered before the body was read (413, 503, 404...): discard the rest, for a short while only.
             self._lingering = True
             self._since = guard.now
         elif not self.pipeline:
