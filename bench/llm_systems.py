@@ -225,8 +225,6 @@ class Endpoint:
     notes: str = ""
     #: processes doing the engine's work, when not the engine servers (the in-replica plugin's replicas)
     engine_procs: list[Managed] | None = None
-    #: extra guidellm backend options, e.g. ``validate_backend=false`` for a server without ``GET /health``
-    backend_options: str = ""
 
 
 def anyserve_bin(name: str = "anyserve") -> str:
@@ -322,37 +320,34 @@ def anyserve_plugin(ctx: Context) -> Endpoint:
 
 
 def direct_llamacpp(ctx: Context) -> Endpoint:
-    """Straight to the in-replica plugin's own engine: llama-cpp-python's server, one per plugin replica.
+    """Straight to the in-replica plugin's own engine, one per plugin replica (bench/servers/llamacpp_floor.py).
 
-    The like-for-like floor of the plugin row: the same library, model, context
-    size and threads, each process answering one request at a time as a plugin
-    worker does. One load generator per server, each with its share of the streams.
+    The like-for-like floor of the plugin row: the plugin's ``Engine`` (the same
+    library, model, chat template, context size and threads, one answer at a
+    time) behind a bare uvicorn + Starlette OpenAI endpoint. One load
+    generator per server, each with its share of the streams.
     """
     reason = plugin_unavailable()
     if reason:
         raise Unavailable(reason)
+    env = {"ANYSERVE_LLAMACPP_THREADS": "1"}
     urls, started, commands = [], [], []
     for i in range(ctx.plugin_replicas):
         port = free_port()
-        cmd = [
-            sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path()), "--model_alias", MODEL,
-            "--n_ctx", "2048", "--n_threads", "1", "--n_threads_batch", "1", "--verbose", "False",
-            "--host", "127.0.0.1", "--port", str(port),
-        ]  # fmt: skip
-        started.append(ctx.procs.start(f"llama-cpp-server-{i + 1}", cmd, ENGINE_CPU))
+        cmd = [sys.executable, str(HERE / "servers" / "llamacpp_floor.py"), "--port", str(port), "--model-name", MODEL]
+        started.append(ctx.procs.start(f"llamacpp-floor-{i + 1}", cmd, ENGINE_CPU, env=env))
         urls.append(f"http://127.0.0.1:{port}")
-        commands.append(f"taskset -c {ENGINE_CPU} " + " ".join(cmd).replace(sys.executable, "python"))
+        line = " ".join(cmd).replace(sys.executable, "python").replace(str(ROOT) + "/", "")
+        commands.append(f"ANYSERVE_LLAMACPP_THREADS=1 taskset -c {ENGINE_CPU} {line}")
     for url in urls:
         wait_ready(url, started)
     return Endpoint(
         urls,
         commands=commands[:1]
         + [f"  (and {len(commands) - 1} more the same way, each on its own port)"] * (len(commands) > 1),
-        notes=f"{ctx.plugin_replicas} llama_cpp.server processes (one answer at a time each), 1 thread; "
+        notes=f"{ctx.plugin_replicas} bare servers around the plugin's engine (one answer at a time each), 1 thread; "
         "one guidellm per server, concurrency and requests split evenly",
         engine_procs=started,
-        # guidellm checks a target with GET /health, which llama_cpp.server does not serve
-        backend_options="validate_backend=false",
     )
 
 
@@ -452,6 +447,6 @@ SYSTEMS = [
     System("anyserve", "anyserve router → llama-server", anyserve_engines),
     System("smg", "smg → llama-server", smg),
     System("vllm-router", "vllm-router → llama-server", vllm_router),
-    System("direct-llamacpp", "direct to llama_cpp.server (the plugin's engine)", direct_llamacpp, False),
+    System("direct-llamacpp", "direct to the plugin's engine (llama-cpp-python, bare HTTP)", direct_llamacpp, False),
     System("anyserve-plugin", "anyserve router → replicas (in-replica llama.cpp plugin)", anyserve_plugin, False),
 ]
