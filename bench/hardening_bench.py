@@ -36,15 +36,12 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 import venv
 from pathlib import Path
 from typing import Any
 
 from processes import CLIENT_CPU, HERE, ROOT, SERVER_CPU, Managed, Processes, background_load, log
-from systems import anyserve_config, endpoint_of
+from systems import anyserve_config, endpoint_of, wait_routable
 
 RESULTS = HERE / "results"
 #: The last commit before the control plane was authenticated and the router bounded.
@@ -97,28 +94,6 @@ def base_python(rev: str) -> Path:
 # -- one system ------------------------------------------------------------------------------------
 
 
-def wait_routable(url: str, env: dict[str, str], headers: dict[str, str], timeout: float = 30.0) -> None:
-    """Until the router answers an echo (the replica registered), over HTTPS and with a key where needed."""
-    from loadgen_workloads import small_request
-
-    cafile = env.get("ANYSERVE_TLS_CA_FILE")
-    context = ssl.create_default_context(cafile=cafile) if cafile else None
-    body = small_request().SerializeToString()
-    sent = {"Content-Type": "application/x-protobuf", "X-Capability-Type": "echo", **headers}
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            request = urllib.request.Request(f"{url}/infer", data=body, headers=sent)
-            with urllib.request.urlopen(request, timeout=5, context=context) as answer:
-                if answer.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"router at {url} did not route an echo within {timeout:g}s")
-        time.sleep(0.2)
-
-
 def tls_files(work: Path) -> dict[str, str]:
     import trustme
 
@@ -156,7 +131,12 @@ def measure(
         )  # fmt: skip
         started.append(replica)
         replica.wait_for(" ready at ")
-        wait_routable(url, env, {"X-Api-Key": KEY} if "ANYSERVE_API_KEYS" in env else {})
+        cafile = env.get("ANYSERVE_TLS_CA_FILE")
+        wait_routable(
+            url,
+            headers={"X-Api-Key": KEY} if "ANYSERVE_API_KEYS" in env else {},
+            context=ssl.create_default_context(cafile=cafile) if cafile else None,
+        )
         out = procs.work / f"loadgen-{name.replace(' ', '-')}.json"
         cmd = [sys.executable, str(HERE / "loadgen.py"), "--proto", "http", "--target", url.split("://", 1)[1]]
         cmd += ["--workloads", "W1", "--duration", str(args.duration), "--warmup", str(args.warmup)]

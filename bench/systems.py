@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import ssl
 import subprocess
 import sys
 import time
@@ -84,21 +85,23 @@ def anyserve_config(work: Path, name: str, store: Path) -> Path:
     return path
 
 
-def wait_routable(url: str, timeout: float = 30.0) -> None:
-    """Until the router answers an echo: the replica has registered and is routable."""
+def wait_routable(
+    url: str, timeout: float = 30.0, headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None
+) -> None:
+    """Until the router answers an echo: the replica has registered and is routable.
+
+    ``headers`` go with the echo (an API key); ``context`` trusts an HTTPS router's CA.
+    """
     sys.path.insert(0, str(HERE))
     from loadgen_workloads import small_request
 
     body = small_request().SerializeToString()
+    sent = {"Content-Type": "application/x-protobuf", "X-Capability-Type": "echo", **(headers or {})}
     deadline = time.monotonic() + timeout
     while True:
-        request = urllib.request.Request(
-            f"{url}/infer",
-            data=body,
-            headers={"Content-Type": "application/x-protobuf", "X-Capability-Type": "echo"},
-        )
+        request = urllib.request.Request(f"{url}/infer", data=body, headers=sent)
         try:
-            with urllib.request.urlopen(request, timeout=5) as answer:
+            with urllib.request.urlopen(request, timeout=5, context=context) as answer:
                 if answer.status == 200:
                     return
         except (urllib.error.URLError, OSError):
