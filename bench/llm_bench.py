@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT / "tests" / "interop"))
 
 import llm_report  # noqa: E402
 import llm_systems  # noqa: E402
+from llm_catalog import SYSTEMS  # noqa: E402
 from llm_systems import FRONT_CPU, MODEL, Context, Unavailable, log  # noqa: E402
 from processes import Processes  # noqa: E402
 from side_venv import IndexUnreachable, SideVenv  # noqa: E402
@@ -79,7 +80,7 @@ RESULTS = HERE / "results"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    keys = [s.key for s in llm_systems.SYSTEMS]
+    keys = [s.key for s in SYSTEMS]
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="16 requests per system, 1 round (a functional check)")
     p.add_argument("--requests", type=int, help="requests per system and round (default 48; --quick 16)")
@@ -109,7 +110,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(wanted) - set(keys)
     if unknown:
         p.error(f"unknown systems {sorted(unknown)}; known: {keys}")
-    args.systems = [s for s in llm_systems.SYSTEMS if s.key in wanted]
+    args.systems = [s for s in SYSTEMS if s.key in wanted]
     if args.concurrency % args.engines or args.requests % args.engines:
         p.error("--concurrency and --requests must divide evenly over --engines (the direct row splits them)")
     if args.concurrency % args.plugin_replicas or args.requests % args.plugin_replicas:
