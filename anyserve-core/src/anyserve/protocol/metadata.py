@@ -39,10 +39,13 @@ _PLAIN_KEYS = {
     names.TRACEPARENT_KEY.encode(): "traceparent",
     names.TRACESTATE_KEY.encode(): "tracestate",
 }
+#: Where a client's credential may be: ``Authorization: Bearer <key>`` or ``X-Api-Key: <key>``. Looked up in
+#: the same table as the plain fields, so a header that is neither costs one lookup, not two.
+_BEARER, _API_KEY = "bearer", "api_key"
+_PLAIN_KEYS[b"authorization"] = _BEARER
+_PLAIN_KEYS[names.API_KEY_HEADER.lower().encode()] = _API_KEY
+_CREDENTIALS = (_BEARER, _API_KEY)
 _PLAIN_TEXT_KEYS = {key.decode(): name for key, name in _PLAIN_KEYS.items()}
-#: Where a client's credential may be: ``Authorization: Bearer <key>`` (True: a bearer value) or ``X-Api-Key``.
-_CREDENTIAL_KEYS = {b"authorization": True, names.API_KEY_HEADER.lower().encode(): False}
-_CREDENTIAL_TEXT_KEYS = {key.decode(): bearer for key, bearer in _CREDENTIAL_KEYS.items()}
 #: Longest credential read; a longer one is no key anyone was given.
 MAX_CREDENTIAL = 4096
 #: Longest accepted request id, header value or trace field (bytes).
@@ -122,9 +125,10 @@ class RequestMeta:
                     )
                 query[key] = text
             elif (name := _PLAIN_KEYS.get(raw_name)) is not None:
-                plain[name] = _header_text(raw_value, raw_name.decode("latin-1"))
-            elif (bearer := _CREDENTIAL_KEYS.get(raw_name)) is not None:
-                credential = _credential(raw_value.decode("latin-1"), bearer) or credential
+                if name in _CREDENTIALS:  # not checked as a field: a bad one is the server's 401 to give, not a 400
+                    credential = _credential(raw_value.decode("latin-1"), name is _BEARER) or credential
+                else:
+                    plain[name] = _header_text(raw_value, raw_name.decode("latin-1"))
         if new_id and "request_id" not in plain:
             plain["request_id"] = new_request_id()
         return cls._build(query or dict(default_query or {}), plain, strict=True, credential=credential)
@@ -150,11 +154,12 @@ class RequestMeta:
                 if not key.endswith("-bin"):
                     query[normalize_key(key[len(names.CAPABILITY_KEY) :])] = text.strip()
             elif (name := _PLAIN_TEXT_KEYS.get(key)) is not None:
-                plain[name] = text
+                if name in _CREDENTIALS:
+                    credential = _credential(text, name is _BEARER) or credential
+                else:
+                    plain[name] = text
             elif key == names.HANDLER_KEY and text.isdigit():
                 handler = int(text)
-            elif (bearer := _CREDENTIAL_TEXT_KEYS.get(key)) is not None:
-                credential = _credential(text, bearer) or credential
         meta = cls._build(query, plain, strict=False, credential=credential)
         if timeout is not None:
             meta = replace(meta, deadline=time.monotonic() + timeout)
