@@ -109,6 +109,15 @@ def tls_files(work: Path) -> dict[str, str]:
     }
 
 
+def server_pids(router: Managed, replica: Managed) -> dict[str, int]:
+    """The router's, the agent's and its worker's pids: the load generator records each one's CPU per run."""
+    children = subprocess.run(["pgrep", "-P", str(replica.proc.pid)], capture_output=True, text=True).stdout.split()
+    pids = {"router": router.proc.pid, "agent": replica.proc.pid}
+    if children:
+        pids["worker"] = int(children[0])
+    return pids
+
+
 def measure(
     procs: Processes, name: str, python: Path, env: dict[str, str], loadgen_extra: list[str], args, store: Path
 ) -> dict[str, Any]:
@@ -141,6 +150,7 @@ def measure(
         cmd = [sys.executable, str(HERE / "loadgen.py"), "--proto", "http", "--target", url.split("://", 1)[1]]
         cmd += ["--workloads", "W1", "--duration", str(args.duration), "--warmup", str(args.warmup)]
         cmd += ["--runs", str(args.runs), "--out", str(out), *loadgen_extra]
+        cmd += ["--server-pids", ",".join(f"{role}:{pid}" for role, pid in server_pids(router, replica).items())]
         gen = procs.start(f"{name}-loadgen", cmd, CLIENT_CPU)
         started.append(gen)
         gen.proc.wait(timeout=120 + 4 * args.runs * (args.duration + args.warmup))
@@ -212,14 +222,15 @@ def report(args, started: dt.datetime, rates, cells, background: list[float]) ->
         f"HTTP/1.1, 64 connections; {args.rounds} round(s) of {args.runs} run(s) x {args.duration:g} s, "
         "the order reversed every other round.",
         "",
-        "| system | requests/s | vs before | per round | server core busy |",
-        "|---|---:|---:|---|---:|",
+        "| system | requests/s | vs before | per round | server core busy | CPU µs per request: router/agent/worker |",
+        "|---|---:|---:|---|---:|---|",
     ]
     for name, values in rates.items():
         mean = sum(values) / len(values)
         busy = sum(c.get("server_core", 0) for c in cells[name]) / len(cells[name])
         lines.append(
-            f"| {name} | {mean:,.0f} | {mean / base:.3f}x | {' / '.join(f'{v:,.0f}' for v in values)} | {busy:.0%} |"
+            f"| {name} | {mean:,.0f} | {mean / base:.3f}x | {' / '.join(f'{v:,.0f}' for v in values)} | {busy:.0%} "
+            f"| {cpu_per_request(cells[name])} |"
         )
     now = sum(rates["now"]) / len(rates["now"]) / base
     keys = sum(rates["now + API keys"]) / len(rates["now + API keys"]) / base
@@ -236,6 +247,19 @@ def report(args, started: dt.datetime, rates, cells, background: list[float]) ->
         f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}.",
     ]
     return "\n".join(lines)
+
+
+def cpu_per_request(cells: list[dict[str, Any]]) -> str:
+    """Each server process's CPU per request, over each round's median run (requests finished or not)."""
+    spent: dict[str, float] = {}
+    requests = 0
+    for cell in cells:
+        requests += cell.get("ops_total", 0)
+        for role, seconds in (cell.get("server_cpu_s") or {}).items():
+            spent[role] = spent.get(role, 0.0) + seconds
+    if not requests or not spent:
+        return "—"
+    return " / ".join(f"{1e6 * spent.get(role, 0.0) / requests:.0f}" for role in ("router", "agent", "worker"))
 
 
 def _mark(ratio: float) -> str:
