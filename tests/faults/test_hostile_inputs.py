@@ -12,98 +12,32 @@ JSON ``{"error", "code"}`` body, a gRPC ``INVALID_ARGUMENT`` /
 frame and a closed connection), within a few seconds: never a hang, never a
 500, and the same port then serves a good request.
 
-This file is the one place that walks every port; several rows are pinned
-in more depth elsewhere, named in each row's comment (what it costs in
-memory, the exact message, the timing), so here each is one cheap request.
+This file (router HTTP, router and replica gRPC) and test_hostile_link.py
+(the router link) are the one place that walks every port; several rows are
+pinned in more depth elsewhere, named in each row's comment (what it costs
+in memory, the exact message, the timing), so here each is one cheap request.
+The cluster is tests/hostile_cluster.py's, one per test worker.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import re
 import socket
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import httpx
 import pytest
+from hostile_cluster import BODY_TIMEOUT, ECHO_JSON, QUICK, Ports, host_port, shape_bomb
 from kserve import Wire, request
-from processes import Process, free_port, run_anyserve
-from router_http import member_headers, wait_registered
+from router_http import member_headers
 
-from anyserve.config import load_settings
-from anyserve.credentials import Credentials, link_hello
 from anyserve.protocol import messages as pb
-from anyserve.status_client import STATUS_METHOD, replica_status
-from anyserve_transport_unix import TcpTransport, framing
-from anyserve_transport_unix.frames_pb2 import Frame, Hello, Request
-
-#: Every refusal must come within this (a busy 2-core machine; the router's ticks are at most a second).
-QUICK = 5.0
-#: The router's body timeout here: a body announced and not sent is 408 this soon, not at the default 60 s.
-BODY_TIMEOUT = 1.0
-CONFIG = f"""
-[router]
-body_timeout_seconds = {BODY_TIMEOUT}
-body_min_bytes_per_second = 1024
-"""
-ECHO_JSON = b'{"inputs": [{"name": "x", "datatype": "INT64", "shape": [1], "data": [7]}]}'
-
-
-@dataclass
-class Ports:
-    """The four public ports of a one-replica cluster, and the silent link connections opened at its start."""
-
-    router_url: str
-    router_grpc: str
-    replica_grpc: str
-    link: str
-    #: (opened at, socket): a link connection that never says hello, one that sends half a frame header.
-    silent_links: list[tuple[float, socket.socket]] = field(default_factory=list)
-
-
-@pytest.fixture(scope="module")
-def ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ports]:
-    config = tmp_path_factory.mktemp("hostile") / "anyserve.toml"
-    config.write_text(CONFIG)
-    started: list[Process] = []
-    silent: list[tuple[float, socket.socket]] = []
-    try:
-        port, grpc_port, replica_port = free_port(), free_port(), free_port()
-        router = run_anyserve("router", "--port", str(port), "--grpc-port", str(grpc_port), "--config", str(config))
-        started.append(router)
-        router.wait_for(" ready at ")
-        url = f"http://127.0.0.1:{port}"
-        replica = run_anyserve(
-            "start", "--app", "echo_app:app", "--port", str(replica_port), "--transport", "unix",
-            "--api-server", url, "--replica-id", "hostile-1",
-        )  # fmt: skip
-        started.append(replica)
-        link = re.search(r"router link tcp://(\S+)\)", replica.wait_for(" ready at "))
-        assert link is not None, "the replica serves no router link"
-        wait_registered(url, 1)
-        # The link's handshake timeout is fixed at 10 s: these run alongside the other tests, checked by the last.
-        for first_bytes in (b"", b"\x00\x00"):
-            sock = socket.create_connection(_host_port(link.group(1)), timeout=QUICK)
-            sock.sendall(first_bytes)
-            silent.append((time.monotonic(), sock))
-        yield Ports(url, f"127.0.0.1:{grpc_port}", f"127.0.0.1:{replica_port}", link.group(1), silent)
-    finally:
-        for _, sock in silent:
-            sock.close()
-        for process in started:
-            process.kill_group()
-
-
-def _host_port(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host, int(port)
-
+from anyserve.status_client import STATUS_METHOD
 
 # -- router HTTP ------------------------------------------------------------------------------------------------
 
@@ -256,7 +190,7 @@ HTTP_ROWS = [
 
 @pytest.mark.parametrize("row", HTTP_ROWS, ids=[row.id for row in HTTP_ROWS])
 def test_router_http_refuses_hostile_requests_and_serves_on(ports: Ports, row: HttpRow) -> None:
-    host, port = _host_port(ports.router_url.removeprefix("http://"))
+    host, port = host_port(ports.router_url.removeprefix("http://"))
     with socket.create_connection((host, port), timeout=QUICK) as sock:
         began = time.monotonic()
         with contextlib.suppress(OSError):  # a refusal may close the connection before all of it is sent
@@ -287,13 +221,6 @@ def test_router_http_refuses_hostile_requests_and_serves_on(ports: Ports, row: H
 # -- router gRPC and replica gRPC -------------------------------------------------------------------------------
 
 
-def _bomb() -> pb.ModelInferRequest:
-    bomb = pb.ModelInferRequest(model_name="add", id="bomb")
-    bomb.inputs.add(name="a", datatype="INT64", shape=[10_000_000, 0])
-    bomb.inputs.add(name="b", datatype="INT64", shape=[0])
-    return bomb
-
-
 def _mismatch() -> pb.ModelInferRequest:
     """A shape of a billion elements over eight bytes of raw contents."""
     lie = pb.ModelInferRequest(model_name="echo", id="lie")
@@ -316,10 +243,10 @@ GRPC_ROWS: list[tuple[str, GrpcCall, set[grpc.StatusCode]]] = [
      lambda w: w.raw_infer(b"\x0a\xff\xff\xff\xff\x0f", metadata=[("x-capability-type", "echo")], timeout=QUICK),
      {grpc.StatusCode.INVALID_ARGUMENT}),
     # In depth against a replica: tests/test_replica_tensor_bounds.py.
-    ("shape bomb [10000000, 0]", lambda w: w.stub.ModelInfer(_bomb(), timeout=QUICK),
+    ("shape bomb [10000000, 0]", lambda w: w.stub.ModelInfer(shape_bomb(), timeout=QUICK),
      {grpc.StatusCode.INVALID_ARGUMENT}),
     ("shape bomb routed by metadata",
-     lambda w: w.stub.ModelInfer(_bomb(), metadata=[("x-capability-type", "add")], timeout=QUICK),
+     lambda w: w.stub.ModelInfer(shape_bomb(), metadata=[("x-capability-type", "add")], timeout=QUICK),
      {grpc.StatusCode.INVALID_ARGUMENT}),
     ("a billion elements over 8 bytes", lambda w: w.stub.ModelInfer(_mismatch(), timeout=QUICK),
      {grpc.StatusCode.INVALID_ARGUMENT}),
@@ -385,7 +312,7 @@ def test_grpc_streams_answer_garbage_with_an_error_in_the_stream(ports: Ports, p
 @pytest.mark.parametrize("port", ["router_grpc", "replica_grpc"])
 def test_grpc_ports_close_connections_that_do_not_speak_http2(ports: Ports, port: str) -> None:
     """An HTTP/1.1 request on a gRPC port: the server says goodbye in HTTP/2 and closes, at once."""
-    with socket.create_connection(_host_port(getattr(ports, port)), timeout=QUICK) as sock:
+    with socket.create_connection(host_port(getattr(ports, port)), timeout=QUICK) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         began = time.monotonic()
         data = b""
@@ -399,136 +326,3 @@ def test_grpc_ports_close_connections_that_do_not_speak_http2(ports: Ports, port
         assert wire.stub.ModelInfer(request("echo", x=[7]), timeout=QUICK).outputs
     finally:
         wire.close()
-
-
-# -- the replica's router link ----------------------------------------------------------------------------------
-
-
-def _frame(frame: Frame) -> bytes:
-    return framing.encode(frame)
-
-
-def _hello(version: int = framing.PROTOCOL_VERSION, json_text: str = "{}") -> bytes:
-    return _frame(Frame(hello=Hello(version=version, json=json_text)))
-
-
-def _refusal(address: str, raw: bytes, timeout: float = QUICK) -> tuple[Frame | None, float]:
-    """Send ``raw`` to the link, read what comes back until it closes: (the error frame, seconds to close)."""
-    with socket.create_connection(_host_port(address), timeout=timeout) as sock:
-        began = time.monotonic()
-        with contextlib.suppress(OSError):
-            sock.sendall(raw)
-        data = _until_closed(sock, timeout)
-        took = time.monotonic() - began
-    return _first_frame(data), took
-
-
-def _until_closed(sock: socket.socket, timeout: float) -> bytes:
-    sock.settimeout(timeout)
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
-    except TimeoutError:
-        raise AssertionError(f"the link kept the connection open for {timeout}s; it sent {data[:200]!r}") from None
-    return data
-
-
-def _first_frame(data: bytes) -> Frame | None:
-    if len(data) < framing.HEADER.size:
-        return None
-    (size,) = framing.HEADER.unpack(data[: framing.HEADER.size])
-    return Frame.FromString(data[framing.HEADER.size : framing.HEADER.size + size])
-
-
-def _token() -> str:
-    token = Credentials.load(load_settings()).cluster
-    assert token, "the session has no cluster token"
-    return token
-
-
-LINK_ROWS: list[tuple[str, bytes | Callable[[], bytes], set[str]]] = [
-    # Read as a frame header, "GET " announces a 1.2 GB frame: refused before any of it is read.
-    ("bytes that are not frames", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", {"RESOURCE_EXHAUSTED"}),
-    ("a frame header announcing 250 MB", framing.HEADER.pack(250 * 1024 * 1024), {"RESOURCE_EXHAUSTED"}),
-    ("a request before any hello",
-     lambda: _frame(Frame(id=1, request=Request(payload=request("echo").SerializeToString(),
-                                                query={"x-capability-type": "echo"}))),
-     {"INVALID_ARGUMENT"}),
-    # In depth, with the router's own link client: tests/test_auth.py.
-    ("a hello without the token", lambda: _hello(), {"UNAUTHENTICATED"}),
-    ("a hello with another token", lambda: _hello(json_text=json.dumps({"token": "not-the-token"})),
-     {"UNAUTHENTICATED"}),
-    ("a hello with a token of the wrong type", lambda: _hello(json_text='{"token": ["x"]}'), {"UNAUTHENTICATED"}),
-    ("a hello that is not JSON", lambda: _hello(json_text="{token"), {"INVALID_ARGUMENT"}),
-    ("a hello of another protocol version", lambda: _hello(version=999, json_text=json.dumps({"token": _token()})),
-     {"FAILED_PRECONDITION"}),
-    # Its first kilobyte only: refused from the header, with nothing left unread (which would reset the connection).
-    ("a hello past 64 KiB", lambda: _hello(json_text=json.dumps({"token": _token(), "pad": "x" * 70_000}))[:1024],
-     {"RESOURCE_EXHAUSTED"}),
-]  # fmt: skip
-
-
-async def _link_serves(address: str) -> bytes:
-    """A good request over the link, as the router sends one: the hello with the token, then a request frame."""
-    connection = await TcpTransport().connect(address, timeout=QUICK, hello=link_hello(_token()))
-    try:
-        return await asyncio.wait_for(
-            connection.infer(request("echo", x=[7]).SerializeToString(), {"x-capability-type": "echo"}), QUICK
-        )
-    finally:
-        await connection.close()
-
-
-@pytest.mark.parametrize(("raw", "codes"), [pytest.param(r, c, id=i) for i, r, c in LINK_ROWS])
-def test_the_link_refuses_strangers_and_bad_frames_then_closes_and_serves_on(
-    ports: Ports, raw: bytes | Callable[[], bytes], codes: set[str]
-) -> None:
-    error, took = _refusal(ports.link, raw if isinstance(raw, bytes) else raw())
-    print(f"{error.error.code if error else None} in {took:.2f}s: {error.error.message[:160] if error else ''}")
-    assert error is not None and error.WhichOneof("kind") == "error", "closed without saying why"
-    assert error.error.code in codes, error.error.message
-    assert took < QUICK
-    answer = pb.ModelInferResponse.FromString(asyncio.run(_link_serves(ports.link)))
-    assert answer.outputs[0].name == "output_x"
-
-
-def test_an_undecodable_first_frame_on_the_link_is_invalid_argument(ports: Ports) -> None:
-    error, took = _refusal(ports.link, framing.HEADER.pack(6) + b"\xff\xff\xff\xff\xff\xff")
-    assert error is not None and took < QUICK  # this much holds: refused and closed at once
-    assert asyncio.run(_link_serves(ports.link))
-    assert error.error.code == "INVALID_ARGUMENT", error.error.message
-
-
-def test_a_replica_link_member_sending_a_shape_bomb_gets_invalid_argument(ports: Ports) -> None:
-    """Even the router, which holds the token, cannot make a replica build ten million empty rows."""
-
-    async def bomb() -> None:
-        connection = await TcpTransport().connect(ports.link, timeout=QUICK, hello=link_hello(_token()))
-        try:
-            with pytest.raises(Exception) as info:
-                await asyncio.wait_for(
-                    connection.infer(_bomb().SerializeToString(), {"x-capability-type": "add"}), QUICK
-                )
-            assert getattr(info.value, "code", None) == "INVALID_ARGUMENT", repr(info.value)
-        finally:
-            await connection.close()
-
-    asyncio.run(bomb())
-    assert asyncio.run(_link_serves(ports.link))
-
-
-def test_silent_link_connections_are_closed_at_the_handshake_timeout(ports: Ports) -> None:
-    """Opened when the cluster started (nothing sent; half a frame header): each closed 10 s later, not kept."""
-    for opened, sock in ports.silent_links:
-        left = opened + framing.HANDSHAKE_TIMEOUT_S + QUICK - time.monotonic()
-        data = _until_closed(sock, max(left, 0.1))
-        closed_after = time.monotonic() - opened
-        error = _first_frame(data)
-        print(f"closed after {closed_after:.1f}s: {error.error.code if error else None}")
-        assert framing.HANDSHAKE_TIMEOUT_S - 1 <= closed_after < framing.HANDSHAKE_TIMEOUT_S + QUICK
-        assert error is not None and error.error.code == "DEADLINE_EXCEEDED"
-    assert replica_status(ports.replica_grpc)["replica_id"] == "hostile-1"
-    assert asyncio.run(_link_serves(ports.link))

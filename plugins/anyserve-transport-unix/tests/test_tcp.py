@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -12,6 +14,18 @@ from anyserve.testing import ContractService, TransportContract
 from anyserve_transport_unix import TcpTransport, framing
 from anyserve_transport_unix.frames_pb2 import Frame, Hello
 from anyserve_transport_unix.transport import free_port, split_address
+
+
+@contextlib.asynccontextmanager
+async def serving(transport: TcpTransport, address: str, service: Any) -> AsyncIterator[None]:
+    """``service`` served on ``address`` for the block, the server cancelled after it."""
+    server = asyncio.create_task(transport.serve(address, service))
+    try:
+        yield
+    finally:
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server
 
 
 class TestTcpTransport(TransportContract):
@@ -39,17 +53,12 @@ def test_an_oversize_frame_names_the_tcp_transport_whose_limit_it_broke(arun) ->
     address = f"127.0.0.1:{free_port()}"
 
     async def main() -> None:
-        server = asyncio.create_task(transport.serve(address, ContractService()))
-        try:
+        async with serving(transport, address, ContractService()):
             conn = await transport.connect(address, timeout=5)
             with pytest.raises(ResourceExhausted, match="the tcp transport's max_frame_bytes=4096"):
                 await conn.infer(b"x" * 5000, {})
             assert await conn.infer(b"x", {}) == b"x|"
             await conn.close()
-        finally:
-            server.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await server
 
     arun(main())
 
@@ -68,8 +77,7 @@ def test_a_service_admits_a_caller_on_its_hello_before_reading_anything_else(aru
     host, port = split_address(address)
 
     async def main() -> None:
-        server = asyncio.create_task(transport.serve(address, Guarded()))
-        try:
+        async with serving(transport, address, Guarded()):
             for hello in (None, {"token": "wrong"}):
                 with pytest.raises(Unauthenticated, match="refused the connection: needs the token"):
                     await transport.connect(address, timeout=5, hello=hello)
@@ -82,10 +90,6 @@ def test_a_service_admits_a_caller_on_its_hello_before_reading_anything_else(aru
             conn = await transport.connect(address, timeout=5, hello={"token": "s3cret"})
             assert await conn.infer(b"x", {}) == b"x|"
             await conn.close()
-        finally:
-            server.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await server
 
     arun(main())
 
@@ -97,8 +101,7 @@ def test_request_bytes_in_flight_are_bounded_and_given_back(arun) -> None:
     sleeper = b"sleep:0.3:" + b"x" * 2500  # held for 0.3 s, about 2.6 KB of the 4 KB budget
 
     async def main() -> None:
-        server = asyncio.create_task(transport.serve(address, ContractService()))
-        try:
+        async with serving(transport, address, ContractService()):
             conn = await transport.connect(address, timeout=5)
             first = asyncio.create_task(conn.infer(sleeper, {}))
             await asyncio.sleep(0.1)
@@ -107,10 +110,6 @@ def test_request_bytes_in_flight_are_bounded_and_given_back(arun) -> None:
             assert (await first).endswith(b"x|")  # the first one was never disturbed
             assert (await conn.infer(sleeper, {})).endswith(b"x|")  # its share given back
             await conn.close()
-        finally:
-            server.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await server
 
     arun(main())
 
@@ -121,8 +120,7 @@ def test_a_connection_stalled_inside_a_frame_is_closed(arun) -> None:
     host, port = split_address(address)
 
     async def main() -> None:
-        server = asyncio.create_task(transport.serve(address, ContractService()))
-        try:
+        async with serving(transport, address, ContractService()):
             await (await transport.connect(address, timeout=5)).close()  # serving
             reader, writer = await asyncio.open_connection(host, port)
             hello = Frame(hello=Hello(version=framing.PROTOCOL_VERSION, json="{}"))
@@ -136,9 +134,5 @@ def test_a_connection_stalled_inside_a_frame_is_closed(arun) -> None:
             conn = await transport.connect(address, timeout=5)  # the server serves on
             assert await conn.infer(b"x", {}) == b"x|"
             await conn.close()
-        finally:
-            server.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await server
 
     arun(main())
