@@ -22,13 +22,14 @@ import contextlib
 import functools
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from anyserve.app import AnyServe, Handler
 from anyserve.context import Caller, Context
-from anyserve.errors import AnyServeError, CapabilityNotFound, HandlerError, InvalidRequest
+from anyserve.errors import AnyServeError, CapabilityNotFound, DeadlineExceeded, HandlerError, InvalidRequest
 from anyserve.matching import Matcher
 from anyserve.objects import ObjectStore
 from anyserve.protocol import RequestMeta
@@ -160,13 +161,18 @@ class WorkerHost:
                 else:
                     loop = asyncio.get_running_loop()
                     result = await loop.run_in_executor(self._executor, functools.partial(handler.func, *args))
-                return self._response_bytes(result, handler, request)
+                answer = self._response_bytes(result, handler, request)
             except asyncio.CancelledError:
                 if context is not None:
                     context.cancel()
                 raise
             except Exception as exc:
                 raise self._failed(handler, meta, exc) from None
+        if meta.deadline is not None and time.monotonic() >= meta.deadline:
+            # The caller has given up (a handler that saw context.cancelled may return anyway): an answer
+            # now would race the caller's own timeout, so past the deadline it is the deadline's error, always.
+            raise DeadlineExceeded("the request's deadline passed while its handler ran")
+        return answer
 
     @staticmethod
     def _response_bytes(result: Any, handler: Handler, request: ModelInferRequest) -> bytes:
