@@ -219,6 +219,27 @@ def test_shutdown_makes_everything_not_serving_and_ends_watches():
     run(main)
 
 
+def test_a_shutdown_while_a_status_is_being_written_still_ends_with_not_serving():
+    """The shutdown lands while the watch's first write is on its way: the watch must poll once more."""
+
+    async def main() -> None:
+        state = FakeState(chat=True)
+        async with health_server(state) as (servicer, channel):
+
+            def status_then_shut_down(service: str) -> bool | None:
+                servicer.status = state.status
+                asyncio.get_running_loop().call_soon(servicer.shutdown)  # runs while SERVING is being written
+                return state.status(service)
+
+            servicer.status = status_then_shut_down
+            call = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service="chat"))
+            statuses = [response.status async for response in call]
+            assert statuses == [SERVING, NOT_SERVING]
+            assert await call.code() == grpc.StatusCode.OK
+
+    run(main)
+
+
 def test_reflection_lists_and_describes_the_services():
     def describe(address: str) -> tuple[set[str], set[str]]:
         """What a reflection client (synchronous, as grpcurl-like tools are) learns."""

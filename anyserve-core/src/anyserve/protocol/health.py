@@ -127,13 +127,16 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         try:
             last = None
             while True:
+                # Read before the status: a shutdown during the write below must still be
+                # followed by one more poll, which is the one that says NOT_SERVING.
+                closed = closing.is_set()
                 status = await self._status_or_abort(request.service, context)
                 current = SERVICE_UNKNOWN if status is None else status
                 if current != last:
                     # Awaited: the next status is computed only once this one is on its way.
                     await context.write(health_pb2.HealthCheckResponse(status=current))
                     last = current
-                if closing.is_set():
+                if closed:
                     return  # the last status written was NOT_SERVING (or SERVICE_UNKNOWN)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(closing.wait(), self.interval)
