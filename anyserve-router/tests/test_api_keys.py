@@ -9,6 +9,7 @@ import pytest
 from anyserve.config import Settings
 from anyserve.credentials import Credentials
 from anyserve.errors import ConfigError, PermissionDenied, Unauthenticated
+from anyserve_router import api_keys
 from anyserve_router.api_keys import MEMBER, ApiKeys, read_key_file
 
 SECRET = "sk-0123456789abcdef"
@@ -45,6 +46,28 @@ def test_keys_from_the_environment_allow_everything():
     assert keys is not None and keys.check("sk-other-key-000000", {"type": "anything"})
     with pytest.raises(Unauthenticated):  # with the control plane open there is no member token to pass
         keys.check("c", {"type": "chat"})
+
+
+def test_valid_keys_are_remembered_as_presented_and_invalid_ones_never(monkeypatch):
+    """A client's key is digested once; strangers' keys are digested every time and never fill the memory."""
+    monkeypatch.setattr("anyserve_router.api_keys.MAX_REMEMBERED", 2)
+    keys = ApiKeys.from_settings(
+        Settings.model_validate({"auth": {"api_keys": f"{SECRET},sk-second-key-00000,sk-third-key-000000"}}),
+        Credentials(None, None),
+    )
+    assert keys is not None
+    digested: list[str] = []
+    real = api_keys.digest
+    monkeypatch.setattr(api_keys, "digest", lambda key: digested.append(key) or real(key))
+    for _ in range(3):
+        keys.check(SECRET, {"type": "chat"})
+        with pytest.raises(Unauthenticated):
+            keys.check("sk-wrong-key-000000", {"type": "chat"})
+    assert digested == [SECRET] + ["sk-wrong-key-000000"] * 3
+    keys.check("sk-second-key-00000", {"type": "chat"})
+    keys.check("sk-third-key-000000", {"type": "chat"})  # past the bound: still valid, digested each time
+    keys.check("sk-third-key-000000", {"type": "chat"})
+    assert digested[-3:] == ["sk-second-key-00000", "sk-third-key-000000", "sk-third-key-000000"]
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from enum import StrEnum
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from anyserve import event_loop
 from anyserve.config import load_settings
 from anyserve.replica.server import Replica, serve
 
@@ -105,4 +105,4 @@ def start(
             f"{', router link ' + replica.link if replica.link else ''}); Ctrl-C to stop"
         )
 
-    asyncio.run(serve(settings, app, log_level=level, announce=announce))
+    event_loop.run(serve(settings, app, log_level=level, announce=announce))

@@ -12,12 +12,12 @@ and prints the same ready line.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from anyserve import event_loop
 from anyserve.errors import ConfigError
 from anyserve.version import __version__
 
@@ -98,7 +98,7 @@ def start(args: argparse.Namespace) -> None:
     )
     level = args.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(settings, args.app, log_level=level, announce=lambda r: print(ready_line(r), flush=True)))
+    event_loop.run(serve(settings, args.app, log_level=level, announce=lambda r: print(ready_line(r), flush=True)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

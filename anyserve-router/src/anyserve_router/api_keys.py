@@ -58,6 +58,10 @@ def _includes(query: Mapping[str, str], pattern: Mapping[str, str]) -> bool:
 MEMBER = ApiKey("cluster member")
 
 
+#: Valid keys remembered as presented (see ``ApiKeys._valid``); past this many, the rest are digested each time.
+MAX_REMEMBERED = 1024
+
+
 def digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
@@ -68,6 +72,10 @@ class ApiKeys:
     def __init__(self, keys: Mapping[bytes, ApiKey], credentials: Credentials) -> None:
         self.keys = dict(keys)
         self.credentials = credentials
+        #: Keys presented and found valid, as presented: a client sends the same key with every request, and a
+        #: dict lookup costs less than its digest. Bounded; an invalid key is never kept, so strangers cannot
+        #: fill it.
+        self._valid: dict[str, ApiKey] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, credentials: Credentials) -> ApiKeys | None:
@@ -85,8 +93,13 @@ class ApiKeys:
         """The key ``credential`` is, or :class:`Unauthenticated`."""
         if credential is None:
             raise Unauthenticated(f"this router needs an API key: {_HOW}")
+        found = self._valid.get(credential)
+        if found is not None:
+            return found
         found = self.keys.get(digest(credential))
         if found is not None:
+            if len(self._valid) < MAX_REMEMBERED:
+                self._valid[credential] = found
             return found
         if self.credentials.cluster is not None and self.credentials.is_cluster(credential):
             return MEMBER

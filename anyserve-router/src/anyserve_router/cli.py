@@ -2,8 +2,8 @@
 
 uvicorn runs programmatically in this process; the ready line is printed
 only once the socket listens, so scripts can wait for it. Its loop is
-uvicorn's "auto" choice (uvloop, from uvicorn's standard extra, a
-dependency); its HTTP protocol is httptools' with the router's bounds on
+the one ``ANYSERVE_EVENT_LOOP`` names (:mod:`anyserve.event_loop`; uvloop by
+default, from uvicorn's standard extra, a dependency); its HTTP protocol is httptools' with the router's bounds on
 connections, header size and the time to send a request
 (:mod:`anyserve_router.http_limits`). Log lines written while a request is
 served name it (``[request <id>]``).
@@ -20,6 +20,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from anyserve import event_loop
 from anyserve.config import load_settings
 from anyserve.protocol.shapes import set_max_tensor_elements
 from anyserve_router.app import RouterApp, create_app
@@ -130,9 +131,12 @@ def router(
     server = uvicorn.Server(
         uvicorn.Config(
             app,
-            loop="auto",
+            loop=event_loop.choice(),  # ANYSERVE_EVENT_LOOP, as the replica's processes read it (uvicorn's names)
             http=protocol,
             ws="none",
+            # Nothing in the router reads the client's address, and a peer's X-Forwarded-For is not to be
+            # believed: uvicorn's proxy-headers middleware would only cost every request a pass over its headers.
+            proxy_headers=False,
             timeout_keep_alive=limits.keep_alive,  # type: ignore[arg-type]  # seconds, a float is fine
             log_level=level,
             access_log=level == "debug",

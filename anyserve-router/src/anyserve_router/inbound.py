@@ -130,6 +130,22 @@ async def until_disconnect(receive: Receive, work: Awaitable[T]) -> T:
         watcher.cancel()
 
 
+class UnaryResponse(Response):
+    """A whole body with its headers given ready as bytes: every routed unary answer.
+
+    starlette's ``Response`` builds its header list from a dict (encoding and
+    lower-casing each name, looking for a content length and type) on every
+    request; the router's answers always carry the same few, so they are
+    built once, as the bytes the server writes.
+    """
+
+    def __init__(self, body: bytes, content_type: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status_code = 200
+        self.body = body
+        self.background = None
+        self.raw_headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), *headers]
+
+
 async def answer(
     scope: Scope,
     receive: Receive,

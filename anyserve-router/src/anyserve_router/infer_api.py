@@ -92,6 +92,20 @@ async def read_inbound(request: Request, limit: int, model: str = "", version: s
     return Inbound(payload, meta if query is meta.query else meta.with_query(query), protobuf, binary)
 
 
+_SERVED_BY = names.SERVED_BY_HEADER.lower().encode()
+_REQUEST_ID = names.REQUEST_ID_HEADER.lower().encode()
+_DELEGATED_FROM = names.DELEGATED_FROM_HEADER.lower().encode()
+_PROTOBUF = names.PROTOBUF.encode()
+
+
+def _raw_headers(target: Target, meta: RequestMeta) -> list[tuple[bytes, bytes]]:
+    """:func:`_headers` as the bytes a :class:`~anyserve_router.inbound.UnaryResponse` takes."""
+    headers = [(_SERVED_BY, target.replica_id.encode("latin-1")), (_REQUEST_ID, meta.request_id.encode("latin-1"))]
+    if meta.delegated_from is not None:
+        headers.append((_DELEGATED_FROM, meta.delegated_from.encode("latin-1")))
+    return headers
+
+
 def _headers(target: Target, meta: RequestMeta) -> dict[str, str]:
     headers = {names.SERVED_BY_HEADER: target.replica_id, names.REQUEST_ID_HEADER: meta.request_id}
     if meta.delegated_from is not None:
@@ -129,9 +143,9 @@ class InferHandlers:
         inb = await read_inbound(request, self.limit, model, version)
         meta = inb.meta
         target, raw = await self.state.router.infer(meta, inb.payload, request.receive)
-        headers = _headers(target, meta)
         if inb.protobuf and meta.delegated_from is None:
-            return Response(raw, media_type=names.PROTOBUF, headers=headers)
+            return inbound.UnaryResponse(raw, _PROTOBUF, _raw_headers(target, meta))
+        headers = _headers(target, meta)
         try:
             response = pb.ModelInferResponse.FromString(raw)
         except DecodeError as exc:

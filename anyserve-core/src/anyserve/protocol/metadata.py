@@ -160,15 +160,21 @@ class RequestMeta:
                     plain[name] = text
             elif key == names.HANDLER_KEY and text.isdigit():
                 handler = int(text)
-        meta = cls._build(query, plain, strict=False, credential=credential)
-        if timeout is not None:
-            meta = replace(meta, deadline=time.monotonic() + timeout)
-        return replace(meta, handler=handler) if handler is not None else meta
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return cls._build(query, plain, strict=False, credential=credential, handler=handler, deadline=deadline)
 
     @classmethod
     def _build(
-        cls, query: dict[str, str], plain: dict[str, str], *, strict: bool, credential: str | None = None
+        cls,
+        query: dict[str, str],
+        plain: dict[str, str],
+        *,
+        strict: bool,
+        credential: str | None = None,
+        handler: int | None = None,
+        deadline: float | None = None,
     ) -> RequestMeta:
+        """The one object per request: built once (``dataclasses.replace`` would cost as much again)."""
         origin = plain.get("delegated_from")
         depth_text = plain.get("depth")
         if depth_text is None:
@@ -186,11 +192,11 @@ class RequestMeta:
                     "delegated"
                 )
             depth = 0
-        deadline = None
-        if (timeout := plain.get("timeout")) is not None:
-            deadline = _deadline(timeout, strict)
-        elif (read_timeout := plain.get("read_timeout")) is not None:
-            deadline = _deadline(read_timeout, False)  # the SDK's header, not ours: an odd value is ignored
+        if deadline is None:  # else the carrier's own (gRPC's time remaining), which wins over a pair
+            if (timeout := plain.get("timeout")) is not None:
+                deadline = _deadline(timeout, strict)
+            elif (read_timeout := plain.get("read_timeout")) is not None:
+                deadline = _deadline(read_timeout, False)  # the SDK's header, not ours: an odd value is ignored
         request_id = plain.get("request_id", "")
         if strict and len(request_id) > MAX_FIELD:
             raise InvalidRequest(f"{names.REQUEST_ID_HEADER} is longer than {MAX_FIELD} characters")
@@ -202,6 +208,7 @@ class RequestMeta:
             request_id=request_id,
             traceparent=plain.get("traceparent", ""),
             tracestate=plain.get("tracestate", ""),
+            handler=handler,
             credential=credential,
         )
 

@@ -30,6 +30,7 @@ router's fronts, a client decoding a response) the default holds.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from math import prod
 
 from anyserve.protocol.datatypes import TensorError
 
@@ -72,8 +73,13 @@ def tensor_elements(shape: Sequence[int], where: str, limit: int | None = None) 
     product is checked as it is built, so a shape of huge dimensions costs
     no more than a small one.
     """
-    check_rank(len(shape), where)
     limit = _limit if limit is None else limit
+    if len(shape) <= MAX_TENSOR_RANK and (not shape or min(shape) > 0):
+        # Every request's inputs pass here: without a zero or a negative, extent and elements are one product.
+        elements = prod(shape)
+        if elements <= limit:
+            return elements
+    check_rank(len(shape), where)
     extent = 1
     elements = 1
     rows = 1  # empty lists the nested form holds when there is a zero: the product before the first one

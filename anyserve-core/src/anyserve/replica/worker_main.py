@@ -18,6 +18,7 @@ import sys
 import traceback
 from typing import Any
 
+from anyserve import event_loop
 from anyserve.errors import ConfigError
 from anyserve.replica.assembly import Assembly
 
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s %(levelname)s [worker {spec['worker_id']} pid {os.getpid()}] %(name)s: %(message)s",
     )
     try:
-        asyncio.run(serve(spec))
+        event_loop.run(serve(spec))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
