@@ -1,0 +1,112 @@
+"""Throughput of several systems measured in turns of a second, all of them running the whole time.
+
+On a shared machine the speed of the server core drifts by 10-25% over
+minutes, so systems measured one after another differ by the drift as
+much as by their code. Here every system's router and replica are started
+first and stay up; the load (W1: small protobuf echo, 64 connections each)
+then goes to one system at a time, in turns of ``slot`` seconds, round
+after round. Two systems' turns in one round are a few seconds apart, so
+each round gives a ratio the drift hardly touches, and the median of the
+rounds' ratios is the figure. Idle systems cost little: their routers and
+replicas only heartbeat.
+
+Used by bench/hardening_bench.py (``--interleaved``); the requests are
+sent by this process, on the load generator's CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+
+from loadgen_clients import HttpClient, HttpConn
+from loadgen_workloads import small_request
+
+CONNECTIONS = 64
+
+
+@dataclass
+class Target:
+    """One running system, as the load reaches it."""
+
+    name: str
+    address: str
+    headers: dict[str, str] = field(default_factory=dict)
+    ssl: object | None = None
+    #: Processes whose CPU time is counted during this system's turns (role -> pid).
+    pids: dict[str, int] = field(default_factory=dict)
+    #: Requests per second of each of its turns, in order.
+    rates: list[float] = field(default_factory=list)
+    #: CPU seconds (user + system) each process spent during this system's turns, and the requests answered.
+    cpu: dict[str, float] = field(default_factory=dict)
+    requests: int = 0
+
+    def cpu_per_request(self) -> dict[str, float]:
+        """Microseconds of CPU per request, by role."""
+        return {role: 1e6 * seconds / self.requests for role, seconds in self.cpu.items()} if self.requests else {}
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+async def _turn(client: HttpClient, conns: list[HttpConn], payload: bytes, seconds: float) -> tuple[int, float]:
+    """Closed loop over ``conns`` for ``seconds``; requests answered, and per second."""
+    done = 0
+    end = time.monotonic() + seconds
+
+    async def loop(conn: HttpConn) -> None:
+        nonlocal done
+        call = client.unary(conn, payload, "echo")
+        while time.monotonic() < end:
+            await call()
+            done += 1
+
+    began = time.monotonic()
+    await asyncio.gather(*(loop(conn) for conn in conns))
+    return done, done / (time.monotonic() - began)
+
+
+async def _measure(targets: list[Target], rounds: int, slot: float, warmup: float) -> None:
+    payload = small_request().SerializeToString()
+    clients = [HttpClient(t.address, t.headers, ssl=t.ssl) for t in targets]  # type: ignore[arg-type]
+    pools = [await c.pool(CONNECTIONS) for c in clients]
+    try:
+        for client, conns in zip(clients, pools, strict=True):
+            await _turn(client, conns, payload, warmup)
+        for i in range(rounds):
+            order = range(len(targets)) if i % 2 == 0 else reversed(range(len(targets)))
+            for j in order:
+                target = targets[j]
+                before = {role: _cpu_seconds(pid) for role, pid in target.pids.items()}
+                done, rate = await _turn(clients[j], pools[j], payload, slot)
+                for role, pid in target.pids.items():
+                    target.cpu[role] = target.cpu.get(role, 0.0) + _cpu_seconds(pid) - before[role]
+                target.requests += done
+                target.rates.append(rate)
+    finally:
+        for client in clients:
+            await client.close()
+
+
+def measure(targets: list[Target], rounds: int = 20, slot: float = 1.0, warmup: float = 1.0) -> None:
+    """Fill each target's ``rates``: ``rounds`` turns of ``slot`` seconds each, the order reversed every round."""
+    asyncio.run(_measure(targets, rounds, slot, warmup))
+
+
+def paired_ratio(system: Target, base: Target) -> tuple[float, float, float]:
+    """The median over rounds of ``system``'s rate over ``base``'s in the same round, with the quartiles."""
+    ratios = sorted(s / b for s, b in zip(system.rates, base.rates, strict=True))
+    q = statistics.quantiles(ratios, n=4) if len(ratios) >= 4 else [ratios[0], statistics.median(ratios), ratios[-1]]
+    return statistics.median(ratios), q[0], q[-1]
