@@ -48,6 +48,7 @@ ENV_KEYS: dict[str, str] = {
     "ANYSERVE_MATCHER": "matcher.name",
     "ANYSERVE_LINK": "link.name",
     "ANYSERVE_ROUTER_URL": "router.url",
+    "ANYSERVE_ACCESS_LOG": "router.access_log",
     "ANYSERVE_MAX_MESSAGE_BYTES": "replica.max_message_bytes",
     "ANYSERVE_MAX_TENSOR_ELEMENTS": "replica.max_tensor_elements",
     "ANYSERVE_CLUSTER_TOKEN": "cluster.token",
@@ -155,6 +156,9 @@ class RouterSettings(_Table):
     #: Open HTTP connections; past it a new connection takes the place of the longest-idle one, or is
     #: answered 503 and closed. 0: the process's open-file limit less a reserve for everything else.
     max_connections: int = Field(default=0, ge=0)
+    #: One line per HTTP request on stderr (logger ``anyserve.access``): ``text``, ``json`` (an object per
+    #: line), or ``off``; off by default, as writing a line costs the router CPU at thousands of requests a second.
+    access_log: Literal["off", "text", "json"] = "off"
 
 
 class OpenAISettings(_Table):
