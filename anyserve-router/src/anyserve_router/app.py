@@ -43,7 +43,6 @@ from anyserve.plugins import PluginManager, get_plugin_manager
 from anyserve.protocol import dumps, names, new_request_id
 from anyserve_router import inbound
 from anyserve_router.api_keys import ApiKeys
-from anyserve_router.body_budget import BodyBudget
 from anyserve_router.capacity import startup_grace
 from anyserve_router.engines import Engines, EngineSpec
 from anyserve_router.engines_api import build_engine_routes
@@ -55,7 +54,7 @@ from anyserve_router.openai_api import PREFIX as OPENAI_PREFIX
 from anyserve_router.openai_api import OpenAIFront
 from anyserve_router.registry import ReplicaRegistry
 from anyserve_router.registry_api import build_registry_routes
-from anyserve_router.request_context import RequestContext, internal_error
+from anyserve_router.request_context import RequestContext, internal_error, request_context
 from anyserve_router.upstream import GrpcUpstream, Upstream
 from anyserve_router.version import __version__
 
@@ -153,7 +152,7 @@ class RouterApp:
         self.handlers = handlers
         self.openai = openai
         #: Request ids, body budget and last-resort errors for every HTTP request (see request_context.py).
-        self.context = context or RequestContext(BodyBudget(openai.state.settings.router.max_body_bytes_in_flight))
+        self.context = context or request_context(openai.state.settings.router, openai.state.router.pm)
 
     @property
     def state(self) -> Any:

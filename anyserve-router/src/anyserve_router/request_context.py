@@ -12,6 +12,11 @@ The router's own failures answer ``{"error": "internal error", "code":
 "INTERNAL", "request_id": ...}`` and log the traceback with the id: a
 client learns that it failed and what to quote, never a path, a pid or a
 replica's name.
+
+With ``router.access_log`` on, :func:`request_context` gives a subclass
+that also writes an access-log entry per request
+(:mod:`anyserve_router.access_log`); off, it gives this class, so the log
+costs the request path nothing at all.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
@@ -26,6 +32,10 @@ from starlette.types import Message, Receive, Scope, Send
 from anyserve.protocol import dumps, names, new_request_id
 from anyserve_router.body_budget import TICKET_SCOPE, BodyBudget
 from anyserve_router.inbound import REQUEST_ID_SCOPE
+
+if TYPE_CHECKING:
+    from anyserve.config import RouterSettings
+    from anyserve.plugins import PluginManager
 
 log = logging.getLogger("anyserve.router")
 
@@ -127,3 +137,14 @@ class RequestContext:
         finally:
             ticket.give_back()
             current_request_id.reset(token)
+
+
+def request_context(settings: RouterSettings, pm: PluginManager) -> RequestContext:
+    """The router's request context for ``settings``: with an access log when ``access_log`` is not ``off``."""
+    budget = BodyBudget(settings.max_body_bytes_in_flight)
+    if settings.access_log == "off":
+        return RequestContext(budget)
+    from anyserve_router import access_log
+
+    access_log.note_capabilities(pm)
+    return access_log.LoggedRequestContext(budget, access_log.access_logger(settings.access_log))

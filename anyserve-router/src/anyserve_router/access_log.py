@@ -1,0 +1,239 @@
+"""The router's access log: one entry per HTTP request, as a text line or a JSON object (``router.access_log``).
+
+Off by default: formatting and writing a line per request costs the router
+measurable CPU at thousands of requests a second. When off, nothing here
+runs: the router uses a plain :class:`RequestContext`; when on, a
+:class:`LoggedRequestContext` wraps it and watches what it sends, so the
+entry sees the final response headers (``X-Request-Id``, ``X-Served-By``)
+as the client does.
+
+The capability a request was routed to is the one the routing hook chose
+(a hook wrapper notes it in the request's entry through a context
+variable), so it is the capability as registered, never what the client
+typed. OpenAI answers' token counts are read from the ``usage`` object in
+the bytes the router sends (the JSON body, or the stream's last chunks
+when the client asked for ``stream_options.include_usage``).
+
+Entries go to the ``anyserve.access`` logger, which has its own stderr
+handler and does not propagate, so ``--log-level`` neither hides it nor
+prints it twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+from collections.abc import Sequence
+from contextvars import ContextVar
+from typing import Any
+
+import pluggy
+from starlette.types import Message, Receive, Scope, Send
+
+from anyserve import hookimpl
+from anyserve.candidates import Candidate
+from anyserve.metric_names import capability_label
+from anyserve.protocol import names
+from anyserve_router.inbound import REQUEST_ID_SCOPE
+from anyserve_router.request_context import App, RequestContext
+
+LOGGER = "anyserve.access"
+OFF, TEXT, JSON = "off", "text", "json"
+
+_SERVED_BY = names.SERVED_BY_HEADER.lower().encode()
+_REQUEST_ID = names.REQUEST_ID_KEY.lower().encode()
+_USAGE = b'"usage"'
+_TOKENS = re.compile(rb'"(prompt_tokens|completion_tokens|input_tokens|output_tokens)"\s*:\s*(\d+)')
+_OPENAI = "/v1"
+
+
+def front_of(path: str) -> str:
+    """Which front a path belongs to: ``openai`` (``/v1``), ``kserve`` (``/infer``, ``/v2``) or ``other``."""
+    if path == _OPENAI or path.startswith("/v1/"):
+        return "openai"
+    if path.startswith(("/infer", "/v2/")) or path == "/v2":
+        return "kserve"
+    return "other"
+
+
+class Entry:
+    """What is known of one request so far; written once it ends."""
+
+    __slots__ = (
+        "capability",
+        "front",
+        "method",
+        "path",
+        "replica",
+        "request_id",
+        "started",
+        "status",
+        "tokens_in",
+        "tokens_out",
+        "wall",
+    )
+
+    def __init__(self, scope: Scope) -> None:
+        self.started = time.perf_counter()
+        self.wall = time.time()
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.front = front_of(self.path)
+        self.request_id: str | None = None
+        self.capability: str | None = None
+        self.replica: str | None = None
+        self.status: int | None = None
+        self.tokens_in: int | None = None
+        self.tokens_out: int | None = None
+
+    def response_start(self, message: Message) -> None:
+        self.status = message["status"]
+        for name, value in message.get("headers") or ():
+            if name == _SERVED_BY:
+                self.replica = value.decode("latin-1")
+            elif name == _REQUEST_ID:
+                self.request_id = value.decode("latin-1")
+
+    def body(self, chunk: bytes) -> None:
+        """Token counts from an OpenAI answer's ``usage``, when this chunk carries one."""
+        if _USAGE not in chunk:
+            return
+        for key, value in _TOKENS.findall(chunk[chunk.rfind(_USAGE) :]):
+            if key in (b"prompt_tokens", b"input_tokens"):
+                self.tokens_in = int(value)
+            else:
+                self.tokens_out = int(value)
+
+    def fields(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "time": _timestamp(self.wall),
+            "request_id": self.request_id,
+            "method": self.method,
+            "path": self.path,
+            "front": self.front,
+            "capability": self.capability,
+            "replica": self.replica,
+            "status": self.status,
+            "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),
+        }
+        if self.tokens_in is not None or self.tokens_out is not None:
+            out["tokens_in"] = self.tokens_in
+            out["tokens_out"] = self.tokens_out
+        return out
+
+
+#: The entry of the request the current task serves (tasks it starts share it).
+current_entry: ContextVar[Entry | None] = ContextVar("anyserve_access_entry", default=None)
+
+
+def _timestamp(wall: float) -> str:
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall))
+    return f"{seconds}.{int(wall % 1 * 1000):03d}Z"
+
+
+def format_text(fields: dict[str, Any]) -> str:
+    """``time id method path status duration front capability replica [in/out tokens]``; ``-`` for unknown."""
+    line = (
+        f"{fields['time']} {fields['request_id'] or '-'} {fields['method']} {fields['path']} "
+        f"{fields['status'] if fields['status'] is not None else '-'} {fields['duration_ms']:.1f}ms "
+        f"front={fields['front']} capability={fields['capability'] or '-'} replica={fields['replica'] or '-'}"
+    )
+    if "tokens_in" in fields:
+        line += f" tokens={_or_dash(fields['tokens_in'])}/{_or_dash(fields['tokens_out'])}"
+    return line
+
+
+def _or_dash(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+class _Format(logging.Formatter):
+    """The record's message is the entry's fields; this formats them (the logger adds nothing of its own)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = record.msg  # type: ignore[assignment]
+        if self.kind == JSON:
+            return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+        return format_text(fields)
+
+
+def access_logger(kind: str) -> logging.Logger:
+    """The ``anyserve.access`` logger writing ``kind`` entries to stderr, with its own handler.
+
+    Its level is fixed at INFO and it does not propagate: the router's
+    ``--log-level`` governs the other loggers, not this one.
+    """
+    logger = logging.getLogger(LOGGER)
+    for handler in list(logger.handlers):
+        if getattr(handler, "anyserve_access", False):
+            logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.anyserve_access = True  # type: ignore[attr-defined]
+    handler.setFormatter(_Format(kind))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
+
+
+class CapabilityNote:
+    """Plugin: notes the capability the routing hook chose in the current request's entry.
+
+    A hook wrapper around ``anyserve_select_target``, so it sees the
+    chosen candidate whichever implementation chose it. Registered only
+    while some router logs access; outside a logged request it does nothing.
+    """
+
+    @hookimpl(wrapper=True)
+    def anyserve_select_target(self, query: Any, candidates: Sequence[Candidate], scope: str) -> Any:
+        chosen = yield
+        if scope == "router" and chosen is not None:
+            entry = current_entry.get()
+            if entry is not None:
+                entry.capability = capability_label(getattr(chosen, "capability", None))
+        return chosen
+
+
+NOTE_NAME = "anyserve-router-access-log"
+
+
+def note_capabilities(pm: pluggy.PluginManager) -> None:
+    """Register :class:`CapabilityNote` with ``pm`` once."""
+    if pm.get_plugin(NOTE_NAME) is None:
+        pm.register(CapabilityNote(), name=NOTE_NAME)
+
+
+class LoggedRequestContext(RequestContext):
+    """A :class:`RequestContext` that writes an access-log entry for every request once its answer ends."""
+
+    def __init__(self, budget: Any, logger: logging.Logger) -> None:
+        super().__init__(budget)
+        self.logger = logger
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, app: App) -> None:
+        entry = Entry(scope)
+        token = current_entry.set(entry)
+        openai = entry.front == "openai"
+
+        async def watching(message: Message) -> None:
+            kind = message["type"]
+            if kind == "http.response.start":
+                entry.response_start(message)
+            elif openai and kind == "http.response.body":
+                entry.body(message.get("body", b""))
+            await send(message)
+
+        try:
+            await super().__call__(scope, receive, watching, app)
+        finally:
+            current_entry.reset(token)
+            if entry.request_id is None:  # no answer started (the client left): the id the request was given
+                entry.request_id = scope.get(REQUEST_ID_SCOPE)
+            self.logger.info(entry.fields())
