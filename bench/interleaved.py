@@ -80,24 +80,27 @@ async def _turn(client: HttpClient, conns: list[HttpConn], payload: bytes, secon
 
 async def _measure(targets: list[Target], rounds: int, slot: float, warmup: float) -> None:
     payload = small_request().SerializeToString()
-    clients = [HttpClient(t.address, t.headers, ssl=t.ssl) for t in targets]  # type: ignore[arg-type]
-    pools = [await c.pool(CONNECTIONS) for c in clients]
+    for target in targets:
+        await _run_turn(target, payload, warmup, count=False)
+    for i in range(rounds):
+        for target in targets if i % 2 == 0 else reversed(targets):
+            await _run_turn(target, payload, slot, count=True)
+
+
+async def _run_turn(target: Target, payload: bytes, seconds: float, *, count: bool) -> None:
+    """One turn on fresh connections (a system waits longer between its turns than routers keep idle ones)."""
+    client = HttpClient(target.address, target.headers, ssl=target.ssl)  # type: ignore[arg-type]
     try:
-        for client, conns in zip(clients, pools, strict=True):
-            await _turn(client, conns, payload, warmup)
-        for i in range(rounds):
-            order = range(len(targets)) if i % 2 == 0 else reversed(range(len(targets)))
-            for j in order:
-                target = targets[j]
-                before = {role: _cpu_seconds(pid) for role, pid in target.pids.items()}
-                done, rate = await _turn(clients[j], pools[j], payload, slot)
-                for role, pid in target.pids.items():
-                    target.cpu[role] = target.cpu.get(role, 0.0) + _cpu_seconds(pid) - before[role]
-                target.requests += done
-                target.rates.append(rate)
+        conns = await client.pool(CONNECTIONS)
+        before = {role: _cpu_seconds(pid) for role, pid in target.pids.items()}
+        done, rate = await _turn(client, conns, payload, seconds)
+        if count:
+            for role, pid in target.pids.items():
+                target.cpu[role] = target.cpu.get(role, 0.0) + _cpu_seconds(pid) - before[role]
+            target.requests += done
+            target.rates.append(rate)
     finally:
-        for client in clients:
-            await client.close()
+        await client.close()
 
 
 def measure(targets: list[Target], rounds: int = 20, slot: float = 1.0, warmup: float = 1.0) -> None:
