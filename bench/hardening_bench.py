@@ -55,6 +55,9 @@ KEY = "sk-bench-0123456789abcdef"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--base", default=DEFAULT_BASE, help=f"the commit measured as 'before' (default {DEFAULT_BASE})")
+    p.add_argument(
+        "--now", metavar="REV", help="measure this commit as 'now' (built like --base) instead of the working tree"
+    )
     p.add_argument("--rounds", type=int, default=30, help="rounds of turns, the order reversed every other one (30)")
     p.add_argument("--slot", type=float, default=1.0, help="seconds of each system's turn (default 1)")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per system (default 2)")
@@ -70,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # -- the "before" code, built once ---------------------------------------------------------------
 
 
-def base_python(rev: str) -> Path:
+def tree_python(rev: str) -> Path:
     """A virtual environment with the distributions as they were at ``rev`` (built on first use)."""
     sha = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", rev], capture_output=True, text=True, check=True
@@ -150,14 +153,14 @@ def start_system(procs: Processes, name: str, python: Path, env: dict[str, str],
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = dt.datetime.now()
-    base = base_python(args.base)
+    base = tree_python(args.base)
     work = Path(tempfile.mkdtemp(prefix="hardening-bench-"))
     procs = Processes(work)
     atexit.register(procs.stop_all)
     store = work / "objects"
     store.mkdir()
     state = {"ANYSERVE_STATE_DIR": str(work / "state")}
-    now = Path(sys.executable)
+    now = tree_python(args.now) if args.now else Path(sys.executable)
     systems: list[tuple[str, Path, dict[str, str]]] = [
         ("before", base, {}),
         ("now", now, state),
@@ -204,7 +207,8 @@ def report(args, started: dt.datetime, targets: list[interleaved.Target], backgr
     lines = [
         f"# What the hardening costs: router W1@64 — {started:%Y-%m-%d %H:%M} on {platform.node()}",
         "",
-        f"`python bench/hardening_bench.py` at {commit.stdout.strip()}; *before* is {args.base}. Router -> agent -> "
+        f"`python bench/hardening_bench.py` at {commit.stdout.strip()}; *before* is {args.base}, *now* "
+        f"{args.now or 'the working tree'}. Router -> agent -> "
         f"1 worker over unix for each system, all on CPU {SERVER_CPU}; the load (small protobuf echo over HTTP/1.1, "
         f"64 connections) from CPU {CLIENT_CPU}. Every system runs throughout; the load goes to one at a time in "
         f"turns of {args.slot:g} s, {args.rounds} rounds, the order reversed every other round "
