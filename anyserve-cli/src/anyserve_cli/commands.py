@@ -25,9 +25,11 @@ def anyserve_register_commands(cli: typer.Typer) -> None:
     from anyserve_cli.plugins_cmd import plugins_app
     from anyserve_cli.start_cmd import start
     from anyserve_cli.status_cmd import status
+    from anyserve_cli.top_cmd import top
 
     cli.add_typer(plugins_app, name="plugins")
     cli.command()(start)
     cli.add_typer(objects_app, name="objects")
     cli.command()(status)
+    cli.command()(top)
     cli.command()(demo)
