@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 @hookimpl
 def anyserve_register_commands(cli: typer.Typer) -> None:
+    from anyserve_cli.console_cmd import console
     from anyserve_cli.demo_cmd import demo
     from anyserve_cli.objects_cmd import objects_app
     from anyserve_cli.plugins_cmd import plugins_app
@@ -33,3 +34,4 @@ def anyserve_register_commands(cli: typer.Typer) -> None:
     cli.command()(status)
     cli.command()(top)
     cli.command()(demo)
+    cli.command()(console)

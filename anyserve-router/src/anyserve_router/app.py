@@ -44,6 +44,7 @@ from anyserve.protocol import dumps, names, new_request_id
 from anyserve_router import inbound
 from anyserve_router.api_keys import ApiKeys
 from anyserve_router.capacity import startup_grace
+from anyserve_router.console import build_console_routes
 from anyserve_router.engines import Engines, EngineSpec
 from anyserve_router.engines_api import build_engine_routes
 from anyserve_router.forwarding import Router
@@ -290,6 +291,7 @@ def create_app(
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(build_registry_routes(state))
     app.include_router(build_engine_routes(engines, credentials))
+    app.include_router(build_console_routes())
     handlers = InferHandlers(state)
     app.include_router(build_infer_routes(handlers))
     log.debug("router app: encoding %s, matcher %s", encoding.name, settings.matcher.name)
