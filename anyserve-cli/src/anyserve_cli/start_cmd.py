@@ -55,6 +55,9 @@ def start(
         typer.Option(help="Network transport the router reaches this replica by (default tcp; off: gRPC only)."),
     ] = None,
     link_port: Annotated[int | None, typer.Option(help="Port of the router link (default 0: a free one).")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Port of the agent's Prometheus /metrics (default 0: a free one; -1: none).")
+    ] = None,
     replica_id: Annotated[str | None, typer.Option(help="This replica's id (default generated).")] = None,
     api_server: Annotated[
         str | None, typer.Option(help="Router URL to register with and delegate to, e.g. http://127.0.0.1:8080.")
@@ -90,6 +93,7 @@ def start(
             "transport.name": transport,
             "link.name": link,
             "replica.link_port": link_port,
+            "replica.metrics_port": metrics_port,
             "router.url": api_server,
             "objects.url": object_store,
         },
@@ -102,7 +106,8 @@ def start(
         typer.echo(
             f"anyserve replica {replica.replica_id} ready at {replica.endpoint} "
             f"({workers_count} worker(s), transport {replica.assembly.transport.name}"
-            f"{', router link ' + replica.link if replica.link else ''}); Ctrl-C to stop"
+            f"{', router link ' + replica.link if replica.link else ''}"
+            f"{', metrics ' + replica.metrics_url if replica.metrics_url else ''}); Ctrl-C to stop"
         )
 
     event_loop.run(serve(settings, app, log_level=level, announce=announce))

@@ -50,6 +50,7 @@ ENV_KEYS: dict[str, str] = {
     "ANYSERVE_ROUTER_URL": "router.url",
     "ANYSERVE_ACCESS_LOG": "router.access_log",
     "ANYSERVE_MAX_MESSAGE_BYTES": "replica.max_message_bytes",
+    "ANYSERVE_METRICS_PORT": "replica.metrics_port",
     "ANYSERVE_MAX_TENSOR_ELEMENTS": "replica.max_tensor_elements",
     "ANYSERVE_CLUSTER_TOKEN": "cluster.token",
     "ANYSERVE_CLUSTER_TOKEN_FILE": "cluster.token_file",
@@ -244,6 +245,8 @@ class ReplicaSettings(_Table):
     advertise: str | None = None
     #: Port of the router link (see ``[link]``); 0 picks a free one.
     link_port: int = Field(default=0, ge=0, le=65535)
+    #: Port of the agent's Prometheus ``/metrics`` (on ``host``); 0 picks a free one, -1 serves none.
+    metrics_port: int = Field(default=0, ge=-1, le=65535)
     #: Seconds a request waits at the replica for a worker that is restarting or not answering its liveness
     #: probes, before it is answered UNAVAILABLE (503 with Retry-After at the router).
     worker_wait_seconds: float = Field(default=5.0, ge=0, allow_inf_nan=False)

@@ -50,6 +50,7 @@ from anyserve_router.engines_api import build_engine_routes
 from anyserve_router.forwarding import Router
 from anyserve_router.infer_api import InferHandlers, build_infer_routes
 from anyserve_router.link_upstream import LinkUpstream
+from anyserve_router.metrics import KSERVE_FRONT, OPENAI_FRONT, metrics_endpoint
 from anyserve_router.offers import RegistrationLimits
 from anyserve_router.openai_api import PREFIX as OPENAI_PREFIX
 from anyserve_router.openai_api import OpenAIFront
@@ -154,6 +155,7 @@ class RouterApp:
         self.openai = openai
         #: Request ids, body budget and last-resort errors for every HTTP request (see request_context.py).
         self.context = context or request_context(openai.state.settings.router, openai.state.router.pm)
+        self.metrics = handlers.state.router.metrics
 
     @property
     def state(self) -> Any:
@@ -170,11 +172,19 @@ class RouterApp:
             path = _route_path(scope)
             if path.startswith(OPENAI_PREFIX):
                 scope["app"] = self.fastapi
-                await self.openai({**scope, "path": path}, receive, send)
+                if scope["method"] == "POST":  # what routes; model listings are not counted as requests
+                    await self.metrics.serve_http(OPENAI_FRONT, self.openai, {**scope, "path": path}, receive, send)
+                else:
+                    await self.openai({**scope, "path": path}, receive, send)
                 return
             found = self.handlers.match(path) if scope["method"] == "POST" else None
             if found is not None:
-                await self._serve(found[0], found[1], scope, receive, send)
+                endpoint, args = found
+
+                async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+                    await self._serve(endpoint, args, scope, receive, send)
+
+                await self.metrics.serve_http(KSERVE_FRONT, serve, scope, receive, send)
                 return
         await self.fastapi(scope, receive, send)
 
@@ -294,5 +304,6 @@ def create_app(
     app.include_router(build_console_routes())
     handlers = InferHandlers(state)
     app.include_router(build_infer_routes(handlers))
+    app.add_api_route("/metrics", metrics_endpoint(router.metrics, credentials), methods=["GET"])
     log.debug("router app: encoding %s, matcher %s", encoding.name, settings.matcher.name)
     return RouterApp(app, handlers, OpenAIFront(state))

@@ -33,6 +33,7 @@ from anyserve_router.api_keys import ApiKeys
 from anyserve_router.capacity import Capacity
 from anyserve_router.deadlines import Deadlines
 from anyserve_router.errors import NoCapacity, NoMatch, ReplicaUnreachable, UnknownReplica
+from anyserve_router.metrics import ROUTED, RouterMetrics
 from anyserve_router.registry import KSERVE, Lease, ReplicaRegistry
 from anyserve_router.upstream import Metadata, Target, Upstream, UpstreamError, UpstreamStream
 
@@ -111,6 +112,8 @@ class Router:
         )
         #: The 404 message's list of known capabilities, and the registry version it was made at.
         self._known: tuple[int, str] | None = None
+        #: Prometheus metrics; the choice below names the routed capability for them (``ROUTED``).
+        self.metrics = RouterMetrics(registry)
 
     # -- choosing ------------------------------------------------------------
 
@@ -139,6 +142,7 @@ class Router:
             protocols=protocols,
         )
         if chosen is not None:
+            ROUTED.set(self.metrics.label(chosen.capability))
             info = chosen.info
             if info["protocol"] == KSERVE:
                 return Target(chosen.id, info["endpoint"], info.get("link"))
@@ -258,14 +262,19 @@ class Router:
         if self.api_keys is not None:
             self.api_keys.check(meta.credential, meta.query)
         query, delegated_from = meta.query, meta.delegated_from
+        metrics = self.metrics
+        if delegated_from:
+            metrics.delegations.inc()
         exclude: set[str] = {delegated_from} if delegated_from else set()
         failed: list[tuple[Target, UpstreamError]] = []
         wait_until: float | None = None
         while len(failed) < 2:
+            started = time.perf_counter()
             try:
                 target = self.pick(
                     query, exclude=exclude, stream=stream, delegated_from=delegated_from, protocols=protocols
                 )
+                metrics.decision.observe(time.perf_counter() - started)
             except NoMatch:
                 if failed:
                     break

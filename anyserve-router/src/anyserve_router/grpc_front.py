@@ -17,6 +17,7 @@ stops the replica through the stream's flow control.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -26,12 +27,14 @@ from google.protobuf.message import DecodeError
 from anyserve import tls
 from anyserve.delegation import MAX_DELEGATION_DEPTH
 from anyserve.errors import AnyServeError, InvalidRequest
+from anyserve.metric_names import UNMATCHED
 from anyserve.protocol import RequestMeta, final_error, query_from_request
 from anyserve.protocol import messages as pb
 from anyserve.protocol.grpc_service import each_run, inference_handler
 from anyserve.protocol.health import HealthServicer, add_health, enable_reflection
 from anyserve.protocol.names import INFERENCE_SERVICE, SERVED_BY_HEADER
 from anyserve_router.errors import NoMatch
+from anyserve_router.metrics import GRPC_FRONT, ROUTED
 from anyserve_router.selection import candidates
 from anyserve_router.version import __version__
 
@@ -80,14 +83,25 @@ class RouterGrpc:
     # -- inference ------------------------------------------------------------------
 
     async def model_infer(self, payload: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        metrics = self.router.metrics
+        start = time.perf_counter()
+        ROUTED.set(UNMATCHED)
+        metrics.in_flight[GRPC_FRONT] += 1
+        code = "UNKNOWN"
         try:
-            meta = _with_query(_meta(context), payload)
-            target, response = await self.router.infer(meta, payload)
-        except AnyServeError as exc:
-            await _abort(context, exc)
-            raise  # abort raises; this keeps type checkers honest
-        await context.send_initial_metadata(((_SERVED_BY, target.replica_id),))
-        return response
+            try:
+                meta = _with_query(_meta(context), payload)
+                target, response = await self.router.infer(meta, payload)
+            except AnyServeError as exc:
+                code = exc.code
+                await _abort(context, exc)
+                raise  # abort raises; this keeps type checkers honest
+            await context.send_initial_metadata(((_SERVED_BY, target.replica_id),))
+            code = "OK"
+            return response
+        finally:
+            metrics.in_flight[GRPC_FRONT] -= 1
+            metrics.answered(GRPC_FRONT, ROUTED.get(), code, time.perf_counter() - start)
 
     async def model_stream_infer(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
@@ -102,23 +116,44 @@ class RouterGrpc:
             yield response
 
     async def _run(self, meta: RequestMeta, payload: bytes) -> AsyncIterator[bytes]:
+        """One request's run; counted as one request of the gRPC front, its responses timed as tokens."""
+        metrics = self.router.metrics
+        start = time.perf_counter()
+        ROUTED.set(UNMATCHED)
+        metrics.in_flight[GRPC_FRONT] += 1
+        code = "UNKNOWN"
         try:
-            meta = _with_query(meta, payload)
-            done = await self.router.open_stream(meta, payload)
-        except AnyServeError as exc:
-            yield final_error(exc.code, exc.message, _request_id(payload))
-            return
-        stream, first = done.result
-        try:
-            response = first
-            while response is not None:
-                yield response
-                response = await stream.read()
-        except AnyServeError as exc:
-            yield final_error(exc.code, exc.message, _request_id(payload))
+            try:
+                meta = _with_query(meta, payload)
+                done = await self.router.open_stream(meta, payload)
+            except AnyServeError as exc:
+                code = exc.code
+                yield final_error(exc.code, exc.message, _request_id(payload))
+                return
+            capability = ROUTED.get()
+            stream, first = done.result
+            last = 0.0
+            try:
+                response = first
+                while response is not None:
+                    now = time.perf_counter()
+                    if last:
+                        metrics.next_token(GRPC_FRONT, capability, now - last)
+                    else:
+                        metrics.first_token(GRPC_FRONT, capability, now - start)
+                    last = now
+                    yield response
+                    response = await stream.read()
+                code = "OK"
+            except AnyServeError as exc:
+                code = exc.code
+                yield final_error(exc.code, exc.message, _request_id(payload))
+            finally:
+                stream.cancel()
+                done.lease.release()
         finally:
-            stream.cancel()
-            done.lease.release()
+            metrics.in_flight[GRPC_FRONT] -= 1
+            metrics.answered(GRPC_FRONT, ROUTED.get(), code, time.perf_counter() - start)
 
     # -- health and metadata ---------------------------------------------------------
 

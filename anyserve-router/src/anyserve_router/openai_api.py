@@ -31,7 +31,7 @@ from starlette.types import Receive, Scope, Send
 from anyserve.capability import normalize_query
 from anyserve.errors import AnyServeError, Unavailable
 from anyserve.llm import kserve
-from anyserve.llm.types import STOP, Delta, EmbedRequest
+from anyserve.llm.types import STOP, Delta, EmbedRequest, Usage
 from anyserve.protocol import RequestMeta, dumps, is_final, loads_object, names, new_request_id, split_error
 from anyserve.protocol import messages as pb
 from anyserve.protocol import openai_bodies as bodies
@@ -295,11 +295,18 @@ class OpenAIFront:
 
     def _events(self, req: OpenAIRequest, request_id: str) -> StreamEvents:
         rid, created = _ID_PREFIX[req.kind] + request_id, int(time.time())
+        events: ChatChunks | CompletionChunks | ResponseStream
         if req.kind == "chat":
-            return ChatChunks(rid, created, req.model, req.include_usage)
-        if req.kind == "completion":
-            return CompletionChunks(rid, created, req.model, req.include_usage)
-        return ResponseStream(rid, created, req.model)
+            events = ChatChunks(rid, created, req.model, req.include_usage)
+        elif req.kind == "completion":
+            events = CompletionChunks(rid, created, req.model, req.include_usage)
+        else:
+            events = ResponseStream(rid, created, req.model)
+        events.on_usage = self._count_usage
+        return events
+
+    def _count_usage(self, usage: Usage) -> None:
+        self.state.router.metrics.tokens(usage.prompt_tokens, usage.completion_tokens)
 
     def _answer(self, req: OpenAIRequest, request_id: str, target: Target, raw: bytes) -> dict[str, Any]:
         response = _response(target, raw)
@@ -311,6 +318,8 @@ class OpenAIFront:
             delta = kserve.read_delta(response)
         except AnyServeError as exc:
             raise bad_response(target, exc) from None
+        if delta.usage is not None:
+            self._count_usage(delta.usage)
         if req.kind == "chat":
             return bodies.chat_completion(rid, created, req.model, delta)
         if req.kind == "completion":

@@ -10,6 +10,8 @@ event holding an OpenAI error object, as vLLM and the OpenAI API send it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from anyserve.errors import http_status
 from anyserve.llm.kserve import read_delta
 from anyserve.llm.types import Delta, Usage
@@ -32,6 +34,8 @@ class _Chunks:
         self.model = model
         self.include_usage = include_usage
         self.usage: Usage | None = None
+        #: Told the usage when the stream ends (the router's token counters).
+        self.on_usage: Callable[[Usage], None] | None = None
 
     def _delta(self, response: pb.ModelInferResponse) -> Delta:
         delta = read_delta(response)
@@ -43,6 +47,8 @@ class _Chunks:
         return bodies.sse(error_body(http_status(code), message, code=code))
 
     def end(self) -> bytes:
+        if self.usage is not None and self.on_usage is not None:
+            self.on_usage(self.usage)
         if self.include_usage:
             usage = self.usage or Usage()
             return bodies.sse(bodies.usage_chunk(self.rid, self.created, self.model, self.object, usage)) + bodies.DONE
@@ -97,6 +103,7 @@ class ResponseStream:
         self.opened = False
         self.finish: str | None = None
         self.usage: Usage | None = None
+        self.on_usage: Callable[[Usage], None] | None = None
 
     def _open(self) -> bytes:
         if self.opened:
@@ -115,4 +122,6 @@ class ResponseStream:
         return self._open() + self.events.failed(message, code)
 
     def end(self) -> bytes:
+        if self.usage is not None and self.on_usage is not None:
+            self.on_usage(self.usage)
         return self._open() + self.events.closing(self.finish, self.usage)

@@ -24,12 +24,14 @@ from anyserve.candidates import FAILED
 from anyserve.credentials import AUTHORIZATION, Credentials, from_bearer
 from anyserve.delegation import Delegation
 from anyserve.errors import AnyServeError, CapabilityNotFound, ResourceExhausted, Unavailable
+from anyserve.metric_names import UNMATCHED
 from anyserve.plugins import PluginManager
 from anyserve.protocol import RequestMeta, final_error, final_marker, query_from_request
 from anyserve.protocol import messages as pb
 from anyserve.protocol.grpc_service import each_run, inference_handler
 from anyserve.protocol.messages import parse_request
 from anyserve.protocol.names import STATUS_SERVICE
+from anyserve.replica.metrics import ReplicaMetrics
 from anyserve.replica.pool import WorkerPool, WorkerSlot
 from anyserve.transport import Query
 from anyserve.version import __version__
@@ -76,6 +78,8 @@ class Agent:
         self.ready = False
         #: Who may read this replica's status (the cluster token); None: anyone (``[cluster] auth = "off"``).
         self.credentials = credentials or Credentials(None, None)
+        #: Prometheus metrics: each request counted once, under its handler's registered capability.
+        self.metrics = ReplicaMetrics()
 
     # -- gRPC plumbing -----------------------------------------------------
 
@@ -206,23 +210,37 @@ class Agent:
 
         Without a query in ``meta`` the request itself is parsed for one.
         """
-        self._check_size("request", len(payload))
-        if not meta.query:
-            request = parse_request(payload)
-            meta = meta.with_query(query_from_request(request.model_name, request.model_version, request.parameters))
-        chosen = await self._worker_for(meta, False)
-        if chosen is None:
-            return await self._delegate(payload, meta)
-        slot, handler = chosen
-        slot.last_used = time.monotonic()
+        start = time.perf_counter()
+        label, code = UNMATCHED, "OK"
         try:
-            response = await slot.connection.infer(payload, dict(meta.to_metadata(handler=handler)))
-        except Unavailable as exc:
-            raise self._worker_lost(slot, meta, exc) from None
-        finally:
+            self._check_size("request", len(payload))
+            if not meta.query:
+                request = parse_request(payload)
+                meta = meta.with_query(
+                    query_from_request(request.model_name, request.model_version, request.parameters)
+                )
+            chosen = await self._worker_for(meta, False)
+            if chosen is None:
+                return await self._delegate(payload, meta)
+            slot, handler = chosen
+            label = self.metrics.label(slot, handler)
             slot.last_used = time.monotonic()
-        self._check_size("response", len(response))
-        return response
+            try:
+                response = await slot.connection.infer(payload, dict(meta.to_metadata(handler=handler)))
+            except Unavailable as exc:
+                raise self._worker_lost(slot, meta, exc) from None
+            finally:
+                slot.last_used = time.monotonic()
+            self._check_size("response", len(response))
+            return response
+        except AnyServeError as exc:
+            code = exc.code
+            raise
+        except BaseException:
+            code = "CANCELLED"
+            raise
+        finally:
+            self.metrics.answered(label, code, time.perf_counter() - start)
 
     def _worker_lost(self, slot: WorkerSlot, meta: RequestMeta, exc: Unavailable) -> Unavailable:
         """A worker that died mid-request: its pid and socket go to the log, the caller gets what happened.
@@ -242,10 +260,17 @@ class Agent:
         bounded time; else a worker class started for this request (waiting up to its deadline)."""
         pool = self.pool
         chosen = pool.choose(meta.query, stream=stream)
-        if chosen is None and pool.coming(meta.query, stream=stream) is not None:
-            return await pool.wait_for(meta, stream=stream)  # "not now", never a delegation away
-        if chosen is None and self.lifecycle is not None:
-            chosen = await self.lifecycle.acquire(meta.query, stream=stream, timeout=meta.timeout())
+        if chosen is not None:
+            return chosen
+        metrics = self.metrics
+        metrics.queued += 1
+        try:
+            if pool.coming(meta.query, stream=stream) is not None:
+                return await pool.wait_for(meta, stream=stream)  # "not now", never a delegation away
+            if self.lifecycle is not None:
+                chosen = await self.lifecycle.acquire(meta.query, stream=stream, timeout=meta.timeout())
+        finally:
+            metrics.queued -= 1
         return chosen
 
     async def _delegate(self, payload: bytes, meta: RequestMeta) -> bytes:
@@ -277,22 +302,30 @@ class Agent:
             return
         if not meta.query:
             meta = meta.with_query(query_from_request(request.model_name, request.model_version, request.parameters))
+        start = time.perf_counter()
+        label, code = UNMATCHED, "CANCELLED"
         try:
-            chosen = await self._worker_for(meta, True)
-            if chosen is None:
-                raise self._not_found(meta.query, stream=True)
-            slot, handler = chosen
-            slot.last_used = time.monotonic()
-            fields = dict(meta.to_metadata(handler=handler))
             try:
-                async with contextlib.aclosing(slot.connection.stream(payload, fields)) as chunks:
-                    async for chunk in chunks:
-                        yield chunk
-            except Unavailable as exc:
-                raise self._worker_lost(slot, meta, exc) from None
-            finally:
-                slot.last_used = time.monotonic()  # in use until the run ends, however it ends
-        except AnyServeError as exc:
-            yield final_error(exc.code, exc.message, request.id)
-            return
-        yield final_marker(request.id)
+                chosen = await self._worker_for(meta, True)
+                if chosen is None:
+                    raise self._not_found(meta.query, stream=True)
+                slot, handler = chosen
+                label = self.metrics.label(slot, handler)
+                slot.last_used = time.monotonic()
+                fields = dict(meta.to_metadata(handler=handler))
+                try:
+                    async with contextlib.aclosing(slot.connection.stream(payload, fields)) as chunks:
+                        async for chunk in chunks:
+                            yield chunk
+                except Unavailable as exc:
+                    raise self._worker_lost(slot, meta, exc) from None
+                finally:
+                    slot.last_used = time.monotonic()  # in use until the run ends, however it ends
+            except AnyServeError as exc:
+                code = exc.code
+                yield final_error(exc.code, exc.message, request.id)
+                return
+            code = "OK"
+            yield final_marker(request.id)
+        finally:
+            self.metrics.answered(label, code, time.perf_counter() - start)

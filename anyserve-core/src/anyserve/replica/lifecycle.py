@@ -111,6 +111,8 @@ class Lifecycle:
         self.classes = {spec.name: ClassState(spec, supervisor.new_worker(f"class-{spec.name}", spec.name))
                        for spec in app.worker_classes}  # fmt: skip
         self.switches: collections.deque[Switch] = collections.deque(maxlen=50)
+        #: Told of every switch: (worker class, "start" or "stop", seconds); the replica's metrics.
+        self.on_switch: Callable[[str, str, float], None] | None = None
         self._freed = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
         supervisor.on_class_exit = self._crashed
@@ -283,6 +285,8 @@ class Lifecycle:
 
     def _switch(self, worker_class: ClassState, action: str, seconds: float, reason: str) -> None:
         self.switches.append(Switch(time.time(), worker_class.name, action, seconds, reason))
+        if self.on_switch is not None:
+            self.on_switch(worker_class.name, action, seconds)
         log.info(
             "worker %s %s in %.2fs (%s)",
             worker_class.name,

@@ -38,6 +38,8 @@ from anyserve.replica.health import serve_health
 from anyserve.replica.lifecycle import Lifecycle
 from anyserve.replica.link_service import LinkService, host_port, start_link
 from anyserve.replica.membership import Registration
+from anyserve.replica.metrics import ReplicaMetrics, WorkerFigures
+from anyserve.replica.metrics_http import MetricsServer
 from anyserve.replica.pool import WorkerPool
 from anyserve.replica.supervisor import Supervisor, WorkerStartError
 from anyserve.router_client import AsyncRouterClient
@@ -101,6 +103,16 @@ class Replica:
             status=self.status,
             credentials=self.credentials,
         )
+        #: The workers' multiprocess metrics directory; None when no /metrics is served (metrics_port -1).
+        self.worker_figures = WorkerFigures(self.run_dir) if settings.replica.metrics_port >= 0 else None
+        if self.worker_figures is not None:
+            self.supervisor.env = {**os.environ, **self.worker_figures.env()}
+        self.metrics = ReplicaMetrics(self.in_flight, self.worker_states, self.worker_figures)
+        self.agent.metrics = self.metrics
+        self.lifecycle.on_switch = self.metrics.switched
+        self._metrics_server: MetricsServer | None = None
+        #: ``http://host:port/metrics`` of the agent's metrics, when served.
+        self.metrics_url = ""
         self._routers: dict[str, AsyncRouterClient] = {}
         self.registration: Registration | None = None
         self.server: grpc.aio.Server | None = None
@@ -123,6 +135,24 @@ class Replica:
 
     def in_flight(self) -> int:
         return sum(s.connection.in_flight for s in self.pool.slots.values())
+
+    def worker_states(self) -> list[tuple[str, str]]:
+        return [(c.name, self.lifecycle.public_state(c)) for c in self.lifecycle.classes.values()]
+
+    async def _start_metrics(self) -> None:
+        """Serve ``/metrics`` on ``replica.host`` when ``replica.metrics_port`` is not -1."""
+        cfg = self.settings.replica
+        if cfg.metrics_port < 0:
+            return
+        self._metrics_server = MetricsServer(self.metrics, self.credentials, cfg.host, cfg.metrics_port)
+        try:
+            port = await self._metrics_server.start()
+        except OSError as exc:
+            raise StartError(
+                f"cannot serve metrics on {cfg.host}:{cfg.metrics_port}: {exc.strerror or exc} "
+                "(choose another --metrics-port, or -1 for none)"
+            ) from None
+        self.metrics_url = f"http://{host_port(self._advertised_host(), port)}/metrics"
 
     def status(self) -> dict[str, Any]:
         """What ``anyserve status`` shows for this replica (also sent to the router)."""
@@ -218,6 +248,7 @@ class Replica:
             raise StartError(exc.message) from None
         await self.server.start()
         await self._start_link(link)
+        await self._start_metrics()
         self.lifecycle.start_reaper()
         self.agent.ready = True
         self._gc = self._start_object_gc()
@@ -257,6 +288,7 @@ class Replica:
         while True:
             try:
                 removed = await asyncio.to_thread(store.cleanup, ttl)
+                await asyncio.to_thread(self.metrics.objects_seen, removed, getattr(store, "list", None))
             except Exception as exc:  # a bad pass is reported, the next one tries again
                 log.warning(
                     "object collection in %s failed: %s: %s", self.settings.objects.url, type(exc).__name__, exc
@@ -292,6 +324,10 @@ class Replica:
                 await self._link_task
         await self.lifecycle.close()
         await self.supervisor.stop()
+        if self._metrics_server is not None:
+            await self._metrics_server.close()
+        if self.worker_figures is not None:
+            self.worker_figures.close()
         for client in self._routers.values():
             await client.aclose()
         shutil.rmtree(self.run_dir, ignore_errors=True)

@@ -88,6 +88,8 @@ class Supervisor:
         self.count = (1 if self.in_process else count) if has_plain_handlers else 0
         self.workers: dict[str, WorkerProcess] = {}
         self.on_class_exit: ExitHandler | None = None
+        #: Environment of worker processes; None: the agent's own.
+        self.env: dict[str, str] | None = None
         replica = assembly.settings.replica
         self.liveness = Liveness(pool, replica.liveness_interval_seconds, replica.liveness_timeout_seconds)
         self._stopping = False
@@ -128,7 +130,7 @@ class Supervisor:
             spec = json.dumps(self.assembly.spec(worker.id, worker.address, worker.worker_class))
             worker.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "anyserve.replica.worker_main", spec,
-                stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+                stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=self.env,
             )  # fmt: skip
             relay = self._spawn(self._relay_stderr(worker, worker.process), f"stderr-{worker.id}")
         connect = asyncio.create_task(transport.connect(worker.address, timeout=timeout))
