@@ -106,8 +106,8 @@ def start(
         typer.echo(
             f"anyserve replica {replica.replica_id} ready at {replica.endpoint} "
             f"({workers_count} worker(s), transport {replica.assembly.transport.name}"
-            f"{', router link ' + replica.link if replica.link else ''}"
-            f"{', metrics ' + replica.metrics_url if replica.metrics_url else ''}); Ctrl-C to stop"
+            f"{', metrics ' + replica.metrics_url if replica.metrics_url else ''}"
+            f"{', router link ' + replica.link if replica.link else ''}); Ctrl-C to stop"  # link last: tools parse it
         )
 
     event_loop.run(serve(settings, app, log_level=level, announce=announce))

@@ -71,11 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def ready_line(replica: Replica) -> str:
-    """What is printed once the replica serves: the same words as ``anyserve start``, which tools wait for."""
+    """What is printed once the replica serves: the same words as ``anyserve start``, which tools wait for.
+
+    The router link stays last, right before the ``)``: tools read it as ``router link (\\S+)\\)``.
+    """
     link = f", router link {replica.link}" if replica.link else ""
+    metrics = f", metrics {replica.metrics_url}" if replica.metrics_url else ""
     return (
         f"anyserve replica {replica.replica_id} ready at {replica.endpoint} "
-        f"({replica.supervisor.count} worker(s), transport {replica.assembly.transport.name}{link}); Ctrl-C to stop"
+        f"({replica.supervisor.count} worker(s), transport {replica.assembly.transport.name}{metrics}{link}); "
+        "Ctrl-C to stop"
     )
 
 
