@@ -119,3 +119,17 @@ def test_the_workers_directory_is_private_and_removed_at_exit(start_replica, tmp
     while folder.exists():
         assert time.monotonic() < deadline, "the metrics directory outlived the replica"
         time.sleep(0.1)
+
+
+def test_handlers_in_the_agent_show_their_own_metrics_too(start_replica, wire_for):
+    started = start_replica("metrics_app:app", transport="inproc")
+    url = re.search(r"metrics (http://\S+/metrics)", started.process.wait_for(" ready at ")).group(1)
+    wire_for(started.endpoint).infer(request(x=[1]), {"type": "counted"})
+    text = scrape(url)
+    assert value(text, "anyserve_test_handled_total") == 1
+    assert value(text, "anyserve_replica_requests_total", capability="type=counted", code="OK") == 1
+
+
+def test_metrics_port_minus_one_serves_none(start_replica):
+    started = start_replica("metrics_app:app", "--metrics-port", "-1", transport="unix")
+    assert " metrics " not in started.process.wait_for(" ready at ")

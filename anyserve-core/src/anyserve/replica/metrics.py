@@ -17,7 +17,9 @@ written there and the agent's ``/metrics`` adds them up with
 gauges go while their counters stay counted. The agent's own metrics are
 plain in-process ones in a registry of its own: prometheus_client is
 imported here before the variable is set, and the variable is given to the
-workers only, never set in the agent's environment.
+workers only, never set in the agent's environment. Handlers that run in
+the agent itself (the ``inproc`` transport) count in prometheus_client's
+default registry, which the agent's ``/metrics`` then includes instead.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -131,10 +133,14 @@ class ReplicaMetrics:
         in_flight: Callable[[], int] = lambda: 0,
         worker_states: Callable[[], Iterable[tuple[str, str]]] = tuple,
         workers: WorkerFigures | None = None,
+        *,
+        in_process: bool = False,
     ) -> None:
         self.in_flight = in_flight
         self.worker_states = worker_states
         self.workers = workers
+        #: Handlers run in the agent (the ``inproc`` transport): their metrics are in prometheus_client's own registry.
+        self.in_process = in_process
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         spec = SPECS["anyserve_replica_requests_total"]
@@ -210,8 +216,10 @@ class ReplicaMetrics:
     # -- the endpoint -------------------------------------------------------------------
 
     def exposition(self) -> bytes:
-        """The text format: the agent's metrics, then the workers' added up."""
+        """The text format: the agent's metrics, then the workers' added up (handlers in the agent: its own)."""
         text = generate_latest(self.registry)
+        if self.in_process:
+            return text + generate_latest(REGISTRY)
         if self.workers is None or not os.path.isdir(self.workers.path):
             return text
         self.workers.sweep()

@@ -107,7 +107,9 @@ class Replica:
         self.worker_figures = WorkerFigures(self.run_dir) if settings.replica.metrics_port >= 0 else None
         if self.worker_figures is not None:
             self.supervisor.env = {**os.environ, **self.worker_figures.env()}
-        self.metrics = ReplicaMetrics(self.in_flight, self.worker_states, self.worker_figures)
+        self.metrics = ReplicaMetrics(
+            self.in_flight, self.worker_states, self.worker_figures, in_process=self.supervisor.in_process
+        )
         self.agent.metrics = self.metrics
         self.lifecycle.on_switch = self.metrics.switched
         self._metrics_server: MetricsServer | None = None
