@@ -105,9 +105,21 @@ def _error_text(response: httpx.Response) -> str:
         return response.text[:200]
 
 
-def _label(capability: Mapping[str, Any]) -> str:
-    shown = ", ".join(f"{k}={v}" for k, v in capability.items() if k not in ("state", "stream"))
-    return shown + (" [stream]" if capability.get("stream") else "") + f" ({capability.get('state', 'hot')})"
+def _offers(capabilities: list[Mapping[str, Any]]) -> str:
+    """A replica's offers, compact: one entry per capability (its unary and stream offers together, ``+stream``
+    or ``stream`` only), its state shown when it is not ``hot``."""
+    shown: dict[str, list[Any]] = {}  # label -> [unary?, stream?, states]
+    for capability in capabilities:
+        label = ",".join(f"{k}={v}" for k, v in capability.items() if k not in ("state", "stream"))
+        entry = shown.setdefault(label, [False, False, set()])
+        entry[1 if capability.get("stream") else 0] = True
+        entry[2].add(capability.get("state", "hot"))
+    parts = []
+    for label, (unary, stream, states) in shown.items():
+        kind = ("+stream" if unary else " stream only") if stream else ""
+        cold = sorted(states - {"hot"})
+        parts.append(label + kind + (f" ({'/'.join(cold)})" if cold else ""))
+    return "; ".join(parts)
 
 
 def _ms(seconds: float | None) -> str:
@@ -135,7 +147,7 @@ def _render_replicas(console: Console, frame: Frame) -> None:
         console.print(Text(frame.registry_error or "registry unavailable", style="red"))
         return
     replicas = frame.registry.get("replicas", [])
-    table = Table("replica", "endpoint", "healthy", "in flight", "capabilities (state)",
+    table = Table("replica", "endpoint", "healthy", "in flight", "capabilities (state when not hot)",
                   title=f"replicas ({len(replicas)})", title_justify="left")  # fmt: skip
     for replica in replicas:
         healthy = replica.get("healthy")
@@ -144,7 +156,7 @@ def _render_replicas(console: Console, frame: Frame) -> None:
             Text(str(replica.get("endpoint"))),
             Text(str(healthy), style="green" if healthy else "red"),
             str(replica.get("in_flight", 0)),
-            Text("; ".join(_label(c) for c in replica.get("capabilities", []))),
+            Text(_offers(replica.get("capabilities", []))),
         )
     console.print(table)
 
@@ -165,6 +177,7 @@ def _render_traffic(console: Console, window: tm.Window) -> None:
     totals = {cap: now.total(tm.REQUESTS, capability=cap) for cap in capabilities}
     table = Table("capability", "req/s", "err/s", "requests", "p50 ms", "p99 ms", "TTFT p50", "TTFT p99",
                   "tok/s in", "tok/s out", title="traffic by capability", title_justify="left")  # fmt: skip
+    table.columns[0].overflow = "fold"  # a long label wraps, never cut
     stale = False
     for cap in sorted(capabilities, key=lambda c: -totals[c])[:MAX_ROWS]:
         match = (("capability", cap),)
@@ -198,7 +211,7 @@ def _render_traffic(console: Console, window: tm.Window) -> None:
 def draw(frame: Frame, *, color: bool, tty: bool) -> str:
     """The frame as text: styled for a colour terminal, plain otherwise."""
     out = io.StringIO()
-    width = shutil.get_terminal_size((120, 40)).columns if tty else 160
+    width = shutil.get_terminal_size((160, 40)).columns  # $COLUMNS first, as for any terminal program
     console = Console(file=out, width=width, highlight=False, force_terminal=tty and color, no_color=not color,
                       color_system="standard" if tty and color else None)  # fmt: skip
     render(console, frame)

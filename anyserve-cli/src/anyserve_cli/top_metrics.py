@@ -95,20 +95,23 @@ class Window:
         return None if self.before is None else max(self.after.at - self.before.at, 1e-9)
 
     def rate(self, name: str, predicate: Iterable[tuple[str, str]] = (), *, errors_only: bool = False) -> float | None:
-        """Per second, of the samples whose labels include ``predicate`` (and, for ``errors_only``, an error code)."""
+        """Per second, of the samples whose labels include ``predicate`` (and, for ``errors_only``, an error code);
+        ``None`` before a second scrape, or when no such series exists."""
         seconds = self.seconds
         if seconds is None or self.before is None:
             return None
         match = dict(predicate)
         earlier = self.before.series(name)
         total = 0.0
+        found = False
         for labels, value in self.after.series(name).items():
             if not _matches(labels, match):
                 continue
+            found = True
             if errors_only and not is_error(dict(labels).get("code", "")):
                 continue
             total += increase(earlier.get(labels), value)
-        return total / seconds
+        return total / seconds if found else None
 
     def quantiles(self, name: str, qs: Iterable[float], **match: str) -> tuple[list[float | None], bool]:
         """``name``'s quantiles over the window, summed across labels matching ``match``; and whether the window
