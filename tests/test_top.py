@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import math
 import os
+import pty
+import select
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from processes import APPS, free_port, router_with_replica
+from processes import APPS, free_port, router_with_replica, sigint_as_in_a_terminal
 
 from anyserve.config import load_settings
 from anyserve.credentials import Credentials, bearer
 from anyserve.metric_names import capability_label
+from anyserve_cli.top_cmd import CLEAR
 from anyserve_cli.top_metrics import REQUESTS, Scrape, Window, bucket_quantile
 
 
@@ -103,3 +108,36 @@ def test_rates_are_the_difference_of_two_scrapes_and_survive_a_restart():
     assert Window(after, restarted).rate(name) == pytest.approx(2.0)
     failing = Scrape.parse(text.format(n=name, code="503", v=6), at=106.0)
     assert Window(restarted, failing).rate(name, errors_only=True) == pytest.approx(3.0)
+
+
+def test_on_a_terminal_each_frame_clears_the_screen_and_starts_home(cluster):
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "anyserve_cli", "top", "--interval", "0.2", "--router", cluster],
+        cwd=APPS,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "160"},
+        preexec_fn=sigint_as_in_a_terminal,
+    )
+    os.close(follower)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 60
+        while seen.count(CLEAR.encode()) < 3 and time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 1.0)
+            if ready:
+                try:
+                    seen += os.read(leader, 65536)
+                except OSError:
+                    break
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+        os.close(leader)
+    assert seen.count(CLEAR.encode()) >= 3, seen[-2000:]
+    frame = seen.rsplit(CLEAR.encode(), 2)[1].decode(errors="replace")
+    assert "top-llm-1" in frame
+    assert "\x1b[" in frame  # coloured
+    assert process.returncode == 0  # Ctrl-C ends it quietly
