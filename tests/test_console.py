@@ -201,7 +201,13 @@ def test_console_shows_replicas_and_counts_requests_as_they_pass(cluster, tab):
             assert http.post("/infer", json=BODY, headers={"X-Capability-Type": "echo"}).status_code == 200
         for _ in range(3):
             assert http.post("/infer", json=BODY, headers={"X-Capability-Type": "boom"}).status_code >= 500
+        stream = {"inputs": [], "parameters": {}}
+        with http.stream("POST", "/infer/stream", json=stream, headers={"X-Capability-Type": "chat"}) as answer:
+            assert answer.status_code == 200
+            answer.read()
+    sent += 1
     tab.wait_until(lambda: (number(tab.text("#total")) or 0) >= before + sent + 3, f"{sent + 3} more requests")
+    tab.wait_until(lambda: tab.text("#ttft").endswith(" ms") or tab.text("#ttft").endswith(" s"), "a TTFT")
     tab.wait_until(lambda: (number(tab.text("#rate")) or 0) > 0, "a request rate above 0")
     tab.wait_until(lambda: "type=boom" in tab.text("#error-rows"), "the failed requests among recent errors")
     capabilities = tab.text("#capabilities")
@@ -246,3 +252,14 @@ def test_names_from_replicas_are_shown_as_text_never_as_markup(start_router, tab
     assert tab.page.evaluate("window.pwned") is None
     assert tab.page.query_selector("#replicas img") is None
     assert not tab.errors, tab.errors
+
+
+def test_cli_open_hands_the_url_to_the_browser(tmp_path):
+    opened = tmp_path / "opened"
+    browser = tmp_path / "browser"
+    browser.write_text(f'#!/bin/sh\nprintf %s "$1" > {opened}\n')
+    browser.chmod(0o700)
+    env = {**os.environ, "BROWSER": str(browser)}
+    cmd = [sys.executable, "-m", "anyserve_cli", "console", "--router", "http://127.0.0.1:3", "--open"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, check=True)
+    assert opened.read_text() == done.stdout.strip() == f"http://127.0.0.1:3/console#token={admin_token()}"
