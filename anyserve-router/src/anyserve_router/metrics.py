@@ -1,9 +1,11 @@
 """The router's Prometheus metrics (names from :mod:`anyserve.metric_names`) and its ``GET /metrics``.
 
 The request path pays for one counter increment and one histogram
-observation per request, plus the routing decision's observation: the
-labelled children are bound once per label combination and kept in dicts
-keyed by the label values as they come (the HTTP status an int, the
+observation per request, plus the routing decision's observation, each a
+lock-free addition (:mod:`anyserve.metric_series`: the router counts in
+one event loop thread, which also answers the scrape); the labelled
+children are bound once per label combination and kept in dicts keyed by
+the label values as they come (the HTTP status an int, the
 capability the label string cached per offer), so no label string is
 built per request. Gauges that describe the registry (live replicas,
 capabilities, each replica's in-flight count as the leases hold it) and
@@ -27,7 +29,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.requests import Request
@@ -36,6 +38,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from anyserve.credentials import Credentials
 from anyserve.metric_names import FRONTS, ROUTER, UNMATCHED, MetricSpec, capability_label
+from anyserve.metric_series import Series
 from anyserve_router.control_auth import require_admin
 
 if TYPE_CHECKING:
@@ -54,17 +57,10 @@ MAX_CHILDREN = 10_000
 ROUTED: ContextVar[str] = ContextVar("anyserve_router_routed", default=UNMATCHED)
 
 
-def _name(spec: MetricSpec) -> str:
-    """prometheus_client adds ``_total`` to counters itself."""
-    return spec.name.removesuffix("_total") if spec.kind == "counter" else spec.name
-
-
-def _counter(spec: MetricSpec, registry: CollectorRegistry) -> Counter:
-    return Counter(_name(spec), spec.help, spec.labels, registry=registry)
-
-
-def _histogram(spec: MetricSpec, registry: CollectorRegistry, buckets: tuple[float, ...]) -> Histogram:
-    return Histogram(spec.name, spec.help, spec.labels, registry=registry, buckets=buckets)
+def _series(name: str, registry: CollectorRegistry, buckets: tuple[float, ...] = ()) -> Series:
+    series = Series(SPECS[name], buckets)
+    registry.register(series)
+    return series
 
 
 class _ScrapeTime(Collector):
@@ -106,14 +102,14 @@ class RouterMetrics:
         self.replicas = replicas
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
-        self.requests = _counter(SPECS["anyserve_router_requests_total"], r)
-        self.duration = _histogram(SPECS["anyserve_router_request_duration_seconds"], r, DURATION_BUCKETS)
-        self.ttft = _histogram(SPECS["anyserve_router_time_to_first_token_seconds"], r, DURATION_BUCKETS)
-        self.itl = _histogram(SPECS["anyserve_router_inter_token_latency_seconds"], r, TOKEN_BUCKETS)
-        self.prompt_tokens = _counter(SPECS["anyserve_router_prompt_tokens_total"], r)
-        self.generation_tokens = _counter(SPECS["anyserve_router_generation_tokens_total"], r)
-        self.delegations = _counter(SPECS["anyserve_router_delegations_total"], r)
-        self.decision = _histogram(SPECS["anyserve_router_routing_decision_seconds"], r, DECISION_BUCKETS)
+        self.requests = _series("anyserve_router_requests_total", r)
+        self.duration = _series("anyserve_router_request_duration_seconds", r, DURATION_BUCKETS)
+        self.ttft = _series("anyserve_router_time_to_first_token_seconds", r, DURATION_BUCKETS)
+        self.itl = _series("anyserve_router_inter_token_latency_seconds", r, TOKEN_BUCKETS)
+        self.prompt_tokens = _series("anyserve_router_prompt_tokens_total", r)
+        self.generation_tokens = _series("anyserve_router_generation_tokens_total", r)
+        self.delegations = _series("anyserve_router_delegations_total", r).labels()
+        self.decision = _series("anyserve_router_routing_decision_seconds", r, DECISION_BUCKETS).labels()
         r.register(_ScrapeTime(self))
         #: Requests being served now, per front (read at scrape time).
         self.in_flight: dict[str, int] = dict.fromkeys(FRONTS, 0)

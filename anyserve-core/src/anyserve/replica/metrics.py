@@ -1,7 +1,9 @@
 """A replica's Prometheus metrics (names from :mod:`anyserve.metric_names`), its workers' figures included.
 
 The agent's request path pays one counter increment and one histogram
-observation per request; the capability label is the registered
+observation per request, each a lock-free addition
+(:mod:`anyserve.metric_series`: the agent counts in its event loop thread,
+which also answers the scrape); the capability label is the registered
 capability of the handler that served it, made once per worker and
 handler, never from what a client asked. What describes the replica's
 state (requests out to workers, worker class states, the object store's
@@ -31,13 +33,14 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from anyserve.candidates import COLD, FAILED, HOT, STARTING, STOPPING
 from anyserve.capability import RUNTIME_KEYS
 from anyserve.metric_names import REPLICA, UNMATCHED, MetricSpec, capability_label
+from anyserve.metric_series import Series
 
 if TYPE_CHECKING:
     from anyserve.replica.pool import WorkerSlot
@@ -51,11 +54,6 @@ SWITCH_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 #: Labelled children kept at most; past it, new combinations share one overflow series.
 MAX_CHILDREN = 10_000
 _PID = re.compile(r"_(\d+)\.db$")
-
-
-def _name(spec: MetricSpec) -> str:
-    """prometheus_client adds ``_total`` to counters itself."""
-    return spec.name.removesuffix("_total") if spec.kind == "counter" else spec.name
 
 
 def _pid_alive(pid: int) -> bool:
@@ -143,16 +141,14 @@ class ReplicaMetrics:
         self.in_process = in_process
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
-        spec = SPECS["anyserve_replica_requests_total"]
-        self.requests = Counter(_name(spec), spec.help, spec.labels, registry=r)
-        spec = SPECS["anyserve_replica_request_duration_seconds"]
-        self.duration = Histogram(spec.name, spec.help, spec.labels, registry=r, buckets=DURATION_BUCKETS)
-        spec = SPECS["anyserve_worker_switches_total"]
-        self.switches = Counter(_name(spec), spec.help, spec.labels, registry=r)
-        spec = SPECS["anyserve_worker_switch_seconds"]
-        self.switch_seconds = Histogram(spec.name, spec.help, spec.labels, registry=r, buckets=SWITCH_BUCKETS)
-        spec = SPECS["anyserve_objects_expired_total"]
-        self.expired = Counter(_name(spec), spec.help, registry=r)
+        self.requests = Series(SPECS["anyserve_replica_requests_total"])
+        self.duration = Series(SPECS["anyserve_replica_request_duration_seconds"], DURATION_BUCKETS)
+        self.switches = Series(SPECS["anyserve_worker_switches_total"])
+        self.switch_seconds = Series(SPECS["anyserve_worker_switch_seconds"], SWITCH_BUCKETS)
+        expired = Series(SPECS["anyserve_objects_expired_total"])
+        for series in (self.requests, self.duration, self.switches, self.switch_seconds, expired):
+            r.register(series)
+        self.expired = expired.labels()
         r.register(_ScrapeTime(self))
         #: Requests waiting for a worker now.
         self.queued = 0
