@@ -263,3 +263,15 @@ def test_cli_open_hands_the_url_to_the_browser(tmp_path):
     cmd = [sys.executable, "-m", "anyserve_cli", "console", "--router", "http://127.0.0.1:3", "--open"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, check=True)
     assert opened.read_text() == done.stdout.strip() == f"http://127.0.0.1:3/console#token={admin_token()}"
+
+
+def test_with_auth_off_the_console_needs_no_token(start_router, tab, http_to):
+    router = start_router(ANYSERVE_CLUSTER_AUTH="off")
+    body = {"replica_id": "open-replica", "endpoint": "127.0.0.1:9", "capabilities": [{"type": "echo"}]}
+    assert http_to(router.url).post("/register", json=body, headers=member_headers()).status_code == 200
+    tab.page.goto(f"{router.url}/console")
+    tab.wait_until(lambda: "open-replica" in tab.text("#replicas"), "the replica")
+    tab.wait_until(lambda: number(tab.text("#total")) is not None, "a request count")
+    assert tab.page.is_hidden("#login")
+    assert not tab.failed_loads, tab.failed_loads
+    assert not tab.errors, tab.errors

@@ -425,15 +425,16 @@
     } else {
       clearMetrics(`metrics unavailable: /metrics answered ${metrics.status}`);
     }
+    // Without a token the form stays up unless the router showed everything without one (auth off).
     const refused = refusal(registry.status) || refusal(metrics.status);
-    showLogin(refused || !token());
+    showLogin(refused || (!token() && metrics.status !== 200));
     if (problems.length) setStatus(problems.join(" · "), "bad");
     else setStatus(`updated ${new Date().toLocaleTimeString()}`, "ok");
   }
 
   async function loop() {
     try {
-      await poll();
+      if (document.visibilityState !== "hidden") await poll(); // a tab in the background costs the router nothing
     } catch (err) {
       setStatus(`could not read the router's answer: ${err.message}`, "bad");
     }
