@@ -11,7 +11,9 @@ import time
 import httpx
 import openai
 import pytest
+from kserve import Wire, request
 from metrics_text import families, label_values, value
+from processes import free_port
 from router_http import admin_headers, member_headers
 
 from anyserve.metric_names import ROUTER, UNMATCHED
@@ -21,8 +23,13 @@ BODY = {"inputs": [{"name": "x", "datatype": "INT64", "shape": [1], "data": [1]}
 
 
 @pytest.fixture
-def cluster(start_router, start_replica) -> str:
-    router = start_router()
+def grpc_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def cluster(start_router, start_replica, grpc_port) -> str:
+    router = start_router("--grpc-port", str(grpc_port))
     start_replica("echo_app:app", "--api-server", router.url, transport="inproc")
     start_replica("llm_app:app", "--api-server", router.url, transport="inproc")
     with httpx.Client(base_url=router.url, timeout=30, headers=member_headers()) as http:
@@ -109,3 +116,19 @@ def test_delegated_requests_are_counted(cluster):
     headers = {"X-Capability-Type": "echo", names.DELEGATED_FROM_HEADER: "someone", names.DELEGATION_DEPTH_HEADER: "1"}
     httpx.post(f"{cluster}/infer", json=BODY, headers=headers, timeout=30)
     assert value(scrape(cluster), "anyserve_router_delegations_total") == 1
+
+
+def test_the_grpc_front_counts_calls_and_times_stream_runs(cluster, grpc_port):
+    wire = Wire(f"127.0.0.1:{grpc_port}")
+    try:
+        for _ in range(2):
+            wire.infer(request(x=[1]), {"type": "echo"})
+        tokens = list(wire.stream([request(x=[1])], {"type": "chat"}))
+    finally:
+        wire.close()
+    assert len(tokens) >= 4
+    text = scrape(cluster)
+    assert value(text, "anyserve_router_requests_total", front="grpc", code="OK") == 3
+    (streamed,) = label_values(text, "anyserve_router_time_to_first_token_seconds_count", "capability")
+    assert value(text, "anyserve_router_time_to_first_token_seconds_count", front="grpc", capability=streamed) == 1
+    assert value(text, "anyserve_router_inter_token_latency_seconds_count", front="grpc", capability=streamed) >= 3
