@@ -154,3 +154,23 @@ def test_off_writes_no_entries(start_router):
     router = start_router()
     httpx.get(f"{router.url}/health", headers={"X-Request-Id": "not-logged-1"}, timeout=30)
     assert "not-logged-1" not in router.process.output(settle=0.5)
+
+
+def test_a_path_with_an_encoded_newline_cannot_forge_a_text_line(text_cluster):
+    url, router = text_cluster
+    answer = httpx.get(
+        f"{url}/nothing%0A2026-01-01T00:00:00.000Z%20forged%20GET%20/x%20200", headers={"X-Request-Id": "hostile 1"}
+    )
+    assert answer.status_code == 404
+    line = router.wait_for('"hostile 1"', timeout=30)
+    assert '"/nothing\\n2026-01-01T00:00:00.000Z forged GET /x 200"' in line
+    assert not any(each.startswith("2026-01-01T00:00:00.000Z") for each in router.output().splitlines())
+
+
+def test_a_path_with_an_encoded_newline_stays_one_json_object(json_cluster):
+    url, router = json_cluster
+    answer = httpx.get(f"{url}/nothing%0A%7B%22forged%22%3A1%7D", headers={"X-Request-Id": "hostile-2"})
+    assert answer.status_code == 404
+    [entry] = _entries(router, "hostile-2")
+    assert entry["path"] == '/nothing\n{"forged":1}'
+    assert not any(line.startswith('{"forged"') for line in router.output().splitlines())

@@ -135,19 +135,34 @@ def _timestamp(wall: float) -> str:
 
 
 def format_text(fields: dict[str, Any]) -> str:
-    """``time id method path status duration front capability replica [in/out tokens]``; ``-`` for unknown."""
+    """``time id method path status duration front capability replica [in/out tokens]``; ``-`` for unknown.
+
+    Values a client or a replica chose (path, id, capability, replica) are
+    written as they are when they hold only visible ASCII, else as a quoted
+    JSON string: a path with a percent-encoded newline or space cannot
+    forge a line, nor shift the fields of its own.
+    """
     line = (
-        f"{fields['time']} {fields['request_id'] or '-'} {fields['method']} {fields['path']} "
-        f"{fields['status'] if fields['status'] is not None else '-'} {fields['duration_ms']:.1f}ms "
-        f"front={fields['front']} capability={fields['capability'] or '-'} replica={fields['replica'] or '-'}"
+        f"{fields['time']} {_word(fields['request_id'])} {_word(fields['method'])} {_word(fields['path'])} "
+        f"{_word(fields['status'])} {fields['duration_ms']:.1f}ms front={fields['front']} "
+        f"capability={_word(fields['capability'])} replica={_word(fields['replica'])}"
     )
     if "tokens_in" in fields:
-        line += f" tokens={_or_dash(fields['tokens_in'])}/{_or_dash(fields['tokens_out'])}"
+        line += f" tokens={_word(fields['tokens_in'])}/{_word(fields['tokens_out'])}"
     return line
 
 
-def _or_dash(value: int | None) -> str:
-    return "-" if value is None else str(value)
+_VISIBLE = re.compile(r"[!-~]+")
+
+
+def _word(value: object) -> str:
+    """One space-free token: ``-`` for unknown, the value if visible ASCII (and not a lone ``-``), else JSON."""
+    if value is None:
+        return "-"
+    text = str(value)
+    if text != "-" and not text.startswith('"') and _VISIBLE.fullmatch(text):
+        return text
+    return json.dumps(text)
 
 
 class _Format(logging.Formatter):
