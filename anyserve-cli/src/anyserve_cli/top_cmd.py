@@ -14,6 +14,7 @@ missing.
 from __future__ import annotations
 
 import io
+import json
 import math
 import shutil
 import sys
@@ -39,6 +40,12 @@ CLEAR = "\x1b[2J\x1b[H"
 TIMEOUT = 5.0
 #: Most capabilities a frame lists (the busiest first).
 MAX_ROWS = 40
+#: Largest answer read from the router, in bytes (a /metrics of thousands of series is a few MiB).
+MAX_BODY = 64 * 1024 * 1024
+
+
+class TooLarge(Exception):
+    """The router answered more than :data:`MAX_BODY` bytes."""
 
 
 @dataclass
@@ -63,29 +70,48 @@ class Source:
     def close(self) -> None:
         self.client.close()
 
+    def _get(self, path: str) -> tuple[int, bytes]:
+        """Status and body of ``GET path``; a body past :data:`MAX_BODY` bytes is refused, not held."""
+        with self.client.stream("GET", self.url + path) as response:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_BODY:
+                    raise TooLarge(f"GET {path} answered more than {MAX_BODY} bytes")
+            return response.status_code, bytes(body)
+
     def registry(self) -> tuple[Mapping[str, Any] | None, str | None]:
         try:
-            response = self.client.get(self.url + "/registry")
+            status, body = self._get("/registry")
         except httpx.HTTPError as exc:
             return None, f"cannot reach the router at {self.url}: {exc}"
-        if response.status_code != 200:
-            return None, f"GET /registry answered {response.status_code}: {_error_text(response)}"
-        return response.json(), None
+        except TooLarge as exc:
+            return None, str(exc)
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if status != 200 or not isinstance(data, dict):
+            detail = data.get("error") if isinstance(data, dict) else body[:200].decode(errors="replace")
+            return None, f"GET /registry answered {status}: {detail}"
+        return data, None
 
     def scrape(self) -> tuple[tm.Window | None, str | None]:
         """A window from the previous scrape to this one (the first: since the router started)."""
         try:
-            response = self.client.get(self.url + "/metrics")
+            status, body = self._get("/metrics")
         except httpx.HTTPError as exc:
             return None, f"metrics unavailable: {exc}"
-        if response.status_code == 404:
+        except TooLarge as exc:
+            return None, f"metrics unavailable: {exc}"
+        if status == 404:
             return None, "metrics unavailable: this router serves no /metrics"
-        if response.status_code in (401, 403):
-            return None, f"metrics unavailable: /metrics refused the admin token ({response.status_code})"
-        if response.status_code != 200:
-            return None, f"metrics unavailable: GET /metrics answered {response.status_code}"
+        if status in (401, 403):
+            return None, f"metrics unavailable: /metrics refused the admin token ({status})"
+        if status != 200:
+            return None, f"metrics unavailable: GET /metrics answered {status}"
         try:
-            now = tm.Scrape.parse(response.text, time.monotonic())
+            now = tm.Scrape.parse(body.decode(errors="replace"), time.monotonic())
         except ValueError as exc:
             return None, f"metrics unavailable: cannot parse /metrics: {exc}"
         window = tm.Window(self.last, now)
@@ -96,13 +122,6 @@ class Source:
         registry, registry_error = self.registry()
         window, metrics_error = self.scrape()
         return Frame(self.url, registry, registry_error, window, metrics_error)
-
-
-def _error_text(response: httpx.Response) -> str:
-    try:
-        return str(response.json().get("error", response.text))
-    except ValueError:
-        return response.text[:200]
 
 
 def _offers(capabilities: list[Mapping[str, Any]]) -> str:
