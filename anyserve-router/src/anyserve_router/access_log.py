@@ -28,9 +28,8 @@ import sys
 import time
 from collections.abc import Sequence
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pluggy
 from starlette.types import Message, Receive, Scope, Send
 
 from anyserve import hookimpl
@@ -39,6 +38,9 @@ from anyserve.metric_names import capability_label
 from anyserve.protocol import names
 from anyserve_router.inbound import REQUEST_ID_SCOPE
 from anyserve_router.request_context import App, RequestContext
+
+if TYPE_CHECKING:
+    from anyserve.plugins import PluginManager
 
 LOGGER = "anyserve.access"
 OFF, TEXT, JSON = "off", "text", "json"
@@ -219,7 +221,7 @@ class CapabilityNote:
 NOTE_NAME = "anyserve-router-access-log"
 
 
-def note_capabilities(pm: pluggy.PluginManager) -> None:
+def note_capabilities(pm: PluginManager) -> None:
     """Register :class:`CapabilityNote` with ``pm`` once."""
     if pm.get_plugin(NOTE_NAME) is None:
         pm.register(CapabilityNote(), name=NOTE_NAME)
