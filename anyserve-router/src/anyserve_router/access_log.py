@@ -36,6 +36,7 @@ from anyserve import hookimpl
 from anyserve.candidates import Candidate
 from anyserve.metric_names import capability_label
 from anyserve.protocol import names
+from anyserve_router.body_budget import BodyBudget
 from anyserve_router.inbound import REQUEST_ID_SCOPE
 from anyserve_router.request_context import App, RequestContext
 
@@ -230,7 +231,7 @@ def note_capabilities(pm: PluginManager) -> None:
 class LoggedRequestContext(RequestContext):
     """A :class:`RequestContext` that writes an access-log entry for every request once its answer ends."""
 
-    def __init__(self, budget: Any, logger: logging.Logger) -> None:
+    def __init__(self, budget: BodyBudget, logger: logging.Logger) -> None:
         super().__init__(budget)
         self.logger = logger
 
