@@ -50,7 +50,7 @@ from anyserve_router.engines_api import build_engine_routes
 from anyserve_router.forwarding import Router
 from anyserve_router.infer_api import InferHandlers, build_infer_routes
 from anyserve_router.link_upstream import LinkUpstream
-from anyserve_router.metrics import KSERVE_FRONT, OPENAI_FRONT, metrics_endpoint
+from anyserve_router.metrics import KSERVE_FRONT, metrics_endpoint
 from anyserve_router.offers import RegistrationLimits
 from anyserve_router.openai_api import PREFIX as OPENAI_PREFIX
 from anyserve_router.openai_api import OpenAIFront
@@ -172,19 +172,11 @@ class RouterApp:
             path = _route_path(scope)
             if path.startswith(OPENAI_PREFIX):
                 scope["app"] = self.fastapi
-                if scope["method"] == "POST":  # what routes; model listings are not counted as requests
-                    await self.metrics.serve_http(OPENAI_FRONT, self.openai, {**scope, "path": path}, receive, send)
-                else:
-                    await self.openai({**scope, "path": path}, receive, send)
+                await self.openai({**scope, "path": path}, receive, send)
                 return
             found = self.handlers.match(path) if scope["method"] == "POST" else None
             if found is not None:
-                endpoint, args = found
-
-                async def serve(scope: Scope, receive: Receive, send: Send) -> None:
-                    await self._serve(endpoint, args, scope, receive, send)
-
-                await self.metrics.serve_http(KSERVE_FRONT, serve, scope, receive, send)
+                await self._serve(found[0], found[1], scope, receive, send)
                 return
         await self.fastapi(scope, receive, send)
 
@@ -201,7 +193,7 @@ class RouterApp:
         async def make(request: Request) -> Response:
             return await endpoint(request, *args)
 
-        await inbound.answer(scope, receive, send, make, _error_answer)
+        await inbound.answer(scope, receive, send, make, _error_answer, self.metrics, KSERVE_FRONT)
 
 
 async def _sweep(registry: ReplicaRegistry, upstream: Upstream) -> None:

@@ -7,6 +7,7 @@ request; :meth:`RequestMeta.from_http` checks every value a client wrote.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
@@ -16,12 +17,15 @@ from starlette.types import Message, Receive, Scope, Send
 
 from anyserve.delegation import MAX_DELEGATION_DEPTH
 from anyserve.errors import Cancelled
+from anyserve.metric_names import UNMATCHED
 from anyserve.protocol import RequestMeta, names
 from anyserve_router.body_budget import TICKET_SCOPE, Ticket
 from anyserve_router.errors import BodyTooLarge, NoMatch
+from anyserve_router.metrics import ROUTED
 
 if TYPE_CHECKING:
     from anyserve_router.api_keys import ApiKeys
+    from anyserve_router.metrics import RouterMetrics
 
 LIMIT_SETTING = "router.max_body_bytes"
 #: Where the request's id is kept in the ASGI scope once read, for error answers.
@@ -152,20 +156,34 @@ async def answer(
     send: Send,
     make: Callable[[Request], Awaitable[Response]],
     fail: Callable[[Request, Exception], Awaitable[Response]],
+    counted: RouterMetrics | None = None,
+    front: str = "",
 ) -> None:
     """Send the response ``make`` gives for the request; ``fail``'s instead if either raises first.
 
     An error once the response has started (a stream failing mid-way) is
-    re-raised as it is: its status line is already on the wire.
+    re-raised as it is: its status line is already on the wire. With
+    ``counted``, the request is counted for ``front`` (status, duration,
+    in flight) and a streamed body's chunks timed as tokens, here where
+    every message passes anyway: no wrapper of its own on the hot path.
     """
     started = False
+    status = 500
+    begun = time.perf_counter()
+    last = 0.0
 
     async def sending(message: Message) -> None:
-        nonlocal started
+        nonlocal started, status, last
         if message["type"] == "http.response.start":
             started = True
+            status = message["status"]
+        elif counted is not None and message.get("more_body") and message.get("body"):
+            last = counted.token(front, begun, last)
         await send(message)
 
+    if counted is not None:
+        ROUTED.set(UNMATCHED)
+        counted.in_flight[front] += 1
     request = Request(scope, receive, send)
     try:
         response = await make(request)
@@ -173,7 +191,13 @@ async def answer(
     except Exception as exc:
         if started:
             raise
-        await (await fail(request, exc))(scope, receive, send)
+        response = await fail(request, exc)
+        status = response.status_code
+        await response(scope, receive, send)
+    finally:
+        if counted is not None:
+            counted.in_flight[front] -= 1
+            counted.answered(front, ROUTED.get(), status, time.perf_counter() - begun)
 
 
 def authenticate(request: Request, api_keys: ApiKeys | None, query: Mapping[str, str] | None = None) -> None:

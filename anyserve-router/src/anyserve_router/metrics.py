@@ -34,7 +34,6 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
 
 from anyserve.credentials import Credentials
 from anyserve.metric_names import FRONTS, ROUTER, UNMATCHED, MetricSpec, capability_label
@@ -177,40 +176,18 @@ class RouterMetrics:
         if generated > 0:
             children[1].inc(generated)
 
-    async def serve_http(self, front: str, app: Callable[[Scope, Receive, Send], Awaitable[None]], scope: Scope,
-                         receive: Receive, send: Send) -> None:  # fmt: skip
-        """Run ``app`` for one HTTP request and count it: status, duration, and a stream's token timing.
+    def token(self, front: str, begun: float, last: float) -> float:
+        """A streamed chunk sent now: time to first token (``last`` 0) or since the last one; returns now.
 
-        A stream is told from a unary answer by its body: a chunk sent with
-        ``more_body`` is a streamed event (the bridge writes events that
-        arrived together in one chunk, so inter-token latency is between
-        writes, which is what the client sees).
+        The bridge writes events that arrived together in one chunk, so the
+        gap is between writes, which is what the client sees.
         """
-        start = time.perf_counter()
-        ROUTED.set(UNMATCHED)
-        self.in_flight[front] += 1
-        status: Any = 500
-        last = 0.0
-
-        async def sending(message: Message) -> None:
-            nonlocal status, last
-            kind = message["type"]
-            if kind == "http.response.start":
-                status = message["status"]
-            elif message.get("more_body") and message.get("body"):
-                now = time.perf_counter()
-                if last:
-                    self.next_token(front, ROUTED.get(), now - last)
-                else:
-                    self.first_token(front, ROUTED.get(), now - start)
-                last = now
-            await send(message)
-
-        try:
-            await app(scope, receive, sending)
-        finally:
-            self.in_flight[front] -= 1
-            self.answered(front, ROUTED.get(), status, time.perf_counter() - start)
+        now = time.perf_counter()
+        if last:
+            self.next_token(front, ROUTED.get(), now - last)
+        else:
+            self.first_token(front, ROUTED.get(), now - begun)
+        return now
 
     # -- the endpoint -------------------------------------------------------------------
 

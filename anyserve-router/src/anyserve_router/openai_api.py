@@ -40,6 +40,7 @@ from anyserve_router import inbound
 from anyserve_router.engines import passed_headers, read_bounded, relay
 from anyserve_router.errors import NoMatch
 from anyserve_router.forwarding import ReplicaFailed
+from anyserve_router.metrics import OPENAI_FRONT
 from anyserve_router.openai_errors import OpenAIError, as_openai
 from anyserve_router.openai_streams import ChatChunks, CompletionChunks, ResponseStream
 from anyserve_router.registry import OPENAI
@@ -85,7 +86,9 @@ class OpenAIFront:
             request_id = inbound.request_id(request) or new_request_id()
             return as_openai(exc, request_id).response(request_id)
 
-        await inbound.answer(scope, receive, send, make, fail)
+        # POSTs route and are counted; model listings are not requests to a capability.
+        counted = self.state.router.metrics if scope["method"] == "POST" else None
+        await inbound.answer(scope, receive, send, make, fail, counted, OPENAI_FRONT)
 
     async def _dispatch(self, request: Request, path: str, method: str) -> Response:
         kind = ENDPOINTS.get(path)
