@@ -8,6 +8,7 @@ process boundary through the multiprocess directory the agent gives them.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import signal
 import socket
@@ -23,6 +24,7 @@ from router_http import admin_headers, member_headers
 
 from anyserve.metric_names import REPLICA
 from anyserve.replica.metrics_http import MAX_HEAD
+from anyserve_objects_fs import open_store
 
 
 @pytest.fixture
@@ -133,3 +135,27 @@ def test_handlers_in_the_agent_show_their_own_metrics_too(start_replica, wire_fo
 def test_metrics_port_minus_one_serves_none(start_replica):
     started = start_replica("metrics_app:app", "--metrics-port", "-1", transport="unix")
     assert " metrics " not in started.process.wait_for(" ready at ")
+
+
+def test_the_object_collector_reports_expiries_and_the_stores_size(start_replica, tmp_path):
+    root = tmp_path / "objects"
+    store = open_store(f"file://{root}")
+    old = time.time() - 7200
+    for i in range(3):
+        store.create(b"x" * 10, key=f"old/{i}")
+        os.utime(root / "old" / str(i), (old, old))
+    store.create(b"y" * 100, key="fresh")
+    started = start_replica(
+        "metrics_app:app", "--object-store", f"file://{root}", transport="unix", ANYSERVE_OBJECT_GC_INTERVAL="0.2"
+    )
+    url = re.search(r"metrics (http://\S+/metrics)", started.process.wait_for(" ready at ")).group(1)
+    deadline = time.monotonic() + 30
+    while value(text := scrape(url), "anyserve_objects_expired_total") < 3:
+        assert time.monotonic() < deadline, text
+        time.sleep(0.1)
+    while "anyserve_objects_bytes" not in families(text := scrape(url)):
+        assert time.monotonic() < deadline, text
+        time.sleep(0.1)
+    assert value(text, "anyserve_objects_expired_total") == 3
+    assert value(text, "anyserve_objects") == 1
+    assert value(text, "anyserve_objects_bytes") == 100
