@@ -123,12 +123,12 @@ def test_the_grpc_front_counts_calls_and_times_stream_runs(cluster, grpc_port):
     try:
         for _ in range(2):
             wire.infer(request(x=[1]), {"type": "echo"})
-        tokens = list(wire.stream([request(x=[1])], {"type": "chat"}))
+        tokens = list(wire.stream([request(text_input=[b"hello there"])], {"type": "chat", "model": "tiny-chat"}))
     finally:
         wire.close()
-    assert len(tokens) >= 4
+    assert len(tokens) >= 3 and not any(t.error_message for t in tokens)
     text = scrape(cluster)
     assert value(text, "anyserve_router_requests_total", front="grpc", code="OK") == 3
     (streamed,) = label_values(text, "anyserve_router_time_to_first_token_seconds_count", "capability")
     assert value(text, "anyserve_router_time_to_first_token_seconds_count", front="grpc", capability=streamed) == 1
-    assert value(text, "anyserve_router_inter_token_latency_seconds_count", front="grpc", capability=streamed) >= 3
+    assert value(text, "anyserve_router_inter_token_latency_seconds_count", front="grpc", capability=streamed) >= 2
