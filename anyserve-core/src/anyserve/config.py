@@ -63,6 +63,10 @@ ENV_KEYS: dict[str, str] = {
     "ANYSERVE_TLS_CERT_FILE": "tls.cert_file",
     "ANYSERVE_TLS_KEY_FILE": "tls.key_file",
     "ANYSERVE_TLS_CA_FILE": "tls.ca_file",
+    "ANYSERVE_TRACING": "tracing.enabled",
+    "ANYSERVE_TRACING_EXPORTER": "tracing.exporter",
+    "ANYSERVE_TRACING_ENDPOINT": "tracing.endpoint",
+    "ANYSERVE_TRACING_FILE": "tracing.file",
 }
 
 
@@ -212,6 +216,25 @@ class TlsSettings(_Table):
         return bool(self.cert_file)
 
 
+class TracingSettings(_Table):
+    """OpenTelemetry spans for each hop of a request (router, agent, worker), off by default.
+
+    Off, nothing of OpenTelemetry is imported and a request pays one check;
+    see docs/tracing.md. Workers get their agent's settings.
+    """
+
+    enabled: bool = False
+    #: ``otlp``: OTLP over HTTP/protobuf to ``endpoint`` (needs ``anyserve-core[otlp]``); ``console``: stderr;
+    #: ``file``: one JSON object per span per line, appended to ``file``.
+    exporter: Literal["otlp", "console", "file"] = "otlp"
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    file: str | None = None
+    #: Default: ``anyserve-router``, ``anyserve-replica`` or ``anyserve-worker``, after the process.
+    service_name: str | None = None
+    #: Share of new traces recorded; a request that arrives with a trace follows its caller's decision.
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
 class AuthSettings(_Table):
     """API keys for the router's data plane (``/infer``, ``/v2``, ``/v1``, gRPC); none configured: open."""
 
@@ -275,6 +298,7 @@ class Settings(_Table):
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     tls: TlsSettings = Field(default_factory=TlsSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     #: dotted key -> where its value came from ("default" when absent).
     sources: dict[str, str] = Field(default_factory=dict, exclude=True)

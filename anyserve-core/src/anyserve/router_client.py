@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from anyserve import tracing
 from anyserve.capability import normalize_key, normalize_value
 from anyserve.credentials import bearer
 from anyserve.errors import AnyServeError, Unavailable, code_for_http, error_for_code
@@ -56,6 +57,8 @@ class RouterClient:
     ) -> bytes:
         """POST /infer with a serialised ModelInferRequest; the serialised response."""
         sent = {"Content-Type": PROTOBUF, "Accept": PROTOBUF, **capability_headers(query), **(headers or {})}
+        if tracing.tracer is not None:  # a delegated or handler's call continues the request's trace
+            sent = tracing.headers_with_current(sent)
         try:
             kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
             response = self._http.post("/infer", content=payload, headers=sent, **kwargs)
@@ -148,6 +151,8 @@ class AsyncRouterClient:
         self, query: Mapping[str, Any], payload: bytes, *, headers: Mapping[str, str] | None = None
     ) -> bytes:
         sent = {"Content-Type": PROTOBUF, "Accept": PROTOBUF, **capability_headers(query), **(headers or {})}
+        if tracing.tracer is not None:  # a delegated or handler's call continues the request's trace
+            sent = tracing.headers_with_current(sent)
         response = await self._send("POST", "/infer", content=payload, headers=sent)
         if response.status_code >= 400:
             raise _error(response, self.url)

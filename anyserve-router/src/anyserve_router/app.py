@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from anyserve import tls
+from anyserve import tls, tracing
 from anyserve.catalog import LINK_OFF, Catalog
 from anyserve.config import Settings
 from anyserve.credentials import Credentials
@@ -234,6 +234,7 @@ def create_app(
     or those in the state directory (made there when missing).
     """
     settings = settings or Settings()
+    tracing.setup(settings.tracing, tracing.ROUTER_SERVICE)
     pm = pm or get_plugin_manager()
     catalog = Catalog(pm)
     encoding = catalog.encoding(settings)

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
+from anyserve import tracing
 from anyserve.errors import AnyServeError, DeadlineExceeded
 from anyserve.matching import Matcher
 from anyserve.protocol import RequestMeta, dumps
@@ -143,6 +144,8 @@ class Router:
         )
         if chosen is not None:
             ROUTED.set(self.metrics.label(chosen.capability))
+            if tracing.tracer is not None:
+                tracing.route_chosen(chosen.id, chosen.capability)
             info = chosen.info
             if info["protocol"] == KSERVE:
                 return Target(chosen.id, info["endpoint"], info.get("link"))
@@ -242,7 +245,10 @@ class Router:
             deadline = time.monotonic() + self.deadline_seconds
         watch = self.deadlines.watch(deadline, receive)
         try:
-            return await self._forward(meta, deadline, call, stream, protocols)
+            if tracing.tracer is None:
+                return await self._forward(meta, deadline, call, stream, protocols)
+            with tracing.route(meta):
+                return await self._forward(meta, deadline, call, stream, protocols)
         except asyncio.CancelledError:
             failure = watch.failure(lambda: self.late(meta, own=meta.deadline is not None))
             if failure is None:
@@ -288,8 +294,11 @@ class Router:
             except UnknownReplica:  # deregistered between choice and call
                 exclude.add(target.replica_id)
                 continue
+            md = meta.to_metadata(deadline=deadline)
+            if tracing.tracer is not None:  # the replica's span is a child of this hop's, not of the client's
+                md = tracing.with_current(md)
             try:
-                return Forwarded(target, await call(target, meta.to_metadata(deadline=deadline)), lease)
+                return Forwarded(target, await call(target, md), lease)
             except UpstreamError as exc:
                 lease.release()
                 if not exc.unreachable:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from anyserve import tls
+from anyserve import tls, tracing
 from anyserve.delegation import MAX_DELEGATION_DEPTH
 from anyserve.errors import AnyServeError, InvalidRequest
 from anyserve.metric_names import UNMATCHED
@@ -88,10 +88,12 @@ class RouterGrpc:
         ROUTED.set(UNMATCHED)
         metrics.in_flight[GRPC_FRONT] += 1
         code = "UNKNOWN"
+        traced = None if tracing.tracer is None else tracing.start_grpc("ModelInfer", context.invocation_metadata())
         try:
             try:
                 meta = _with_query(_meta(context), payload)
-                target, response = await self.router.infer(meta, payload)
+                calling = self.router.infer(meta, payload)
+                target, response = await (calling if traced is None else tracing.within(traced, calling))
             except AnyServeError as exc:
                 code = exc.code
                 await _abort(context, exc)
@@ -102,6 +104,8 @@ class RouterGrpc:
         finally:
             metrics.in_flight[GRPC_FRONT] -= 1
             metrics.answered(GRPC_FRONT, ROUTED.get(), code, time.perf_counter() - start)
+            if traced is not None:
+                tracing.end(traced, code)
 
     async def model_stream_infer(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
@@ -112,20 +116,27 @@ class RouterGrpc:
         except AnyServeError as exc:
             await _abort(context, exc)
             return
-        async for response in each_run(requests, lambda payload: self._run(meta, payload)):
+        traced = None if tracing.tracer is None else context.invocation_metadata()
+        async for response in each_run(requests, lambda payload: self._run(meta, payload, traced)):
             yield response
 
-    async def _run(self, meta: RequestMeta, payload: bytes) -> AsyncIterator[bytes]:
-        """One request's run; counted as one request of the gRPC front, its responses timed as tokens."""
+    async def _run(self, meta: RequestMeta, payload: bytes, traced: Any = None) -> AsyncIterator[bytes]:
+        """One request's run; counted as one request of the gRPC front, its responses timed as tokens.
+
+        ``traced``: the call's metadata when tracing is on (each run is a span of its own).
+        """
         metrics = self.router.metrics
         start = time.perf_counter()
         ROUTED.set(UNMATCHED)
         metrics.in_flight[GRPC_FRONT] += 1
         code = "UNKNOWN"
+        if traced is not None:
+            traced = tracing.start_grpc("ModelStreamInfer", traced)
         try:
             try:
                 meta = _with_query(meta, payload)
-                done = await self.router.open_stream(meta, payload)
+                opening = self.router.open_stream(meta, payload)
+                done = await (opening if traced is None else tracing.within(traced, opening))
             except AnyServeError as exc:
                 code = exc.code
                 yield final_error(exc.code, exc.message, _request_id(payload))
@@ -154,6 +165,8 @@ class RouterGrpc:
         finally:
             metrics.in_flight[GRPC_FRONT] -= 1
             metrics.answered(GRPC_FRONT, ROUTED.get(), code, time.perf_counter() - start)
+            if traced is not None:
+                tracing.end(traced, code)
 
     # -- health and metadata ---------------------------------------------------------
 

@@ -15,6 +15,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from anyserve import tracing
 from anyserve.delegation import MAX_DELEGATION_DEPTH
 from anyserve.errors import Cancelled
 from anyserve.metric_names import UNMATCHED
@@ -184,11 +185,14 @@ async def answer(
     if counted is not None:
         ROUTED.set(UNMATCHED)
         counted.in_flight[front] += 1
+    traced = None if tracing.tracer is None else tracing.enter_http(front, scope)
     request = Request(scope, receive, send)
     try:
         response = await make(request)
         await response(scope, receive, sending)
     except Exception as exc:
+        if traced is not None:
+            tracing.failed(traced[0], exc)
         if started:
             raise
         response = await fail(request, exc)
@@ -198,6 +202,8 @@ async def answer(
         if counted is not None:
             counted.in_flight[front] -= 1
             counted.answered(front, ROUTED.get(), status, time.perf_counter() - begun)
+        if traced is not None:
+            tracing.leave(traced, status, scope.get(REQUEST_ID_SCOPE))
 
 
 def authenticate(request: Request, api_keys: ApiKeys | None, query: Mapping[str, str] | None = None) -> None:

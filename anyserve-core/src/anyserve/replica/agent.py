@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from anyserve import tracing
 from anyserve.candidates import FAILED
 from anyserve.credentials import AUTHORIZATION, Credentials, from_bearer
 from anyserve.delegation import Delegation
@@ -212,6 +213,7 @@ class Agent:
         """
         start = time.perf_counter()
         label, code = UNMATCHED, "OK"
+        traced = None if tracing.tracer is None else tracing.enter(self._span("agent infer", meta))
         try:
             self._check_size("request", len(payload))
             if not meta.query:
@@ -225,8 +227,11 @@ class Agent:
             slot, handler = chosen
             label = self.metrics.label(slot, handler)
             slot.last_used = time.monotonic()
+            pairs = meta.to_metadata(handler=handler)
+            if traced is not None:  # the worker's span is a child of this one
+                pairs = tracing.with_current(pairs)
             try:
-                response = await slot.connection.infer(payload, dict(meta.to_metadata(handler=handler)))
+                response = await slot.connection.infer(payload, dict(pairs))
             except Unavailable as exc:
                 raise self._worker_lost(slot, meta, exc) from None
             finally:
@@ -241,6 +246,12 @@ class Agent:
             raise
         finally:
             self.metrics.answered(label, code, time.perf_counter() - start)
+            if traced is not None:
+                tracing.leave_with_code(traced, code)
+
+    def _span(self, name: str, meta: RequestMeta) -> Any:
+        """The agent's span for a request: a child of the caller's (the router's) through ``traceparent``."""
+        return tracing.start(name, meta, attributes={"anyserve.replica_id": self.replica_id})
 
     def _worker_lost(self, slot: WorkerSlot, meta: RequestMeta, exc: Unavailable) -> Unavailable:
         """A worker that died mid-request: its pid and socket go to the log, the caller gets what happened.
@@ -304,6 +315,7 @@ class Agent:
             meta = meta.with_query(query_from_request(request.model_name, request.model_version, request.parameters))
         start = time.perf_counter()
         label, code = UNMATCHED, "CANCELLED"
+        traced = None if tracing.tracer is None else self._span("agent stream", meta)
         try:
             try:
                 chosen = await self._worker_for(meta, True)
@@ -312,7 +324,8 @@ class Agent:
                 slot, handler = chosen
                 label = self.metrics.label(slot, handler)
                 slot.last_used = time.monotonic()
-                fields = dict(meta.to_metadata(handler=handler))
+                pairs = meta.to_metadata(handler=handler)
+                fields = dict(pairs if traced is None else tracing.pairs_of(traced, pairs))
                 try:
                     async with contextlib.aclosing(slot.connection.stream(payload, fields)) as chunks:
                         async for chunk in chunks:
@@ -329,3 +342,5 @@ class Agent:
             yield final_marker(request.id)
         finally:
             self.metrics.answered(label, code, time.perf_counter() - start)
+            if traced is not None:
+                tracing.end(traced, code)

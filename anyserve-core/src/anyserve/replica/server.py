@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 import httpx
 
-from anyserve import tls
+from anyserve import tls, tracing
 from anyserve.config import Settings
 from anyserve.credentials import Credentials
 from anyserve.delegation import Delegation
@@ -72,6 +72,7 @@ class Replica:
     def __init__(self, settings: Settings, app_ref: str | None, *, log_level: str = "WARNING") -> None:
         replica_id = settings.replica.replica_id or f"replica-{uuid.uuid4().hex[:8]}"
         self.settings = settings
+        tracing.setup(settings.tracing, tracing.REPLICA_SERVICE)
         self.assembly = Assembly(settings, app_ref, replica_id, log_level=log_level)
         self.pool = WorkerPool(self.assembly.matcher, self.assembly.pm)
         self.pool.wait_seconds = settings.replica.worker_wait_seconds

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import os
@@ -27,6 +28,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from anyserve import tracing
 from anyserve.app import AnyServe, Handler
 from anyserve.context import Caller, Context
 from anyserve.errors import AnyServeError, CapabilityNotFound, DeadlineExceeded, HandlerError, InvalidRequest
@@ -150,29 +152,46 @@ class WorkerHost:
             return b""
         meta = RequestMeta.from_metadata(fields.items())
         handler = self._chosen(meta, stream=False)
-        request = parse_request(payload)
-        # A handler that takes no context gets none built: this is the hot path.
-        context = self._context(meta) if handler.arity > 1 else None
-        args = (request, context)[: handler.arity]
-        async with self._slots:
-            try:
-                if handler.is_async:
-                    result = await handler.func(*args)
-                else:
-                    loop = asyncio.get_running_loop()
-                    result = await loop.run_in_executor(self._executor, functools.partial(handler.func, *args))
-                answer = self._response_bytes(result, handler, request)
-            except asyncio.CancelledError:
-                if context is not None:
-                    context.cancel()
-                raise
-            except Exception as exc:
-                raise self._failed(handler, meta, exc) from None
-        if meta.deadline is not None and time.monotonic() >= meta.deadline:
-            # The caller has given up (a handler that saw context.cancelled may return anyway): an answer
-            # now would race the caller's own timeout, so past the deadline it is the deadline's error, always.
-            raise DeadlineExceeded("the request's deadline passed while its handler ran")
-        return answer
+        traced = None if tracing.tracer is None else tracing.enter(self._span(handler, meta))
+        try:
+            request = parse_request(payload)
+            # A handler that takes no context gets none built: this is the hot path.
+            context = self._context(meta) if handler.arity > 1 else None
+            args = (request, context)[: handler.arity]
+            async with self._slots:
+                try:
+                    if handler.is_async:
+                        result = await handler.func(*args)
+                    else:
+                        loop = asyncio.get_running_loop()
+                        call = functools.partial(handler.func, *args)
+                        if traced is not None:  # in the span, so the handler's own calls continue the trace
+                            call = functools.partial(contextvars.copy_context().run, call)
+                        result = await loop.run_in_executor(self._executor, call)
+                    answer = self._response_bytes(result, handler, request)
+                except asyncio.CancelledError:
+                    if context is not None:
+                        context.cancel()
+                    raise
+                except Exception as exc:
+                    raise self._failed(handler, meta, exc) from None
+            if meta.deadline is not None and time.monotonic() >= meta.deadline:
+                # The caller has given up (a handler that saw context.cancelled may return anyway): an answer
+                # now would race the caller's own timeout, so past the deadline it is the deadline's error, always.
+                raise DeadlineExceeded("the request's deadline passed while its handler ran")
+            return answer
+        except BaseException as exc:
+            if traced is not None:
+                tracing.failed(traced[0], exc)
+            raise
+        finally:
+            if traced is not None:
+                tracing.leave(traced)
+
+    def _span(self, handler: Handler, meta: RequestMeta) -> Any:
+        """The worker's span for a request: a child of the agent's through the frame's ``traceparent``."""
+        attributes = {"anyserve.worker_id": self.worker_id, "anyserve.handler": handler.name}
+        return tracing.start(f"worker {handler.name}", meta, kind="INTERNAL", attributes=attributes)
 
     @staticmethod
     def _response_bytes(result: Any, handler: Handler, request: ModelInferRequest) -> bytes:
@@ -203,6 +222,7 @@ class WorkerHost:
         context = self._context(meta)
         loop = asyncio.get_running_loop()
         outbox = Outbox(threaded=not handler.is_async)
+        traced = None if tracing.tracer is None else self._span(handler, meta)
         stream = Stream(outbox.put, model_name=request.model_name, request_id=request.id, room=outbox.room)
         args = (request, context, stream) if handler.arity == 3 else (request, stream)
 
@@ -212,14 +232,17 @@ class WorkerHost:
                     if handler.is_async:
                         await handler.func(*args)
                     else:
-                        await loop.run_in_executor(self._executor, functools.partial(handler.func, *args))
+                        call = functools.partial(handler.func, *args)
+                        if traced is not None:  # in the span, so the handler's own calls continue the trace
+                            call = functools.partial(contextvars.copy_context().run, call)
+                        await loop.run_in_executor(self._executor, call)
                     outbox.finish(_DONE)
                 except asyncio.CancelledError:
                     raise
                 except BaseException as exc:  # reported to the consumer, which re-raises
                     outbox.finish(exc)
 
-        producer = asyncio.create_task(produce())
+        producer = asyncio.create_task(produce(), context=None if traced is None else tracing.context_of(traced))
         try:
             while True:
                 item = await outbox.take()
@@ -228,6 +251,8 @@ class WorkerHost:
                 if isinstance(item, BaseException):
                     if stream.closed:
                         break
+                    if traced is not None:
+                        tracing.failed(traced, item)
                     raise self._failed(handler, meta, item) if isinstance(item, Exception) else item
                 yield item.SerializeToString()
                 if item.error_message:
@@ -241,3 +266,5 @@ class WorkerHost:
             producer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await producer
+            if traced is not None:
+                traced.end()

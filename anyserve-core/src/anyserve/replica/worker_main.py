@@ -18,7 +18,7 @@ import sys
 import traceback
 from typing import Any
 
-from anyserve import event_loop
+from anyserve import event_loop, tracing
 from anyserve.errors import ConfigError
 from anyserve.replica.assembly import Assembly
 
@@ -33,6 +33,7 @@ async def _watch_parent(parent: int) -> None:
 
 async def serve(spec: dict[str, Any]) -> None:
     assembly = Assembly.from_spec(spec)
+    tracing.setup(assembly.settings.tracing, tracing.WORKER_SERVICE)  # the agent's settings
     host, cleanup = await assembly.start_host(spec["worker_id"], spec.get("worker_class"))
     serving = asyncio.create_task(assembly.transport.serve(spec["address"], host))
     watchdog = asyncio.create_task(_watch_parent(spec["parent_pid"]))
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     code = main()
+    tracing.shutdown()
     # Everything the worker owns is closed and on_cleanup() has run: skip the interpreter's teardown,
     # which for a process that imported torch takes seconds and delays the next model's start.
     sys.stdout.flush()
