@@ -213,3 +213,59 @@ def test_off_imports_nothing_of_the_sdk(tmp_path, enabled, expected):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == expected
     assert (tmp_path / "spans.jsonl").exists() == bool(enabled)
+
+
+def test_a_stream_is_one_trace_and_a_failing_handler_marks_its_span(start_router, start_replica, tmp_path):
+    files = {name: tmp_path / f"{name}.jsonl" for name in ("router", "echo")}
+    router = start_router(**traced_env(files["router"]))
+    start_replica("echo_app:app", "--api-server", router.url, **traced_env(files["echo"]))
+    wait_registered(router.url, 1)
+    with httpx.stream(
+        "POST", f"{router.url}/infer/stream", json={"inputs": []}, headers={"X-Capability-Type": "chat"}, timeout=30
+    ) as answer:
+        assert answer.status_code == 200
+        answer.read()
+    front = named(spans(files["router"], 2), "router kserve /infer/stream")
+    route = named(spans(files["router"], 2), "router route")
+    replica = spans(files["echo"], 2, trace_id=front["trace_id"])
+    agent, worker = named(replica, "agent stream"), named(replica, "worker chat_stream")
+    assert route["parent_id"] == front["span_id"] and agent["parent_id"] == route["span_id"]
+    assert worker["parent_id"] == agent["span_id"] and worker["status"] != "ERROR"
+
+    with httpx.stream(
+        "POST",
+        f"{router.url}/infer/stream",
+        json={"inputs": []},
+        headers={"X-Capability-Type": "broken-stream"},
+        timeout=30,
+    ) as answer:
+        answer.read()
+    failed = [s for s in spans(files["echo"], 4) if s["name"] == "worker broken_stream"]
+    assert len(failed) == 1 and failed[0]["status"] == "ERROR"
+    assert failed[0]["attributes"]["anyserve.error_code"] == "RuntimeError"
+    agent = [
+        s for s in spans(files["echo"], 4) if s["trace_id"] == failed[0]["trace_id"] and s["name"] == "agent stream"
+    ]
+    assert agent[0]["status"] == "ERROR" and agent[0]["attributes"]["anyserve.error_code"] == "INTERNAL"
+
+
+def test_otlp_without_its_exporter_names_the_extra(tmp_path):
+    """The OTLP exporter is optional: asked for without it installed, the router refuses to start and says why."""
+    pytest.importorskip("opentelemetry.sdk")
+    try:
+        import opentelemetry.exporter.otlp.proto.http  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the OTLP exporter is installed here")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "ANYSERVE_STATE_DIR": str(tmp_path), "ANYSERVE_TRACING": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "anyserve_cli", "router", "--port", "0"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "anyserve-core[otlp]" in done.stderr
