@@ -293,13 +293,10 @@ def leave(entered: Entered, http_status: int | None = None, request_id: str | No
     span.end()
 
 
-def route_chosen(replica_id: str, capability: Mapping[str, Any]) -> None:
-    """Name the chosen replica and capability on the current span (``router route``)."""
-    from opentelemetry import trace
-
-    current = trace.get_current_span()
-    current.set_attribute("anyserve.replica_id", replica_id)
-    current.set_attribute("anyserve.capability", json.dumps(dict(capability), sort_keys=True, default=str))
+def routed(span: Span, replica_id: str, capability: str) -> None:
+    """Name the replica chosen and the capability it serves (as the metrics label it) on ``span``."""
+    span.set_attribute("anyserve.replica_id", replica_id)
+    span.set_attribute("anyserve.capability", capability)
 
 
 def ids(meta: RequestMeta) -> dict[str, str]:

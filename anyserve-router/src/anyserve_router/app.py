@@ -261,6 +261,8 @@ def create_app(
         startup_grace_seconds=startup_grace(settings.router),
     )
     router.api_keys = ApiKeys.from_settings(settings, credentials)
+    if tracing.tracer is not None:
+        router.trace()
     engines = Engines(registry)
     state = RouterState(settings, registry, router, encoder, upstream, engines, credentials)
     configured = [EngineSpec.of(e.url, e.id, e.capabilities, e.types) for e in settings.router.engines]

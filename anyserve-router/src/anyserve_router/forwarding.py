@@ -23,7 +23,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from anyserve import tracing
 from anyserve.errors import AnyServeError, DeadlineExceeded
@@ -144,8 +144,6 @@ class Router:
         )
         if chosen is not None:
             ROUTED.set(self.metrics.label(chosen.capability))
-            if tracing.tracer is not None:
-                tracing.route_chosen(chosen.id, chosen.capability)
             info = chosen.info
             if info["protocol"] == KSERVE:
                 return Target(chosen.id, info["endpoint"], info.get("link"))
@@ -217,6 +215,26 @@ class Router:
 
     # -- calling ---------------------------------------------------------------
 
+    def trace(self) -> None:
+        """With tracing on: each :meth:`forward` is a ``router route`` span, whose context the replica gets.
+
+        Replacing the method once, at start-up, leaves the untraced path
+        without a single check of its own.
+        """
+        untraced = self.forward
+
+        async def forward(meta: RequestMeta, call: Callable[[Target, Metadata], Awaitable[T]], **kwargs: Any) -> Any:
+            def traced_call(target: Target, md: Metadata) -> Awaitable[T]:
+                # The replica's span is a child of this hop's, not of the client's.
+                return call(target, tracing.with_current(list(md)))
+
+            with tracing.route(meta) as span:
+                done = await untraced(meta, traced_call, **kwargs)
+                tracing.routed(span, done.target.replica_id, ROUTED.get())
+                return done
+
+        self.forward = forward  # type: ignore[method-assign]
+
     async def forward(
         self,
         meta: RequestMeta,
@@ -245,10 +263,7 @@ class Router:
             deadline = time.monotonic() + self.deadline_seconds
         watch = self.deadlines.watch(deadline, receive)
         try:
-            if tracing.tracer is None:
-                return await self._forward(meta, deadline, call, stream, protocols)
-            with tracing.route(meta):
-                return await self._forward(meta, deadline, call, stream, protocols)
+            return await self._forward(meta, deadline, call, stream, protocols)
         except asyncio.CancelledError:
             failure = watch.failure(lambda: self.late(meta, own=meta.deadline is not None))
             if failure is None:
@@ -294,11 +309,8 @@ class Router:
             except UnknownReplica:  # deregistered between choice and call
                 exclude.add(target.replica_id)
                 continue
-            md = meta.to_metadata(deadline=deadline)
-            if tracing.tracer is not None:  # the replica's span is a child of this hop's, not of the client's
-                md = tracing.with_current(md)
             try:
-                return Forwarded(target, await call(target, md), lease)
+                return Forwarded(target, await call(target, meta.to_metadata(deadline=deadline)), lease)
             except UpstreamError as exc:
                 lease.release()
                 if not exc.unreachable:
