@@ -269,3 +269,23 @@ def test_otlp_without_its_exporter_names_the_extra(tmp_path):
     )
     assert done.returncode == 2
     assert "anyserve-core[otlp]" in done.stderr
+
+
+def test_a_handlers_call_through_the_router_continues_the_trace(start_router, start_replica, tmp_path):
+    """``pipeline`` (on ``chat``) calls ``embed`` with ``context.call``: the second trip is under the worker's span."""
+    files = {name: tmp_path / f"{name}.jsonl" for name in ("router", "chat", "embed")}
+    router = start_router(**traced_env(files["router"]))
+    for name in ("chat", "embed"):
+        start_replica(f"cluster_apps:{name}", "--api-server", router.url, **traced_env(files[name]))
+    wait_registered(router.url, 2)
+    answer = httpx.post(f"{router.url}/infer", json=BODY, headers={"X-Capability-Type": "pipeline"}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    fronts = [s for s in spans(files["router"], 4) if s["name"] == "router kserve /infer"]
+    outer = next(s for s in fronts if s["parent_id"] is None)
+    trace_id = outer["trace_id"]
+    caller = named(spans(files["chat"], 2, trace_id=trace_id), "worker pipeline")
+    inner = next(s for s in fronts if s["parent_id"] == caller["span_id"])
+    assert inner["trace_id"] == trace_id
+    inner_route = next(s for s in spans(files["router"], 4) if s["parent_id"] == inner["span_id"])
+    embed_agent = named(spans(files["embed"], 2, trace_id=trace_id), "agent infer")
+    assert embed_agent["parent_id"] == inner_route["span_id"]
