@@ -21,6 +21,7 @@ import fcntl
 import json
 import logging
 import os
+import sys
 from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -74,7 +75,7 @@ def setup(settings: TracingSettings, default_service: str) -> None:
     elif settings.exporter == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(service_name=service)))
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(service_name=service, out=sys.stderr)))
     else:
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
