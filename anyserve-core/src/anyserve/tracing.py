@@ -193,8 +193,8 @@ def start(
 ) -> Span:
     """A started span, a child of the trace ``meta`` (or ``traceparent``) carries; the caller ends it.
 
-    Not made current: for streams, whose generators resume in other
-    contexts. :func:`span` is the one to use around a plain ``await``.
+    Not made current: :func:`enter` or :func:`within` do that where it is
+    safe (never across an async generator's ``yield``).
     """
     from opentelemetry.trace import SpanKind
 
@@ -208,26 +208,12 @@ def start(
 
 
 @contextlib.contextmanager
-def span(
-    name: str,
-    meta: RequestMeta | None = None,
-    *,
-    kind: str = "SERVER",
-    attributes: Mapping[str, Any] | None = None,
-    parent: bool = True,
-) -> Iterator[Span]:
-    """A span made current around the block, its status set from the exception that leaves it.
-
-    ``parent=False`` starts it in the current context instead (a child of
-    this process's current span) rather than from ``meta``'s trace fields.
-    """
+def span(name: str, *, kind: str = "INTERNAL", attributes: Mapping[str, Any] | None = None) -> Iterator[Span]:
+    """A child of this process's current span, current around the block; an exception leaving it sets its status."""
     from opentelemetry.trace import SpanKind, use_span
 
     assert tracer is not None
-    if parent:
-        current = start(name, meta, kind=kind, attributes=attributes)
-    else:
-        current = tracer.start_span(name, kind=SpanKind[kind], attributes=dict(attributes or {}))
+    current = tracer.start_span(name, kind=SpanKind[kind], attributes=dict(attributes or {}))
     with use_span(current, end_on_exit=True, record_exception=False, set_status_on_exception=False):
         try:
             yield current
@@ -344,7 +330,7 @@ def route(meta: RequestMeta) -> Iterator[Span]:
 
     if meta.request_id:
         trace.get_current_span().set_attribute(REQUEST_ID, meta.request_id)
-    with span("router route", kind="CLIENT", parent=False, attributes=ids(meta)) as current:
+    with span("router route", kind="CLIENT", attributes=ids(meta)) as current:
         yield current
 
 
