@@ -53,10 +53,14 @@ def named(found: list[dict[str, Any]], prefix: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def cluster(start_router, start_replica, tmp_path):
-    """A traced router and two self-registering replicas, ``chat`` and ``heavy``, each with its span file."""
+def cluster(start_router, start_replica, tmp_path, data_path):
+    """A traced router and two self-registering replicas, ``chat`` and ``heavy``, each with its span file.
+
+    The router reaches them over their link, or over gRPC when they serve none (``data_path``).
+    """
     files = {name: tmp_path / f"{name}.jsonl" for name in ("router", "chat", "heavy")}
     router = start_router(**traced_env(files["router"]))
+    link = {} if data_path == "link" else {"ANYSERVE_LINK": "off"}
     replicas = {
         name: start_replica(
             f"cluster_apps:{name}",
@@ -65,9 +69,11 @@ def cluster(start_router, start_replica, tmp_path):
             "--replica-id",
             f"replica-{name}",
             **traced_env(files[name]),
+            **link,
         )
         for name in ("chat", "heavy")
     }
+    assert all((replica.link is not None) == (data_path == "link") for replica in replicas.values())
     wait_registered(router.url, 2)
     return router, replicas, files
 
