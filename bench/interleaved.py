@@ -17,12 +17,12 @@ sent by this process, on the load generator's CPU.
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import time
 from dataclasses import dataclass, field
 
 from loadgen_clients import HttpClient, HttpConn
+from loadgen_measure import proc_cpu
 from loadgen_workloads import small_request
 
 CONNECTIONS = 64
@@ -47,18 +47,6 @@ class Target:
     def cpu_per_request(self) -> dict[str, float]:
         """Microseconds of CPU per request, by role."""
         return {role: 1e6 * seconds / self.requests for role, seconds in self.cpu.items()} if self.requests else {}
-
-
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 async def _turn(client: HttpClient, conns: list[HttpConn], payload: bytes, seconds: float) -> tuple[int, float]:
@@ -92,11 +80,11 @@ async def _run_turn(target: Target, payload: bytes, seconds: float, *, count: bo
     client = HttpClient(target.address, target.headers, ssl=target.ssl)  # type: ignore[arg-type]
     try:
         conns = await client.pool(CONNECTIONS)
-        before = {role: _cpu_seconds(pid) for role, pid in target.pids.items()}
+        before = {role: proc_cpu(pid) for role, pid in target.pids.items()}
         done, rate = await _turn(client, conns, payload, seconds)
         if count:
             for role, pid in target.pids.items():
-                target.cpu[role] = target.cpu.get(role, 0.0) + _cpu_seconds(pid) - before[role]
+                target.cpu[role] = target.cpu.get(role, 0.0) + proc_cpu(pid) - before[role]
             target.requests += done
             target.rates.append(rate)
     finally:

@@ -29,7 +29,7 @@ SERVER_PIDS: dict[str, int] = {}
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _proc_cpu(pid: int) -> float:
+def proc_cpu(pid: int) -> float:
     """User + system CPU seconds a process has used so far (0 once it is gone)."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -44,7 +44,7 @@ class Window:
 
     def __init__(self) -> None:
         self.cpu0 = _cpu0()
-        self.servers = {role: _proc_cpu(pid) for role, pid in SERVER_PIDS.items()}
+        self.servers = {role: proc_cpu(pid) for role, pid in SERVER_PIDS.items()}
         self.cpu = time.process_time()
         self.start = time.perf_counter()
 
@@ -55,7 +55,7 @@ class Window:
             "client_cpu": (time.process_time() - self.cpu) / wall,
             "server_core": (busy - self.cpu0[0]) / max(1, total - self.cpu0[1]),
             # CPU seconds per process over the whole window (the tail after the deadline included)
-            "server_cpu_s": {role: _proc_cpu(pid) - self.servers[role] for role, pid in SERVER_PIDS.items()},
+            "server_cpu_s": {role: proc_cpu(pid) - self.servers[role] for role, pid in SERVER_PIDS.items()},
             "wall_s": wall,
         }
 
