@@ -23,14 +23,14 @@ from anyserve_cli.top_cmd import CLEAR
 from anyserve_cli.top_metrics import REQUESTS, Scrape, Window, bucket_quantile
 
 
-def _top(*args: str) -> subprocess.CompletedProcess[str]:
+def _top(*args: str, interval: str = "0.3", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "anyserve_cli", "top", "--once", "--no-color", "--interval", "0.3", *args],
+        [sys.executable, "-m", "anyserve_cli", "top", "--once", "--no-color", "--interval", interval, *args],
         cwd=APPS,
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
         check=False,
     )
 
@@ -74,15 +74,7 @@ def test_an_unreachable_router_is_an_error_exit():
 
 
 def test_a_wrong_admin_token_still_shows_the_registry(cluster):
-    done = subprocess.run(
-        [sys.executable, "-m", "anyserve_cli", "top", "--once", "--no-color", "--interval", "0.1", "--router", cluster],
-        cwd=APPS,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "ANYSERVE_ADMIN_TOKEN": "not-the-admin-token"},
-        check=False,
-    )
+    done = _top("--router", cluster, interval="0.1", env={"ANYSERVE_ADMIN_TOKEN": "not-the-admin-token"})
     assert done.returncode == 0, done.stderr
     assert "top-llm-1" in done.stdout
     assert "metrics unavailable" in done.stdout
