@@ -7,12 +7,12 @@ runs: the router uses a plain :class:`RequestContext`; when on, a
 entry sees the final response headers (``X-Request-Id``, ``X-Served-By``)
 as the client does.
 
-The capability a request was routed to is the one the routing hook chose
-(a hook wrapper notes it in the request's entry through a context
-variable), so it is the capability as registered, never what the client
-typed. OpenAI answers' token counts are read from the ``usage`` object in
-the bytes the router sends (the JSON body, or the stream's last chunks
-when the client asked for ``stream_options.include_usage``).
+The capability a request was routed to is the one the router chose, as
+the metrics label it (:data:`anyserve_router.metrics.ROUTED`), so it is the
+capability as registered, never what the client typed. OpenAI answers'
+token counts are read from the ``usage`` object in the bytes the router
+sends (the JSON body, or the stream's last chunks when the client asked for
+``stream_options.include_usage``).
 
 Entries go to the ``anyserve.access`` logger, which has its own stderr
 handler and does not propagate, so ``--log-level`` neither hides it nor
@@ -26,22 +26,16 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Sequence
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
-from anyserve import hookimpl
-from anyserve.candidates import Candidate
-from anyserve.metric_names import capability_label
+from anyserve.metric_names import UNMATCHED
 from anyserve.protocol import names
 from anyserve_router.body_budget import BodyBudget
 from anyserve_router.inbound import REQUEST_ID_SCOPE
+from anyserve_router.metrics import ROUTED
 from anyserve_router.request_context import App, RequestContext
-
-if TYPE_CHECKING:
-    from anyserve.plugins import PluginManager
 
 LOGGER = "anyserve.access"
 OFF, TEXT, JSON = "off", "text", "json"
@@ -128,10 +122,6 @@ class Entry:
         return out
 
 
-#: The entry of the request the current task serves (tasks it starts share it).
-current_entry: ContextVar[Entry | None] = ContextVar("anyserve_access_entry", default=None)
-
-
 def _timestamp(wall: float) -> str:
     seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall))
     return f"{seconds}.{int(wall % 1 * 1000):03d}Z"
@@ -201,33 +191,6 @@ def access_logger(kind: str) -> logging.Logger:
     return logger
 
 
-class CapabilityNote:
-    """Plugin: notes the capability the routing hook chose in the current request's entry.
-
-    A hook wrapper around ``anyserve_select_target``, so it sees the
-    chosen candidate whichever implementation chose it. Registered only
-    while some router logs access; outside a logged request it does nothing.
-    """
-
-    @hookimpl(wrapper=True)
-    def anyserve_select_target(self, query: Any, candidates: Sequence[Candidate], scope: str) -> Any:
-        chosen = yield
-        if scope == "router" and chosen is not None:
-            entry = current_entry.get()
-            if entry is not None:
-                entry.capability = capability_label(getattr(chosen, "capability", None))
-        return chosen
-
-
-NOTE_NAME = "anyserve-router-access-log"
-
-
-def note_capabilities(pm: PluginManager) -> None:
-    """Register :class:`CapabilityNote` with ``pm`` once."""
-    if pm.get_plugin(NOTE_NAME) is None:
-        pm.register(CapabilityNote(), name=NOTE_NAME)
-
-
 class LoggedRequestContext(RequestContext):
     """A :class:`RequestContext` that writes an access-log entry for every request once its answer ends."""
 
@@ -237,7 +200,6 @@ class LoggedRequestContext(RequestContext):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, app: App) -> None:
         entry = Entry(scope)
-        token = current_entry.set(entry)
         openai = entry.front == "openai"
 
         async def watching(message: Message) -> None:
@@ -251,7 +213,8 @@ class LoggedRequestContext(RequestContext):
         try:
             await super().__call__(scope, receive, watching, app)
         finally:
-            current_entry.reset(token)
             if entry.request_id is None:  # no answer started (the client left): the id the request was given
                 entry.request_id = scope.get(REQUEST_ID_SCOPE)
+            routed = ROUTED.get()  # set where a replica was chosen, as the metrics count it
+            entry.capability = None if routed == UNMATCHED else routed
             self.logger.info(entry.fields())

@@ -154,7 +154,7 @@ class RouterApp:
         self.handlers = handlers
         self.openai = openai
         #: Request ids, body budget and last-resort errors for every HTTP request (see request_context.py).
-        self.context = context or request_context(openai.state.settings.router, openai.state.router.pm)
+        self.context = context or request_context(openai.state.settings.router)
         self.metrics = handlers.state.router.metrics
 
     @property

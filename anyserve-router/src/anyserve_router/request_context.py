@@ -35,7 +35,6 @@ from anyserve_router.inbound import REQUEST_ID_SCOPE
 
 if TYPE_CHECKING:
     from anyserve.config import RouterSettings
-    from anyserve.plugins import PluginManager
 
 log = logging.getLogger("anyserve.router")
 
@@ -139,12 +138,11 @@ class RequestContext:
             current_request_id.reset(token)
 
 
-def request_context(settings: RouterSettings, pm: PluginManager) -> RequestContext:
+def request_context(settings: RouterSettings) -> RequestContext:
     """The router's request context for ``settings``: with an access log when ``access_log`` is not ``off``."""
     budget = BodyBudget(settings.max_body_bytes_in_flight)
     if settings.access_log == "off":
         return RequestContext(budget)
     from anyserve_router import access_log
 
-    access_log.note_capabilities(pm)
     return access_log.LoggedRequestContext(budget, access_log.access_logger(settings.access_log))
