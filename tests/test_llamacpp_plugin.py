@@ -261,13 +261,14 @@ def test_a_client_that_leaves_stops_the_engine(cluster):
         print(f"worker CPU: {before / 0.5:.0%} of a core while generating, {after / 1.0:.0%} after the client left")
         assert before >= 0.15, before  # generating: busy (a 2-core machine shared with other tests included)
         assert after <= 0.05, after  # stopped: idle
-        # the generation loop's own log says when it ended: within 100 ms of the disconnect
+        # the generation loop's own log says when it ended: soon after the disconnect (here within ~100 ms on a
+        # quiet machine; the bound is generous, the 2,000 tokens asked for would take half a minute)
         line = cluster.replica.wait_for(STOPPED, timeout=5)
         stopped_after = log_time(line) - left
         print(f"the engine stopped {stopped_after * 1000:.0f} ms after the client left: {line}")
-        assert stopped_after < 0.1, line
+        assert stopped_after < 1.0, line
         tokens = int(re.search(r"stopped after (\d+) tokens", line).group(1))
-        assert tokens >= received
+        assert received <= tokens < 2000
 
         # the next request starts at once (one generation at a time: it would wait if the first still ran)
         started = time.monotonic()
