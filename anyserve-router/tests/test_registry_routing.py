@@ -15,11 +15,24 @@ import pytest
 from anyserve import hookimpl
 from anyserve.builtins.subset import SubsetMatcher
 from anyserve.errors import PluginError
-from anyserve.plugins import create_plugin_manager
-from anyserve_router.selection import MatchCache, candidates, choose
+from anyserve.plugins import PluginManager, create_plugin_manager
+from anyserve.routing import Pipeline, RouteRequest
+from anyserve.routing.pipeline import default_pipeline
+from anyserve_router import selection
+from anyserve_router.selection import MatchCache, candidates
 
 CHAT = {"type": "chat", "model": "llama-70b"}
 EMBED = {"type": "embed", "model": "minilm"}
+
+
+_pipelines: dict[int, tuple[PluginManager, Pipeline]] = {}
+
+
+def choose(registry, query, matcher, pm, **kwargs):
+    """:func:`selection.choose` through the default pipeline of ``pm``, one pipeline per plugin manager."""
+    if id(pm) not in _pipelines or _pipelines[id(pm)][0] is not pm:
+        _pipelines[id(pm)] = (pm, default_pipeline(pm))
+    return selection.choose(registry, RouteRequest(query), matcher, _pipelines[id(pm)][1], **kwargs)
 
 
 # -- candidates -----------------------------------------------------------------
@@ -117,7 +130,7 @@ def test_exclude_leaves_out_the_delegating_replica(registry, matcher, pm):
     assert choose(registry, CHAT, matcher, pm, exclude=("r1", "r2")) is None
 
 
-# -- choose: routing through the hook ------------------------------------------------
+# -- choose: routing through the pipeline and the older hook ------------------------------------------------
 
 
 def test_choose_returns_none_without_a_match(registry, matcher, pm):

@@ -19,7 +19,14 @@ FAILED = "failed"
 
 @dataclass
 class Candidate:
-    """A replica (router scope) or worker (agent scope) that matches a query."""
+    """A replica (router scope) or worker (agent scope) that matches a query.
+
+    ``score`` is the matcher's, ``in_flight`` the requests sent to it and not
+    yet finished, ``state`` its offer's state. ``signals`` are what it last
+    reported about its load (``queued``, ``service_seconds``, ``load_seconds``,
+    ``cache_use``, ``draining``, ...; see docs/routing.md), and
+    ``route_score`` the routing pipeline's weighted total for it.
+    """
 
     id: str
     capability: Capability
@@ -27,3 +34,10 @@ class Candidate:
     in_flight: int = 0
     state: str = HOT
     info: Mapping[str, Any] = field(default_factory=dict)
+    signals: Mapping[str, Any] = field(default_factory=dict)
+    route_score: float = 0.0
+
+    @property
+    def load(self) -> int:
+        """In flight plus queued: a request waiting for a free slot counts twice, once for the wait it adds."""
+        return self.in_flight + int(self.signals.get("queued", 0))

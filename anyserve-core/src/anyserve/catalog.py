@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from anyserve.config import Settings
 from anyserve.errors import ConfigError
 from anyserve.plugins import PluginManager, get_plugin_manager
-from anyserve.records import MatcherSpec, ObjectBackendSpec, StreamEncodingSpec, TransportSpec
+from anyserve.records import MatcherSpec, ObjectBackendSpec, RoutingStageSpec, StreamEncodingSpec, TransportSpec
 
 R = TypeVar("R")
 
@@ -37,7 +37,8 @@ TRANSPORT = Category("transport", "IPC transport", "anyserve_register_transports
 OBJECTS = Category("objects", "object backend", "anyserve_register_object_backends", ObjectBackendSpec)
 ENCODING = Category("encoding", "stream encoding", "anyserve_register_stream_encodings", StreamEncodingSpec)
 MATCHER = Category("matcher", "capability matcher", "anyserve_register_matchers", MatcherSpec)
-CATEGORIES = (TRANSPORT, OBJECTS, ENCODING, MATCHER)
+ROUTING = Category("routing", "routing stage", "anyserve_register_routing", RoutingStageSpec)
+CATEGORIES = (TRANSPORT, OBJECTS, ENCODING, MATCHER, ROUTING)
 
 #: Decision hooks: the first implementation that answers wins.
 #: ``link.name`` that turns the router -> replica link off (gRPC only).
@@ -133,6 +134,13 @@ class Catalog:
 
     def matcher(self, settings: Settings) -> MatcherSpec:
         return self.registries[MATCHER.key].get(settings.matcher.name)
+
+    def routing_stage(self, name: str) -> RoutingStageSpec:
+        return self.registries[ROUTING.key].get(name)
+
+    def routing_stage_names(self, kind: str) -> list[str]:
+        """The installed routing stages of one kind (``filter``, ``scorer``, ``picker``)."""
+        return [n for n, r in sorted(self.registries[ROUTING.key].records.items()) if r.kind == kind]
 
     def object_backend(self, url: str) -> ObjectBackendSpec:
         """The backend claiming ``url``'s scheme; a plain path means ``file``."""

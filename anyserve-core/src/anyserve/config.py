@@ -28,9 +28,9 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from anyserve.errors import ConfigError
 from anyserve.runtime_dir import default_objects_url
@@ -67,6 +67,9 @@ ENV_KEYS: dict[str, str] = {
     "ANYSERVE_TRACING_EXPORTER": "tracing.exporter",
     "ANYSERVE_TRACING_ENDPOINT": "tracing.endpoint",
     "ANYSERVE_TRACING_FILE": "tracing.file",
+    "ANYSERVE_ROUTING_FILTERS": "routing.filters",
+    "ANYSERVE_ROUTING_SCORERS": "routing.scorers",
+    "ANYSERVE_ROUTING_PICKER": "routing.picker",
 }
 
 
@@ -235,6 +238,45 @@ class TracingSettings(_Table):
     sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
+def _weights(value: Any) -> Any:
+    """``"least_load=1,prefix=2"`` (as ``ANYSERVE_ROUTING_SCORERS`` gives it) -> a name -> weight table."""
+    if not isinstance(value, str):
+        return value
+    weights: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, sep, weight = item.partition("=")
+        weights[name.strip()] = weight.strip() if sep else "1"
+    return weights
+
+
+def _names(value: Any) -> Any:
+    return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+
+class RoutingSettings(_Table):
+    """The routing pipeline (docs/routing.md): filters, weighted scorers, a picker, each chosen by name."""
+
+    #: Applied in order; each drops candidates that must not serve the request.
+    filters: Annotated[list[str], BeforeValidator(_names)] = Field(
+        default_factory=lambda: ["best_match", "routable", "budget"]
+    )
+    #: Scorer name -> weight; the picker sees each candidate's weighted sum. Weight 0 turns one off.
+    scorers: Annotated[dict[str, float], BeforeValidator(_weights)] = Field(
+        default_factory=lambda: {"cold_start": 2.0, "least_load": 1.0}
+    )
+    picker: str = "highest"
+    #: Per-stage options, ``[routing.options.prefix] block_chars = 128``.
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("scorers")
+    @classmethod
+    def _weights_not_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [f"{name}={weight}" for name, weight in value.items() if not 0 <= weight < float("inf")]
+        if bad:
+            raise ValueError(f"scorer weights must be finite and at least 0: {', '.join(bad)}")
+        return value
+
+
 class AuthSettings(_Table):
     """API keys for the router's data plane (``/infer``, ``/v2``, ``/v1``, gRPC); none configured: open."""
 
@@ -299,6 +341,7 @@ class Settings(_Table):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     tls: TlsSettings = Field(default_factory=TlsSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
 
     #: dotted key -> where its value came from ("default" when absent).
     sources: dict[str, str] = Field(default_factory=dict, exclude=True)

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from anyserve.records import (
         MatcherSpec,
         ObjectBackendSpec,
+        RoutingStageSpec,
         StreamEncodingSpec,
         TransportSpec,
     )
@@ -153,6 +154,30 @@ def anyserve_register_matchers(register: Callable[[MatcherSpec], None]) -> None:
 # --------------------------------------------------------------------------
 
 
+@hookspec
+def anyserve_register_routing(register: Callable[[RoutingStageSpec], None]) -> None:
+    """Contribute stages to the routing pipeline: filters, scorers and pickers.
+
+    Called once per process at start-up. Call ``register`` with a
+    :class:`anyserve.records.RoutingStageSpec` per stage; ``kind`` is
+    ``"filter"``, ``"scorer"`` or ``"picker"``, and the ``[routing]`` settings
+    select stages by ``name`` (scorers with a weight). Core's own stages are
+    registered through this same hook. Filters drop candidates, scorers rate
+    each in [0, 1], the picker chooses by the weighted totals; see
+    :mod:`anyserve.routing.stages` for the protocols.
+
+    Example::
+
+        class Cheapest:
+            def score(self, request, candidates):
+                return [1.0 if c.info.get("spot") else 0.0 for c in candidates]
+
+        @hookimpl
+        def anyserve_register_routing(register):
+            register(RoutingStageSpec("spot", "scorer", lambda options: Cheapest()))
+    """
+
+
 @hookspec(firstresult=True)
 def anyserve_select_target(query: Mapping[str, Any], candidates: Sequence[Candidate], scope: str) -> Candidate | None:
     """Choose where one request goes among the candidates that match it.
@@ -164,9 +189,12 @@ def anyserve_select_target(query: Mapping[str, Any], candidates: Sequence[Candid
     count and its ``state`` (``"hot"``, ``"cold"``, ``"starting"``).
 
     Return one of the candidates, or ``None`` to let the next implementation
-    decide. Stops at first non-None result. Core's default (``trylast``)
-    keeps the best score, prefers hot targets, then picks at random among
-    the least loaded. At router scope ``info["endpoint"]`` is the replica's
+    decide. Stops at first non-None result. An implementation takes the
+    routing pipeline's picker's place (:mod:`anyserve.routing`): it is asked
+    after the filters and scorers, each candidate carrying the weighted total
+    as ``route_score``. Core's default (``trylast``) keeps the best score,
+    prefers hot targets, then takes the least loaded in turn; the pipeline
+    does not call it. At router scope ``info["endpoint"]`` is the replica's
     gRPC address.
 
     Example::

@@ -46,6 +46,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "anyserve.builtins.subset",
     "anyserve.builtins.jsonl",
     "anyserve.builtins.least_loaded",
+    "anyserve.builtins.routing_filters",
+    "anyserve.builtins.routing_scorers",
+    "anyserve.builtins.routing_pickers",
     "anyserve.builtins.delegation",
 )
 

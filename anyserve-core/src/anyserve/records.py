@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from anyserve.encoding import StreamEncoder
     from anyserve.matching import Matcher
     from anyserve.objects import ObjectStore
+    from anyserve.routing.stages import Filter, Picker, Scorer
     from anyserve.transport import Transport
 
 Options = Mapping[str, Any]
@@ -63,4 +64,18 @@ class MatcherSpec:
 
     name: str
     factory: Callable[[Options], Matcher]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class RoutingStageSpec:
+    """A stage of the routing pipeline: a ``filter``, a ``scorer`` or a ``picker`` (see :mod:`anyserve.routing`).
+
+    ``factory`` gets the options configured for the stage
+    (``[routing.options.<name>]``) and returns the stage, built once per process.
+    """
+
+    name: str
+    kind: str
+    factory: Callable[[Options], Filter | Scorer | Picker]
     description: str = ""

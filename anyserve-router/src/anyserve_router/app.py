@@ -41,6 +41,7 @@ from anyserve.encoding import StreamEncoder
 from anyserve.errors import AnyServeError, code_for_http, http_status
 from anyserve.plugins import PluginManager, get_plugin_manager
 from anyserve.protocol import dumps, names, new_request_id
+from anyserve.routing import build_pipeline
 from anyserve_router import inbound
 from anyserve_router.api_keys import ApiKeys
 from anyserve_router.capacity import startup_grace
@@ -259,6 +260,7 @@ def create_app(
         deadline_seconds=settings.router.default_deadline_seconds,
         capacity_wait_seconds=settings.router.capacity_wait_seconds,
         startup_grace_seconds=startup_grace(settings.router),
+        pipeline=build_pipeline(catalog, settings),
     )
     router.api_keys = ApiKeys.from_settings(settings, credentials)
     if tracing.tracer is not None:

@@ -80,7 +80,7 @@ class Capacity:
         """Why a replica for ``query`` may come, and until when that holds; ``None`` when nothing says so."""
         now = time.monotonic()
         _, live = self.registry.live_entries(exclude, now)
-        for replica_id, where, offers, _ in live:
+        for replica_id, where, offers, *_ in live:
             if protocols is not None and where["protocol"] not in protocols:
                 continue
             for offer in offers:

@@ -29,6 +29,8 @@ from anyserve import tracing
 from anyserve.errors import AnyServeError, DeadlineExceeded
 from anyserve.matching import Matcher
 from anyserve.protocol import RequestMeta, dumps
+from anyserve.routing import Pipeline, RouteRequest
+from anyserve.routing.pipeline import default_pipeline
 from anyserve_router import selection
 from anyserve_router.api_keys import ApiKeys
 from anyserve_router.capacity import Capacity
@@ -95,10 +97,13 @@ class Router:
         deadline_seconds: float = DEFAULT_DEADLINE,
         capacity_wait_seconds: float = 0.0,
         startup_grace_seconds: float = 0.0,
+        pipeline: Pipeline | None = None,
     ) -> None:
         self.registry = registry
         self.matcher = matcher
         self.pm = pm
+        #: Filters, weighted scorers and a picker (``[routing]``); core's defaults unless given.
+        self.pipeline = pipeline if pipeline is not None else default_pipeline(pm)
         self.upstream = upstream
         self.no_match = no_match
         #: The data plane's API keys; None: no key is needed (see api_keys.py).
@@ -126,19 +131,21 @@ class Router:
         stream: bool | None = None,
         delegated_from: str | None = None,
         protocols: frozenset[str] | None = selection.KSERVE_ONLY,
+        route: RouteRequest | None = None,
     ) -> Target:
         """The replica for ``query`` (not one in ``exclude``), or :class:`NoMatch` explaining why not.
 
         ``protocols`` says which kinds of entry may serve it (see
         :func:`selection.candidates`): anyserve replicas unless told otherwise.
+        ``route`` is what the routing pipeline knows of the request beyond
+        its query (session, prompt); just the query and ``stream`` without it.
         """
         chosen = selection.choose(
             self.registry,
-            query,
+            route if route is not None else RouteRequest(query, stream),
             self.matcher,
-            self.pm,
+            self.pipeline,
             exclude=exclude,
-            stream=stream,
             cache=self.matches,
             protocols=protocols,
         )
@@ -243,8 +250,12 @@ class Router:
         stream: bool | None = None,
         protocols: frozenset[str] | None = selection.KSERVE_ONLY,
         receive: Receive | None = None,
+        route: RouteRequest | None = None,
     ) -> Forwarded[T]:
         """Pick a replica (of ``protocols``), hold a lease on it and ``await call(target, metadata)``.
+
+        ``route`` carries what a front read of the request for routing (the
+        OpenAI front: prompt and ``user``); else it is made from ``meta``.
 
         ``metadata`` is what travels with the request, its deadline as it
         stands when the call goes out. If the replica cannot be reached, it
@@ -263,7 +274,9 @@ class Router:
             deadline = time.monotonic() + self.deadline_seconds
         watch = self.deadlines.watch(deadline, receive)
         try:
-            return await self._forward(meta, deadline, call, stream, protocols)
+            if route is None:
+                route = RouteRequest(meta.query, stream, meta.session or None, None, meta.request_id)
+            return await self._forward(meta, deadline, call, stream, protocols, route)
         except asyncio.CancelledError:
             failure = watch.failure(lambda: self.late(meta, own=meta.deadline is not None))
             if failure is None:
@@ -279,6 +292,7 @@ class Router:
         call: Callable[[Target, Metadata], Awaitable[T]],
         stream: bool | None,
         protocols: frozenset[str] | None,
+        route: RouteRequest,
     ) -> Forwarded[T]:
         if self.api_keys is not None:
             self.api_keys.check(meta.credential, meta.query)
@@ -293,7 +307,12 @@ class Router:
             started = time.perf_counter()
             try:
                 target = self.pick(
-                    query, exclude=exclude, stream=stream, delegated_from=delegated_from, protocols=protocols
+                    query,
+                    exclude=exclude,
+                    stream=stream,
+                    delegated_from=delegated_from,
+                    protocols=protocols,
+                    route=route,
                 )
                 metrics.decision.observe(time.perf_counter() - started)
             except NoMatch:

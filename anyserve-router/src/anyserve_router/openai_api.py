@@ -119,7 +119,7 @@ class OpenAIFront:
 
     def _offers(self) -> list[Any]:
         _, live = self.state.registry.live_entries()
-        return [offer for _, _, offers, _ in live for offer in offers]
+        return [offer for entry in live for offer in entry.offers]
 
     def models(self) -> list[str]:
         """Every model a live replica offers an LLM capability for, and every alias that matches one."""

@@ -29,8 +29,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
+from anyserve.capability import Capability
 from anyserve_router.errors import DuplicateReplica, InvalidRegistration, UnknownReplica, WrongReplicaKey
 from anyserve_router.offers import (
     DEFAULT_LIMITS,
@@ -50,6 +51,7 @@ __all__ = [
     "DuplicateReplica",
     "InvalidRegistration",
     "Lease",
+    "LiveEntry",
     "ReplicaEntry",
     "ReplicaRegistry",
     "UnknownReplica",
@@ -87,6 +89,11 @@ class ReplicaEntry:
     #: The replica's own secret, bound to its id at registration: only a caller presenting it may
     #: heartbeat, re-register or deregister the id while the entry lives (see :meth:`ReplicaRegistry.register`).
     key: str | None = field(default=None, repr=False)
+    #: Load signals the replica (or the engine poller) last reported for the whole replica: ``draining``,
+    #: ``cache_use``, ``queued``, ... (docs/routing.md). Replaced whole on each report, never changed in place.
+    signals: dict[str, Any] = field(default_factory=dict)
+    #: The same per offer, keyed by (capability, stream): ``queued``, ``slots``, ``service_seconds``, ``load_seconds``.
+    offer_signals: dict[tuple[Capability, bool], dict[str, Any]] = field(default_factory=dict)
 
     @property
     def load(self) -> int:
@@ -100,6 +107,17 @@ class ReplicaEntry:
     def age(self, now: float) -> float:
         """Seconds since the last heartbeat (or registration)."""
         return max(0.0, now - self.last_heartbeat)
+
+
+class LiveEntry(NamedTuple):
+    """What choosing reads of one live replica (:meth:`ReplicaRegistry.live_entries`)."""
+
+    id: str
+    where: dict[str, str | None]
+    offers: tuple[Offer, ...]
+    load: int
+    signals: dict[str, Any]
+    offer_signals: dict[tuple[Capability, bool], dict[str, Any]]
 
 
 def _same_key(held: str | None, given: str | None) -> bool:
@@ -358,10 +376,8 @@ class ReplicaRegistry:
 
     # -- what choosing reads ---------------------------------------------------
 
-    def live_entries(
-        self, exclude: Iterable[str] = (), now: float | None = None
-    ) -> tuple[int, list[tuple[str, dict[str, str | None], tuple[Offer, ...], int]]]:
-        """:attr:`version`, and ``(id, {"endpoint", "link"}, offers, load)`` of each live replica not in ``exclude``.
+    def live_entries(self, exclude: Iterable[str] = (), now: float | None = None) -> tuple[int, list[LiveEntry]]:
+        """:attr:`version`, and a :class:`LiveEntry` for each live replica not in ``exclude``.
 
         A snapshot taken under the lock: choosing runs plugin code (matchers,
         routing hooks) on it without holding the lock.
@@ -370,7 +386,14 @@ class ReplicaRegistry:
         skip = set(exclude)
         with self._lock:
             return self.version, [
-                (r.id, {"endpoint": r.endpoint, "link": r.link, "protocol": r.protocol}, r.offers, r.load)
+                LiveEntry(
+                    r.id,
+                    {"endpoint": r.endpoint, "link": r.link, "protocol": r.protocol},
+                    r.offers,
+                    r.load,
+                    r.signals,
+                    r.offer_signals,
+                )
                 for r in self._replicas.values()
                 if r.id not in skip and self._alive(r, now)
             ]

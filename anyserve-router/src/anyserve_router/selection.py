@@ -1,9 +1,9 @@
-"""Choosing a replica: score the live ones with the matcher, let the routing hook pick.
+"""Choosing a replica: match the live ones with the matcher, let the routing pipeline pick.
 
 Kept apart from the registry, which stores entries, liveness and load:
 this module only reads a snapshot of it (:meth:`ReplicaRegistry.live_entries`)
-and runs plugin code, the matcher and the ``anyserve_select_target`` hook,
-outside the registry's lock. It matches once per request: the chosen
+and runs plugin code, the matcher and the routing pipeline
+(:mod:`anyserve.routing`), outside the registry's lock. It matches once per request: the chosen
 candidate carries the capability it matched, and nothing downstream in the
 router scores again. With a :class:`MatchCache` (the router keeps one), not
 even that: each replica's best offer for a query is kept until the
@@ -14,16 +14,13 @@ replica, not a matcher call per offer.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from anyserve.candidates import COLD, FAILED, HOT, STARTING, STOPPING, Candidate
-from anyserve.errors import PluginError
 from anyserve.matching import Matcher
+from anyserve.routing import Pipeline, RouteRequest
 from anyserve_router.offers import Offer
 from anyserve_router.registry import KSERVE, ReplicaRegistry
-
-if TYPE_CHECKING:
-    from anyserve.plugins import PluginManager
 
 _STATE_RANK = {HOT: 0, STARTING: 1, COLD: 2, STOPPING: 2}
 #: The default for KServe requests: anyserve replicas only.
@@ -95,13 +92,15 @@ def candidates(
     never lands on a replica that offers the capability only the other way.
     Among a replica's capabilities the best score wins, ties going to the
     warmer state. The candidate carries the replica's load as ``in_flight``
-    and its endpoint, link and protocol in ``info``. ``protocols`` keeps only
+    and its endpoint, link and protocol in ``info``, and what the replica
+    reported about its load as ``signals`` (the replica's, overlaid with
+    those of the matched offer). ``protocols`` keeps only
     entries speaking one of them (``None``: any): KServe requests go to
     anyserve replicas only, OpenAI requests to engine servers as well.
     """
     found: list[Candidate] = []
     version, live = registry.live_entries(exclude, now)
-    for replica_id, where, offers, load in live:
+    for replica_id, where, offers, load, signals, offer_signals in live:
         if protocols is not None and where["protocol"] not in protocols:
             continue
         if cache is None:
@@ -113,6 +112,10 @@ def candidates(
                 cache.keep(key, best)
         if best is not None:
             score, offer = best
+            if offer_signals:
+                own = offer_signals.get((offer.capability, bool(offer.runtime.get("stream", False))))
+                if own:
+                    signals = {**signals, **own}
             found.append(
                 Candidate(
                     id=replica_id,
@@ -121,6 +124,7 @@ def candidates(
                     in_flight=load,
                     state=offer.state,
                     info={**where, **offer.runtime},
+                    signals=signals,
                 )
             )
     return found
@@ -128,33 +132,26 @@ def candidates(
 
 def choose(
     registry: ReplicaRegistry,
-    query: Mapping[str, Any],
+    request: RouteRequest,
     matcher: Matcher,
-    pm: PluginManager,
+    pipeline: Pipeline,
     exclude: Iterable[str] = (),
     now: float | None = None,
     *,
-    stream: bool | None = None,
     cache: MatchCache | None = None,
     protocols: frozenset[str] | None = KSERVE_ONLY,
 ) -> Candidate | None:
-    """The replica the routing hook picks for ``query``; ``None`` when none matches.
-
-    The hook is called with ``scope="router"``. A hook answering something
-    that is not one of the candidates is a plugin bug and raises
-    :class:`PluginError`.
-    """
+    """The replica the routing pipeline picks for ``request``; ``None`` when none matches or the filters leave none."""
     found = candidates(
-        registry, query, matcher, exclude=exclude, now=now, stream=stream, cache=cache, protocols=protocols
+        registry,
+        request.query,
+        matcher,
+        exclude=exclude,
+        now=now,
+        stream=request.stream,
+        cache=cache,
+        protocols=protocols,
     )
     if not found:
         return None
-    chosen = pm.hook.anyserve_select_target(query=query, candidates=found, scope="router")
-    if chosen is None:
-        return None
-    if not any(chosen is c for c in found):
-        raise PluginError(
-            f"anyserve_select_target returned {chosen!r}, which is not one of the "
-            f"{len(found)} candidates it was given (ids: {', '.join(c.id for c in found)})"
-        )
-    return chosen
+    return pipeline.choose(request, found)

@@ -187,6 +187,11 @@ def test_router_registry_routes_to_the_preferred_replica(pm, catalog):
     registry_mod = pytest.importorskip("anyserve_router.registry")
     from anyserve_router.selection import candidates, choose
 
+    from anyserve.routing import RouteRequest
+    from anyserve.routing.pipeline import default_pipeline
+
+    pipeline = default_pipeline(pm)
+
     registry = registry_mod.ReplicaRegistry(clock=lambda: 0.0)
     registry.register("r-us", "10.0.0.1:50051", [{"type": "chat", "model": "llama-70b", "region": "us"}])
     registry.register("r-eu", "10.0.0.2:50051", [{"type": "chat", "model": "llama-*", "region": "eu", "state": "cold"}])
@@ -194,5 +199,5 @@ def test_router_registry_routes_to_the_preferred_replica(pm, catalog):
     matcher = glob_matcher(catalog)
     query = {"type": "chat", "model": "llama-70b", "prefer_region": "eu"}
     assert {c.id for c in candidates(registry, query, matcher)} == {"r-us", "r-eu"}
-    assert choose(registry, query, matcher, pm).id == "r-eu"
-    assert choose(registry, {"type": "chat", "model": "llama-70b"}, matcher, pm).id == "r-us"
+    assert choose(registry, RouteRequest(query), matcher, pipeline).id == "r-eu"
+    assert choose(registry, RouteRequest({"type": "chat", "model": "llama-70b"}), matcher, pipeline).id == "r-us"

@@ -38,6 +38,7 @@ _PLAIN_KEYS = {
     names.OPENAI_TIMEOUT_KEY.encode(): "read_timeout",
     names.TRACEPARENT_KEY.encode(): "traceparent",
     names.TRACESTATE_KEY.encode(): "tracestate",
+    names.SESSION_KEY.encode(): "session",
 }
 #: Where a client's credential may be: ``Authorization: Bearer <key>`` or ``X-Api-Key: <key>``. Looked up in
 #: the same table as the plain fields, so a header that is neither costs one lookup, not two.
@@ -82,6 +83,8 @@ class RequestMeta:
     tracestate: str = ""
     #: Agent -> worker: which of the worker's handlers serves the request.
     handler: int | None = None
+    #: The conversation the request belongs to (``X-Session-Id``), for session-affine routing.
+    session: str = ""
     #: The caller's credential (an API key, or a cluster member's token), read at the edge and checked there;
     #: never written to metadata, so it does not travel past the hop that read it.
     credential: str | None = field(default=None, repr=False)
@@ -210,6 +213,7 @@ class RequestMeta:
             tracestate=plain.get("tracestate", ""),
             handler=handler,
             credential=credential,
+            session=plain.get("session", ""),
         )
 
     # -- writing ------------------------------------------------------------------
@@ -234,6 +238,8 @@ class RequestMeta:
             md.append((names.TRACEPARENT_KEY, self.traceparent))
             if self.tracestate:
                 md.append((names.TRACESTATE_KEY, self.tracestate))
+        if self.session:
+            md.append((names.SESSION_KEY, self.session))
         if handler is not None:
             md.append((names.HANDLER_KEY, str(handler)))
         return md

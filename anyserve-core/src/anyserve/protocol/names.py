@@ -26,6 +26,9 @@ TIMEOUT_HEADER = "X-Request-Timeout"
 TIMEOUT_KEY = "x-request-timeout"
 #: The official OpenAI SDKs' read timeout in seconds: the deadline of a request that sets no ``X-Request-Timeout``.
 OPENAI_TIMEOUT_KEY = "x-stainless-read-timeout"
+#: A conversation's id: the routing pipeline's ``session`` scorer keeps requests carrying one on one replica.
+SESSION_HEADER = "X-Session-Id"
+SESSION_KEY = "x-session-id"
 #: W3C trace context, passed through untouched.
 TRACEPARENT_KEY = "traceparent"
 TRACESTATE_KEY = "tracestate"

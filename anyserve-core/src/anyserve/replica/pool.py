@@ -27,6 +27,8 @@ from anyserve.errors import Unavailable
 from anyserve.matching import Matcher
 from anyserve.plugins import PluginManager
 from anyserve.protocol import RequestMeta
+from anyserve.routing import Pipeline, RouteRequest
+from anyserve.routing.pipeline import default_pipeline
 from anyserve.transport import Connection, Query
 
 #: Seconds a request waits for a worker that is restarting or not answering (``replica.worker_wait_seconds``).
@@ -89,11 +91,13 @@ class WorkerSlot:
 
 
 class WorkerPool:
-    """Chooses a worker per request: matcher scores, then the routing hook decides."""
+    """Chooses a worker per request: matcher scores, then the routing pipeline decides."""
 
-    def __init__(self, matcher: Matcher, pm: PluginManager) -> None:
+    def __init__(self, matcher: Matcher, pm: PluginManager, pipeline: Pipeline | None = None) -> None:
         self.matcher = matcher
         self.pm = pm
+        #: The same pipeline as the router's (``[routing]``), over workers (scope ``agent``).
+        self.pipeline = pipeline if pipeline is not None else default_pipeline(pm, scope="agent")
         self.slots: dict[str, WorkerSlot] = {}
         #: Plain workers that died and are being restarted, as they were: what they offer is "starting".
         self.restarting: dict[str, WorkerSlot] = {}
@@ -190,7 +194,7 @@ class WorkerPool:
                 Candidate(id=wid, capability=cap, score=score, in_flight=self.slots[wid].connection.in_flight)
                 for wid, cap, score in live
             ]
-            chosen = self.pm.hook.anyserve_select_target(query=dict(query), candidates=candidates, scope="agent")
+            chosen = self.pipeline.choose(RouteRequest(query, stream), candidates)
             if chosen is None:
                 return None
             wid, cap = chosen.id, chosen.capability

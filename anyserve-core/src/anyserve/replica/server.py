@@ -43,6 +43,7 @@ from anyserve.replica.metrics_http import MetricsServer
 from anyserve.replica.pool import WorkerPool
 from anyserve.replica.supervisor import Supervisor, WorkerStartError
 from anyserve.router_client import AsyncRouterClient
+from anyserve.routing import build_pipeline
 
 log = logging.getLogger("anyserve.replica")
 
@@ -74,7 +75,11 @@ class Replica:
         self.settings = settings
         tracing.setup(settings.tracing, tracing.REPLICA_SERVICE)
         self.assembly = Assembly(settings, app_ref, replica_id, log_level=log_level)
-        self.pool = WorkerPool(self.assembly.matcher, self.assembly.pm)
+        self.pool = WorkerPool(
+            self.assembly.matcher,
+            self.assembly.pm,
+            build_pipeline(self.assembly.catalog, settings, scope="agent"),
+        )
         self.pool.wait_seconds = settings.replica.worker_wait_seconds
         self.pool.on_change = self._changed  # a worker died, came back, or stopped answering: tell the router now
         self.run_dir = tempfile.mkdtemp(prefix="anyserve-")

@@ -1,0 +1,82 @@
+"""What a routing decision knows about the request: :class:`RouteRequest`, built once per request at the edge."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Characters per prefix block when a scorer asks for none in particular (about 32 tokens of English).
+DEFAULT_BLOCK_CHARS = 128
+#: Blocks hashed at most per request: a longer prompt's tail never decides where it goes.
+MAX_BLOCKS = 256
+
+
+def block_hashes(text: str, block_chars: int, limit: int = MAX_BLOCKS) -> tuple[int, ...]:
+    """Chained hashes of ``text``'s whole blocks of ``block_chars`` characters.
+
+    Block *i*'s hash covers blocks 0..i, so two prompts share a hash only
+    where they share everything before it: the shape of an engine's prefix
+    cache. The hash is keyed by nothing process-specific (unlike ``hash()``),
+    so a saved index means the same after a restart. A partial last block is
+    left out: it is what the next turn is likely to change.
+    """
+    out: list[int] = []
+    chain = b""
+    data = text.encode("utf-8", "surrogatepass")
+    step = max(1, block_chars)
+    for start in range(0, min(len(data), step * limit) - step + 1, step):
+        chain = hashlib.blake2b(chain + data[start : start + step], digest_size=8).digest()
+        out.append(int.from_bytes(chain, "big"))
+    return tuple(out)
+
+
+@dataclass
+class RouteRequest:
+    """One request as the routing pipeline sees it.
+
+    ``query`` is the capability query and ``stream`` the kind of call
+    (``None``: either). ``session`` is what pins a conversation to a replica
+    (the ``X-Session-Id`` header, else the OpenAI ``user`` field), and
+    ``prompt`` the text an engine's prefix cache would hold: the chat
+    messages or completion prompt as sent (``None`` where the front does not
+    read the body, as for KServe requests). Scorers read what they need and
+    leave the rest.
+    """
+
+    query: Mapping[str, Any]
+    stream: bool | None = None
+    session: str | None = None
+    prompt: str | None = None
+    request_id: str | None = None
+    _blocks: dict[int, tuple[int, ...]] = field(default_factory=dict, repr=False, compare=False)
+
+    def prefix_blocks(self, block_chars: int = DEFAULT_BLOCK_CHARS) -> tuple[int, ...]:
+        """The prompt's chained block hashes (:func:`block_hashes`), computed once per block size."""
+        found = self._blocks.get(block_chars)
+        if found is None:
+            found = block_hashes(self.prompt, block_chars) if self.prompt else ()
+            self._blocks[block_chars] = found
+        return found
+
+
+def chat_prompt(messages: Any) -> str | None:
+    """The text of OpenAI chat ``messages`` in order, role by role, as a prefix cache sees a conversation grow.
+
+    Content given as parts keeps its text parts; anything unreadable gives
+    ``None`` (the request is routed without prefix affinity).
+    """
+    if not isinstance(messages, list):
+        return None
+    pieces: list[str] = []
+    for message in messages:
+        if not isinstance(message, Mapping):
+            return None
+        content = message.get("content")
+        if isinstance(content, list):
+            content = "".join(
+                part.get("text", "") for part in content if isinstance(part, Mapping) and part.get("type") == "text"
+            )
+        pieces.append(f"{message.get('role', '')}\x1f{content if isinstance(content, str) else ''}\x1e")
+    return "".join(pieces)

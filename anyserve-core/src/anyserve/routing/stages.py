@@ -1,0 +1,61 @@
+"""The three kinds of routing stage, as protocols a plugin implements.
+
+A stage is built by its record's factory from the ``options`` configured
+for it (``[routing.options.<name>]``) and lives as long as the process: a
+scorer may learn (``observe``) and keep bounded state between requests.
+Stages run on the event loop for every request, so they must be quick and
+must not block; they see candidates as :class:`~anyserve.candidates.Candidate`
+with the load signals their replica (or worker) reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from anyserve.candidates import Candidate
+from anyserve.routing.request import RouteRequest
+
+FILTER = "filter"
+SCORER = "scorer"
+PICKER = "picker"
+KINDS = (FILTER, SCORER, PICKER)
+
+
+@runtime_checkable
+class Filter(Protocol):
+    """Drops candidates that must not serve a request."""
+
+    def filter(self, request: RouteRequest, candidates: list[Candidate]) -> list[Candidate]:
+        """The candidates that stay, in their order; an empty list means no replica can serve it now."""
+        ...
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Rates every candidate for a request, from 0 (no reason to choose it) to 1 (every reason)."""
+
+    def score(self, request: RouteRequest, candidates: Sequence[Candidate]) -> Sequence[float]:
+        """One score in [0, 1] per candidate, in the candidates' order."""
+        ...
+
+
+class Learner(Protocol):
+    """A scorer that learns from decisions (prefix index, session pins); optional methods of a scorer."""
+
+    def observe(self, request: RouteRequest, chosen: Candidate) -> None:
+        """Called once a request is sent to ``chosen``."""
+        ...
+
+    def forget(self, target_id: str) -> None:
+        """Called when a replica leaves: drop what is known about it."""
+        ...
+
+
+@runtime_checkable
+class Picker(Protocol):
+    """Chooses one candidate by the pipeline's totals (``candidate.route_score``)."""
+
+    def pick(self, request: RouteRequest, candidates: Sequence[Candidate]) -> Candidate:
+        """One of ``candidates`` (never empty)."""
+        ...
