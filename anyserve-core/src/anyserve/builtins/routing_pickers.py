@@ -40,6 +40,19 @@ class Highest:
         return ties[next(self._turn) % len(ties)]
 
 
+class RoundRobin:
+    """Each candidate in turn, in a stable order (by id), whatever the scores: the baseline others are measured by."""
+
+    def __init__(self) -> None:
+        self._turn = itertools.count()
+
+    def pick(self, request: RouteRequest, candidates: Sequence[Candidate]) -> Candidate:
+        if len(candidates) == 1:
+            return candidates[0]
+        ordered = sorted(candidates, key=lambda c: c.id)
+        return ordered[next(self._turn) % len(ordered)]
+
+
 class PowerOfTwo:
     """Two candidates at random, the higher total of the two (the lower load on a tie).
 
@@ -76,6 +89,7 @@ class WeightedRandom:
 @hookimpl
 def anyserve_register_routing(register):
     register(RoutingStageSpec("highest", PICKER, lambda options: Highest(), "highest total, ties in turn"))
+    register(RoutingStageSpec("round_robin", PICKER, lambda options: RoundRobin(), "each in turn, scores unread"))
     register(RoutingStageSpec("p2c", PICKER, lambda options: PowerOfTwo(), "better of two random candidates"))
     register(
         RoutingStageSpec(
