@@ -13,7 +13,15 @@ from anyserve_cli.version import __version__
 
 BUILTINS = {"inproc", "memory", "subset", "jsonl", "least_loaded", "delegation"}
 PLUGIN_KEYS = {"name", "distribution", "version", "status", "builtin", "hooks", "contributes", "reason"}
-CONTRIBUTION_KEYS = {"transports", "object_backends", "stream_encodings", "matchers", "commands", "capabilities"}
+CONTRIBUTION_KEYS = {
+    "transports",
+    "object_backends",
+    "stream_encodings",
+    "matchers",
+    "routing_stages",
+    "commands",
+    "capabilities",
+}
 
 
 class EchoCapability:
@@ -81,7 +89,19 @@ def test_json_schema(invoke) -> None:
         "reason": None,
     }
     selected = document["selected"]
-    assert set(selected) == {"transport", "link", "objects", "encoding", "matcher", "routing", "delegation", "router"}
+    assert set(selected) == {
+        "transport",
+        "link",
+        "objects",
+        "encoding",
+        "matcher",
+        "routing.filters",
+        "routing.scorers",
+        "routing.picker",
+        "routing",
+        "delegation",
+        "router",
+    }
     assert selected["transport"] == {
         "setting": "transport.name",
         "value": "inproc",
@@ -92,6 +112,13 @@ def test_json_schema(invoke) -> None:
     # the default link (tcp) is not installed in this environment: the router would use gRPC
     assert selected["link"] == {"setting": "link.name", "value": "tcp", "source": "default", "selected": "grpc"}
     assert selected["routing"] == {"setting": None, "selected": "least_loaded", "order": ["least_loaded"]}
+    assert selected["routing.scorers"] == {
+        "setting": "routing.scorers",
+        "value": "cold_start=2, least_load=1",
+        "source": "default",
+        "selected": "cold_start (routing_scorers), least_load (routing_scorers)",
+    }
+    assert selected["routing.picker"]["selected"] == "highest (routing_pickers)"
     assert selected["router"] == {"setting": "router.url", "value": None, "source": "default"}
 
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from anyserve import AnyServe
-from anyserve.catalog import OBJECTS, Catalog
+from anyserve.catalog import OBJECTS, ROUTING, Catalog
 from anyserve.plugins import DEFAULT_PLUGINS, PerImpl, PluginManager
 
 CAPABILITIES_HOOK = "anyserve_register_capabilities"
@@ -24,6 +24,7 @@ CATEGORY_KEYS = {
     "objects": "object_backends",
     "encoding": "stream_encodings",
     "matcher": "matchers",
+    "routing": "routing_stages",
 }
 CONTRIBUTION_KEYS = (*CATEGORY_KEYS.values(), "commands", "capabilities")
 
@@ -77,6 +78,8 @@ def _contributions(catalog: Catalog) -> dict[str, dict[str, list[Any]]]:
             item: Any = record_name
             if category == OBJECTS.key:
                 item = {"name": record_name, "schemes": list(registry.records[record_name].schemes)}
+            elif category == ROUTING.key:
+                item = {"name": record_name, "kind": registry.records[record_name].kind}
             out.setdefault(plugin_name, {}).setdefault(key, []).append(item)
     return out
 

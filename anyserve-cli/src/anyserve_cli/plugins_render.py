@@ -22,6 +22,7 @@ _LABELS = {
     "object_backends": "object backend",
     "stream_encodings": "encoding",
     "matchers": "matcher",
+    "routing_stages": "routing",
     "commands": "command",
     "capabilities": "capability",
 }
@@ -36,6 +37,8 @@ def _one_line(text: str) -> str:
 def _describe(key: str, item: Any) -> str:
     if key == "object_backends":
         return f"{item['name']} ({', '.join(f'{s}://' for s in item['schemes'])})"
+    if key == "routing_stages":
+        return f"{item['kind']} {item['name']}"
     if key == "capabilities":
         attrs = ", ".join(f"{k}={v}" for k, v in item.items() if k != "stream")
         return attrs + (" [stream]" if item.get("stream") else "")

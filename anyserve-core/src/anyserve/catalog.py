@@ -159,6 +159,29 @@ class Catalog:
         """scheme -> backend name, for listings."""
         return {s: r.name for r in self.registries[OBJECTS.key].records.values() for s in r.schemes}
 
+    def _pipeline_selected(self, settings: Settings) -> dict[str, dict[str, Any]]:
+        """The routing pipeline's three settings, each stage with the plugin that contributes it."""
+        routing = settings.routing
+        registry: Registry[RoutingStageSpec] = self.registries[ROUTING.key]
+        rows = {
+            "routing.filters": (", ".join(routing.filters), list(routing.filters)),
+            "routing.scorers": (
+                ", ".join(f"{name}={weight:g}" for name, weight in routing.scorers.items()),
+                [name for name, weight in routing.scorers.items() if weight],
+            ),
+            "routing.picker": (routing.picker, [routing.picker]),
+        }
+        out: dict[str, dict[str, Any]] = {}
+        for setting, (value, names) in rows.items():
+            entry: dict[str, Any] = {"setting": setting, "value": value, "source": settings.source_of(setting)}
+            try:
+                entry["selected"] = ", ".join(f"{n} ({registry.owners[registry.get(n).name]})" for n in names) or "-"
+            except ConfigError as exc:
+                entry["selected"] = None
+                entry["error"] = str(exc)
+            out[setting] = entry
+        return out
+
     def decision_order(self, hook: str) -> list[str]:
         """Plugins implementing a decision hook, in the order they are asked."""
         return self.pm.impl_names(hook)
@@ -187,6 +210,7 @@ class Catalog:
                 entry["selected"] = None
                 entry["error"] = str(exc)
             out[key] = entry
+        out.update(self._pipeline_selected(settings))
         for key, hook in DECISION_HOOKS.items():
             order = self.decision_order(hook)
             out[key] = {"setting": None, "selected": order[0] if order else None, "order": order}
