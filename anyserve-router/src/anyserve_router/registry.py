@@ -398,6 +398,28 @@ class ReplicaRegistry:
                 if r.id not in skip and self._alive(r, now)
             ]
 
+    def current(
+        self, replica_ids: Iterable[str], exclude: Iterable[str] = (), now: float | None = None
+    ) -> list[tuple[int, dict[str, Any], dict[tuple[Capability, bool], dict[str, Any]]] | None]:
+        """Per id, in order: ``(load, signals, offer_signals)`` now, or ``None`` if gone, silent or excluded.
+
+        What a request reads fresh about replicas matched earlier (the
+        router's :class:`~anyserve_router.selection.MatchCache`): one lock,
+        and work in proportion to the ids given, not to all replicas.
+        """
+        now = self._now(now)
+        ttl = self.ttl_seconds
+        out: list[tuple[int, dict[str, Any], dict[tuple[Capability, bool], dict[str, Any]]] | None] = []
+        with self._lock:
+            replicas = self._replicas
+            for replica_id in replica_ids:
+                r = replicas.get(replica_id)
+                if r is None or now - r.last_heartbeat > ttl or (exclude and replica_id in exclude):
+                    out.append(None)
+                else:
+                    out.append((max(r.in_flight, r.reported_in_flight), r.signals, r.offer_signals))
+        return out
+
     def recent_offers(self, now: float | None = None) -> list[tuple[str, float, tuple[Offer, ...]]]:
         """``(replica id, when it went silent, its offers)`` of replicas expired within ``offer_memory_seconds``.
 

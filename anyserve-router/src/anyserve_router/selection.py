@@ -14,45 +14,73 @@ replica, not a matcher call per offer.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from anyserve.candidates import COLD, FAILED, HOT, STARTING, STOPPING, Candidate
 from anyserve.matching import Matcher
 from anyserve.routing import Pipeline, RouteRequest
 from anyserve_router.offers import Offer
-from anyserve_router.registry import KSERVE, ReplicaRegistry
+from anyserve_router.registry import KSERVE, LiveEntry, ReplicaRegistry
 
 _STATE_RANK = {HOT: 0, STARTING: 1, COLD: 2, STOPPING: 2}
 #: The default for KServe requests: anyserve replicas only.
 KSERVE_ONLY = frozenset({KSERVE})
-#: (replica id, query items, stream) -> the replica's best offer and its score, or None.
+#: A replica's best offer for a query and its score, or None.
 Best = tuple[float, Offer] | None
 
 
-class MatchCache:
-    """Each replica's best offer per query, valid while :attr:`ReplicaRegistry.version` stays the same.
+class Match(NamedTuple):
+    """A live replica's best offer for a query: what does not change until the registry's offers do."""
 
-    Bounded: past ``limit`` entries it starts over, so a stream of distinct
-    queries costs at most what an uncached router would.
+    replica_id: str
+    score: float
+    offer: Offer
+    info: dict[str, Any]
+    #: The offer's key in the entry's ``offer_signals``.
+    signals_key: tuple[Any, bool]
+
+
+#: (query items, stream, protocols) -> the matching replicas' ids and their matches.
+IndexKey = tuple[tuple[tuple[str, Any], ...], bool | None, frozenset[str] | None]
+
+
+class MatchCache:
+    """The replicas matching each query, valid while :attr:`ReplicaRegistry.version` stays the same.
+
+    A request then costs a dictionary lookup plus a liveness and load read
+    for the replicas that match it, however many others are registered
+    (bench/routing_decision.py: 1,000 replicas). Bounded: past ``limit``
+    queries it starts over, so a stream of distinct queries costs at most
+    what an uncached router would.
     """
 
     def __init__(self, limit: int = 4096) -> None:
         self.limit = limit
         self._version = -1
-        self._entries: dict[tuple[str, tuple[tuple[str, Any], ...], bool | None], Best] = {}
+        self._entries: dict[IndexKey, tuple[tuple[str, ...], tuple[Match, ...]]] = {}
 
-    def lookup(
-        self, version: int, replica_id: str, query: Mapping[str, Any], stream: bool | None
-    ) -> tuple[tuple[str, tuple[tuple[str, Any], ...], bool | None], Best | bool]:
-        """The entry's key, and its value (``False`` when not known yet)."""
+    def matches(
+        self,
+        registry: ReplicaRegistry,
+        query: Mapping[str, Any],
+        matcher: Matcher,
+        stream: bool | None,
+        protocols: frozenset[str] | None,
+    ) -> tuple[tuple[str, ...], tuple[Match, ...]]:
+        """The ids of the replicas that match, and their matches (liveness and load are read by the caller)."""
+        version = registry.version
         if version != self._version or len(self._entries) >= self.limit:
             self._entries.clear()
             self._version = version
-        key = (replica_id, tuple(query.items()), stream)
-        return key, self._entries.get(key, False)
-
-    def keep(self, key: tuple[str, tuple[tuple[str, Any], ...], bool | None], best: Best) -> None:
-        self._entries[key] = best
+        key = (tuple(query.items()), stream, protocols)
+        found = self._entries.get(key)
+        if found is None:
+            # A replica not alive now can only come back by registering again, which changes the version.
+            _, live = registry.live_entries()
+            matched = tuple(_matching(live, query, matcher, stream, protocols))
+            found = (tuple(m.replica_id for m in matched), matched)
+            self._entries[key] = found
+        return found
 
 
 def _best(offers: tuple[Offer, ...], query: Mapping[str, Any], matcher: Matcher, stream: bool | None) -> Best:
@@ -98,36 +126,56 @@ def candidates(
     entries speaking one of them (``None``: any): KServe requests go to
     anyserve replicas only, OpenAI requests to engine servers as well.
     """
-    found: list[Candidate] = []
-    version, live = registry.live_entries(exclude, now)
-    for replica_id, where, offers, load, signals, offer_signals in live:
+    if cache is None:
+        _, live = registry.live_entries(exclude, now)
+        return [
+            _candidate(match, entry.load, entry.signals, entry.offer_signals)
+            for entry in live
+            for match in _matching((entry,), query, matcher, stream, protocols)
+        ]
+    ids, matches = cache.matches(registry, query, matcher, stream, protocols)
+    return [
+        _candidate(match, *now_read)
+        for match, now_read in zip(matches, registry.current(ids, exclude, now), strict=True)
+        if now_read is not None
+    ]
+
+
+def _matching(
+    live: Iterable[LiveEntry],
+    query: Mapping[str, Any],
+    matcher: Matcher,
+    stream: bool | None,
+    protocols: frozenset[str] | None,
+) -> Iterable[Match]:
+    for entry in live:
+        where = entry.where
         if protocols is not None and where["protocol"] not in protocols:
             continue
-        if cache is None:
-            best = _best(offers, query, matcher, stream)
-        else:
-            key, known = cache.lookup(version, replica_id, query, stream)
-            best = _best(offers, query, matcher, stream) if known is False else known
-            if known is False:
-                cache.keep(key, best)
+        best = _best(entry.offers, query, matcher, stream)
         if best is not None:
             score, offer = best
-            if offer_signals:
-                own = offer_signals.get((offer.capability, bool(offer.runtime.get("stream", False))))
-                if own:
-                    signals = {**signals, **own}
-            found.append(
-                Candidate(
-                    id=replica_id,
-                    capability=offer.capability,
-                    score=score,
-                    in_flight=load,
-                    state=offer.state,
-                    info={**where, **offer.runtime},
-                    signals=signals,
-                )
-            )
-    return found
+            key = (offer.capability, bool(offer.runtime.get("stream", False)))
+            yield Match(entry.id, score, offer, {**where, **offer.runtime}, key)
+
+
+def _candidate(
+    match: Match, load: int, signals: dict[str, Any], offer_signals: dict[tuple[Any, bool], dict[str, Any]]
+) -> Candidate:
+    if offer_signals:
+        own = offer_signals.get(match.signals_key)
+        if own:
+            signals = {**signals, **own}
+    offer = match.offer
+    return Candidate(
+        id=match.replica_id,
+        capability=offer.capability,
+        score=match.score,
+        in_flight=load,
+        state=offer.state,
+        info=match.info,
+        signals=signals,
+    )
 
 
 def choose(
