@@ -48,6 +48,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "anyserve.builtins.least_loaded",
     "anyserve.builtins.routing_filters",
     "anyserve.builtins.routing_scorers",
+    "anyserve.builtins.routing_session",
+    "anyserve.builtins.routing_prefix",
     "anyserve.builtins.routing_pickers",
     "anyserve.builtins.delegation",
 )

@@ -7,8 +7,13 @@ skips scoring and picking, and a scorer with weight 0 is never called.
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from anyserve.candidates import Candidate
@@ -20,6 +25,13 @@ if TYPE_CHECKING:
     from anyserve.catalog import Catalog
     from anyserve.config import Settings
     from anyserve.plugins import PluginManager
+
+log = logging.getLogger("anyserve.routing")
+
+#: A saved routing state larger than this is neither written nor read: a learner's snapshot is a few MiB at most.
+MAX_STATE_BYTES = 8 * 1024 * 1024
+#: Characters a stage name keeps in its state file's name; others become ``_``.
+_FILE_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 #: The plugin whose ``anyserve_select_target`` is core's own; anything else implementing it picks instead.
 BUILTIN_SELECT = "least_loaded"
@@ -116,6 +128,79 @@ class Pipeline:
         """Tell the learning scorers a replica is gone."""
         for forget in self._forgetters:
             forget(target_id)
+
+    def learners(self) -> list[tuple[str, Any]]:
+        """(name, scorer) of every scorer whose learning can be saved: it has both ``snapshot`` and ``restore``."""
+        return [(s.name, s.impl) for s in self.scorers if hasattr(s.impl, "snapshot") and hasattr(s.impl, "restore")]
+
+    @staticmethod
+    def state_file(directory: str | os.PathLike[str], name: str) -> Path:
+        """Where the scorer ``name`` keeps its state in ``directory``: ``routing-<name>.json``."""
+        return Path(directory) / f"routing-{_FILE_NAME_UNSAFE.sub('_', name)}.json"
+
+    def save(self, directory: str | os.PathLike[str]) -> list[str]:
+        """Write each learner's snapshot to ``directory`` (made 0700 when missing); returns the names saved.
+
+        Called at shutdown, so a failure is logged rather than raised: a
+        router that cannot save what it learned still stops cleanly. Each
+        file is written aside and renamed over the old one, so a crash
+        mid-write leaves the previous state, not half of a new one.
+        """
+        saved: list[str] = []
+        learners = self.learners()
+        if not learners:
+            return saved
+        folder = Path(directory)
+        for name, learner in learners:
+            path = self.state_file(folder, name)
+            try:
+                text = json.dumps(learner.snapshot(), separators=(",", ":"))
+                if len(text) > MAX_STATE_BYTES:
+                    log.warning(
+                        "routing state of %r not saved: %d bytes, over the %d a router reads back",
+                        name,
+                        len(text),
+                        MAX_STATE_BYTES,
+                    )
+                    continue
+                folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+                aside = path.with_name(path.name + ".tmp")
+                descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+                    out.write(text)
+                os.replace(aside, path)
+            except (OSError, TypeError, ValueError) as exc:
+                log.warning("routing state of %r not saved to %s: %s", name, path, exc)
+                continue
+            saved.append(name)
+        return saved
+
+    def load(self, directory: str | os.PathLike[str]) -> list[str]:
+        """Restore each learner from ``directory``, where a file for it exists; returns the names restored.
+
+        What is learned is only ever a hint, so a file that is too large,
+        not JSON, or refused by its learner is skipped with a warning and
+        the scorer starts empty: a router always starts.
+        """
+        restored: list[str] = []
+        for name, learner in self.learners():
+            path = self.state_file(directory, name)
+            try:
+                size = path.stat().st_size
+                if size > MAX_STATE_BYTES:
+                    log.warning("routing state %s ignored: %d bytes, over the %d read", path, size, MAX_STATE_BYTES)
+                    continue
+                data = json.loads(path.read_bytes())
+                if not isinstance(data, dict):
+                    raise ValueError(f"a JSON {type(data).__name__}, not an object")
+                learner.restore(data)
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError
+                log.warning("routing state %s ignored (the scorer starts empty): %s", path, exc)
+                continue
+            restored.append(name)
+        return restored
 
     def describe(self) -> dict[str, Any]:
         """The active pipeline, for ``anyserve plugins list`` and the router's status."""

@@ -11,7 +11,7 @@ with the load signals their replica (or worker) reported.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from anyserve.candidates import Candidate
 from anyserve.routing.request import RouteRequest
@@ -49,6 +49,18 @@ class Learner(Protocol):
 
     def forget(self, target_id: str) -> None:
         """Called when a replica leaves: drop what is known about it."""
+        ...
+
+    def snapshot(self) -> dict[str, Any]:
+        """What was learned, as JSON-ready data, so a restarted router need not learn it again.
+
+        Saved at shutdown (``Pipeline.save``); keep it to a few MiB whatever
+        was learned: a larger file is not read back.
+        """
+        ...
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Take back what :meth:`snapshot` gave, at start-up; ``ValueError`` for data it cannot use."""
         ...
 
 

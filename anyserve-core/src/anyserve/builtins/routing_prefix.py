@@ -1,0 +1,224 @@
+"""The ``prefix`` scorer: a prompt goes where its beginning was sent before, where an engine likely still caches it.
+
+Engines keep the key/value cache of recent prompts (vLLM's and SGLang's
+prefix caching, llama.cpp's slots): a request that shares a long prefix
+with one an engine served skips most of its prefill. This scorer learns,
+from the router's own decisions and with no help from the engines, which
+replica was sent which prefix: the prompt's chained block hashes
+(:meth:`~anyserve.routing.request.RouteRequest.prefix_blocks`) go into an
+index from block to the replicas that were sent it. A candidate scores the
+share of the request's blocks, from the first, that it was sent.
+
+It is an approximation of what the engines hold: an engine evicts by its
+own policy, which the per-replica LRU of ``max_blocks`` blocks stands in
+for. The memory is bounded by ``max_blocks`` per replica and
+``max_replicas`` replicas, the least recently chosen forgotten first.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from anyserve.candidates import Candidate
+from anyserve.errors import ConfigError
+from anyserve.hookspecs import hookimpl
+from anyserve.records import RoutingStageSpec
+from anyserve.routing.request import DEFAULT_BLOCK_CHARS, RouteRequest
+from anyserve.routing.stages import SCORER
+
+DEFAULT_MAX_BLOCKS = 8192
+DEFAULT_MIN_BLOCKS = 1
+DEFAULT_MAX_REPLICAS = 1024
+#: Blocks a snapshot holds at most, over every replica: its file stays a few MiB whatever the bounds above.
+SNAPSHOT_BLOCKS = 131_072
+#: The snapshot's layout; a file of another version is ignored.
+SNAPSHOT_VERSION = 1
+OPTIONS = ("block_chars", "max_blocks", "min_blocks", "max_replicas")
+
+
+class PrefixAffinity:
+    """Per candidate, the share of the request's leading blocks it was sent before, from 0.0 to 1.0.
+
+    Each replica's blocks are an LRU touched last block first, so a prefix's
+    leading blocks are always more recent than its later ones and are
+    evicted after them: the blocks a replica holds of any chain are a
+    leading run. So the holders of block *i* include the holders of block
+    *i + 1*, and a score walks the request's blocks from the deepest, only
+    reading a holder set where it grows: the cost follows the request's
+    blocks and the replicas that hold them, not the replicas registered.
+    """
+
+    def __init__(
+        self,
+        block_chars: int = DEFAULT_BLOCK_CHARS,
+        max_blocks: int = DEFAULT_MAX_BLOCKS,
+        min_blocks: int = DEFAULT_MIN_BLOCKS,
+        max_replicas: int = DEFAULT_MAX_REPLICAS,
+    ) -> None:
+        if block_chars < 1 or max_blocks < 1 or min_blocks < 1 or max_replicas < 1:
+            raise ConfigError(
+                "routing.options.prefix: block_chars, max_blocks, min_blocks and max_replicas must be at least 1, "
+                f"got {block_chars!r}, {max_blocks!r}, {min_blocks!r}, {max_replicas!r}"
+            )
+        self.block_chars = block_chars
+        self.max_blocks = max_blocks
+        self.min_blocks = min_blocks
+        self.max_replicas = max_replicas
+        #: Block hash -> the replica that was sent it, or the replicas when several were (a set per block
+        #: would double the memory, and most blocks past a shared system prompt have one holder).
+        self._holders: dict[int, str | set[str]] = {}
+        #: Replica -> its blocks, least recently sent first; replicas least recently chosen first.
+        self._replicas: OrderedDict[str, OrderedDict[int, None]] = OrderedDict()
+
+    def score(self, request: RouteRequest, candidates: Sequence[Candidate]) -> list[float]:
+        scores = [0.0] * len(candidates)
+        blocks = request.prefix_blocks(self.block_chars)
+        if len(blocks) < self.min_blocks or not self._holders:
+            return scores
+        depths = self.depths(blocks)
+        if depths:
+            total = len(blocks)
+            for i, candidate in enumerate(candidates):
+                depth = depths.get(candidate.id)
+                if depth:
+                    scores[i] = depth / total
+        return scores
+
+    def depths(self, blocks: Sequence[int]) -> dict[str, int]:
+        """Replica -> how many of ``blocks``, from the first, it was sent; replicas sent none are left out."""
+        holders = self._holders
+        found: dict[str, int] = {}
+        seen = 0
+        for depth in range(len(blocks), 0, -1):
+            held = holders.get(blocks[depth - 1])
+            if held is None:
+                continue
+            if isinstance(held, str):
+                if not seen:
+                    found[held] = depth
+                    seen = 1
+                continue
+            if len(held) <= seen:
+                continue  # nested sets: no larger than the deeper one's means no new holder
+            for replica_id in held:
+                if replica_id not in found:
+                    found[replica_id] = depth
+            seen = len(found)
+        return found
+
+    def observe(self, request: RouteRequest, chosen: Candidate) -> None:
+        """Record that ``chosen`` was sent the request's blocks: the engine there now caches that prefix."""
+        blocks = request.prefix_blocks(self.block_chars)
+        if not blocks:
+            return
+        replica_id = chosen.id
+        held = self._replicas.get(replica_id)
+        if held is None:
+            held = self._replicas[replica_id] = OrderedDict()
+            while len(self._replicas) > self.max_replicas:
+                self.forget(next(iter(self._replicas)))
+        else:
+            self._replicas.move_to_end(replica_id)
+        for block in reversed(blocks):  # the first block touched last: the leading run outlives the tail
+            if block in held:
+                held.move_to_end(block)
+            else:
+                held[block] = None
+                self._add(replica_id, block)
+        while len(held) > self.max_blocks:
+            self._drop(replica_id, held.popitem(last=False)[0])
+
+    def _add(self, replica_id: str, block: int) -> None:
+        owners = self._holders.get(block)
+        if owners is None:
+            self._holders[block] = replica_id
+        elif isinstance(owners, str):
+            if owners != replica_id:
+                self._holders[block] = {owners, replica_id}
+        else:
+            owners.add(replica_id)
+
+    def _drop(self, replica_id: str, block: int) -> None:
+        owners = self._holders.get(block)
+        if owners is None:
+            return
+        if isinstance(owners, str):
+            if owners == replica_id:
+                del self._holders[block]
+            return
+        owners.discard(replica_id)
+        if len(owners) == 1:
+            self._holders[block] = next(iter(owners))
+        elif not owners:
+            del self._holders[block]
+
+    def forget(self, target_id: str) -> None:
+        """A replica left (or is least recently chosen past ``max_replicas``): drop every block it was sent."""
+        held = self._replicas.pop(target_id, None)
+        for block in held or ():
+            self._drop(target_id, block)
+
+    def tracked(self) -> dict[str, int]:
+        """Replica -> blocks it holds, least recently chosen first (for tests and the router's status)."""
+        return {replica_id: len(held) for replica_id, held in self._replicas.items()}
+
+    def snapshot(self) -> dict[str, Any]:
+        """Each replica's most recent blocks, oldest first, at most :data:`SNAPSHOT_BLOCKS` in all."""
+        share = max(1, SNAPSHOT_BLOCKS // max(1, len(self._replicas)))
+        replicas = {}
+        for replica_id, held in self._replicas.items():
+            blocks = list(held)
+            replicas[replica_id] = blocks[-share:]
+        return {"version": SNAPSHOT_VERSION, "block_chars": self.block_chars, "replicas": replicas}
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        """The index from :meth:`snapshot`, within this scorer's bounds; one of another block size is refused."""
+        if data.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"prefix snapshot version {data.get('version')!r}, expected {SNAPSHOT_VERSION}")
+        if data.get("block_chars") != self.block_chars:
+            raise ValueError(
+                f"prefix snapshot of {data.get('block_chars')!r}-character blocks; this scorer hashes "
+                f"{self.block_chars}: the saved hashes would match nothing"
+            )
+        replicas = data.get("replicas")
+        if not isinstance(replicas, Mapping):
+            raise ValueError("prefix snapshot without its 'replicas' table")
+        for replica_id, blocks in list(replicas.items())[-self.max_replicas :]:
+            if not isinstance(replica_id, str) or not isinstance(blocks, list):
+                continue
+            self.forget(replica_id)
+            held: OrderedDict[int, None] = OrderedDict()
+            for block in blocks[-self.max_blocks :]:
+                if isinstance(block, int) and not isinstance(block, bool):
+                    held[block] = None
+                    held.move_to_end(block)
+            for block in held:
+                self._add(replica_id, block)
+            self._replicas[replica_id] = held
+        while len(self._replicas) > self.max_replicas:
+            self.forget(next(iter(self._replicas)))
+
+
+def build(options: Mapping[str, Any]) -> PrefixAffinity:
+    """The scorer from ``[routing.options.prefix]``; an unknown option is a typo, refused by name."""
+    unknown = set(options) - set(OPTIONS)
+    if unknown:
+        raise ConfigError(
+            f"routing.options.prefix: unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(OPTIONS)}"
+        )
+    try:
+        return PrefixAffinity(
+            block_chars=int(options.get("block_chars", DEFAULT_BLOCK_CHARS)),
+            max_blocks=int(options.get("max_blocks", DEFAULT_MAX_BLOCKS)),
+            min_blocks=int(options.get("min_blocks", DEFAULT_MIN_BLOCKS)),
+            max_replicas=int(options.get("max_replicas", DEFAULT_MAX_REPLICAS)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"routing.options.prefix: {exc}") from None
+
+
+@hookimpl
+def anyserve_register_routing(register):
+    register(RoutingStageSpec("prefix", SCORER, build, "where the prompt's beginning was sent before"))
