@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from anyserve.catalog import TRANSPORT
 from anyserve.credentials import link_hello
 from anyserve.errors import AnyServeError, ConfigError
-from anyserve_router.upstream import Metadata, Target, Upstream, UpstreamError, UpstreamStream
+from anyserve_router.upstream import LoadSink, Metadata, Target, Upstream, UpstreamError, UpstreamStream
 
 if TYPE_CHECKING:
     from anyserve.catalog import Catalog
@@ -139,6 +139,12 @@ class LinkUpstream:
         except ConfigError as exc:
             log.warning("cannot use %s:// links (%s); using gRPC", scheme, exc)
             return None
+
+    def report_load(self, sink: LoadSink) -> None:
+        """Where responses over gRPC carry their replica's load, it goes to ``sink`` (the link's frames carry none)."""
+        listen = getattr(self._grpc, "report_load", None)
+        if listen is not None:
+            listen(sink)
 
     async def connection(self, link: str, transport: Transport) -> Connection:
         """The open connection to ``link``, dialled once however many requests wait for it."""

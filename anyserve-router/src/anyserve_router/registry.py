@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 
 from anyserve.capability import Capability
 from anyserve_router.errors import DuplicateReplica, InvalidRegistration, UnknownReplica, WrongReplicaKey
+from anyserve_router.load_reports import OfferKey, check_signals, listing
 from anyserve_router.offers import (
     DEFAULT_LIMITS,
     Offer,
@@ -118,6 +119,13 @@ class LiveEntry(NamedTuple):
     load: int
     signals: dict[str, Any]
     offer_signals: dict[tuple[Capability, bool], dict[str, Any]]
+
+
+def _keep(replica: ReplicaEntry, signals: dict[str, Any], offer_signals: dict[OfferKey, dict[str, Any]]) -> None:
+    """Replace both signal dicts whole (the lock is held), keeping only offers the entry has."""
+    offered = {(o.capability, bool(o.runtime.get("stream", False))) for o in replica.offers}
+    replica.signals = signals
+    replica.offer_signals = {k: v for k, v in offer_signals.items() if k in offered}
 
 
 def _same_key(held: str | None, given: str | None) -> bool:
@@ -269,17 +277,26 @@ class ReplicaRegistry:
             self.version += 1
 
     def heartbeat(
-        self, replica_id: str, in_flight: int | None = None, now: float | None = None, key: str | None = None
+        self,
+        replica_id: str,
+        in_flight: int | None = None,
+        now: float | None = None,
+        key: str | None = None,
+        *,
+        signals: Any = None,
     ) -> None:
-        """Mark a replica alive, optionally with its own in-flight count.
+        """Mark a replica alive, optionally with its own in-flight count and load ``signals``.
 
         A replica already past its TTL is removed and told it is unknown,
         whether or not :meth:`expire` ran yet: the answer must not depend on
         sweep timing, and a replica that went silent that long re-registers
-        so its capabilities are fresh.
+        so its capabilities are fresh. ``signals`` (the heartbeat's, see
+        :func:`~anyserve_router.load_reports.check_signals`) replace those
+        last reported; bad ones raise before anything is kept.
         """
         replica_id = check_replica_id(replica_id)
         reported = None if in_flight is None else check_in_flight(in_flight)
+        report = None if signals is None else check_signals(signals, self.limits)
         now = self._now(now)
         with self._lock:
             replica = self._replicas.get(replica_id)
@@ -295,6 +312,37 @@ class ReplicaRegistry:
             replica.last_heartbeat = now
             if reported is not None:
                 replica.reported_in_flight = reported
+            if report is not None:
+                _keep(replica, *report)
+
+    def report(self, replica_id: str, signals: dict[str, Any], key: str | None = None) -> None:
+        """Replace a replica's own signals without counting as a heartbeat (an engine's, read by its poller).
+
+        The caller made them itself, so they are not checked again; ``key`` must be the entry's.
+        """
+        with self._lock:
+            replica = self._replicas.get(replica_id)
+            if replica is None:
+                raise self._unknown(replica_id)
+            if not _same_key(replica.key, key):
+                raise WrongReplicaKey(f"signals for replica {replica_id!r} without that replica's key")
+            replica.signals = signals
+
+    def note_load(self, replica_id: str, queued: int, in_flight: int) -> None:
+        """The replica-wide ``queued`` and ``in_flight`` a response carried; an unknown id is ignored.
+
+        Runs on every response that carries them, so it costs a lookup and,
+        only when a figure changed, one small dict made anew (never changed
+        in place: selection reads it without the lock).
+        """
+        replica = self._replicas.get(replica_id)
+        if replica is None:
+            return
+        signals = replica.signals
+        if signals.get("queued") == queued and signals.get("in_flight") == in_flight:
+            return
+        with self._lock:
+            replica.signals = {**replica.signals, "queued": queued, "in_flight": in_flight}
 
     def expire(self, now: float | None = None) -> list[str]:
         """Remove replicas silent for longer than ``ttl_seconds``; returns their ids, sorted."""
@@ -363,6 +411,8 @@ class ReplicaRegistry:
                     "reported_in_flight": r.reported_in_flight,
                     "registered_at": r.registered_at,
                     **({"status": r.status} if r.status else {}),
+                    **({"signals": r.signals} if r.signals else {}),
+                    **({"offer_signals": listing(r.offer_signals)} if r.offer_signals else {}),
                 }
                 for r in replicas
             ]

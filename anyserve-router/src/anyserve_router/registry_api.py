@@ -1,4 +1,4 @@
-"""Membership and discovery routes: register, heartbeat, deregister, registry, lookup, health.
+"""Membership and discovery routes: register, heartbeat (with load signals), deregister, registry, lookup, health.
 
 Plus the KServe v2 REST health and metadata paths, so plain KServe clients
 can probe the router as they would a single server.
@@ -63,6 +63,11 @@ def build_registry_routes(state: RouterState) -> APIRouter:
         return {"replica_id": replica_id, "ttl_seconds": ttl, "heartbeat_seconds": heartbeat}
 
     credentials = state.credentials
+    # Replicas report their load here with each heartbeat, and with each response on the data path: the upstream
+    # (gRPC, or the link where it carries it) hands what a response carried to the same registry.
+    listen = getattr(state.upstream, "report_load", None)
+    if listen is not None:
+        listen(registry.note_load)
 
     @routes.post("/register")
     async def register(request: Request) -> dict[str, Any]:
@@ -90,7 +95,7 @@ def build_registry_routes(state: RouterState) -> APIRouter:
         key = replica_key(request)
         data = loads_object(await inbound.read_body(request, limit, limit_setting), "heartbeat")
         _require(data, ("replica_id",), "heartbeat")
-        registry.heartbeat(data["replica_id"], data.get("in_flight"), key=key)
+        registry.heartbeat(data["replica_id"], data.get("in_flight"), key=key, signals=data.get("signals"))
         return lease_terms(data["replica_id"])
 
     @routes.delete("/register/{replica_id}")

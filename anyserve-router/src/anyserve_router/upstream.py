@@ -12,18 +12,21 @@ parsed: payloads go out and come back as serialised protobuf.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
 
 from anyserve.errors import AnyServeError
-from anyserve.protocol.names import MODEL_INFER_METHOD, MODEL_METADATA_METHOD, MODEL_STREAM_INFER_METHOD
+from anyserve.protocol.names import LOAD_KEY, MODEL_INFER_METHOD, MODEL_METADATA_METHOD, MODEL_STREAM_INFER_METHOD
+from anyserve_router.load_reports import piggy_backed
 
 log = logging.getLogger("anyserve.router.upstream")
 
 Metadata = Sequence[tuple[str, str]]
+#: Told what a response carried about its replica's load: (replica id, queued, in flight).
+LoadSink = Callable[[str, int, int], None]
 
 #: Phrases gRPC uses when it could not reach the server at all: the request
 #: never arrived, so another replica may safely be tried instead.
@@ -103,6 +106,30 @@ class Upstream(Protocol):
     async def close(self) -> None: ...
 
 
+class LoadListener:
+    """Hands the load a replica put on a response (:data:`~anyserve.protocol.names.LOAD_KEY`) to a :data:`LoadSink`.
+
+    Each reply carries it, so it is read without a loop of its own: one
+    lookup in metadata gRPC has already parsed, and a split.
+    """
+
+    sink: LoadSink | None = None
+
+    def report_load(self, sink: LoadSink) -> None:
+        """Send what responses carry about their replica's load to ``sink`` (the registry's ``note_load``)."""
+        self.sink = sink
+
+    def heard(self, replica_id: str, trailing: grpc.aio.Metadata | None) -> None:
+        if self.sink is None or not trailing:
+            return
+        value = trailing.get(LOAD_KEY)
+        if value is None:
+            return
+        load = piggy_backed(value if isinstance(value, str) else value.decode("ascii", "replace"))
+        if load is not None:
+            self.sink(replica_id, *load)
+
+
 def _error(exc: grpc.aio.AioRpcError) -> UpstreamError:
     code = exc.code()
     details = exc.details() or ""
@@ -120,9 +147,12 @@ class _Pooled:
 
 
 class _GrpcStream:
-    def __init__(self, owner: GrpcUpstream, endpoint: str, pooled: _Pooled, payload: bytes, metadata: Metadata) -> None:
+    def __init__(
+        self, owner: GrpcUpstream, target: Target, pooled: _Pooled, payload: bytes, metadata: Metadata
+    ) -> None:
         self._owner = owner
-        self._endpoint = endpoint
+        self._replica_id = target.replica_id
+        self._endpoint = target.endpoint
         self._pooled = pooled
         self._call = pooled.stream(iter((payload,)), metadata=metadata)
         self._open = True
@@ -138,9 +168,12 @@ class _GrpcStream:
             message = await self._call.read()
         except grpc.aio.AioRpcError as exc:
             self._finish()
+            self._owner.heard(self._replica_id, exc.trailing_metadata())
             raise self._owner._failed(self._endpoint, self._pooled, exc) from None
         if message is grpc.aio.EOF:
             self._finish()
+            if self._owner.sink is not None:
+                self._owner.heard(self._replica_id, await self._call.trailing_metadata())
             return None
         return message
 
@@ -150,10 +183,12 @@ class _GrpcStream:
         self._finish()
 
 
-class GrpcUpstream:
+class GrpcUpstream(LoadListener):
     """:class:`Upstream` over ``grpc.aio``: one channel per endpoint, reused for every call.
 
     Create it inside the event loop that will use it (the app's lifespan does).
+    Replicas put their load in each call's trailing metadata; with a sink
+    (:meth:`report_load`) it goes to the registry.
     """
 
     def __init__(
@@ -207,11 +242,16 @@ class GrpcUpstream:
         pooled = self._get(endpoint)
         pooled.active += 1
         try:
-            return await getattr(pooled, method)(payload, metadata=metadata)
+            call = getattr(pooled, method)(payload, metadata=metadata)
+            response = await call
         except grpc.aio.AioRpcError as exc:
+            self.heard(target.replica_id, exc.trailing_metadata())
             raise self._failed(endpoint, pooled, exc) from None
         finally:
             pooled.active -= 1
+        if self.sink is not None:
+            self.heard(target.replica_id, await call.trailing_metadata())
+        return response
 
     async def infer(self, target: Target, payload: bytes, metadata: Metadata) -> bytes:
         return await self._unary("infer", target, payload, metadata)
@@ -220,7 +260,7 @@ class GrpcUpstream:
         return await self._unary("metadata", target, payload, metadata)
 
     def stream(self, target: Target, payload: bytes, metadata: Metadata) -> _GrpcStream:
-        return _GrpcStream(self, target.endpoint, self._get(target.endpoint), payload, metadata)
+        return _GrpcStream(self, target, self._get(target.endpoint), payload, metadata)
 
     async def retain(self, addresses: Iterable[str]) -> None:
         keep = set(addresses)

@@ -36,6 +36,9 @@ TRACESTATE_KEY = "tracestate"
 HANDLER_KEY = "x-anyserve-handler"
 #: Agent -> worker only: a liveness probe, answered by the worker's event loop without running a handler.
 PROBE_KEY = "x-anyserve-probe"
+#: Replica -> router, on every response (gRPC trailing metadata): the replica's load as it answers,
+#: ``<queued>,<in_flight>`` (requests waiting for a worker or a free slot, and requests it is serving).
+LOAD_KEY = "x-anyserve-load"
 #: Response header naming the replica that served a request.
 SERVED_BY_HEADER = "X-Served-By"
 #: A replica's own secret, sent with its registration, heartbeats and deregistration (see docs/security.md).
