@@ -24,6 +24,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -41,7 +42,7 @@ from anyserve.encoding import StreamEncoder
 from anyserve.errors import AnyServeError, code_for_http, http_status
 from anyserve.plugins import PluginManager, get_plugin_manager
 from anyserve.protocol import dumps, names, new_request_id
-from anyserve.routing import build_pipeline
+from anyserve.routing import Pipeline, build_pipeline
 from anyserve_router import inbound
 from anyserve_router.api_keys import ApiKeys
 from anyserve_router.capacity import startup_grace
@@ -197,8 +198,8 @@ class RouterApp:
         await inbound.answer(scope, receive, send, make, _error_answer, self.metrics, KSERVE_FRONT)
 
 
-async def _sweep(registry: ReplicaRegistry, upstream: Upstream) -> None:
-    """Expire silent replicas every ttl/3 and drop the channels of those gone."""
+async def _sweep(registry: ReplicaRegistry, upstream: Upstream, pipeline: Pipeline) -> None:
+    """Expire silent replicas every ttl/3, drop the channels of those gone and what routing learned of them."""
     interval = registry.ttl_seconds / 3
     while True:
         await asyncio.sleep(interval)
@@ -211,6 +212,8 @@ async def _sweep(registry: ReplicaRegistry, upstream: Upstream) -> None:
                     registry.ttl_seconds,
                     ", ".join(gone),
                 )
+                for replica_id in gone:
+                    pipeline.forget(replica_id)
             await upstream.retain(registry.addresses())
         except Exception:  # the sweep must outlive any one failure
             log.exception("registry sweep failed")
@@ -269,9 +272,14 @@ def create_app(
     state = RouterState(settings, registry, router, encoder, upstream, engines, credentials)
     configured = [EngineSpec.of(e.url, e.id, e.capabilities, e.types) for e in settings.router.engines]
 
+    # What the routing scorers learned (prefix index, session pins) outlives a restart in the state directory.
+    state_dir = Path(settings.cluster.state_dir).expanduser() if settings.cluster.state_dir else None
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        sweeper = asyncio.create_task(_sweep(registry, upstream), name="anyserve-router-sweep")
+        if state_dir is not None:
+            router.pipeline.load(state_dir)
+        sweeper = asyncio.create_task(_sweep(registry, upstream, router.pipeline), name="anyserve-router-sweep")
         for spec in configured:
             await engines.add(spec)
         try:
@@ -282,6 +290,8 @@ def create_app(
                 await sweeper
             await engines.close()
             await upstream.close()
+            if state_dir is not None:
+                router.pipeline.save(state_dir)
 
     app = FastAPI(
         title="anyserve router",

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -31,11 +32,13 @@ from starlette.types import Receive, Scope, Send
 from anyserve.capability import normalize_query
 from anyserve.errors import AnyServeError, Unavailable
 from anyserve.llm import kserve
-from anyserve.llm.types import STOP, Delta, EmbedRequest, Usage
+from anyserve.llm.types import STOP, ChatRequest, CompletionRequest, Delta, EmbedRequest, Usage
 from anyserve.protocol import RequestMeta, dumps, is_final, loads_object, names, new_request_id, split_error
 from anyserve.protocol import messages as pb
 from anyserve.protocol import openai_bodies as bodies
 from anyserve.protocol.openai import CAPABILITY_TYPE, READERS, OpenAIRequest
+from anyserve.routing import RouteRequest
+from anyserve.routing.request import chat_prompt
 from anyserve_router import inbound
 from anyserve_router.engines import passed_headers, read_bounded, relay
 from anyserve_router.errors import NoMatch
@@ -166,7 +169,8 @@ class OpenAIFront:
         meta = meta.with_query(query)
         payload = _payload(req, query["type"]).SerializeToString()
         stream = req.stream and kind != "embed"
-        call = _Call(request, req, meta, payload, body)
+        route = RouteRequest(query, stream, meta.session or req.typed.user or None, _prompt(req), meta.request_id)
+        call = _Call(request, req, meta, payload, body, route)
         try:
             if stream:
                 return await self._stream(call)
@@ -175,14 +179,15 @@ class OpenAIFront:
             if not self._served(query, stream=not stream):
                 raise self._no_match(req, query) from None
         # A capability served only the other way is served all the same: a unary answer as one chunk, a stream joined.
+        route = replace(route, stream=not stream)
         if stream:
-            target, raw = await self.state.router.infer(meta, payload, request.receive)
+            target, raw = await self._infer(meta, payload, request.receive, route)
             response = _response(target, raw)
             events = self._events(req, meta.request_id)
             answer = events.response(response) + events.end()
             headers = {**_headers(target, meta.request_id), **STREAM_HEADERS}
             return Response(answer, media_type=events.media_type, headers=headers)
-        target, raw = await self._joined(meta, payload, request.receive)
+        target, raw = await self._joined(meta, payload, request.receive, route)
         return _json(self._answer(req, meta.request_id, target, raw), _headers(target, meta.request_id))
 
     async def _unary(self, call: _Call) -> Response:
@@ -195,7 +200,9 @@ class OpenAIFront:
                 return answer, await self._engine_body(answer, target)
             return await router.upstream.infer(target, call.payload, md)
 
-        done = await router.forward(call.meta, send, stream=False, protocols=ANY, receive=call.request.receive)
+        done = await router.forward(
+            call.meta, send, stream=False, protocols=ANY, receive=call.request.receive, route=call.route
+        )
         done.lease.release()
         request_id = call.meta.request_id
         if isinstance(done.result, tuple):
@@ -214,7 +221,9 @@ class OpenAIFront:
                 return await self._engine_send(call, target)
             return await kserve_call(target, md)
 
-        done = await router.forward(call.meta, send, stream=True, protocols=ANY, receive=call.request.receive)
+        done = await router.forward(
+            call.meta, send, stream=True, protocols=ANY, receive=call.request.receive, route=call.route
+        )
         headers = {**_headers(done.target, call.meta.request_id), **STREAM_HEADERS}
         if not isinstance(done.result, httpx.Response):
             bridge = open_bridge(done, self._events(call.req, call.meta.request_id))  # type: ignore[arg-type]
@@ -258,7 +267,22 @@ class OpenAIFront:
         )
         return bool(found)
 
-    async def _joined(self, meta: RequestMeta, payload: bytes, receive: Receive) -> tuple[Target, bytes]:
+    async def _infer(
+        self, meta: RequestMeta, payload: bytes, receive: Receive, route: RouteRequest
+    ) -> tuple[Target, bytes]:
+        """A unary-only capability called with ``stream``: one KServe v2 answer, routed on what the request says."""
+        router = self.state.router
+
+        def call(target: Target, md: Metadata) -> Awaitable[bytes]:
+            return router.upstream.infer(target, payload, md)
+
+        done = await router.forward(meta, call, stream=False, receive=receive, route=route)
+        done.lease.release()
+        return done.target, done.result
+
+    async def _joined(
+        self, meta: RequestMeta, payload: bytes, receive: Receive, route: RouteRequest
+    ) -> tuple[Target, bytes]:
         """A stream-only capability called without ``stream``: its deltas joined into one answer.
 
         Its deadline bounds the first delta; a client that leaves stops it (the bridge's rule for streams).
@@ -266,7 +290,7 @@ class OpenAIFront:
         router = self.state.router
         own = meta.deadline is not None
         meta = router.with_deadline(meta)
-        done = await router.open_stream(meta, payload, receive)
+        done = await router.forward(meta, router.stream_call(payload), stream=True, receive=receive, route=route)
         upstream, raw = done.result
         replica_id = done.target.replica_id
         parts: list[Delta] = []
@@ -332,16 +356,34 @@ class OpenAIFront:
 
 
 class _Call:
-    """One OpenAI request on its way: the HTTP request, its reading, metadata, KServe payload and original body."""
+    """One OpenAI request on its way: the HTTP request, its reading, metadata, KServe payload, original body, route."""
 
-    __slots__ = ("body", "meta", "payload", "req", "request")
+    __slots__ = ("body", "meta", "payload", "req", "request", "route")
 
-    def __init__(self, request: Request, req: OpenAIRequest, meta: RequestMeta, payload: bytes, body: bytes) -> None:
+    def __init__(
+        self, request: Request, req: OpenAIRequest, meta: RequestMeta, payload: bytes, body: bytes, route: RouteRequest
+    ) -> None:
         self.request = request
         self.req = req
         self.meta = meta
         self.payload = payload
         self.body = body
+        self.route = route
+
+
+def _prompt(req: OpenAIRequest) -> str | None:
+    """The text an engine's prefix cache would hold for ``req``: messages as they grow, or the prompt.
+
+    Responses requests are read into chat messages (instructions, then
+    input), so they share prefixes with chat requests of the same
+    conversation. Embeddings have no prompt cache to aim at.
+    """
+    typed = req.typed
+    if isinstance(typed, ChatRequest):
+        return chat_prompt([{"role": m.role, "content": m.content} for m in typed.messages])
+    if isinstance(typed, CompletionRequest):
+        return typed.prompt
+    return None
 
 
 def _payload(req: OpenAIRequest, capability_type: str) -> pb.ModelInferRequest:
