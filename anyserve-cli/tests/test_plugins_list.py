@@ -65,7 +65,7 @@ def test_table_shows_the_cli_plugin_and_hides_builtins(invoke) -> None:
     assert "register_commands" in out or "commands" in out
     assert "command: plugins" in out
     assert "builtin" not in out  # no built-in row...
-    assert "9 built-in plugins hidden" in out  # ...and it says so
+    assert "11 built-in plugins hidden" in out  # ...and it says so
     assert "selected by configuration" in out
     assert "transport.name" in out and "inproc (plugin inproc)" in out
 

@@ -269,6 +269,31 @@ def test_replicas_tracked_are_bounded_least_recently_chosen_first():
     assert scorer.score(request, pool) == [0.0, 0.0, 1.0, 1.0, 1.0]
 
 
+def test_the_index_holds_at_most_max_total_blocks_the_least_recently_chosen_shed_first():
+    scorer = PrefixAffinity(block_chars=16, max_blocks=100, max_total_blocks=50)
+    pool = replicas(3)
+    for i, c in enumerate(pool):
+        scorer.observe(RouteRequest(CHAT, prompt=f"replica {i} says " + "z" * 400), c)  # 25 blocks each
+    assert sum(scorer.tracked().values()) == 50
+    assert scorer.tracked() == {"r0": 0, "r1": 25, "r2": 25}
+    assert len(scorer._holders) == 50
+
+
+def test_a_cache_holder_over_its_share_of_the_load_yields_to_the_others():
+    scorer = PrefixAffinity(block_chars=64)
+    request = conversation(SYSTEM_A, 2)
+    scorer.observe(request, cand("r0"))
+    # Within ceil(1.5 * (total + 1) / n): 4 <= ceil(1.5 * 9 / 3) = 5, the cache wins.
+    assert scorer.score(request, [cand("r0", 4), cand("r1", 2), cand("r2", 2)]) == [1.0, 0.0, 0.0]
+    # Past it: 7 > ceil(1.5 * 10 / 3) = 5, the request goes by load, and the replica it goes to learns the prefix.
+    assert scorer.score(request, [cand("r0", 7), cand("r1", 1), cand("r2", 1)]) == [0.0, 0.0, 0.0]
+    p = pipeline({"ANYSERVE_ROUTING_SCORERS": "prefix=2,least_load=1"})
+    p.scorers[0].impl.observe(request, cand("r0"))
+    spilled = p.choose(request, [cand("r0", 7), cand("r1", 1), cand("r2", 2)]).id
+    assert spilled == "r1"
+    assert p.choose(request, [cand("r0", 7), cand("r1", 3), cand("r2", 3)]).id == "r1"
+
+
 def test_forget_drops_a_replica_and_its_blocks():
     scorer = PrefixAffinity(block_chars=16)
     pool = replicas(2)

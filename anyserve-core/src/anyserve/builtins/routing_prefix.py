@@ -11,8 +11,15 @@ share of the request's blocks, from the first, that it was sent.
 
 It is an approximation of what the engines hold: an engine evicts by its
 own policy, which the per-replica LRU of ``max_blocks`` blocks stands in
-for. The memory is bounded by ``max_blocks`` per replica and
-``max_replicas`` replicas, the least recently chosen forgotten first.
+for. The memory is bounded by ``max_blocks`` per replica, ``max_total_blocks``
+in all (about 150 bytes each) and ``max_replicas`` replicas, the least
+recently chosen forgotten first.
+
+Affinity yields to load the way session affinity does (consistent hashing
+with bounded loads): a replica carrying more than ``load_factor`` times its
+share of the candidates' load scores 0 however much it caches. So a popular
+prefix spills onto a second replica when the first one is busy, and that
+replica learns it too, instead of every request for it queueing on one engine.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from anyserve.builtins.routing_session import load_bound
 from anyserve.candidates import Candidate
 from anyserve.errors import ConfigError
 from anyserve.hookspecs import hookimpl
@@ -31,11 +39,14 @@ from anyserve.routing.stages import SCORER
 DEFAULT_MAX_BLOCKS = 8192
 DEFAULT_MIN_BLOCKS = 1
 DEFAULT_MAX_REPLICAS = 1024
+#: About 40 MB of index at most, whatever the replica count.
+DEFAULT_MAX_TOTAL_BLOCKS = 262_144
+DEFAULT_LOAD_FACTOR = 1.5
 #: Blocks a snapshot holds at most, over every replica: its file stays a few MiB whatever the bounds above.
 SNAPSHOT_BLOCKS = 131_072
 #: The snapshot's layout; a file of another version is ignored.
 SNAPSHOT_VERSION = 1
-OPTIONS = ("block_chars", "max_blocks", "min_blocks", "max_replicas")
+OPTIONS = ("block_chars", "max_blocks", "min_blocks", "max_replicas", "max_total_blocks", "load_factor")
 
 
 class PrefixAffinity:
@@ -56,16 +67,24 @@ class PrefixAffinity:
         max_blocks: int = DEFAULT_MAX_BLOCKS,
         min_blocks: int = DEFAULT_MIN_BLOCKS,
         max_replicas: int = DEFAULT_MAX_REPLICAS,
+        max_total_blocks: int = DEFAULT_MAX_TOTAL_BLOCKS,
+        load_factor: float = DEFAULT_LOAD_FACTOR,
     ) -> None:
-        if block_chars < 1 or max_blocks < 1 or min_blocks < 1 or max_replicas < 1:
+        if min(block_chars, max_blocks, min_blocks, max_replicas, max_total_blocks) < 1:
             raise ConfigError(
-                "routing.options.prefix: block_chars, max_blocks, min_blocks and max_replicas must be at least 1, "
-                f"got {block_chars!r}, {max_blocks!r}, {min_blocks!r}, {max_replicas!r}"
+                "routing.options.prefix: block_chars, max_blocks, min_blocks, max_replicas and max_total_blocks "
+                f"must be at least 1, got {block_chars!r}, {max_blocks!r}, {min_blocks!r}, {max_replicas!r}, "
+                f"{max_total_blocks!r}"
             )
+        if not 1.0 <= load_factor < float("inf"):
+            raise ConfigError(f"routing.options.prefix: load_factor must be at least 1, got {load_factor!r}")
         self.block_chars = block_chars
         self.max_blocks = max_blocks
         self.min_blocks = min_blocks
         self.max_replicas = max_replicas
+        self.max_total_blocks = max_total_blocks
+        self.load_factor = load_factor
+        self._total = 0
         #: Block hash -> the replica that was sent it, or the replicas when several were (a set per block
         #: would double the memory, and most blocks past a shared system prompt have one holder).
         self._holders: dict[int, str | set[str]] = {}
@@ -80,9 +99,10 @@ class PrefixAffinity:
         depths = self.depths(blocks)
         if depths:
             total = len(blocks)
+            bound = load_bound(candidates, self.load_factor)
             for i, candidate in enumerate(candidates):
                 depth = depths.get(candidate.id)
-                if depth:
+                if depth and candidate.load <= bound:
                     scores[i] = depth / total
         return scores
 
@@ -129,8 +149,19 @@ class PrefixAffinity:
                 self._add(replica_id, block)
         while len(held) > self.max_blocks:
             self._drop(replica_id, held.popitem(last=False)[0])
+        if self._total > self.max_total_blocks:
+            self._shed()
+
+    def _shed(self) -> None:
+        """Over ``max_total_blocks``: the oldest blocks of the least recently chosen replicas go first."""
+        for replica_id, held in self._replicas.items():  # only the replicas' own blocks change here
+            while held and self._total > self.max_total_blocks:
+                self._drop(replica_id, held.popitem(last=False)[0])
+            if self._total <= self.max_total_blocks:
+                return
 
     def _add(self, replica_id: str, block: int) -> None:
+        self._total += 1
         owners = self._holders.get(block)
         if owners is None:
             self._holders[block] = replica_id
@@ -141,6 +172,7 @@ class PrefixAffinity:
             owners.add(replica_id)
 
     def _drop(self, replica_id: str, block: int) -> None:
+        self._total -= 1
         owners = self._holders.get(block)
         if owners is None:
             return
@@ -199,6 +231,8 @@ class PrefixAffinity:
             self._replicas[replica_id] = held
         while len(self._replicas) > self.max_replicas:
             self.forget(next(iter(self._replicas)))
+        if self._total > self.max_total_blocks:
+            self._shed()
 
 
 def build(options: Mapping[str, Any]) -> PrefixAffinity:
@@ -214,6 +248,8 @@ def build(options: Mapping[str, Any]) -> PrefixAffinity:
             max_blocks=int(options.get("max_blocks", DEFAULT_MAX_BLOCKS)),
             min_blocks=int(options.get("min_blocks", DEFAULT_MIN_BLOCKS)),
             max_replicas=int(options.get("max_replicas", DEFAULT_MAX_REPLICAS)),
+            max_total_blocks=int(options.get("max_total_blocks", DEFAULT_MAX_TOTAL_BLOCKS)),
+            load_factor=float(options.get("load_factor", DEFAULT_LOAD_FACTOR)),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"routing.options.prefix: {exc}") from None

@@ -7,10 +7,10 @@ workers, runs one :class:`~anyserve.routing.pipeline.Pipeline`:
    only the best capability match; ``routable``: not failed, stopping or
    draining; ``budget``: not a cold offer that does not fit its replica's budget);
 2. **scorers** give every remaining candidate a score in [0, 1]
-   (``least_load``, ``cold_start``, ``residency``; the router adds ``session``
-   and ``prefix``), summed with the weights ``[routing.scorers]`` sets;
-3. a **picker** chooses one by those totals (``highest``, ``p2c``,
-   ``weighted_random``).
+   (``least_load``, ``cold_start``, ``residency``, ``session``, ``prefix``),
+   summed with the weights ``[routing.scorers]`` sets;
+3. a **picker** chooses one by those totals (``highest``, ``round_robin``,
+   ``p2c``, ``weighted_random``).
 
 Each stage is a named record contributed through the
 ``anyserve_register_routing`` hook, built-ins included, and selected by name

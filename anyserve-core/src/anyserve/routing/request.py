@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,21 +14,27 @@ MAX_BLOCKS = 256
 
 
 def block_hashes(text: str, block_chars: int, limit: int = MAX_BLOCKS) -> tuple[int, ...]:
-    """Chained hashes of ``text``'s whole blocks of ``block_chars`` characters.
+    """Chained 64-bit hashes of ``text``'s whole blocks of ``block_chars`` bytes (of its UTF-8).
 
     Block *i*'s hash covers blocks 0..i, so two prompts share a hash only
     where they share everything before it: the shape of an engine's prefix
-    cache. The hash is keyed by nothing process-specific (unlike ``hash()``),
-    so a saved index means the same after a restart. A partial last block is
-    left out: it is what the next turn is likely to change.
+    cache. It is CRC-32 and Adler-32 of the whole prefix, side by side: run
+    on for each block, in C, a few times cheaper per request than a
+    cryptographic hash, and keyed by nothing process-specific (unlike
+    ``hash()``), so a saved index means the same after a restart. A routing
+    hint needs no more: a rare collision only sends a request where its
+    prefix is not cached. A partial last block is left out: it is what the
+    next turn is likely to change.
     """
     out: list[int] = []
-    chain = b""
+    crc = adler = 1
     data = text.encode("utf-8", "surrogatepass")
     step = max(1, block_chars)
     for start in range(0, min(len(data), step * limit) - step + 1, step):
-        chain = hashlib.blake2b(chain + data[start : start + step], digest_size=8).digest()
-        out.append(int.from_bytes(chain, "big"))
+        block = data[start : start + step]
+        crc = zlib.crc32(block, crc)
+        adler = zlib.adler32(block, adler)
+        out.append(crc << 32 | adler)
     return tuple(out)
 
 
