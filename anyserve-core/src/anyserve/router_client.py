@@ -133,9 +133,15 @@ class AsyncRouterClient:
             raise _error(response, self.url)
         return response.json()
 
-    async def heartbeat(self, replica_id: str, in_flight: int) -> bool:
-        """False when the router does not know this replica (it restarted): re-register."""
-        response = await self._send("POST", "/heartbeat", json={"replica_id": replica_id, "in_flight": in_flight})
+    async def heartbeat(self, replica_id: str, in_flight: int, signals: dict[str, Any] | None = None) -> bool:
+        """False when the router does not know this replica (it restarted): re-register.
+
+        ``signals`` is the replica's load report (docs/routing.md, "Load signals").
+        """
+        body: dict[str, Any] = {"replica_id": replica_id, "in_flight": in_flight}
+        if signals is not None:
+            body["signals"] = signals
+        response = await self._send("POST", "/heartbeat", json=body)
         if response.status_code == 404:
             return False
         if response.status_code >= 400:

@@ -27,6 +27,8 @@ log = logging.getLogger("anyserve.router.upstream")
 Metadata = Sequence[tuple[str, str]]
 #: Told what a response carried about its replica's load: (replica id, queued, in flight).
 LoadSink = Callable[[str, int, int], None]
+#: Replicas whose last piggy-backed load is remembered; past it the memory starts over.
+MAX_REMEMBERED = 4096
 
 #: Phrases gRPC uses when it could not reach the server at all: the request
 #: never arrived, so another replica may safely be tried instead.
@@ -118,13 +120,18 @@ class LoadListener:
     def report_load(self, sink: LoadSink) -> None:
         """Send what responses carry about their replica's load to ``sink`` (the registry's ``note_load``)."""
         self.sink = sink
+        #: Replica id -> the value its last response carried: most answers repeat it, and cost one comparison.
+        self._last: dict[str, str] = {}
 
     def heard(self, replica_id: str, trailing: grpc.aio.Metadata | None) -> None:
         if self.sink is None or not trailing:
             return
         value = trailing.get(LOAD_KEY)
-        if value is None:
+        if value is None or self._last.get(replica_id) == value:
             return
+        if len(self._last) >= MAX_REMEMBERED:
+            self._last.clear()
+        self._last[replica_id] = value
         load = piggy_backed(value if isinstance(value, str) else value.decode("ascii", "replace"))
         if load is not None:
             self.sink(replica_id, *load)

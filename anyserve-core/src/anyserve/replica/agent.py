@@ -31,7 +31,8 @@ from anyserve.protocol import RequestMeta, final_error, final_marker, query_from
 from anyserve.protocol import messages as pb
 from anyserve.protocol.grpc_service import each_run, inference_handler
 from anyserve.protocol.messages import parse_request
-from anyserve.protocol.names import STATUS_SERVICE
+from anyserve.protocol.names import LOAD_KEY, STATUS_SERVICE
+from anyserve.replica.load_report import ServiceTimes
 from anyserve.replica.metrics import ReplicaMetrics
 from anyserve.replica.pool import WorkerPool, WorkerSlot
 from anyserve.transport import Query
@@ -81,6 +82,8 @@ class Agent:
         self.credentials = credentials or Credentials(None, None)
         #: Prometheus metrics: each request counted once, under its handler's registered capability.
         self.metrics = ReplicaMetrics()
+        #: Recent request durations per offer, reported to the router with each heartbeat.
+        self.service_times = ServiceTimes()
 
     # -- gRPC plumbing -----------------------------------------------------
 
@@ -199,12 +202,24 @@ class Agent:
         meta = RequestMeta.from_metadata(context.invocation_metadata(), timeout=context.time_remaining())
         return meta.with_request_id()
 
+    def load(self) -> tuple[int, int]:
+        """Requests waiting (for a worker to start or return, or for a free slot in one) and requests out to workers."""
+        waiting, in_flight = self.pool.load()
+        return self.metrics.queued + waiting, in_flight
+
+    def _load_trailer(self) -> tuple[tuple[str, str]]:
+        """The load every gRPC answer carries, so the router need not wait for a heartbeat to see a burst."""
+        queued, in_flight = self.load()
+        return ((LOAD_KEY, f"{queued},{in_flight}"),)
+
     async def model_infer(self, payload: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
-            return await self.infer(payload, self.grpc_meta(context))
+            response = await self.infer(payload, self.grpc_meta(context))
         except AnyServeError as exc:
-            await context.abort(grpc.StatusCode[exc.code], exc.message)
+            await context.abort(grpc.StatusCode[exc.code], exc.message, self._load_trailer())
             raise  # abort raises; this keeps type checkers honest
+        context.set_trailing_metadata(self._load_trailer())
+        return response
 
     async def infer(self, payload: bytes, meta: RequestMeta) -> bytes:
         """One unary request, whatever carried it (gRPC or the router link); raises :class:`AnyServeError`.
@@ -230,12 +245,15 @@ class Agent:
             pairs = meta.to_metadata(handler=handler)
             if traced is not None:  # the worker's span is a child of this one
                 pairs = tracing.with_current(pairs)
+            sent = 0.0 if slot.full else time.perf_counter()  # a request that waits for a slot is not timed
             try:
                 response = await slot.connection.infer(payload, dict(pairs))
             except Unavailable as exc:
                 raise self._worker_lost(slot, meta, exc) from None
             finally:
                 slot.last_used = time.monotonic()
+            if sent:
+                self.service_times.observe(slot.offer_keys[handler], time.perf_counter() - sent)
             self._check_size("response", len(response))
             return response
         except AnyServeError as exc:
@@ -302,6 +320,7 @@ class Agent:
         meta = self.grpc_meta(context)
         async for response in each_run(requests, lambda payload: self.stream(payload, meta)):
             yield response
+        context.set_trailing_metadata(self._load_trailer())
 
     async def stream(self, payload: bytes, meta: RequestMeta) -> AsyncIterator[bytes]:
         """One streaming request's run of responses, the last one flagged final (errors included)."""
@@ -326,6 +345,7 @@ class Agent:
                 slot.last_used = time.monotonic()
                 pairs = meta.to_metadata(handler=handler)
                 fields = dict(pairs if traced is None else tracing.pairs_of(traced, pairs))
+                sent = 0.0 if slot.full else time.perf_counter()  # a run that waits for a slot is not timed
                 try:
                     async with contextlib.aclosing(slot.connection.stream(payload, fields)) as chunks:
                         async for chunk in chunks:
@@ -334,6 +354,8 @@ class Agent:
                     raise self._worker_lost(slot, meta, exc) from None
                 finally:
                     slot.last_used = time.monotonic()  # in use until the run ends, however it ends
+                if sent:
+                    self.service_times.observe(slot.offer_keys[handler], time.perf_counter() - sent)
             except AnyServeError as exc:
                 code = exc.code
                 yield final_error(exc.code, exc.message, request.id)

@@ -84,6 +84,8 @@ class ClassState:
     retry_at: float = 0.0
     #: Clear while a stop is in progress: a start waits for it, as the stop still owns the worker process.
     stopped: asyncio.Event = field(default_factory=_set_event)
+    #: Seconds its last start took, cold to hot (the router weighs starting it against queueing elsewhere).
+    load_seconds: float | None = None
 
     @property
     def name(self) -> str:
@@ -126,11 +128,11 @@ class Lifecycle:
     def public_state(self, worker_class: ClassState) -> str:
         if worker_class.state == FAILED and time.monotonic() >= worker_class.retry_at:
             return COLD  # it will be tried again on the next request
-        if worker_class.state == HOT and (slot := self._slot(worker_class)) is not None and not slot.responsive:
+        if worker_class.state == HOT and (slot := self.slot_of(worker_class)) is not None and not slot.responsive:
             return FAILED  # hot, but its worker does not answer: routed nowhere until it does
         return worker_class.state
 
-    def _slot(self, worker_class: ClassState) -> WorkerSlot | None:
+    def slot_of(self, worker_class: ClassState) -> WorkerSlot | None:
         return self.pool.slots.get(worker_class.worker.id)
 
     def in_use(self) -> dict[str, float]:
@@ -141,7 +143,8 @@ class Lifecycle:
                     used[key] = used.get(key, 0.0) + amount
         return used
 
-    def _fits(self, spec: WorkerClass) -> bool:
+    def fits(self, spec: WorkerClass) -> bool:
+        """Whether ``spec`` can start now without stopping another class (what the router is told as ``fits``)."""
         used = self.in_use()
         return all(used.get(k, 0.0) + v <= self.budget[k] for k, v in spec.resources.items() if k in self.budget)
 
@@ -183,7 +186,7 @@ class Lifecycle:
         return slot, slot.handler(capability, stream)
 
     async def _hot_slot(self, worker_class: ClassState, query: Query, timeout: float | None) -> WorkerSlot:
-        slot = self._slot(worker_class)
+        slot = self.slot_of(worker_class)
         if worker_class.state == HOT:
             if slot is not None and not slot.connection.closed:
                 return slot
@@ -238,11 +241,12 @@ class Lifecycle:
             raise Unavailable(f"worker {worker_class.name} failed to start: {exc.message}") from None
         worker_class.state = HOT
         slot.last_used = time.monotonic()
-        self._switch(worker_class, "start", time.monotonic() - began, reason)
+        worker_class.load_seconds = slot.last_used - began
+        self._switch(worker_class, "start", worker_class.load_seconds, reason)
         return slot
 
     async def _make_room(self, worker_class: ClassState) -> None:
-        while not self._fits(worker_class.spec):
+        while not self.fits(worker_class.spec):
             victim = self._idlest(exclude=worker_class, needs=self._short_of(worker_class.spec))
             if victim is not None:
                 await self.stop(victim, reason=f"making room for {worker_class.name}")
@@ -264,7 +268,7 @@ class Lifecycle:
             (slot.last_used, c)
             for c in self.classes.values()
             if c is not exclude and c.state == HOT and needs & {k for k, v in c.spec.resources.items() if v > 0}
-            and (slot := self._slot(c)) is not None and slot.connection.in_flight == 0
+            and (slot := self.slot_of(c)) is not None and slot.connection.in_flight == 0
         ]  # fmt: skip
         return min(idle, key=lambda pair: pair[0])[1] if idle else None
 
@@ -339,7 +343,7 @@ class Lifecycle:
             await asyncio.sleep(REAP_INTERVAL)
             now = time.monotonic()
             for worker_class in list(self.classes.values()):
-                slot = self._slot(worker_class)
+                slot = self.slot_of(worker_class)
                 timeout = worker_class.spec.idle_timeout
                 if worker_class.state == HOT and timeout is not None and slot is not None \
                         and slot.connection.in_flight == 0 and now - slot.last_used > timeout:  # fmt: skip
@@ -359,7 +363,7 @@ class Lifecycle:
     def status(self) -> dict[str, Any]:
         classes = []
         for worker_class in self.classes.values():
-            slot = self._slot(worker_class)
+            slot = self.slot_of(worker_class)
             classes.append({
                 "worker": worker_class.name,
                 "state": self.public_state(worker_class),

@@ -1,7 +1,8 @@
 """Keeping a replica registered with its router (``--api-server``).
 
 Registers once the replica is ready, heartbeats every ``heartbeat_seconds``
-the router asks for (with the replica's in-flight count), registers again by
+the router asks for (with the replica's in-flight count and load report,
+see :mod:`anyserve.replica.load_report`), registers again by
 itself when the router forgot it (a restart answers 404 to a heartbeat), keeps
 retrying with back-off while the router is unreachable, and deregisters on a
 clean shutdown. The replica serves direct clients all the while.
@@ -42,6 +43,7 @@ class Registration:
         in_flight: Callable[[], int],
         status: Callable[[], dict[str, Any]] | None = None,
         link: str | None = None,
+        signals: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.client = client
         self.replica_id = replica_id
@@ -50,6 +52,8 @@ class Registration:
         self.offers = offers
         self.in_flight = in_flight
         self.status = status
+        #: The load report each heartbeat carries, made once per heartbeat.
+        self.signals = signals
         self.registered = asyncio.Event()
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -84,7 +88,8 @@ class Registration:
                 if self._changed.is_set():
                     interval = None
                     continue
-                if not await self.client.heartbeat(self.replica_id, self.in_flight()):
+                signals = self.signals() if self.signals else None
+                if not await self.client.heartbeat(self.replica_id, self.in_flight(), signals):
                     log.warning("router %s forgot replica %s; registering again", self.client.url, self.replica_id)
                     self.registered.clear()
                     interval = None

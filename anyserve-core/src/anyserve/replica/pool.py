@@ -48,6 +48,10 @@ class WorkerSlot:
     streaming: list[Capability] = field(default_factory=list)
     #: (capability, stream) -> the index of the worker's handler serving it (its place in the handshake).
     handlers: dict[tuple[Capability, bool], int] = field(default_factory=dict)
+    #: The other way: handler index -> (capability, stream), what a request's duration is counted under.
+    offer_keys: list[tuple[Capability, bool]] = field(default_factory=list)
+    #: Requests the worker serves at once (its handshake says); 0 when it does not say.
+    concurrency: int = 0
     #: time.monotonic() of the last request start or end (idle detection).
     last_used: float = field(default_factory=time.monotonic)
     #: When the worker joined the pool: a ``last_used`` after it means it served something.
@@ -59,13 +63,26 @@ class WorkerSlot:
     def from_connection(cls, worker_id: str, connection: Connection, worker_class: str | None = None) -> WorkerSlot:
         slot = cls(worker_id, connection, worker_class)
         slot.joined = slot.last_used
+        concurrency = connection.hello.get("concurrency")
+        slot.concurrency = concurrency if isinstance(concurrency, int) and concurrency > 0 else 0
         for index, offer in enumerate(connection.hello.get("capabilities", [])):
             attrs = {k: v for k, v in offer.items() if k not in RUNTIME_KEYS}
             stream = bool(offer.get("stream"))
             cap = Capability(attrs)
             (slot.streaming if stream else slot.unary).append(cap)
             slot.handlers.setdefault((cap, stream), index)
+            slot.offer_keys.append((cap, stream))
         return slot
+
+    @property
+    def full(self) -> bool:
+        """Whether a request sent now would wait inside the worker for a free slot."""
+        return 0 < self.concurrency <= self.connection.in_flight
+
+    @property
+    def waiting(self) -> int:
+        """Requests sent to it that wait inside the worker for a free slot."""
+        return max(0, self.connection.in_flight - self.concurrency) if self.concurrency else 0
 
     def handler(self, capability: Capability, stream: bool) -> int:
         """The index of the handler serving ``capability`` (as this worker announced it)."""
@@ -200,6 +217,16 @@ class WorkerPool:
             wid, cap = chosen.id, chosen.capability
         slot = self.slots[wid]
         return slot, slot.handler(cap, stream)
+
+    def load(self) -> tuple[int, int]:
+        """Requests waiting in workers for a free slot, and requests out to workers (those waiting included)."""
+        waiting = in_flight = 0
+        for slot in self.slots.values():
+            sent = slot.connection.in_flight
+            in_flight += sent
+            if slot.concurrency and sent > slot.concurrency:
+                waiting += sent - slot.concurrency
+        return waiting, in_flight
 
     def serving(self) -> bool:
         """Whether some worker is up and answering."""

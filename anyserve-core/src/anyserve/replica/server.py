@@ -37,6 +37,7 @@ from anyserve.replica.assembly import Assembly
 from anyserve.replica.health import serve_health
 from anyserve.replica.lifecycle import Lifecycle
 from anyserve.replica.link_service import LinkService, host_port, start_link
+from anyserve.replica.load_report import load_report
 from anyserve.replica.membership import Registration
 from anyserve.replica.metrics import ReplicaMetrics, WorkerFigures
 from anyserve.replica.metrics_http import MetricsServer
@@ -132,6 +133,8 @@ class Replica:
         self._link_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._gc: asyncio.Task[None] | None = None
+        #: True from the start of shutdown: the router stops choosing this replica (``draining``).
+        self.draining = False
 
     @property
     def replica_id(self) -> str:
@@ -143,6 +146,13 @@ class Replica:
 
     def in_flight(self) -> int:
         return sum(s.connection.in_flight for s in self.pool.slots.values())
+
+    def signals(self) -> dict[str, Any]:
+        """The load report a heartbeat carries (docs/routing.md, "Load signals")."""
+        agent = self.agent
+        return load_report(
+            self.pool, self.lifecycle, agent.service_times, queued=agent.metrics.queued, draining=self.draining
+        )
 
     def worker_states(self) -> list[tuple[str, str]]:
         return [(c.name, self.lifecycle.public_state(c)) for c in self.lifecycle.classes.values()]
@@ -269,6 +279,7 @@ class Replica:
                 offers=self.offers,
                 in_flight=self.in_flight,
                 status=self.status,
+                signals=self.signals,
             )
             self.registration.start()
 
@@ -312,6 +323,7 @@ class Replica:
             await asyncio.sleep(interval)
 
     async def stop(self) -> None:
+        self.draining = True
         self.agent.ready = False
         if self.health is not None:
             self.health.shutdown()  # open health watches end now instead of holding the grace period

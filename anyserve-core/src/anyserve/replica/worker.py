@@ -75,6 +75,7 @@ class WorkerHost:
         self._caller = caller
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"anyserve-{worker_id}")
         self._slots = asyncio.Semaphore(concurrency)
+        self.concurrency = concurrency
         self._choice: dict[tuple[tuple[tuple[str, str], ...], bool], Handler | None] = {}
 
     def hello(self) -> dict[str, Any]:
@@ -84,6 +85,8 @@ class WorkerHost:
             "tensors": [h.tensors() for h in self.app.handlers],
             "pid": os.getpid(),
             "worker_id": self.worker_id,
+            # Requests it serves at once: beyond them the agent counts requests as queued (the load it reports).
+            "concurrency": self.concurrency,
         }
 
     def close(self) -> None:
