@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 import anyserve_encoding_sse.plugin
-from anyserve.config import Settings
+from anyserve.config import load_settings
 from anyserve.plugins import create_plugin_manager
 from anyserve.protocol import messages as pb
 from anyserve_router.app import create_app
@@ -64,7 +64,7 @@ def w1_request() -> tuple[bytes, list[tuple[bytes, bytes]]]:
 async def measure(requests: int) -> tuple[float, float]:
     """(CPU µs, wall µs) per request, after 500 to warm up."""
     pm = create_plugin_manager(entrypoints=False, env={}, plugins=(anyserve_encoding_sse.plugin,))
-    app = create_app(Settings(), pm, upstream=EchoUpstream())
+    app = create_app(load_settings(), pm, upstream=EchoUpstream())  # ANYSERVE_* from the environment
     app.state.anyserve.registry.register("r1", "127.0.0.1:1", [{"type": "echo"}])
     body, headers = w1_request()
 

@@ -132,3 +132,17 @@ def test_the_grpc_front_counts_calls_and_times_stream_runs(cluster, grpc_port):
     (streamed,) = label_values(text, "anyserve_router_time_to_first_token_seconds_count", "capability")
     assert value(text, "anyserve_router_time_to_first_token_seconds_count", front="grpc", capability=streamed) == 1
     assert value(text, "anyserve_router_inter_token_latency_seconds_count", front="grpc", capability=streamed) >= 2
+
+
+def test_metrics_off_count_nothing_and_say_so(start_router, start_replica):
+    router = start_router(ANYSERVE_ROUTER_METRICS="false")
+    start_replica("echo_app:app", "--api-server", router.url, transport="inproc")
+    with httpx.Client(base_url=router.url, timeout=30, headers=member_headers()) as http:
+        deadline = time.monotonic() + 60
+        while not http.get("/registry").json()["replicas"]:
+            assert time.monotonic() < deadline, "the replica did not register"
+            time.sleep(0.05)
+    assert httpx.post(f"{router.url}/infer", json=BODY, headers={"X-Capability-Type": "echo"}, timeout=30).is_success
+    answer = httpx.get(f"{router.url}/metrics", headers=admin_headers(), timeout=30)
+    assert answer.status_code == 404 and "router.metrics = false" in answer.text
+    assert httpx.get(f"{router.url}/metrics", timeout=30).status_code == 401  # still the admin's to ask

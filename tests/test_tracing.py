@@ -189,6 +189,29 @@ def test_off_writes_nothing(start_router, start_replica, tmp_path):
     assert not path.exists()
 
 
+def test_a_request_the_router_does_not_sample_is_traced_nowhere(start_router, start_replica, tmp_path):
+    """The router samples nothing, the replica everything: the router's "not sampled" decides for every hop.
+
+    Without it the replica, seeing no parent, would start traces of its own
+    for requests whose first hop dropped them. A caller's sampled
+    ``traceparent`` is followed all the same.
+    """
+    files = {name: tmp_path / f"{name}.jsonl" for name in ("router", "heavy")}
+    router = start_router(**traced_env(files["router"]), ANYSERVE_TRACING_SAMPLE_RATIO="0")
+    start_replica("cluster_apps:heavy", "--api-server", router.url, **traced_env(files["heavy"]))
+    wait_registered(router.url, 1)
+    for _ in range(3):
+        answer = httpx.post(f"{router.url}/infer", json=BODY, headers=HEAVY, timeout=30)
+        assert answer.status_code == 200, answer.text
+    sampled = {**HEAVY, "traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"}
+    assert httpx.post(f"{router.url}/infer", json=BODY, headers=sampled, timeout=30).status_code == 200
+    replica = spans(files["heavy"], 2, trace_id=CLIENT_TRACE)
+    assert {s["name"] for s in replica} >= {"agent infer"}
+    time.sleep(1.0)  # a span is written as its request ends: give a wrong one the time to show
+    assert {s["trace_id"] for s in spans(files["router"], 0)} == {CLIENT_TRACE}
+    assert {s["trace_id"] for s in spans(files["heavy"], 0)} == {CLIENT_TRACE}
+
+
 OFF_PROBE = """
 import sys
 from starlette.testclient import TestClient

@@ -49,6 +49,7 @@ ENV_KEYS: dict[str, str] = {
     "ANYSERVE_LINK": "link.name",
     "ANYSERVE_ROUTER_URL": "router.url",
     "ANYSERVE_ACCESS_LOG": "router.access_log",
+    "ANYSERVE_ROUTER_METRICS": "router.metrics",
     "ANYSERVE_MAX_MESSAGE_BYTES": "replica.max_message_bytes",
     "ANYSERVE_METRICS_PORT": "replica.metrics_port",
     "ANYSERVE_MAX_TENSOR_ELEMENTS": "replica.max_tensor_elements",
@@ -67,6 +68,7 @@ ENV_KEYS: dict[str, str] = {
     "ANYSERVE_TRACING_EXPORTER": "tracing.exporter",
     "ANYSERVE_TRACING_ENDPOINT": "tracing.endpoint",
     "ANYSERVE_TRACING_FILE": "tracing.file",
+    "ANYSERVE_TRACING_SAMPLE_RATIO": "tracing.sample_ratio",
     "ANYSERVE_ROUTING_FILTERS": "routing.filters",
     "ANYSERVE_ROUTING_SCORERS": "routing.scorers",
     "ANYSERVE_ROUTING_PICKER": "routing.picker",
@@ -167,6 +169,8 @@ class RouterSettings(_Table):
     #: One line per HTTP request on stderr (logger ``anyserve.access``): ``text``, ``json`` (an object per
     #: line), or ``off``; off by default, as writing a line costs the router CPU at thousands of requests a second.
     access_log: Literal["off", "text", "json"] = "off"
+    #: Count requests, tokens and decisions for ``GET /metrics``. Off, nothing is counted and ``/metrics`` is 404.
+    metrics: bool = True
 
 
 class OpenAISettings(_Table):

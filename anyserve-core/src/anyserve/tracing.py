@@ -10,6 +10,13 @@ Each hop continues the trace its caller sent (``traceparent``/``tracestate``
 in :class:`~anyserve.protocol.RequestMeta`) and sends on the context of its
 *own* current span, so the next hop's span is its child: router -> agent ->
 worker, and a replica's delegated call back to the router.
+
+Sampling is decided before anything of the SDK runs (:func:`sampled`): the
+caller's decision when its ``traceparent`` carries one, else
+``sample_ratio``. A request that is not sampled costs a hop a few string
+operations and no span; the first hop passes on a ``traceparent`` saying
+"not sampled" (:func:`unsampled_parent`), so no later hop starts a trace of
+its own for it.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import fcntl
 import json
 import logging
 import os
+import random
 import sys
 from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -41,6 +49,10 @@ T = TypeVar("T")
 #: This process's tracer once :func:`setup` turned tracing on; ``None`` (the one check per request) when off.
 tracer: Tracer | None = None
 _provider: Any = None
+#: The share of requests without a caller's decision that this process samples (``[tracing] sample_ratio``).
+_ratio = 1.0
+_random = random.random
+_bits = random.getrandbits
 
 log = logging.getLogger("anyserve.tracing")
 
@@ -54,9 +66,10 @@ _TRACE_KEYS = (names.TRACEPARENT_KEY, names.TRACESTATE_KEY)
 
 def setup(settings: TracingSettings, default_service: str) -> None:
     """Turn tracing on for this process when the settings say so (once; later calls change nothing)."""
-    global tracer, _provider
+    global tracer, _provider, _ratio
     if not settings.enabled or tracer is not None:
         return
+    _ratio = settings.sample_ratio
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
@@ -139,6 +152,33 @@ def span_record(span: ReadableSpan) -> dict[str, Any]:
         "attributes": dict(span.attributes or {}),
         "pid": os.getpid(),
     }
+
+
+# -- sampling, before any span ------------------------------------------------------
+
+
+def sampled(traceparent: str) -> bool:
+    """Whether this hop records a span: as the caller decided when its ``traceparent`` says, else by the ratio.
+
+    A ``traceparent`` is ``00-<trace id>-<parent id>-<flags>``; the low bit
+    of the flags is "sampled" (W3C Trace Context). One that cannot be read
+    counts as none, as the propagator would treat it.
+    """
+    if len(traceparent) == 55 and traceparent[2] == "-" and traceparent[52] == "-":
+        return traceparent[54] in "13579bdfBDF"
+    return _ratio >= 1.0 or _random() < _ratio
+
+
+def unsampled_parent() -> str:
+    """A new ``traceparent`` saying "not sampled": what the first hop of a request it does not sample sends on."""
+    return f"00-{_bits(128) or 1:032x}-{_bits(64) or 1:016x}-00"
+
+
+def recording() -> bool:
+    """Whether this task's current span records (a sampled request is being served)."""
+    from opentelemetry.trace import get_current_span
+
+    return get_current_span().is_recording()
 
 
 # -- context <-> traceparent -------------------------------------------------------
@@ -254,14 +294,19 @@ def enter(span: Span) -> Entered:
     return span, context.attach(trace.set_span_in_context(span))
 
 
-def enter_http(front: str, scope: Mapping[str, Any]) -> Entered:
-    """The router's server span for an HTTP request, continuing the client's ``traceparent`` if it sent one."""
+def enter_http(front: str, scope: Mapping[str, Any]) -> Entered | None:
+    """The router's server span for an HTTP request, continuing the client's ``traceparent`` if it sent one.
+
+    ``None`` when the request is not sampled (:func:`sampled`).
+    """
     traceparent = tracestate = ""
     for name, value in scope["headers"]:
         if name == b"traceparent":
             traceparent = value.decode("latin-1")
         elif name == b"tracestate":
             tracestate = value.decode("latin-1")
+    if not sampled(traceparent):
+        return None
     path = scope.get("path", "")
     attributes = {"http.request.method": scope.get("method", ""), "url.path": path, "anyserve.front": front}
     return enter(start(f"router {front} {path}", traceparent=traceparent, tracestate=tracestate, attributes=attributes))
@@ -291,9 +336,14 @@ def ids(meta: RequestMeta) -> dict[str, str]:
     return {REQUEST_ID: meta.request_id} if meta.request_id else {}
 
 
-def start_grpc(method: str, metadata: Sequence[tuple[str, Any]] | None) -> Span:
-    """The router's server span for a gRPC call (not current: see :func:`within`), continuing the caller's trace."""
+def start_grpc(method: str, metadata: Sequence[tuple[str, Any]] | None) -> Span | None:
+    """The router's server span for a gRPC call (not current: see :func:`within`), continuing the caller's trace.
+
+    ``None`` when the call is not sampled (:func:`sampled`).
+    """
     fields = {key: value for key, value in metadata or () if key in _TRACE_KEYS and isinstance(value, str)}
+    if not sampled(fields.get(names.TRACEPARENT_KEY, "")):
+        return None
     return start(
         f"router grpc {method}",
         traceparent=fields.get(names.TRACEPARENT_KEY, ""),

@@ -157,7 +157,8 @@ class RouterApp:
         self.openai = openai
         #: Request ids, body budget and last-resort errors for every HTTP request (see request_context.py).
         self.context = context or request_context(openai.state.settings.router)
-        self.metrics = handlers.state.router.metrics
+        metrics = handlers.state.router.metrics
+        self.metrics = metrics if metrics.enabled else None
 
     @property
     def state(self) -> Any:
@@ -264,6 +265,7 @@ def create_app(
         capacity_wait_seconds=settings.router.capacity_wait_seconds,
         startup_grace_seconds=startup_grace(settings.router),
         pipeline=build_pipeline(catalog, settings),
+        metrics=settings.router.metrics,
     )
     router.api_keys = ApiKeys.from_settings(settings, credentials)
     if tracing.tracer is not None:

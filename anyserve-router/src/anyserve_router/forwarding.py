@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from anyserve import tracing
 from anyserve.errors import AnyServeError, DeadlineExceeded
 from anyserve.matching import Matcher
-from anyserve.protocol import RequestMeta, dumps
+from anyserve.protocol import RequestMeta, dumps, names
 from anyserve.routing import Pipeline, RouteRequest
 from anyserve.routing.pipeline import default_pipeline
 from anyserve_router import selection
@@ -98,6 +98,7 @@ class Router:
         capacity_wait_seconds: float = 0.0,
         startup_grace_seconds: float = 0.0,
         pipeline: Pipeline | None = None,
+        metrics: bool = True,
     ) -> None:
         self.registry = registry
         self.matcher = matcher
@@ -119,7 +120,7 @@ class Router:
         #: The 404 message's list of known capabilities, and the registry version it was made at.
         self._known: tuple[int, str] | None = None
         #: Prometheus metrics; the choice below names the routed capability for them (``ROUTED``).
-        self.metrics = RouterMetrics(registry)
+        self.metrics = RouterMetrics(registry, enabled=metrics)
 
     # -- choosing ------------------------------------------------------------
 
@@ -231,6 +232,16 @@ class Router:
         untraced = self.forward
 
         async def forward(meta: RequestMeta, call: Callable[[Target, Metadata], Awaitable[T]], **kwargs: Any) -> Any:
+            if not tracing.recording():  # not sampled: no span, and the replica is told so
+                if meta.traceparent:  # the caller's decision travels on as it came
+                    return await untraced(meta, call, **kwargs)
+                unsampled = (names.TRACEPARENT_KEY, tracing.unsampled_parent())
+
+                def marked_call(target: Target, md: Metadata) -> Awaitable[T]:
+                    return call(target, [*md, unsampled])
+
+                return await untraced(meta, marked_call, **kwargs)
+
             def traced_call(target: Target, md: Metadata) -> Awaitable[T]:
                 # The replica's span is a child of this hop's, not of the client's.
                 return call(target, tracing.with_current(list(md)))
@@ -297,8 +308,8 @@ class Router:
         if self.api_keys is not None:
             self.api_keys.check(meta.credential, meta.query)
         query, delegated_from = meta.query, meta.delegated_from
-        metrics = self.metrics
-        if delegated_from:
+        metrics = self.metrics if self.metrics.enabled else None
+        if delegated_from and metrics is not None:
             metrics.delegations.inc()
         exclude: set[str] = {delegated_from} if delegated_from else set()
         failed: list[tuple[Target, UpstreamError]] = []
@@ -314,7 +325,8 @@ class Router:
                     protocols=protocols,
                     route=route,
                 )
-                metrics.decision.observe(time.perf_counter() - started)
+                if metrics is not None:
+                    metrics.decision.observe(time.perf_counter() - started)
             except NoMatch:
                 if failed:
                     break

@@ -34,7 +34,7 @@ from anyserve.protocol.grpc_service import each_run, inference_handler
 from anyserve.protocol.health import HealthServicer, add_health, enable_reflection
 from anyserve.protocol.names import INFERENCE_SERVICE, SERVED_BY_HEADER
 from anyserve_router.errors import NoMatch
-from anyserve_router.metrics import GRPC_FRONT, ROUTED
+from anyserve_router.metrics import GRPC_FRONT, ROUTED, UNCOUNTED
 from anyserve_router.selection import candidates
 from anyserve_router.version import __version__
 
@@ -83,7 +83,7 @@ class RouterGrpc:
     # -- inference ------------------------------------------------------------------
 
     async def model_infer(self, payload: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        metrics = self.router.metrics
+        metrics = self.router.metrics if self.router.metrics.enabled else UNCOUNTED
         start = time.perf_counter()
         ROUTED.set(UNMATCHED)
         metrics.in_flight[GRPC_FRONT] += 1
@@ -125,7 +125,7 @@ class RouterGrpc:
 
         ``traced``: the call's metadata when tracing is on (each run is a span of its own).
         """
-        metrics = self.router.metrics
+        metrics = self.router.metrics if self.router.metrics.enabled else UNCOUNTED
         start = time.perf_counter()
         ROUTED.set(UNMATCHED)
         metrics.in_flight[GRPC_FRONT] += 1

@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from anyserve.credentials import Credentials
+from anyserve.errors import NotFound
 from anyserve.metric_names import FRONTS, ROUTER, UNMATCHED, MetricSpec, capability_label
 from anyserve.metric_series import Series
 from anyserve_router.control_auth import require_admin
@@ -97,8 +98,10 @@ class _ScrapeTime(Collector):
 class RouterMetrics:
     """Every router metric, and the cheap per-request calls that feed them."""
 
-    def __init__(self, replicas: ReplicaRegistry | None = None) -> None:
+    def __init__(self, replicas: ReplicaRegistry | None = None, *, enabled: bool = True) -> None:
         self.replicas = replicas
+        #: ``router.metrics``: off, the fronts and the forwarding count nothing and ``/metrics`` answers 404.
+        self.enabled = enabled
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.requests = _series("anyserve_router_requests_total", r)
@@ -195,6 +198,25 @@ class RouterMetrics:
         return generate_latest(self.registry)
 
 
+class _Uncounted:
+    """What a front counts with when ``router.metrics = false``: the same calls, doing nothing."""
+
+    def __init__(self) -> None:
+        self.in_flight: dict[str, int] = dict.fromkeys(FRONTS, 0)
+
+    def answered(self, front: str, capability: str, code: Any, seconds: float) -> None:
+        pass
+
+    def first_token(self, front: str, capability: str, seconds: float) -> None:
+        pass
+
+    def next_token(self, front: str, capability: str, seconds: float) -> None:
+        pass
+
+
+UNCOUNTED: Any = _Uncounted()
+
+
 def metrics_endpoint(metrics: RouterMetrics, credentials: Credentials) -> Callable[[Request], Awaitable[Response]]:
     """``GET /metrics``: admin token only (open with ``[cluster] auth = "off"``); the answer is bounded by the series.
 
@@ -205,6 +227,8 @@ def metrics_endpoint(metrics: RouterMetrics, credentials: Credentials) -> Callab
 
     async def scrape(request: Request) -> Response:
         require_admin(request, credentials)
+        if not metrics.enabled:
+            raise NotFound("metrics are off on this router (router.metrics = false)")
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return scrape

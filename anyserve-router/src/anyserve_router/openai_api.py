@@ -90,7 +90,8 @@ class OpenAIFront:
             return as_openai(exc, request_id).response(request_id)
 
         # POSTs route and are counted; model listings are not requests to a capability.
-        counted = self.state.router.metrics if scope["method"] == "POST" else None
+        metrics = self.state.router.metrics
+        counted = metrics if scope["method"] == "POST" and metrics.enabled else None
         await inbound.answer(scope, receive, send, make, fail, counted, OPENAI_FRONT)
 
     async def _dispatch(self, request: Request, path: str, method: str) -> Response:
