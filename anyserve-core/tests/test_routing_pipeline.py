@@ -51,6 +51,7 @@ def test_the_default_pipeline_keeps_the_best_match_then_hot_then_least_loaded():
         "filters": ["best_match", "routable", "budget"],
         "scorers": {"cold_start": 2.0, "least_load": 1.0},
         "picker": "highest",
+        "sample": 16,
     }
     assert p.choose(CHAT, [cand("a", score=0), cand("b", score=1, in_flight=5)]).id == "b"
     assert p.choose(CHAT, [cand("a", state=COLD), cand("b", in_flight=90)]).id == "b"

@@ -14,9 +14,11 @@ import pytest
 
 from anyserve import hookimpl
 from anyserve.builtins.subset import SubsetMatcher
+from anyserve.catalog import Catalog
+from anyserve.config import load_settings
 from anyserve.errors import PluginError
 from anyserve.plugins import PluginManager, create_plugin_manager
-from anyserve.routing import Pipeline, RouteRequest
+from anyserve.routing import Pipeline, RouteRequest, build_pipeline
 from anyserve.routing.pipeline import default_pipeline
 from anyserve_router import selection
 from anyserve_router.selection import MatchCache, candidates
@@ -247,3 +249,32 @@ def test_returned_entries_are_copies(registry):
     replica.endpoint = "elsewhere:1"
     assert registry.get("r1").in_flight == 0
     assert registry.get("r1").endpoint == "h:1"
+
+
+# -- many replicas of one model: a sample of them, plus the affinity scorers' nominees ------------------
+
+
+def test_past_the_sample_size_a_decision_scores_a_sample_and_keeps_sessions_and_caches(registry, matcher):
+    pm = create_plugin_manager(entrypoints=False, env={})
+    settings = load_settings(env={"ANYSERVE_ROUTING_SCORERS": "session=2,prefix=2,least_load=1"})
+    assert settings.routing.sample == 16
+    pipeline = build_pipeline(Catalog(pm), settings)
+    for i in range(200):
+        registry.register(f"r{i:03d}", f"h:{i + 1}", [CHAT])
+    cache = MatchCache()
+    seen: Counter[str] = Counter()
+
+    def pick(**route) -> str:
+        request = RouteRequest(CHAT, **route)
+        chosen = selection.choose(registry, request, matcher, pipeline, cache=cache)
+        assert request.matched is not None and len(request.matched) == 200  # the scorers saw every match named
+        return chosen.id
+
+    for _ in range(400):
+        seen[pick()] += 1
+    assert len(seen) > 100  # no replica is favoured by the sample: they all come up
+    homes = {pick(session=f"user-{u}") for u in range(5) for _ in range(10)}
+    assert len(homes) == 5  # each session always on its own home, however the sample fell
+    prompt = "system\x1f" + "a long shared system prompt. " * 40
+    first = pick(prompt=prompt)
+    assert {pick(prompt=prompt + f"user {i}") for i in range(30)} == {first}  # the cache holder is never left out

@@ -36,8 +36,9 @@ class Candidate:
     info: Mapping[str, Any] = field(default_factory=dict)
     signals: Mapping[str, Any] = field(default_factory=dict)
     route_score: float = 0.0
+    #: In flight plus queued: a request waiting for a free slot counts twice, once for the wait it adds.
+    #: Worked out once, here: every load-aware scorer reads it for every candidate.
+    load: int = field(init=False)
 
-    @property
-    def load(self) -> int:
-        """In flight plus queued: a request waiting for a free slot counts twice, once for the wait it adds."""
-        return self.in_flight + int(self.signals.get("queued", 0))
+    def __post_init__(self) -> None:
+        self.load = self.in_flight + int(self.signals.get("queued", 0))

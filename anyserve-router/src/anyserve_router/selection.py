@@ -13,6 +13,7 @@ replica, not a matcher call per offer.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -25,6 +26,7 @@ from anyserve_router.registry import KSERVE, LiveEntry, ReplicaRegistry
 _STATE_RANK = {HOT: 0, STARTING: 1, COLD: 2, STOPPING: 2}
 #: The default for KServe requests: anyserve replicas only.
 KSERVE_ONLY = frozenset({KSERVE})
+_random = random.Random()
 #: A replica's best offer for a query and its score, or None.
 Best = tuple[float, Offer] | None
 
@@ -58,6 +60,17 @@ class MatchCache:
         self.limit = limit
         self._version = -1
         self._entries: dict[IndexKey, tuple[tuple[str, ...], tuple[Match, ...]]] = {}
+        #: id(ids) -> (ids, id -> position), for sampled decisions (made when first needed).
+        self._positions: dict[int, tuple[tuple[str, ...], dict[str, int]]] = {}
+
+    def positions(self, ids: tuple[str, ...]) -> dict[str, int]:
+        """Each id's position in ``ids`` (a tuple :meth:`matches` returned), kept with it."""
+        found = self._positions.get(id(ids))
+        if found is None or found[0] is not ids:
+            if len(self._positions) >= self.limit:
+                self._positions.clear()
+            found = self._positions[id(ids)] = (ids, {rid: i for i, rid in enumerate(ids)})
+        return found[1]
 
     def matches(
         self,
@@ -71,6 +84,7 @@ class MatchCache:
         version = registry.version
         if version != self._version or len(self._entries) >= self.limit:
             self._entries.clear()
+            self._positions.clear()
             self._version = version
         key = (tuple(query.items()), stream, protocols)
         found = self._entries.get(key)
@@ -134,11 +148,40 @@ def candidates(
             for match in _matching((entry,), query, matcher, stream, protocols)
         ]
     ids, matches = cache.matches(registry, query, matcher, stream, protocols)
+    return _read(registry, ids, matches, exclude, now)
+
+
+def _read(
+    registry: ReplicaRegistry,
+    ids: tuple[str, ...],
+    matches: tuple[Match, ...],
+    exclude: Iterable[str],
+    now: float | None,
+) -> list[Candidate]:
+    """Candidates of the matches whose replicas are live and not excluded, with their load read now."""
     return [
         _candidate(match, *now_read)
         for match, now_read in zip(matches, registry.current(ids, exclude, now), strict=True)
         if now_read is not None
     ]
+
+
+def _sampled(
+    pipeline: Pipeline,
+    request: RouteRequest,
+    ids: tuple[str, ...],
+    matches: tuple[Match, ...],
+    cache: MatchCache,
+) -> tuple[tuple[str, ...], tuple[Match, ...]]:
+    """``pipeline.sample`` matches at random, plus those the scorers nominate (power of k choices)."""
+    n, draw = len(ids), _random.random
+    picked = {int(n * draw()) for _ in range(pipeline.sample)}  # a repeat draws one fewer: no matter
+    named = pipeline.nominees(request, ids)
+    if named:
+        positions = cache.positions(ids)
+        picked.update(positions[rid] for rid in named if rid in positions)
+    order = sorted(picked)
+    return tuple(ids[i] for i in order), tuple(matches[i] for i in order)
 
 
 def _matching(
@@ -189,17 +232,25 @@ def choose(
     cache: MatchCache | None = None,
     protocols: frozenset[str] | None = KSERVE_ONLY,
 ) -> Candidate | None:
-    """The replica the routing pipeline picks for ``request``; ``None`` when none matches or the filters leave none."""
-    found = candidates(
-        registry,
-        request.query,
-        matcher,
-        exclude=exclude,
-        now=now,
-        stream=request.stream,
-        cache=cache,
-        protocols=protocols,
-    )
+    """The replica the routing pipeline picks for ``request``; ``None`` when none matches or the filters leave none.
+
+    With a :class:`MatchCache` and more matches than ``pipeline.sample``, the
+    pipeline sees a sample of them (:func:`_sampled`) and ``request.matched``
+    names them all.
+    """
+    if cache is None:
+        found = candidates(
+            registry, request.query, matcher, exclude=exclude, now=now, stream=request.stream, protocols=protocols
+        )
+    else:
+        ids, matches = cache.matches(registry, request.query, matcher, request.stream, protocols)
+        if pipeline.sample and len(ids) > pipeline.sample:
+            request.matched = ids
+            found = _read(registry, *_sampled(pipeline, request, ids, matches, cache), exclude, now)
+            if not found:  # the whole sample silent or excluded: a rare draw, or a fleet mostly gone
+                found = _read(registry, ids, matches, exclude, now)
+        else:
+            found = _read(registry, ids, matches, exclude, now)
     if not found:
         return None
     return pipeline.choose(request, found)

@@ -42,6 +42,8 @@ DEFAULT_MAX_REPLICAS = 1024
 #: About 40 MB of index at most, whatever the replica count.
 DEFAULT_MAX_TOTAL_BLOCKS = 262_144
 DEFAULT_LOAD_FACTOR = 1.5
+#: Cache holders nominated into a sampled decision: enough that one over its load bound leaves others.
+NOMINEES = 8
 #: Blocks a snapshot holds at most, over every replica: its file stays a few MiB whatever the bounds above.
 SNAPSHOT_BLOCKS = 131_072
 #: The snapshot's layout; a file of another version is ignored.
@@ -85,6 +87,7 @@ class PrefixAffinity:
         self.max_total_blocks = max_total_blocks
         self.load_factor = load_factor
         self._total = 0
+        self._last: tuple[Sequence[int] | None, dict[str, int]] = (None, {})
         #: Block hash -> the replica that was sent it, or the replicas when several were (a set per block
         #: would double the memory, and most blocks past a shared system prompt have one holder).
         self._holders: dict[int, str | set[str]] = {}
@@ -106,8 +109,28 @@ class PrefixAffinity:
                     scores[i] = depth / total
         return scores
 
+    def nominate(self, request: RouteRequest, ids: Sequence[str]) -> list[str]:
+        """The replicas holding the most of the request's prefix (at most :data:`NOMINEES`), deepest first."""
+        blocks = request.prefix_blocks(self.block_chars)
+        if len(blocks) < self.min_blocks or not self._holders:
+            return []
+        depths = self.depths(blocks)
+        return sorted(depths, key=depths.__getitem__, reverse=True)[:NOMINEES]
+
     def depths(self, blocks: Sequence[int]) -> dict[str, int]:
-        """Replica -> how many of ``blocks``, from the first, it was sent; replicas sent none are left out."""
+        """Replica -> how many of ``blocks``, from the first, it was sent; replicas sent none are left out.
+
+        Kept for the last ``blocks`` asked (the same tuple: one request's),
+        as a sampled decision asks twice, to nominate and to score, with
+        nothing learned in between.
+        """
+        if blocks is self._last[0]:
+            return self._last[1]
+        found = self._depths(blocks)
+        self._last = (blocks, found)
+        return found
+
+    def _depths(self, blocks: Sequence[int]) -> dict[str, int]:
         holders = self._holders
         found: dict[str, int] = {}
         seen = 0
@@ -133,6 +156,7 @@ class PrefixAffinity:
         blocks = request.prefix_blocks(self.block_chars)
         if not blocks:
             return
+        self._last = (None, {})
         replica_id = chosen.id
         held = self._replicas.get(replica_id)
         if held is None:
@@ -188,6 +212,7 @@ class PrefixAffinity:
 
     def forget(self, target_id: str) -> None:
         """A replica left (or is least recently chosen past ``max_replicas``): drop every block it was sent."""
+        self._last = (None, {})
         held = self._replicas.pop(target_id, None)
         for block in held or ():
             self._drop(target_id, block)

@@ -37,6 +37,9 @@ DEFAULT_MAX_SESSIONS = 100_000
 DEFAULT_VIRTUAL_NODES = 64
 #: Rings kept, one per distinct set of candidate ids (queries for different models see different sets).
 MAX_RINGS = 64
+#: Replicas a session nominates into a sampled decision: its pin, and the first owners on its ring
+#: (the first is its home; the next ones are where it goes while the home is over its load bound).
+NOMINEES = 3
 #: Ring points cut from one 64-byte digest.
 POINTS_PER_DIGEST = 8
 #: The snapshot's layout; a file of another version is ignored.
@@ -119,6 +122,8 @@ class SessionAffinity:
         self.max_sessions = int(max_sessions)
         self.virtual_nodes = int(virtual_nodes)
         self._rings: OrderedDict[frozenset[str], Ring] = OrderedDict()
+        #: The ring of the last whole set of matches seen (``request.matched``), and that tuple.
+        self._whole: tuple[tuple[str, ...], Ring] | None = None
         #: Session hash -> the replica it was last sent to, least recently used first.
         self._pins: OrderedDict[int, str] = OrderedDict()
 
@@ -133,8 +138,19 @@ class SessionAffinity:
             self._rings.move_to_end(ids)
         return found
 
-    def place(self, session: str, candidates: Sequence[Candidate]) -> int:
-        """The index in ``candidates`` of the replica ``session`` belongs on now."""
+    def whole_ring(self, matched: tuple[str, ...]) -> Ring:
+        """The ring of every matching replica, when the candidates are a sample of them: kept per tuple."""
+        if self._whole is None or self._whole[0] is not matched:
+            self._whole = (matched, self.ring(frozenset(matched)))
+        return self._whole[1]
+
+    def place(self, session: str, candidates: Sequence[Candidate], matched: tuple[str, ...] | None = None) -> int:
+        """The index in ``candidates`` of the replica ``session`` belongs on now.
+
+        ``matched``: every replica the query matched, when ``candidates`` is
+        a sample: the ring is theirs, so a session's home does not move with
+        the sample (the home is in the sample: :meth:`nominate` saw to it).
+        """
         bound = load_bound(candidates, self.load_factor)
         index = {c.id: i for i, c in enumerate(candidates)}
         key = stable_hash(session)
@@ -143,9 +159,10 @@ class SessionAffinity:
             at = index.get(pinned)
             if at is not None and candidates[at].load <= bound:
                 return at
-        for owner in self.ring(frozenset(index)).walk(key):
-            at = index[owner]
-            if candidates[at].load <= bound:
+        ring = self.ring(frozenset(index)) if matched is None else self.whole_ring(matched)
+        for owner in ring.walk(key):
+            at = index.get(owner)
+            if at is not None and candidates[at].load <= bound:
                 return at
         # Unreachable while load_factor >= 1 (the least loaded replica is under the mean); kept for safety.
         return min(range(len(candidates)), key=lambda i: candidates[i].load)
@@ -153,8 +170,22 @@ class SessionAffinity:
     def score(self, request: RouteRequest, candidates: Sequence[Candidate]) -> list[float]:
         scores = [0.0] * len(candidates)
         if request.session and candidates:
-            scores[self.place(request.session, candidates)] = 1.0
+            scores[self.place(request.session, candidates, request.matched)] = 1.0
         return scores
+
+    def nominate(self, request: RouteRequest, ids: Sequence[str]) -> list[str]:
+        """The session's pin and the first replicas on its ring: where :meth:`place` will look first."""
+        if not request.session:
+            return []
+        key = stable_hash(request.session)
+        named = [pinned] if (pinned := self._pins.get(key)) is not None else []
+        matched = ids if isinstance(ids, tuple) else tuple(ids)
+        for owner in self.whole_ring(matched).walk(key):
+            if owner not in named:
+                named.append(owner)
+                if len(named) > NOMINEES:
+                    break
+        return named
 
     def observe(self, request: RouteRequest, chosen: Candidate) -> None:
         """Pin the session where it went, whatever decided it: that engine now holds its conversation."""

@@ -59,6 +59,7 @@ class Pipeline:
         *,
         scope: str = "router",
         pm: PluginManager | None = None,
+        sample: int = 0,
     ) -> None:
         self.filters = tuple(filters)
         self.scorers = tuple(s for s in scorers if s.weight)
@@ -68,6 +69,9 @@ class Pipeline:
         self._score_calls = tuple((s.impl.score, s.weight) for s in self.scorers)
         self._observers = tuple(s.impl.observe for s in self.scorers if hasattr(s.impl, "observe"))
         self._forgetters = tuple(s.impl.forget for s in self.scorers if hasattr(s.impl, "forget"))
+        self._nominators = tuple(s.impl.nominate for s in self.scorers if hasattr(s.impl, "nominate"))
+        #: Most candidates a decision scores (0: all); past it, a random sample plus :meth:`nominees`.
+        self.sample = sample
         self._pick = picker.impl.pick
         self._caller = None if pm is None else pm.hook.anyserve_select_target
         self._seen_impls = -1
@@ -123,6 +127,13 @@ class Pipeline:
                     )
                 return chosen
         return self._pick(request, candidates)
+
+    def nominees(self, request: RouteRequest, ids: Sequence[str]) -> set[str]:
+        """The ids of ``ids`` the scorers would rate high: always among the candidates of a sampled decision."""
+        named: set[str] = set()
+        for nominate in self._nominators:
+            named.update(nominate(request, ids))
+        return named
 
     def forget(self, target_id: str) -> None:
         """Tell the learning scorers a replica is gone."""
@@ -211,6 +222,7 @@ class Pipeline:
             "filters": [f.name for f in self.filters],
             "scorers": {s.name: s.weight for s in self.scorers},
             "picker": picker,
+            "sample": self.sample,
         }
 
 
@@ -239,7 +251,7 @@ def build_pipeline(catalog: Catalog, settings: Settings, *, scope: str = "router
     filters = [build(FILTER, name) for name in routing.filters]
     scorers = [build(SCORER, name, weight) for name, weight in routing.scorers.items()]
     picker = build(PICKER, routing.picker)
-    return Pipeline(filters, scorers, picker, scope=scope, pm=catalog.pm)
+    return Pipeline(filters, scorers, picker, scope=scope, pm=catalog.pm, sample=routing.sample)
 
 
 def default_pipeline(pm: PluginManager, *, scope: str = "router") -> Pipeline:

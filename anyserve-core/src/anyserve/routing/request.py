@@ -56,6 +56,9 @@ class RouteRequest:
     session: str | None = None
     prompt: str | None = None
     request_id: str | None = None
+    #: Every id the query matched, when the candidates are a sample of them (``[routing] sample``): what a
+    #: scorer that places by the whole set (the session ring) needs. The same tuple while the set is the same.
+    matched: tuple[str, ...] | None = None
     _blocks: dict[int, tuple[int, ...]] = field(default_factory=dict, repr=False, compare=False)
 
     def prefix_blocks(self, block_chars: int = DEFAULT_BLOCK_CHARS) -> tuple[int, ...]:

@@ -10,7 +10,7 @@ with the load signals their replica (or worker) reported.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from anyserve.candidates import Candidate
@@ -49,6 +49,15 @@ class Learner(Protocol):
 
     def forget(self, target_id: str) -> None:
         """Called when a replica leaves: drop what is known about it."""
+        ...
+
+    def nominate(self, request: RouteRequest, ids: Sequence[str]) -> Iterable[str]:
+        """Of ``ids`` (every replica the query matched), those this scorer would rate high, cheaply.
+
+        Asked only when more replicas match than ``[routing] sample``: the
+        decision then scores a random sample plus these, so a cache holder
+        or a session's home is never left out by chance.
+        """
         ...
 
     def snapshot(self) -> dict[str, Any]:
