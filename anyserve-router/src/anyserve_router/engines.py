@@ -11,12 +11,15 @@ and streams pass through unchanged (the ``model`` field is rewritten only
 when the client used an alias), the router's leases count an engine's
 requests in flight as they do a replica's, and a client that leaves closes
 the upstream connection, which is how engine servers notice cancellation.
+Each engine's load (requests running and waiting, slots, KV cache use) is
+read about once a second into its entry's signals (:mod:`anyserve_router.engine_signals`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import re
 import secrets
@@ -27,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from anyserve_router.engine_signals import EnginePoller
 from anyserve_router.errors import InvalidRegistration, UnknownReplica
 from anyserve_router.offers import check_capabilities, check_engine_url, check_replica_id
 from anyserve_router.registry import OPENAI, ReplicaRegistry
@@ -88,6 +92,8 @@ class EngineState:
     models: list[str] = field(default_factory=list)
     error: str | None = None
     task: asyncio.Task[None] | None = None
+    #: Reads the engine's load (``/slots``, ``/metrics``) into its entry's signals; see engine_signals.py.
+    poller: asyncio.Task[None] | None = None
     #: Whether the engine serves ``GET /health`` (llama-cpp-python's server does not).
     has_health: bool = True
     #: When the model list was last read (monotonic seconds); 0: never.
@@ -118,20 +124,30 @@ class Engines:
         existing = self.engines.get(spec.id)
         if existing is not None and existing.spec.url != spec.url:
             raise InvalidRegistration(f"engine id {spec.id!r} already fronts {existing.spec.url}; remove it first")
-        if existing is not None and existing.task is not None:
-            existing.task.cancel()
+        if existing is not None:
+            _stop(existing)
         state = EngineState(spec)
         self.engines[spec.id] = state
         await self._probe(state)
-        state.task = asyncio.get_running_loop().create_task(self._watch(state), name=f"anyserve-engine-{spec.id}")
+        loop = asyncio.get_running_loop()
+        state.task = loop.create_task(self._watch(state), name=f"anyserve-engine-{spec.id}")
+        poller = EnginePoller(spec.id, spec.url, self.client, lambda signals: self._keep_signals(spec.id, signals))
+        # A context of its own: it outlives the request that added the engine, whose id its log lines must not carry.
+        state.poller = loop.create_task(
+            poller.run(), name=f"anyserve-engine-signals-{spec.id}", context=contextvars.Context()
+        )
         return state
+
+    def _keep_signals(self, engine_id: str, signals: dict[str, Any]) -> None:
+        """The poller's reading, as the engine entry's signals (none while the engine is not registered)."""
+        with contextlib.suppress(UnknownReplica):
+            self.registry.report(engine_id, signals, key=self._key)
 
     async def remove(self, engine_id: str) -> None:
         state = self.engines.pop(engine_id, None)
         if state is None:
             raise UnknownReplica(f"no engine {engine_id!r}; GET /engines lists them")
-        if state.task is not None:
-            state.task.cancel()
+        _stop(state)
         with contextlib.suppress(UnknownReplica):
             self.registry.deregister(engine_id, self._key)
 
@@ -140,8 +156,7 @@ class Engines:
 
     async def close(self) -> None:
         for state in self.engines.values():
-            if state.task is not None:
-                state.task.cancel()
+            _stop(state)
         await self.client.aclose()
 
     # -- probing ----------------------------------------------------------------------------
@@ -259,6 +274,13 @@ class Engines:
             raise UpstreamError(f"cannot connect: {exc}", code="UNAVAILABLE", unreachable=True) from None
         except httpx.HTTPError as exc:
             raise UpstreamError(f"{type(exc).__name__}: {exc}", code="UNAVAILABLE") from None
+
+
+def _stop(state: EngineState) -> None:
+    """Stop probing an engine and reading its load."""
+    for task in (state.task, state.poller):
+        if task is not None:
+            task.cancel()
 
 
 async def read_bounded(response: httpx.Response, limit: int) -> bytes:
