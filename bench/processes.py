@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,13 @@ ROOT = HERE.parent
 SERVERS = HERE / "servers"
 SERVER_CPU = 0
 CLIENT_CPU = 1
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (the kernel's pick)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def log(message: str) -> None:
