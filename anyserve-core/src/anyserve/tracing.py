@@ -247,6 +247,23 @@ def start(
     return tracer.start_span(name, context=parent_of(traceparent, tracestate), kind=SpanKind[kind], attributes=attrs)
 
 
+def hop(
+    name: str, meta: RequestMeta, *, kind: str = "SERVER", attributes: Mapping[str, Any] | None = None
+) -> Span | None:
+    """An agent's or a worker's span for ``meta``'s request, as :func:`start` makes it; ``None`` if not sampled."""
+    if not sampled(meta.traceparent):
+        return None
+    return start(name, meta, kind=kind, attributes=attributes)
+
+
+def marked_unsampled(meta: RequestMeta, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The next hop's ``pairs`` for a request this hop did not sample, so the next hop does not sample it either.
+
+    A ``traceparent`` that came with the request is in ``pairs`` already and says so.
+    """
+    return pairs if meta.traceparent else [*pairs, (names.TRACEPARENT_KEY, unsampled_parent())]
+
+
 @contextlib.contextmanager
 def span(name: str, *, kind: str = "INTERNAL", attributes: Mapping[str, Any] | None = None) -> Iterator[Span]:
     """A child of this process's current span, current around the block; an exception leaving it sets its status."""

@@ -228,7 +228,8 @@ class Agent:
         """
         start = time.perf_counter()
         label, code = UNMATCHED, "OK"
-        traced = None if tracing.tracer is None else tracing.enter(self._span("agent infer", meta))
+        span = None if tracing.tracer is None else self._span("agent infer", meta)
+        traced = None if span is None else tracing.enter(span)
         try:
             self._check_size("request", len(payload))
             if not meta.query:
@@ -245,6 +246,8 @@ class Agent:
             pairs = meta.to_metadata(handler=handler)
             if traced is not None:  # the worker's span is a child of this one
                 pairs = tracing.with_current(pairs)
+            elif tracing.tracer is not None:
+                pairs = tracing.marked_unsampled(meta, pairs)
             sent = 0.0 if slot.full else time.perf_counter()  # a request that waits for a slot is not timed
             try:
                 response = await slot.connection.infer(payload, dict(pairs))
@@ -268,8 +271,11 @@ class Agent:
                 tracing.leave_with_code(traced, code)
 
     def _span(self, name: str, meta: RequestMeta) -> Any:
-        """The agent's span for a request: a child of the caller's (the router's) through ``traceparent``."""
-        return tracing.start(name, meta, attributes={"anyserve.replica_id": self.replica_id})
+        """The agent's span for a request: a child of the caller's (the router's) through ``traceparent``.
+
+        ``None`` when the request is not sampled (the caller said so, or this replica is its first hop).
+        """
+        return tracing.hop(name, meta, attributes={"anyserve.replica_id": self.replica_id})
 
     def _worker_lost(self, slot: WorkerSlot, meta: RequestMeta, exc: Unavailable) -> Unavailable:
         """A worker that died mid-request: its pid and socket go to the log, the caller gets what happened.
@@ -344,7 +350,11 @@ class Agent:
                 label = self.metrics.label(slot, handler)
                 slot.last_used = time.monotonic()
                 pairs = meta.to_metadata(handler=handler)
-                fields = dict(pairs if traced is None else tracing.pairs_of(traced, pairs))
+                if traced is not None:
+                    pairs = tracing.pairs_of(traced, pairs)
+                elif tracing.tracer is not None:
+                    pairs = tracing.marked_unsampled(meta, pairs)
+                fields = dict(pairs)
                 sent = 0.0 if slot.full else time.perf_counter()  # a run that waits for a slot is not timed
                 try:
                     async with contextlib.aclosing(slot.connection.stream(payload, fields)) as chunks:

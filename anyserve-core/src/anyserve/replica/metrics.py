@@ -133,10 +133,13 @@ class ReplicaMetrics:
         workers: WorkerFigures | None = None,
         *,
         in_process: bool = False,
+        counting: bool = True,
     ) -> None:
         self.in_flight = in_flight
         self.worker_states = worker_states
         self.workers = workers
+        #: False when no ``/metrics`` is served (``replica.metrics_port = -1``): requests go uncounted.
+        self.counting = counting
         #: Handlers run in the agent (the ``inproc`` transport): their metrics are in prometheus_client's own registry.
         self.in_process = in_process
         self.registry = CollectorRegistry(auto_describe=False)
@@ -178,6 +181,8 @@ class ReplicaMetrics:
         return label
 
     def answered(self, capability: str, code: str, seconds: float) -> None:
+        if not self.counting:
+            return
         children = self._answered.get((capability, code))
         if children is None:
             if len(self._answered) >= MAX_CHILDREN:

@@ -115,7 +115,11 @@ class Replica:
         if self.worker_figures is not None:
             self.supervisor.env = {**os.environ, **self.worker_figures.env()}
         self.metrics = ReplicaMetrics(
-            self.in_flight, self.worker_states, self.worker_figures, in_process=self.supervisor.in_process
+            self.in_flight,
+            self.worker_states,
+            self.worker_figures,
+            in_process=self.supervisor.in_process,
+            counting=settings.replica.metrics_port >= 0,
         )
         self.agent.metrics = self.metrics
         self.lifecycle.on_switch = self.metrics.switched

@@ -155,7 +155,8 @@ class WorkerHost:
             return b""
         meta = RequestMeta.from_metadata(fields.items())
         handler = self._chosen(meta, stream=False)
-        traced = None if tracing.tracer is None else tracing.enter(self._span(handler, meta))
+        span = None if tracing.tracer is None else self._span(handler, meta)
+        traced = None if span is None else tracing.enter(span)
         try:
             request = parse_request(payload)
             # A handler that takes no context gets none built: this is the hot path.
@@ -192,9 +193,10 @@ class WorkerHost:
                 tracing.leave(traced)
 
     def _span(self, handler: Handler, meta: RequestMeta) -> Any:
-        """The worker's span for a request: a child of the agent's through the frame's ``traceparent``."""
+        """The worker's span for a request, a child of the agent's through the frame's ``traceparent``; ``None``
+        when the request is not sampled."""
         attributes = {"anyserve.worker_id": self.worker_id, "anyserve.handler": handler.name}
-        return tracing.start(f"worker {handler.name}", meta, kind="INTERNAL", attributes=attributes)
+        return tracing.hop(f"worker {handler.name}", meta, kind="INTERNAL", attributes=attributes)
 
     @staticmethod
     def _response_bytes(result: Any, handler: Handler, request: ModelInferRequest) -> bytes:
