@@ -63,6 +63,15 @@ def test_each_answer_over_grpc_carries_the_replicas_load_to_its_entry(
     start_replica("echo_app:app", "--api-server", router.url, "--replica-id", "r1", transport="inproc")
     registered(http, "r1")
     assert "signals" not in entry(http, "r1")  # registered, not heartbeated yet
+
+    def stream_once() -> bool:
+        streamed = http.post("/infer/stream", json={"inputs": []}, headers={"X-Capability-Type": "chat"})
+        assert streamed.status_code == 200 and "world" in streamed.text
+        return True
+
+    # The end of a stream carries it too; the router reads it when the replica's status came before the router
+    # stopped reading at the final marker, as it mostly does.
+    until(lambda: stream_once() and entry(http, "r1").get("signals") == {"queued": 0, "in_flight": 0})
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         slow = pool.submit(
             http.post, "/infer", json={"inputs": [tensor("s", "FP64", [2.0])]}, headers={"X-Capability-Type": "slow"}

@@ -187,7 +187,26 @@ class _GrpcStream:
     def cancel(self) -> None:
         if not self._call.done():
             self._call.cancel()
+        elif self._open and self._owner.sink is not None:
+            # The usual end: routing stops reading at the run's final marker, by when the replica's status (and
+            # its load) has mostly arrived too.
+            self._owner.heard(self._replica_id, _trailer_of_done(self._call))
         self._finish()
+
+
+def _trailer_of_done(call: grpc.aio.Call) -> grpc.aio.Metadata | None:
+    """The trailing metadata of a call that is done, read without waiting (``cancel`` cannot wait).
+
+    gRPC offers it only as a coroutine, which for a finished call completes
+    at its first step; should it ever need to wait, nothing is read.
+    """
+    reading = call.trailing_metadata()
+    try:
+        reading.send(None)
+    except StopIteration as finished:
+        return finished.value
+    reading.close()
+    return None
 
 
 class GrpcUpstream(LoadListener):
