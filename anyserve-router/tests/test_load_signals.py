@@ -54,6 +54,12 @@ def test_offers_are_named_as_registered_runtime_keys_and_case_aside(registry, ma
     registry.heartbeat("r1", key="k", signals={"offers": [offer(named, load_seconds=12.5, fits=False)]})
     (found,) = candidates(registry, CHAT, matcher)
     assert found.state == "cold" and found.signals == {"load_seconds": 12.5, "fits": False}
+    # kept under the capability as registered, not as the report spelled it
+    (listed,) = registry.snapshot()[0]["offer_signals"]
+    assert listed == {"capability": CHAT, "stream": False, "load_seconds": 12.5, "fits": False}
+    registry.register("r2", "10.0.0.1:2", [{"type": "embed", "dims": 384}], key="k")
+    registry.heartbeat("r2", key="k", signals={"offers": [offer({"type": "embed", "dims": "384"}, queued=1)]})
+    assert registry.snapshot()[1]["offer_signals"][0]["capability"] == {"type": "embed", "dims": 384}
 
 
 def test_unknown_names_and_offers_the_replica_does_not_have_are_not_kept(registry):

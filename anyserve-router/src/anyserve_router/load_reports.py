@@ -20,7 +20,7 @@ from typing import Any
 from anyserve.capability import Capability
 from anyserve_router.endpoints import shown
 from anyserve_router.errors import InvalidRegistration
-from anyserve_router.offers import RegistrationLimits, check_capabilities
+from anyserve_router.offers import MAX_ATTRIBUTES, RUNTIME_KEYS, SCALARS, RegistrationLimits
 
 #: (capability, stream) -> that offer's signals, the key selection looks an offer's signals up by.
 OfferKey = tuple[Capability, bool]
@@ -101,20 +101,39 @@ def _known(raw: Mapping[str, Any], checks: dict[str, Check], where: str, limits:
     return {name: check(raw[name], f"{where}.{name}", limits) for name, check in checks.items() if name in raw}
 
 
+def _capability(raw: Any, where: str, limits: RegistrationLimits) -> tuple[Capability, Any]:
+    """The offer a report names, and the ``stream`` its capability carries, if any.
+
+    Lighter than a registration's checks, and on every heartbeat: the
+    capability is only looked up among those the replica registered (which
+    were checked then) and never kept, so it need only be a small object of
+    plain values.
+    """
+    if not isinstance(raw, dict) or not 0 < len(raw) <= MAX_ATTRIBUTES:
+        raise InvalidRegistration(
+            f"{where} must be the offer's capability: an object of 1 to {MAX_ATTRIBUTES} attributes, got {shown(raw)}"
+        )
+    attrs: dict[str, Any] = {}
+    runtime: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or not key or len(key) > limits.max_chars:
+            raise InvalidRegistration(f"{where} has a key that is not a short non-empty string: {shown(key)}")
+        if not isinstance(value, SCALARS) or (isinstance(value, str) and len(value) > limits.max_chars):
+            raise InvalidRegistration(f"{where}.{key[:40]} must be a short string, a number or a boolean")
+        lower = key.lower()
+        (runtime if lower in RUNTIME_KEYS else attrs)[lower] = value
+    if not attrs:
+        raise InvalidRegistration(f"{where} has no attributes besides runtime keys ({', '.join(sorted(RUNTIME_KEYS))})")
+    return Capability(attrs), runtime.get("stream", False)
+
+
 def _offer(index: int, raw: Any, limits: RegistrationLimits) -> tuple[OfferKey, dict[str, Any]]:
     where = f"signals.offers[{index}]"
     if not isinstance(raw, dict):
         raise InvalidRegistration(f"{where} must be an object, got {type(raw).__name__}")
-    capability = raw.get("capability")
-    if not isinstance(capability, dict):
-        raise InvalidRegistration(f"{where}.capability must be the offer's capability object, got {shown(capability)}")
-    try:
-        (offer,) = check_capabilities([capability], limits)
-    except InvalidRegistration as exc:
-        raise InvalidRegistration(exc.message.replace("capabilities[0]", f"{where}.capability", 1)) from None
-    stream = raw.get("stream", offer.runtime.get("stream", False))
-    _flag(stream, f"{where}.stream", limits)
-    return (offer.capability, stream), _known(raw, OFFER_SIGNALS, where, limits)
+    capability, stream = _capability(raw.get("capability"), f"{where}.capability", limits)
+    stream = _flag(raw.get("stream", stream), f"{where}.stream", limits)
+    return (capability, stream), _known(raw, OFFER_SIGNALS, where, limits)
 
 
 def check_signals(raw: Any, limits: RegistrationLimits) -> tuple[dict[str, Any], dict[OfferKey, dict[str, Any]]]:

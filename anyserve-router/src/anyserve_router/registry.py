@@ -122,10 +122,10 @@ class LiveEntry(NamedTuple):
 
 
 def _keep(replica: ReplicaEntry, signals: dict[str, Any], offer_signals: dict[OfferKey, dict[str, Any]]) -> None:
-    """Replace both signal dicts whole (the lock is held), keeping only offers the entry has."""
-    offered = {(o.capability, bool(o.runtime.get("stream", False))) for o in replica.offers}
+    """Replace both signal dicts whole (the lock is held), keeping only offers the entry has, keyed as registered."""
+    offered = {(o.capability, bool(o.runtime.get("stream", False))): o.capability for o in replica.offers}
     replica.signals = signals
-    replica.offer_signals = {k: v for k, v in offer_signals.items() if k in offered}
+    replica.offer_signals = {(offered[k], k[1]): v for k, v in offer_signals.items() if k in offered}
 
 
 def _same_key(held: str | None, given: str | None) -> bool:
