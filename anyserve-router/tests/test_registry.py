@@ -355,3 +355,21 @@ def test_what_a_silent_replica_offered_is_remembered_for_a_while(registry, clock
     clock.advance(61)
     registry.expire()
     assert registry.recent_offers() == []
+
+
+def test_listeners_hear_of_every_replica_that_leaves_however_it_leaves(registry, clock):
+    gone: list[str] = []
+    registry.on_gone.append(gone.append)
+    for port, rid in enumerate(("bye", "silent", "swept"), start=9001):
+        registry.register(rid, f"127.0.0.1:{port}", [{"type": "chat"}])
+    registry.deregister("bye")
+    assert gone == ["bye"]
+    clock.advance(registry.ttl_seconds + 1)
+    with pytest.raises(UnknownReplica):
+        registry.heartbeat("silent")  # found silent on its next heartbeat: gone before the sweep came
+    assert gone == ["bye", "silent"]
+    assert registry.expire() == ["swept"]
+    assert gone == ["bye", "silent", "swept"]
+    with pytest.raises(UnknownReplica):
+        registry.heartbeat("never-was")
+    assert gone == ["bye", "silent", "swept"]

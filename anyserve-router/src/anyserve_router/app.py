@@ -42,7 +42,7 @@ from anyserve.encoding import StreamEncoder
 from anyserve.errors import AnyServeError, code_for_http, http_status
 from anyserve.plugins import PluginManager, get_plugin_manager
 from anyserve.protocol import dumps, names, new_request_id
-from anyserve.routing import Pipeline, build_pipeline
+from anyserve.routing import build_pipeline
 from anyserve_router import inbound
 from anyserve_router.api_keys import ApiKeys
 from anyserve_router.capacity import startup_grace
@@ -199,8 +199,8 @@ class RouterApp:
         await inbound.answer(scope, receive, send, make, _error_answer, self.metrics, KSERVE_FRONT)
 
 
-async def _sweep(registry: ReplicaRegistry, upstream: Upstream, pipeline: Pipeline) -> None:
-    """Expire silent replicas every ttl/3, drop the channels of those gone and what routing learned of them."""
+async def _sweep(registry: ReplicaRegistry, upstream: Upstream) -> None:
+    """Expire silent replicas every ttl/3 and drop the channels of those gone."""
     interval = registry.ttl_seconds / 3
     while True:
         await asyncio.sleep(interval)
@@ -213,8 +213,6 @@ async def _sweep(registry: ReplicaRegistry, upstream: Upstream, pipeline: Pipeli
                     registry.ttl_seconds,
                     ", ".join(gone),
                 )
-                for replica_id in gone:
-                    pipeline.forget(replica_id)
             await upstream.retain(registry.addresses())
         except Exception:  # the sweep must outlive any one failure
             log.exception("registry sweep failed")
@@ -268,6 +266,13 @@ def create_app(
         metrics=settings.router.metrics,
     )
     router.api_keys = ApiKeys.from_settings(settings, credentials)
+    # What routing learned of a replica (prefix index, session pins) leaves with it, however it leaves.
+    registry.on_gone.append(router.pipeline.forget)
+    # Replicas report their load with each heartbeat, and with each response on the data path: the upstream
+    # hands what a response carried to the registry.
+    listen = getattr(upstream, "report_load", None)
+    if listen is not None:
+        listen(registry.note_load)
     if tracing.tracer is not None:
         router.trace()
     engines = Engines(registry)
@@ -281,7 +286,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state_dir is not None:
             router.pipeline.load(state_dir)
-        sweeper = asyncio.create_task(_sweep(registry, upstream, router.pipeline), name="anyserve-router-sweep")
+        sweeper = asyncio.create_task(_sweep(registry, upstream), name="anyserve-router-sweep")
         for spec in configured:
             await engines.add(spec)
         try:

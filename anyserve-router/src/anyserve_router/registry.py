@@ -191,6 +191,14 @@ class ReplicaRegistry:
         #: Seconds what a replica offered is remembered after it went silent.
         self.offer_memory_seconds = DEFAULT_OFFER_MEMORY_SECONDS
         self._gone: dict[str, tuple[float, tuple[Offer, ...]]] = {}
+        #: Called with a replica's id once it has left (deregistered, expired, or found silent), outside the
+        #: lock: what was learned about it (the routing pipeline's prefix index, session pins) goes with it.
+        self.on_gone: list[Callable[[str], None]] = []
+
+    def _left(self, *replica_ids: str) -> None:
+        for replica_id in replica_ids:
+            for listener in self.on_gone:
+                listener(replica_id)
 
     def _now(self, now: float | None) -> float:
         return self._clock() if now is None else now
@@ -275,6 +283,7 @@ class ReplicaRegistry:
                 raise WrongReplicaKey(f"replica {replica_id!r} can be deregistered only by itself or an admin")
             del self._replicas[replica_id]
             self.version += 1
+        self._left(replica_id)
 
     def heartbeat(
         self,
@@ -300,20 +309,23 @@ class ReplicaRegistry:
         now = self._now(now)
         with self._lock:
             replica = self._replicas.get(replica_id)
-            if replica is not None and not self._alive(replica, now):
+            silent = replica is not None and not self._alive(replica, now)
+            if silent:
                 del self._replicas[replica_id]
-                self._gone[replica_id] = (now, replica.offers)
+                self._gone[replica_id] = (now, replica.offers)  # type: ignore[union-attr]
                 self.version += 1
-                replica = None
-            if replica is None:
-                raise self._unknown(replica_id, hint=" register again")
-            if not _same_key(replica.key, key):
-                raise WrongReplicaKey(f"heartbeat for replica {replica_id!r} without that replica's key")
-            replica.last_heartbeat = now
-            if reported is not None:
-                replica.reported_in_flight = reported
-            if report is not None:
-                _keep(replica, *report)
+            elif replica is not None:
+                if not _same_key(replica.key, key):
+                    raise WrongReplicaKey(f"heartbeat for replica {replica_id!r} without that replica's key")
+                replica.last_heartbeat = now
+                if reported is not None:
+                    replica.reported_in_flight = reported
+                if report is not None:
+                    _keep(replica, *report)
+                return
+        if silent:
+            self._left(replica_id)
+        raise self._unknown(replica_id, hint=" register again")
 
     def report(self, replica_id: str, signals: dict[str, Any], key: str | None = None) -> None:
         """Replace a replica's own signals without counting as a heartbeat (an engine's, read by its poller).
@@ -353,6 +365,7 @@ class ReplicaRegistry:
                 self._gone[rid] = (now, self._replicas.pop(rid).offers)
             self.version += bool(dead)
             self._forget_gone(now)  # the sweep bounds the memory, whether or not anyone asks it
+        self._left(*dead)
         return dead
 
     def get(self, replica_id: str) -> ReplicaEntry:

@@ -63,11 +63,6 @@ def build_registry_routes(state: RouterState) -> APIRouter:
         return {"replica_id": replica_id, "ttl_seconds": ttl, "heartbeat_seconds": heartbeat}
 
     credentials = state.credentials
-    # Replicas report their load here with each heartbeat, and with each response on the data path: the upstream
-    # (gRPC, or the link where it carries it) hands what a response carried to the same registry.
-    listen = getattr(state.upstream, "report_load", None)
-    if listen is not None:
-        listen(registry.note_load)
 
     @routes.post("/register")
     async def register(request: Request) -> dict[str, Any]:
