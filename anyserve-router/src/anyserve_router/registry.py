@@ -23,17 +23,14 @@ arguments, so expiry is tested without sleeping.
 from __future__ import annotations
 
 import copy
-import hmac
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any
 
 from anyserve.capability import Capability
 from anyserve_router.errors import DuplicateReplica, InvalidRegistration, UnknownReplica, WrongReplicaKey
-from anyserve_router.load_reports import OfferKey, check_signals, listing
+from anyserve_router.load_reports import check_signals, listing
 from anyserve_router.offers import (
     DEFAULT_LIMITS,
     Offer,
@@ -46,9 +43,12 @@ from anyserve_router.offers import (
     check_replica_id,
     check_status,
 )
+from anyserve_router.registry_entries import KSERVE, OPENAI, Lease, LiveEntry, ReplicaEntry, keep, same_key
 
 __all__ = [
     "DEFAULT_TTL_SECONDS",
+    "KSERVE",
+    "OPENAI",
     "DuplicateReplica",
     "InvalidRegistration",
     "Lease",
@@ -61,109 +61,7 @@ __all__ = [
 DEFAULT_TTL_SECONDS = 15.0
 #: How long what a silent replica offered is remembered (see :meth:`ReplicaRegistry.recent_offers`).
 DEFAULT_OFFER_MEMORY_SECONDS = 300.0
-#: What a registry entry's endpoint speaks: an anyserve replica (KServe v2), or an OpenAI-compatible engine server.
-KSERVE = "kserve"
-OPENAI = "openai"
-
 Clock = Callable[[], float]
-
-
-@dataclass
-class ReplicaEntry:
-    """One registered replica. The registry hands out copies; mutate only through the registry."""
-
-    id: str
-    endpoint: str
-    offers: tuple[Offer, ...]
-    registered_at: float  # wall clock, for people
-    last_heartbeat: float  # monotonic clock, for liveness
-    #: Requests this router has sent and not yet seen finish (acquire/release).
-    in_flight: int = 0
-    #: What the replica itself last reported; includes traffic from other routers.
-    reported_in_flight: int = 0
-    #: The replica's own status document (workers, resources, switches), if it sent one.
-    status: dict[str, Any] | None = None
-    #: ``<transport>://host:port`` the router may call instead of the gRPC endpoint.
-    link: str | None = None
-    #: What the endpoint speaks: ``kserve`` (an anyserve replica) or ``openai`` (an engine server, see engines.py).
-    protocol: str = KSERVE
-    #: The replica's own secret, bound to its id at registration: only a caller presenting it may
-    #: heartbeat, re-register or deregister the id while the entry lives (see :meth:`ReplicaRegistry.register`).
-    key: str | None = field(default=None, repr=False)
-    #: Load signals the replica (or the engine poller) last reported for the whole replica: ``draining``,
-    #: ``cache_use``, ``queued``, ... (docs/routing.md). Replaced whole on each report, never changed in place.
-    signals: dict[str, Any] = field(default_factory=dict)
-    #: The same per offer, keyed by (capability, stream): ``queued``, ``slots``, ``service_seconds``, ``load_seconds``.
-    offer_signals: dict[tuple[Capability, bool], dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def load(self) -> int:
-        """The routing estimate: the router's own count is fresh, the report sees other clients."""
-        return max(self.in_flight, self.reported_in_flight)
-
-    @property
-    def capabilities(self) -> list[dict[str, Any]]:
-        return [offer.to_dict() for offer in self.offers]
-
-    def age(self, now: float) -> float:
-        """Seconds since the last heartbeat (or registration)."""
-        return max(0.0, now - self.last_heartbeat)
-
-
-class LiveEntry(NamedTuple):
-    """What choosing reads of one live replica (:meth:`ReplicaRegistry.live_entries`)."""
-
-    id: str
-    where: dict[str, str | None]
-    offers: tuple[Offer, ...]
-    load: int
-    signals: dict[str, Any]
-    offer_signals: dict[tuple[Capability, bool], dict[str, Any]]
-
-
-def _keep(replica: ReplicaEntry, signals: dict[str, Any], offer_signals: dict[OfferKey, dict[str, Any]]) -> None:
-    """Replace both signal dicts whole (the lock is held), keeping only offers the entry has, keyed as registered."""
-    offered = {(o.capability, bool(o.runtime.get("stream", False))): o.capability for o in replica.offers}
-    replica.signals = signals
-    replica.offer_signals = {(offered[k], k[1]): v for k, v in offer_signals.items() if k in offered}
-
-
-def _same_key(held: str | None, given: str | None) -> bool:
-    """Whether ``given`` is the key an entry was bound with, in constant time (no key bound: only no key)."""
-    if held is None or given is None:
-        return held is None and given is None
-    return hmac.compare_digest(held.encode(), given.encode())
-
-
-class Lease:
-    """One request in flight to a replica; releasing it is idempotent.
-
-    The lease holds the replica entry it counted against, so a request that
-    outlives a re-registration from another endpoint never decrements the
-    newcomer's count.
-    """
-
-    __slots__ = ("_lock", "_released", "_replica", "replica_id")
-
-    def __init__(self, lock: threading.Lock, replica: ReplicaEntry) -> None:
-        self._lock = lock
-        self._replica = replica
-        self._released = False
-        self.replica_id = replica.id
-
-    def release(self) -> None:
-        with self._lock:
-            if not self._released:
-                self._released = True
-                self._replica.in_flight = max(0, self._replica.in_flight - 1)
-
-    def __enter__(self) -> Lease:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.release()
 
 
 class ReplicaRegistry:
@@ -240,7 +138,7 @@ class ReplicaRegistry:
         with self._lock:
             existing = self._replicas.get(replica_id)
             self.version += 1
-            if existing is not None and existing.endpoint == endpoint and _same_key(existing.key, key):
+            if existing is not None and existing.endpoint == endpoint and same_key(existing.key, key):
                 existing.offers = offers
                 existing.last_heartbeat = now
                 existing.status = status
@@ -279,7 +177,7 @@ class ReplicaRegistry:
             replica = self._replicas.get(replica_id)
             if replica is None:
                 raise self._unknown(replica_id)
-            if not admin and not _same_key(replica.key, key):
+            if not admin and not same_key(replica.key, key):
                 raise WrongReplicaKey(f"replica {replica_id!r} can be deregistered only by itself or an admin")
             del self._replicas[replica_id]
             self.version += 1
@@ -315,13 +213,13 @@ class ReplicaRegistry:
                 self._gone[replica_id] = (now, replica.offers)  # type: ignore[union-attr]
                 self.version += 1
             elif replica is not None:
-                if not _same_key(replica.key, key):
+                if not same_key(replica.key, key):
                     raise WrongReplicaKey(f"heartbeat for replica {replica_id!r} without that replica's key")
                 replica.last_heartbeat = now
                 if reported is not None:
                     replica.reported_in_flight = reported
                 if report is not None:
-                    _keep(replica, *report)
+                    keep(replica, *report)
                 return
         if silent:
             self._left(replica_id)
@@ -336,7 +234,7 @@ class ReplicaRegistry:
             replica = self._replicas.get(replica_id)
             if replica is None:
                 raise self._unknown(replica_id)
-            if not _same_key(replica.key, key):
+            if not same_key(replica.key, key):
                 raise WrongReplicaKey(f"signals for replica {replica_id!r} without that replica's key")
             replica.signals = signals
 
