@@ -34,7 +34,7 @@ from anyserve.errors import ConfigError
 from anyserve.hookspecs import hookimpl
 from anyserve.records import RoutingStageSpec
 from anyserve.routing.request import DEFAULT_BLOCK_CHARS, RouteRequest
-from anyserve.routing.stages import SCORER
+from anyserve.routing.stages import SCORER, stage_options
 
 DEFAULT_MAX_BLOCKS = 8192
 DEFAULT_MIN_BLOCKS = 1
@@ -48,7 +48,6 @@ NOMINEES = 8
 SNAPSHOT_BLOCKS = 131_072
 #: The snapshot's layout; a file of another version is ignored.
 SNAPSHOT_VERSION = 1
-OPTIONS = ("block_chars", "max_blocks", "min_blocks", "max_replicas", "max_total_blocks", "load_factor")
 
 
 class PrefixAffinity:
@@ -262,22 +261,20 @@ class PrefixAffinity:
 
 def build(options: Mapping[str, Any]) -> PrefixAffinity:
     """The scorer from ``[routing.options.prefix]``; an unknown option is a typo, refused by name."""
-    unknown = set(options) - set(OPTIONS)
-    if unknown:
-        raise ConfigError(
-            f"routing.options.prefix: unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(OPTIONS)}"
+    return PrefixAffinity(
+        **stage_options(
+            "prefix",
+            options,
+            {
+                "block_chars": DEFAULT_BLOCK_CHARS,
+                "max_blocks": DEFAULT_MAX_BLOCKS,
+                "min_blocks": DEFAULT_MIN_BLOCKS,
+                "max_replicas": DEFAULT_MAX_REPLICAS,
+                "max_total_blocks": DEFAULT_MAX_TOTAL_BLOCKS,
+                "load_factor": DEFAULT_LOAD_FACTOR,
+            },
         )
-    try:
-        return PrefixAffinity(
-            block_chars=int(options.get("block_chars", DEFAULT_BLOCK_CHARS)),
-            max_blocks=int(options.get("max_blocks", DEFAULT_MAX_BLOCKS)),
-            min_blocks=int(options.get("min_blocks", DEFAULT_MIN_BLOCKS)),
-            max_replicas=int(options.get("max_replicas", DEFAULT_MAX_REPLICAS)),
-            max_total_blocks=int(options.get("max_total_blocks", DEFAULT_MAX_TOTAL_BLOCKS)),
-            load_factor=float(options.get("load_factor", DEFAULT_LOAD_FACTOR)),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"routing.options.prefix: {exc}") from None
+    )
 
 
 @hookimpl

@@ -30,7 +30,7 @@ from anyserve.errors import ConfigError
 from anyserve.hookspecs import hookimpl
 from anyserve.records import RoutingStageSpec
 from anyserve.routing.request import RouteRequest
-from anyserve.routing.stages import SCORER
+from anyserve.routing.stages import SCORER, stage_options
 
 DEFAULT_LOAD_FACTOR = 1.25
 DEFAULT_MAX_SESSIONS = 100_000
@@ -233,20 +233,12 @@ class SessionAffinity:
 
 def build(options: Mapping[str, Any]) -> SessionAffinity:
     """The scorer from ``[routing.options.session]``; an unknown option is a typo, refused by name."""
-    unknown = set(options) - {"load_factor", "max_sessions", "virtual_nodes"}
-    if unknown:
-        raise ConfigError(
-            f"routing.options.session: unknown option(s) {', '.join(sorted(unknown))}; "
-            "known: load_factor, max_sessions, virtual_nodes"
-        )
-    try:
-        return SessionAffinity(
-            load_factor=float(options.get("load_factor", DEFAULT_LOAD_FACTOR)),
-            max_sessions=int(options.get("max_sessions", DEFAULT_MAX_SESSIONS)),
-            virtual_nodes=int(options.get("virtual_nodes", DEFAULT_VIRTUAL_NODES)),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"routing.options.session: {exc}") from None
+    defaults = {
+        "load_factor": DEFAULT_LOAD_FACTOR,
+        "max_sessions": DEFAULT_MAX_SESSIONS,
+        "virtual_nodes": DEFAULT_VIRTUAL_NODES,
+    }
+    return SessionAffinity(**stage_options("session", options, defaults))
 
 
 @hookimpl

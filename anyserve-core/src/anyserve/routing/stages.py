@@ -10,10 +10,11 @@ with the load signals their replica (or worker) reported.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from anyserve.candidates import Candidate
+from anyserve.errors import ConfigError
 from anyserve.routing.request import RouteRequest
 
 FILTER = "filter"
@@ -80,3 +81,26 @@ class Picker(Protocol):
     def pick(self, request: RouteRequest, candidates: Sequence[Candidate]) -> Candidate:
         """One of ``candidates`` (never empty)."""
         ...
+
+
+def stage_options(stage: str, options: Mapping[str, Any], defaults: Mapping[str, int | float]) -> dict[str, Any]:
+    """``[routing.options.<stage>]`` checked against ``defaults``: each option of its default's type, none unknown.
+
+    A typo is refused by name rather than silently ignored; a value that
+    is not a number says which option.
+    """
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ConfigError(
+            f"routing.options.{stage}: unknown option(s) {', '.join(unknown)}; known: {', '.join(defaults)}"
+        )
+    out: dict[str, Any] = {}
+    for name, default in defaults.items():
+        value = options.get(name, default)
+        try:
+            out[name] = type(default)(value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"routing.options.{stage}.{name} must be a number ({type(default).__name__}), got {value!r}"
+            ) from None
+    return out
