@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import datetime as dt
-import json
 import platform
 import ssl
 import statistics
@@ -43,10 +42,10 @@ from pathlib import Path
 
 import instructions
 import interleaved
+import results_files
 from processes import CLIENT_CPU, HERE, ROOT, SERVER_CPU, Managed, Processes, background_load, log
 from systems import anyserve_config, endpoint_of, wait_routable
 
-RESULTS = HERE / "results"
 #: The last commit before the control plane was authenticated and the router bounded.
 DEFAULT_BASE = "fa05040"
 KEY = "sk-bench-0123456789abcdef"
@@ -186,18 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         procs.stop_all()
     text = report(args, started, targets, background, counts)
     print(text)
-    out = args.out or RESULTS
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"hardening-{started.strftime('%Y-%m-%d-%H%M')}-{platform.node()}"
     data = {
         "rates": {t.name: t.rates for t in targets},
         "cpu_us": {t.name: t.cpu_per_request() for t in targets},
         "instructions": counts,
     }
-    for name in (stem, "hardening-latest"):
-        (out / f"{name}.md").write_text(text + "\n")
-        (out / f"{name}.json").write_text(json.dumps(data, indent=1, default=float) + "\n")
-    log(f"hardening_bench: wrote {out / stem}.md and {out / 'hardening-latest.md'}")
+    results_files.save("hardening", started, text, data, args.out)
     return 0
 
 

@@ -32,7 +32,6 @@ import atexit
 import contextlib
 import datetime
 import importlib.metadata
-import json
 import os
 import platform
 import signal
@@ -51,6 +50,7 @@ sys.path.insert(0, str(ROOT / "tests" / "interop"))
 
 import llm_report  # noqa: E402
 import llm_systems  # noqa: E402
+import results_files  # noqa: E402
 from llm_catalog import SYSTEMS  # noqa: E402
 from llm_systems import FRONT_CPU, MODEL, Context, Unavailable, log  # noqa: E402
 from processes import Processes  # noqa: E402
@@ -76,7 +76,6 @@ OFFLINE = {
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "DO_NOT_TRACK": "1",
 }
-RESULTS = HERE / "results"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -396,13 +395,7 @@ def _run(args, started: datetime.datetime, work: Path, procs: Processes) -> int:
     text = llm_report.markdown(run)
     print(text)
     if not args.no_save:
-        out = args.out or RESULTS
-        out.mkdir(parents=True, exist_ok=True)
-        stem = f"llm-{started.strftime('%Y-%m-%d-%H%M')}-{platform.node()}"
-        for name in (stem, "llm-latest"):
-            (out / f"{name}.md").write_text(text + "\n")
-            (out / f"{name}.json").write_text(json.dumps(run, indent=1, default=str) + "\n")
-        log(f"llm_bench: wrote {out / stem}.md (+ .json) and {out / 'llm-latest.md'}")
+        results_files.save("llm", started, text, run, args.out)
     return 0
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import datetime as dt
-import json
 import platform
 import statistics
 import subprocess
@@ -40,10 +39,10 @@ from pathlib import Path
 
 import instructions
 import interleaved
+import results_files
 from hardening_bench import start_system
 from processes import CLIENT_CPU, HERE, ROOT, SERVER_CPU, Processes, background_load, free_port, log
 
-RESULTS = HERE / "results"
 OFF = {"ANYSERVE_ROUTER_METRICS": "false", "ANYSERVE_METRICS_PORT": "-1"}
 #: (W1 target, W3 target): the least share of *off*'s rate the system with metrics and tracing keeps.
 TARGETS = {"W1": 0.95, "W3": 0.97}
@@ -119,18 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         procs.stop_all()
     text = report(args, started, results, background, counts)
     print(text)
-    out = args.out or RESULTS
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"observability-{started.strftime('%Y-%m-%d-%H%M')}-{platform.node()}"
     data = {
         workload: {t.name: {"rates": t.rates, "cpu_us": t.cpu_per_request()} for t in targets}
         for workload, targets in results.items()
     }
     data["instructions"] = counts  # type: ignore[assignment]
-    for name in (stem, "observability-latest"):
-        (out / f"{name}.md").write_text(text + "\n")
-        (out / f"{name}.json").write_text(json.dumps(data, indent=1, default=float) + "\n")
-    log(f"observability_bench: wrote {out / stem}.md and {out / 'observability-latest.md'}")
+    results_files.save("observability", started, text, data, args.out)
     return 0
 
 

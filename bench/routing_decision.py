@@ -21,8 +21,9 @@ replicas registered.
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from anyserve.builtins.subset import SubsetMatcher
@@ -49,6 +50,16 @@ def registry_of(replicas: int, models: int) -> ReplicaRegistry:
     for i in range(replicas):
         registry.register(f"r{i}", f"127.0.0.1:{10000 + i}", [{"type": "chat", "model": f"m{i % models}"}])
     return registry
+
+
+def requests(query: Mapping[str, str]) -> Callable[[], RouteRequest]:
+    """A chat request's routing view each call: 32 users taking turns, each with the same long prompt."""
+    turns = itertools.count()
+
+    def make() -> RouteRequest:
+        return RouteRequest(query, False, f"user-{next(turns) % 32}", PROMPT)
+
+    return make
 
 
 def measure(router: Router, decisions: int, make: Any) -> float:
@@ -80,12 +91,7 @@ def main() -> None:
                 print(f"  {scenario:6} {matching:5} match  {name:40} skipped: {exc}")
                 continue
             router = Router(registry, SubsetMatcher(), pm, upstream=None, pipeline=pipeline)  # type: ignore[arg-type]
-            sessions = iter(range(10**9))
-
-            def make() -> RouteRequest:
-                return RouteRequest(query, False, f"user-{next(sessions) % 32}", PROMPT)
-
-            micros = measure(router, args.decisions, make)
+            micros = measure(router, args.decisions, requests(query))
             print(f"  {scenario:6} {matching:5} match  {name:40} {micros:8.1f} µs")
 
 
