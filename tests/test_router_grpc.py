@@ -8,6 +8,8 @@ streams, metadata, readiness, standard health checks and reflection.
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import httpx
 import pytest
@@ -137,4 +139,29 @@ def test_a_request_over_the_body_limit_is_refused_by_the_grpc_front(start_router
             wire.infer(request("echo", x=[1]))
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
+        wire.close()
+
+
+def test_calls_past_max_grpc_calls_are_refused_at_once_not_queued(start_router, start_replica, tmp_path):
+    """One slow call holds the router's only gRPC call slot: the next is RESOURCE_EXHAUSTED at once, then served."""
+    config = tmp_path / "anyserve.toml"
+    config.write_text("[router]\nmax_grpc_calls = 1\n")
+    grpc_port = free_port()
+    router = start_router("--grpc-port", str(grpc_port), "--config", str(config))
+    replica = start_replica(transport="inproc")
+    with httpx.Client(base_url=router.url, timeout=30, headers=member_headers()) as http:
+        register(http, "echo-replica", replica.endpoint, ECHO_APP, replica.link)
+    holder, wire = Wire(f"127.0.0.1:{grpc_port}"), Wire(f"127.0.0.1:{grpc_port}")
+    try:
+        slow = holder.stub.ModelInfer.future(request("slow", x=[3.0]), timeout=30)
+        time.sleep(0.5)  # the slow call has the slot
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            wire.infer(request("echo", x=[1]))
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert time.monotonic() - started < 2.0  # refused, not queued behind the slow one
+        slow.result()
+        assert wire.infer(request("echo", x=[1])) is not None  # the slot is free again
+    finally:
+        holder.close()
         wire.close()

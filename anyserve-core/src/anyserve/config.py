@@ -166,6 +166,10 @@ class RouterSettings(_Table):
     #: Open HTTP connections; past it a new connection takes the place of the longest-idle one, or is
     #: answered 503 and closed. 0: the process's open-file limit less a reserve for everything else.
     max_connections: int = Field(default=0, ge=0)
+    #: Calls the gRPC front (``grpc_port``) serves at once, all connections together; past it a call is refused
+    #: at once with RESOURCE_EXHAUSTED. Each connection carries at most 256 calls, and one idle for 5 minutes
+    #: is closed.
+    max_grpc_calls: int = Field(default=1024, ge=1)
     #: One line per HTTP request on stderr (logger ``anyserve.access``): ``text``, ``json`` (an object per
     #: line), or ``off``; off by default, as writing a line costs the router CPU at thousands of requests a second.
     access_log: Literal["off", "text", "json"] = "off"
@@ -304,6 +308,8 @@ class ReplicaSettings(_Table):
     concurrency: int = Field(default=16, ge=1)
     #: Largest request or response accepted, in bytes.
     max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    #: Calls the replica's gRPC port serves at once; past it, RESOURCE_EXHAUSTED at once (as the router's).
+    max_grpc_calls: int = Field(default=1024, ge=1)
     #: Largest tensor a request may describe, in elements, zero dimensions counted as one (so ``[10000000, 0]``
     #: is ten million): as many one-byte elements as ``max_message_bytes`` holds. Checked before anything is built.
     max_tensor_elements: int = Field(default=64 * 1024 * 1024, ge=1)

@@ -30,6 +30,7 @@ from anyserve.errors import AnyServeError, InvalidRequest
 from anyserve.metric_names import UNMATCHED
 from anyserve.protocol import RequestMeta, final_error, query_from_request
 from anyserve.protocol import messages as pb
+from anyserve.protocol.grpc_server import bounded_server
 from anyserve.protocol.grpc_service import each_run, inference_handler
 from anyserve.protocol.health import HealthServicer, add_health, enable_reflection
 from anyserve.protocol.names import INFERENCE_SERVICE, SERVED_BY_HEADER
@@ -215,7 +216,6 @@ def _request_id(payload: bytes) -> str:
 
 
 #: gRPC channel arguments are C ints.
-_GRPC_INT_MAX = 2**31 - 1
 
 
 async def start_grpc_front(state: RouterState, host: str, port: int) -> tuple[grpc.aio.Server, int, HealthServicer]:
@@ -223,14 +223,8 @@ async def start_grpc_front(state: RouterState, host: str, port: int) -> tuple[gr
 
     A port that cannot be bound raises ``OSError`` naming it.
     """
-    limit = min(state.settings.router.max_body_bytes, _GRPC_INT_MAX)
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 0),
-        ]
-    )
+    settings = state.settings.router
+    server = bounded_server(max_calls=settings.max_grpc_calls, receive_bytes=settings.max_body_bytes)
     front = RouterGrpc(state)
     server.add_generic_rpc_handlers((inference_handler(front),))
     health = HealthServicer(front.health, services=lambda: ("", INFERENCE_SERVICE))

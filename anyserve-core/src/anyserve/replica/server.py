@@ -29,6 +29,7 @@ from anyserve.credentials import Credentials
 from anyserve.delegation import Delegation
 from anyserve.errors import ConfigError
 from anyserve.protocol import RequestMeta
+from anyserve.protocol.grpc_server import bounded_server
 from anyserve.protocol.health import HealthServicer
 from anyserve.protocol.names import REQUEST_ID_HEADER, TIMEOUT_HEADER
 from anyserve.records import TransportSpec
@@ -47,9 +48,6 @@ from anyserve.router_client import AsyncRouterClient
 from anyserve.routing import build_pipeline
 
 log = logging.getLogger("anyserve.replica")
-
-#: gRPC channel arguments are C ints: a larger limit overflows when the server is built.
-_GRPC_INT_MAX = 2**31 - 1
 
 
 class StartError(ConfigError):
@@ -248,13 +246,9 @@ class Replica:
         if not _port_free(cfg.host, cfg.port):
             raise StartError(f"cannot listen on {cfg.host}:{cfg.port}: the port is already in use (choose --port)")
         limit = cfg.max_message_bytes
-        self.server = grpc.aio.server(
-            options=[
-                # Headroom above the limit so the agent itself can answer with a message naming it.
-                ("grpc.max_receive_message_length", min(4 * limit, _GRPC_INT_MAX)),
-                ("grpc.max_send_message_length", min(limit + 1024 * 1024, _GRPC_INT_MAX)),
-                ("grpc.so_reuseport", 0),
-            ]
+        # Headroom above the limit so the agent itself can answer with a message naming it.
+        self.server = bounded_server(
+            max_calls=cfg.max_grpc_calls, receive_bytes=4 * limit, send_bytes=limit + 1024 * 1024
         )
         self.server.add_generic_rpc_handlers(self.agent.generic_handlers())
         self.health = serve_health(self.server, self.agent, app)  # grpc.health.v1 and server reflection
