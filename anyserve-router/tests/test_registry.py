@@ -10,6 +10,8 @@ import pytest
 
 from anyserve.errors import InvalidRequest, NotFound
 from anyserve_router.errors import WrongReplicaKey
+from anyserve_router.errors import RegistryFull
+from anyserve_router.offers import RegistrationLimits
 from anyserve_router.registry import DuplicateReplica, InvalidRegistration, ReplicaRegistry, UnknownReplica
 from anyserve_router.selection import candidates
 
@@ -373,3 +375,19 @@ def test_listeners_hear_of_every_replica_that_leaves_however_it_leaves(registry,
     with pytest.raises(UnknownReplica):
         registry.heartbeat("never-was")
     assert gone == ["bye", "silent", "swept"]
+
+
+def test_past_max_replicas_a_new_id_waits_for_a_place(clock):
+    registry = ReplicaRegistry(15, clock=clock, limits=RegistrationLimits(max_replicas=2))
+    gone: list[str] = []
+    registry.on_gone.append(gone.append)
+    registry.register("a", "127.0.0.1:9001", [{"type": "chat"}])
+    clock.advance(10)
+    registry.register("b", "127.0.0.1:9002", [{"type": "chat"}])
+    with pytest.raises(RegistryFull, match=r"holds 2 replicas \(router.max_replicas\)") as info:
+        registry.register("c", "127.0.0.1:9003", [{"type": "chat"}])
+    assert info.value.code == "UNAVAILABLE"
+    registry.register("b", "127.0.0.1:9002", [{"type": "embed"}])  # a holder may always register again
+    clock.advance(6)  # "a" is silent past its TTL, not swept yet: it makes room
+    registry.register("c", "127.0.0.1:9003", [{"type": "chat"}])
+    assert sorted(registry.live_ids()) == ["b", "c"] and gone == ["a"]

@@ -148,6 +148,8 @@ class RouterSettings(_Table):
     max_registration_bytes: int = Field(default=1024 * 1024, ge=1024)
     #: Capabilities one replica may register; routing cost grows with them.
     max_capabilities: int = Field(default=256, ge=1)
+    #: Replicas (and engine servers) registered at once; a new one past it is refused with 503 until one leaves.
+    max_replicas: int = Field(default=10_000, ge=1)
     #: Longest capability key or string value, in characters.
     max_capability_chars: int = Field(default=256, ge=8)
     #: Endpoint addresses a replica or engine may register although they are refused by default

@@ -46,6 +46,10 @@ class DuplicateReplica(AnyServeError):
     code = "ALREADY_EXISTS"
 
 
+class RegistryFull(Unavailable):
+    """A new replica id while ``router.max_replicas`` live replicas are registered (503: a place may free up)."""
+
+
 class WrongReplicaKey(PermissionDenied):
     """A heartbeat or deregistration for a replica id without the key that replica registered with (403)."""
 

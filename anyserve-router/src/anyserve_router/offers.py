@@ -68,17 +68,22 @@ MAX_IN_FLIGHT = 2**31 - 1
 
 @dataclass(frozen=True)
 class RegistrationLimits:
-    """What one registration may hold (``router.max_capabilities``, ``max_capability_chars``) and where it may point."""
+    """What one registration may hold (``router.max_capabilities``, ``max_capability_chars``), where it may point,
+    and how many replicas the registry holds (``router.max_replicas``)."""
 
     max_capabilities: int = 256
     max_chars: int = 256
     addresses: AddressPolicy = DEFAULT_POLICY
+    max_replicas: int = 10_000
 
     @classmethod
     def of(cls, router: Any) -> RegistrationLimits:
         """From ``settings.router``; a bad ``allowed_endpoint_networks`` entry is a :class:`ConfigError`."""
         return cls(
-            router.max_capabilities, router.max_capability_chars, AddressPolicy.of(router.allowed_endpoint_networks)
+            router.max_capabilities,
+            router.max_capability_chars,
+            AddressPolicy.of(router.allowed_endpoint_networks),
+            router.max_replicas,
         )
 
 

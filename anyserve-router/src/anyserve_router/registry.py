@@ -29,7 +29,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from anyserve.capability import Capability
-from anyserve_router.errors import DuplicateReplica, InvalidRegistration, UnknownReplica, WrongReplicaKey
+from anyserve_router.errors import (
+    DuplicateReplica,
+    InvalidRegistration,
+    RegistryFull,
+    UnknownReplica,
+    WrongReplicaKey,
+)
 from anyserve_router.load_reports import check_signals, listing
 from anyserve_router.offers import (
     DEFAULT_LIMITS,
@@ -135,6 +141,24 @@ class ReplicaRegistry:
         offers = check_capabilities(capabilities, self.limits)
         status = check_status(status)
         now = self._now(now)
+        expired: list[str] = []
+        try:
+            return self._register(replica_id, endpoint, offers, now, status, link, protocol, key, expired)
+        finally:
+            self._left(*expired)
+
+    def _register(
+        self,
+        replica_id: str,
+        endpoint: str,
+        offers: tuple[Offer, ...],
+        now: float,
+        status: dict[str, Any] | None,
+        link: str | None,
+        protocol: str,
+        key: str | None,
+        expired: list[str],
+    ) -> ReplicaEntry:
         with self._lock:
             existing = self._replicas.get(replica_id)
             self.version += 1
@@ -153,6 +177,16 @@ class ReplicaRegistry:
                         f"{existing.age(now):.1f}s ago, ttl {self.ttl_seconds:g}s); refusing this registration. "
                         f"Give each replica a unique id, or stop the old one and retry after {self.ttl_seconds:g}s."
                     )
+                if existing is None and len(self._replicas) >= self.limits.max_replicas:
+                    # Silent entries the sweep has not reached yet make room first.
+                    for rid in [rid for rid, r in self._replicas.items() if not self._alive(r, now)]:
+                        self._gone[rid] = (now, self._replicas.pop(rid).offers)
+                        expired.append(rid)
+                    if len(self._replicas) >= self.limits.max_replicas:
+                        raise RegistryFull(
+                            f"the router holds {self.limits.max_replicas} replicas (router.max_replicas); "
+                            "this one can register once another leaves"
+                        )
                 replica = ReplicaEntry(
                     replica_id,
                     endpoint,
