@@ -9,8 +9,7 @@ from __future__ import annotations
 import pytest
 
 from anyserve.errors import InvalidRequest, NotFound
-from anyserve_router.errors import WrongReplicaKey
-from anyserve_router.errors import RegistryFull
+from anyserve_router.errors import RegistryFull, WrongReplicaKey
 from anyserve_router.offers import RegistrationLimits
 from anyserve_router.registry import DuplicateReplica, InvalidRegistration, ReplicaRegistry, UnknownReplica
 from anyserve_router.selection import candidates
