@@ -300,7 +300,8 @@ def test_forget_drops_a_replica_and_its_blocks():
     scorer.observe(RouteRequest(CHAT, prompt="a" * 64), pool[0])
     scorer.observe(RouteRequest(CHAT, prompt="b" * 64), pool[1])
     scorer.forget("r0")
-    assert scorer.score(RouteRequest(CHAT, prompt="a" * 64), pool) == [0.0, 0.0]
+    # "a" is now held nowhere: only the vacancy preference for the replica that holds nothing is left.
+    assert scorer.score(RouteRequest(CHAT, prompt="a" * 64), pool) == [0.5, 0.0]
     assert scorer.score(RouteRequest(CHAT, prompt="b" * 64), pool) == [0.0, 1.0]
     assert scorer.tracked() == {"r1": 4}
     scorer.forget("never-seen")
@@ -391,3 +392,21 @@ def test_a_corrupt_or_oversized_state_file_is_ignored(tmp_path: Path, caplog: py
 def test_a_pipeline_without_learners_saves_nothing(tmp_path: Path):
     assert pipeline({}).save(tmp_path / "state") == []
     assert not (tmp_path / "state").exists()
+
+
+def test_a_prefix_nobody_holds_goes_where_least_is_held():
+    """Three system prompts on three replicas, and a fourth arrives: it goes to the one caching nothing yet."""
+    scorer = PrefixAffinity(block_chars=64)
+    pool = replicas(4)
+    for i, system in enumerate((SYSTEM_A, SYSTEM_B, "You translate French into English. " * 14)):
+        scorer.observe(conversation(system, 1), pool[i])
+    fourth = conversation("You write haiku about the sea and nothing else. " * 10, 1)
+    assert scorer.depths(fourth.prefix_blocks(64)) == {}
+    scores = scorer.score(fourth, pool)
+    assert scores[3] == max(scores) > 0.0 and scores[:3] == [pytest.approx(s, abs=0.2) for s in scores[:3]]
+    p = pipeline({"ANYSERVE_ROUTING_SCORERS": "prefix=2,least_load=1"})
+    learned = p.scorers[0].impl
+    for i, system in enumerate((SYSTEM_A, SYSTEM_B, "You translate French into English. " * 14)):
+        learned.observe(conversation(system, 1), pool[i])
+    assert p.choose(fourth, replicas(4)).id == "r3"
+    assert p.choose(fourth, replicas(4, r3=3)).id != "r3"  # emptiness does not outweigh a queue

@@ -42,6 +42,9 @@ DEFAULT_MAX_REPLICAS = 1024
 #: About 40 MB of index at most, whatever the replica count.
 DEFAULT_MAX_TOTAL_BLOCKS = 262_144
 DEFAULT_LOAD_FACTOR = 1.5
+#: Most a replica scores for holding less than the others, for a prefix nobody holds: a full request of load
+#: difference under ``least_load`` (1 against 0.5) at weight 1, so emptiness decides between near-equal loads.
+VACANCY = 0.5
 #: Cache holders nominated into a sampled decision: enough that one over its load bound leaves others.
 NOMINEES = 8
 #: Blocks a snapshot holds at most, over every replica: its file stays a few MiB whatever the bounds above.
@@ -99,14 +102,29 @@ class PrefixAffinity:
         if len(blocks) < self.min_blocks or not self._holders:
             return scores
         depths = self.depths(blocks)
-        if depths:
-            total = len(blocks)
-            bound = load_bound(candidates, self.load_factor)
-            for i, candidate in enumerate(candidates):
-                depth = depths.get(candidate.id)
-                if depth and candidate.load <= bound:
-                    scores[i] = depth / total
+        bound = load_bound(candidates, self.load_factor)
+        if not depths:
+            return self._vacancy(candidates, bound)
+        total = len(blocks)
+        for i, candidate in enumerate(candidates):
+            depth = depths.get(candidate.id)
+            if depth and candidate.load <= bound:
+                scores[i] = depth / total
         return scores
+
+    def _vacancy(self, candidates: Sequence[Candidate], bound: int) -> list[float]:
+        """A prefix no replica holds: up to :data:`VACANCY` for the candidates holding least, so new prefixes spread.
+
+        As SGLang's cache-aware policy sends an unmatched prompt to the
+        smallest tree: without it, a tie on load sends a fourth system
+        prompt to an engine already caching another while an empty one
+        idles (bench/routing_bench.py's quick run).
+        """
+        held = [len(self._replicas.get(c.id, ())) for c in candidates]
+        most = max(held)
+        if not most:
+            return [0.0] * len(candidates)
+        return [VACANCY * (1.0 - n / most) if c.load <= bound else 0.0 for n, c in zip(held, candidates, strict=True)]
 
     def nominate(self, request: RouteRequest, ids: Sequence[str]) -> list[str]:
         """The replicas holding the most of the request's prefix (at most :data:`NOMINEES`), deepest first."""
