@@ -185,10 +185,9 @@ def test_worker_picks_the_most_specific_handler(catalog):
 
 def test_router_registry_routes_to_the_preferred_replica(pm, catalog):
     registry_mod = pytest.importorskip("anyserve_router.registry")
-    from anyserve_router.selection import candidates, choose
-
     from anyserve.routing import RouteRequest
     from anyserve.routing.pipeline import default_pipeline
+    from anyserve_router.selection import candidates, choose
 
     pipeline = default_pipeline(pm)
 
