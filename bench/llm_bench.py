@@ -28,16 +28,13 @@ bench/results/llm-latest.md (+ .json); bench/README.md explains the set-up.
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import datetime
 import importlib.metadata
 import os
 import platform
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -53,7 +50,7 @@ import llm_systems  # noqa: E402
 import results_files  # noqa: E402
 from llm_catalog import SYSTEMS  # noqa: E402
 from llm_systems import FRONT_CPU, MODEL, Context, Unavailable, log  # noqa: E402
-from processes import Processes  # noqa: E402
+from processes import Processes, start_run  # noqa: E402
 from side_venv import IndexUnreachable, SideVenv  # noqa: E402
 
 LOADGEN = SideVenv(
@@ -270,16 +267,7 @@ def cpu_model() -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = datetime.datetime.now()
-    work = Path(tempfile.mkdtemp(prefix="llm-bench-"))
-    procs = Processes(work, cwd=work)
-    atexit.register(procs.stop_all)
-
-    def on_signal(signum, _frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    os.sched_setaffinity(0, {int(FRONT_CPU)})
+    work, procs = start_run("llm-bench-", FRONT_CPU)
     log(f"llm_bench: logs and guidellm reports in {work}")
     try:
         return _run(args, started, work, procs)

@@ -240,7 +240,7 @@ def markdown(run: dict[str, Any]) -> str:
         comb = entry.get("combined")
         if not comb or comb.get("output_tps") is None:
             reason = entry.get("unavailable") or entry.get("error") or "no successful request"
-            lines.append(f"| {label} | not available: {_one_line(reason)} | | | | | | | |")
+            lines.append(f"| {label} | not available: {one_line(reason)} | | | | | | | |")
             continue
         direct = floor(results, key) or {}
         rel = direct.get("output_tps")
@@ -308,21 +308,24 @@ def markdown(run: dict[str, Any]) -> str:
                    "commands": run["engines"]["commands"], "notes": ""}, *results.values()]:  # fmt: skip
         lines += [f"**{entry['label']}**" + (f" — {entry['notes']}" if entry.get("notes") else ""), ""]
         if entry.get("commands"):
-            lines += ["```", *[_relative(c, run) for c in entry["commands"]], "```", ""]
+            lines += ["```", *[relative(c, run) for c in entry["commands"]], "```", ""]
         elif entry.get("unavailable"):
             lines += [f"not available: {entry['unavailable']}", ""]
     lines += [
         "Load generator, for each system (direct: one per engine server, each with half the streams and requests):",
         "",
         "```",
-        _relative(run["guidellm_command"], run),
+        relative(run["guidellm_command"], run),
         "```",
         "",
-        "## Environment",
-        "",
     ]
-    for name, value in run["versions"].items():
-        lines.append(f"- {name}: {value}")
+    return "\n".join(lines + environment(run))
+
+
+def environment(run: dict[str, Any]) -> list[str]:
+    """The report's last section: versions, the machine, and how busy it was with other work."""
+    lines = ["## Environment", ""]
+    lines += [f"- {name}: {value}" for name, value in run["versions"].items()]
     lines += [
         f"- machine: {run['cpu']}, {run['cores']} cores; load average at start {run['loadavg_start']}, "
         f"at end {run.get('loadavg_end', '?')}",
@@ -330,13 +333,13 @@ def markdown(run: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v * 100:.0f}%" for k, v in run["background"].items()),
         "",
     ]
-    return "\n".join(lines)
+    return lines
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     first = str(text).strip().splitlines()[0] if str(text).strip() else str(text)
     return first.replace("|", "/")[:300]
 
 
-def _relative(command: str, run: dict[str, Any]) -> str:
+def relative(command: str, run: dict[str, Any]) -> str:
     return command.replace(run["root"] + "/", "").replace(run["work"], "$WORK")

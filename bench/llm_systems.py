@@ -59,6 +59,22 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         conn.close()
 
 
+def wait_engines(urls: list[str], started: list[Managed], timeout: float = 60.0) -> None:
+    """Each engine healthy (``GET /health``) and through one chat, within ``timeout``; ``RuntimeError`` with its log."""
+    deadline = time.monotonic() + timeout
+    for url, proc in zip(urls, started, strict=True):
+        while True:
+            if not proc.alive():
+                raise RuntimeError(f"{proc.name} exited ({proc.proc.returncode}):\n{proc.tail()}")
+            with contextlib.suppress(OSError):
+                if http_get(url + "/health")[0] == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{proc.name} not healthy within {timeout:g}s:\n{proc.tail()}")
+            time.sleep(0.2)
+        chat_once(url)
+
+
 def chat_once(base: str, max_tokens: int = 4, timeout: float = 60.0) -> int:
     """One streamed chat completion; the number of content deltas. Raises on any failure."""
     parts = urlsplit(base)
@@ -181,18 +197,10 @@ def start_engines(procs: Processes, binary: Path, count: int, slots: int, thread
         started.append(procs.start(f"engine-{i + 1}", cmd, ENGINE_CPU))
         urls.append(f"http://127.0.0.1:{port}")
         commands.append(f"taskset -c {ENGINE_CPU} " + " ".join(cmd))
-    deadline = time.monotonic() + 60
-    for url, proc in zip(urls, started, strict=True):
-        while True:
-            if not proc.alive():
-                raise SystemExit(f"llm_bench: {proc.name} exited ({proc.proc.returncode}):\n{proc.tail()}")
-            with contextlib.suppress(OSError):
-                if http_get(url + "/health")[0] == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"llm_bench: {proc.name} not healthy within 60s:\n{proc.tail()}")
-            time.sleep(0.2)
-        chat_once(url)
+    try:
+        wait_engines(urls, started)
+    except RuntimeError as exc:
+        raise SystemExit(f"llm_bench: {exc}") from None
     return Engines(urls, started, commands, version_line.split(":", 1)[1].strip())
 
 

@@ -5,12 +5,14 @@ Used by ``bench/run.py`` and ``bench/llm_bench.py`` (scripts; this module is imp
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,25 @@ ROOT = HERE.parent
 SERVERS = HERE / "servers"
 SERVER_CPU = 0
 CLIENT_CPU = 1
+
+
+def start_run(prefix: str, cpu: int | str) -> tuple[Path, Processes]:
+    """A benchmark run's work folder and process table, this process pinned to ``cpu``.
+
+    Everything started is stopped at exit, and on SIGTERM or SIGHUP too
+    (a run killed from outside leaves no engine or router behind).
+    """
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    procs = Processes(work, cwd=work)
+    atexit.register(procs.stop_all)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    os.sched_setaffinity(0, {int(cpu)})
+    return work, procs
 
 
 def free_port() -> int:

@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import datetime
 import os
 import platform
-import signal
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -45,7 +42,7 @@ import routing_workload  # noqa: E402
 from llm_bench import PEERS, cpu_model, versions  # noqa: E402
 from llm_report import percentile  # noqa: E402
 from llm_systems import ENGINE_CPU, FRONT_CPU, Context, Unavailable, log  # noqa: E402
-from processes import Managed, Processes  # noqa: E402
+from processes import Managed, Processes, start_run  # noqa: E402
 from side_venv import IndexUnreachable  # noqa: E402
 
 #: (full, --quick) defaults; any of them can be given on the command line.
@@ -218,16 +215,7 @@ def measure(ctx: Context, system: routing_systems.RoutingSystem, workload, args)
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = datetime.datetime.now()
-    work = Path(tempfile.mkdtemp(prefix="routing-bench-"))
-    procs = Processes(work, cwd=work)
-    atexit.register(procs.stop_all)
-
-    def on_signal(signum, _frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    os.sched_setaffinity(0, {int(FRONT_CPU)})
+    work, procs = start_run("routing-bench-", FRONT_CPU)
     log(f"routing_bench: logs in {work}")
     try:
         return _run(args, started, work, procs)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from llm_report import percentile
+from llm_report import environment, one_line, percentile, relative
 
 #: Below this share of its prompt read from cache a request counts as a miss (the chat template's first tokens are
 #: shared by every prompt, so a request is seldom at exactly 0).
@@ -190,7 +190,7 @@ def markdown(run: dict[str, Any]) -> str:
         s = entry.get("summary") or {}
         if s.get("ttft_p50") is None:
             reason = entry.get("unavailable") or entry.get("error") or "no successful request"
-            lines.append(f"| {entry['label']} | not available: {_one_line(reason)} |" + " |" * 8)
+            lines.append(f"| {entry['label']} | not available: {one_line(reason)} |" + " |" * 8)
             continue
         ratio = f"{s['ttft_p50'] / base:.2f}x" if base else "—"
         cpu = s.get("front_cpu_share")
@@ -274,29 +274,11 @@ def markdown(run: dict[str, Any]) -> str:
     for name, measured, met in targets(results):
         lines.append(f"| {name} | {measured} | {'—' if met is None else ('✅' if met else '❌')} |")
     lines += ["", "## Systems and command lines", "", "**engines** (started afresh for each system)", "", "```"]
-    lines += [_relative(c, run) for c in run["engine_commands"]] + ["```", ""]
+    lines += [relative(c, run) for c in run["engine_commands"]] + ["```", ""]
     for entry in results.values():
         lines += [f"**{entry['label']}**" + (f" — {entry['notes']}" if entry.get("notes") else ""), ""]
         if entry.get("commands"):
-            lines += ["```", *[_relative(c, run) for c in entry["commands"]], "```", ""]
+            lines += ["```", *[relative(c, run) for c in entry["commands"]], "```", ""]
         elif entry.get("unavailable"):
             lines += [f"not available: {entry['unavailable']}", ""]
-    lines += ["## Environment", ""]
-    lines += [f"- {name}: {value}" for name, value in run["versions"].items()]
-    lines += [
-        f"- machine: {run['cpu']}, {run['cores']} cores; load average at start {run['loadavg_start']}, at end "
-        f"{run['loadavg_end']}",
-        "- background load (share of both cores busy with other processes, 1 s before each system): "
-        + ", ".join(f"{k} {v * 100:.0f}%" for k, v in run["background"].items()),
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _one_line(text: str) -> str:
-    first = str(text).strip().splitlines()[0] if str(text).strip() else str(text)
-    return first.replace("|", "/")[:300]
-
-
-def _relative(command: str, run: dict[str, Any]) -> str:
-    return command.replace(run["root"] + "/", "").replace(run["work"], "$WORK")
+    return "\n".join(lines + environment(run))

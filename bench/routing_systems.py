@@ -20,7 +20,6 @@ import contextlib
 import os
 import re
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,18 +55,7 @@ def start_engines(procs: Processes, binary: Path, tag: str, count: int, slots: i
         started.append(procs.start(f"{tag}-engine-{i + 1}", cmd, ENGINE_CPU))
         urls.append(f"http://127.0.0.1:{port}")
         commands.append(f"taskset -c {ENGINE_CPU} " + " ".join(cmd))
-    deadline = time.monotonic() + 60
-    for url, proc in zip(urls, started, strict=True):
-        while True:
-            if not proc.alive():
-                raise RuntimeError(f"{proc.name} exited ({proc.proc.returncode}):\n{proc.tail()}")
-            with contextlib.suppress(OSError):
-                if http_get(url + "/health")[0] == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{proc.name} not healthy within 60s:\n{proc.tail()}")
-            time.sleep(0.2)
-        llm_systems.chat_once(url)
+    llm_systems.wait_engines(urls, started)
     return Engines(urls, started, commands, engine_version(binary))
 
 
