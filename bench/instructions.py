@@ -123,7 +123,8 @@ def count(
     store: Path,
 ) -> dict[str, float]:
     """Start router + replica under callgrind with ``python``; instructions per request by role."""
-    work = Path(tempfile.mkdtemp(prefix=f"instructions-{name.replace(' ', '-')}-", dir=procs.work))
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)  # a file name, and no "%" that valgrind's own would expand
+    work = Path(tempfile.mkdtemp(prefix=f"instructions-{slug}-", dir=procs.work))
     config = anyserve_config(work, "instructions", store)
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--trace-children=yes",
                 f"--callgrind-out-file={work}/callgrind.%p"]  # fmt: skip
