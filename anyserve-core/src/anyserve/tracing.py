@@ -247,15 +247,6 @@ def start(
     return tracer.start_span(name, context=parent_of(traceparent, tracestate), kind=SpanKind[kind], attributes=attrs)
 
 
-def hop(
-    name: str, meta: RequestMeta, *, kind: str = "SERVER", attributes: Mapping[str, Any] | None = None
-) -> Span | None:
-    """An agent's or a worker's span for ``meta``'s request, as :func:`start` makes it; ``None`` if not sampled."""
-    if not sampled(meta.traceparent):
-        return None
-    return start(name, meta, kind=kind, attributes=attributes)
-
-
 def marked_unsampled(meta: RequestMeta, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The next hop's ``pairs`` for a request this hop did not sample, so the next hop does not sample it either.
 
@@ -314,7 +305,9 @@ def enter(span: Span) -> Entered:
 def enter_http(front: str, scope: Mapping[str, Any]) -> Entered | None:
     """The router's server span for an HTTP request, continuing the client's ``traceparent`` if it sent one.
 
-    ``None`` when the request is not sampled (:func:`sampled`).
+    ``None`` when the request is not sampled (:func:`sampled`); one that came
+    without a ``traceparent`` then gets a "not sampled" one among its headers,
+    which every later hop reads.
     """
     traceparent = tracestate = ""
     for name, value in scope["headers"]:
@@ -323,6 +316,8 @@ def enter_http(front: str, scope: Mapping[str, Any]) -> Entered | None:
         elif name == b"tracestate":
             tracestate = value.decode("latin-1")
     if not sampled(traceparent):
+        if not traceparent:  # the decision travels on in the request's own headers, read into its RequestMeta
+            scope["headers"].append((b"traceparent", unsampled_parent().encode()))
         return None
     path = scope.get("path", "")
     attributes = {"http.request.method": scope.get("method", ""), "url.path": path, "anyserve.front": front}

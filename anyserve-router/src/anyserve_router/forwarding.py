@@ -232,7 +232,9 @@ class Router:
         untraced = self.forward
 
         async def forward(meta: RequestMeta, call: Callable[[Target, Metadata], Awaitable[T]], **kwargs: Any) -> Any:
-            if not tracing.recording():  # not sampled: no span, and the replica is told so
+            if meta.traceparent and not tracing.sampled(meta.traceparent):  # the decision, in what travels on
+                return await untraced(meta, call, **kwargs)
+            if not tracing.recording():  # not sampled (the gRPC front's choice): no span, and the replica is told so
                 if meta.traceparent:  # the caller's decision travels on as it came
                     return await untraced(meta, call, **kwargs)
                 unsampled = (names.TRACEPARENT_KEY, tracing.unsampled_parent())

@@ -228,7 +228,8 @@ class Agent:
         """
         start = time.perf_counter()
         label, code = UNMATCHED, "OK"
-        span = None if tracing.tracer is None else self._span("agent infer", meta)
+        sampled = tracing.tracer is not None and tracing.sampled(meta.traceparent)
+        span = self._span("agent infer", meta) if sampled else None
         traced = None if span is None else tracing.enter(span)
         try:
             self._check_size("request", len(payload))
@@ -271,11 +272,8 @@ class Agent:
                 tracing.leave_with_code(traced, code)
 
     def _span(self, name: str, meta: RequestMeta) -> Any:
-        """The agent's span for a request: a child of the caller's (the router's) through ``traceparent``.
-
-        ``None`` when the request is not sampled (the caller said so, or this replica is its first hop).
-        """
-        return tracing.hop(name, meta, attributes={"anyserve.replica_id": self.replica_id})
+        """The agent's span for a sampled request: a child of the caller's (the router's) through ``traceparent``."""
+        return tracing.start(name, meta, attributes={"anyserve.replica_id": self.replica_id})
 
     def _worker_lost(self, slot: WorkerSlot, meta: RequestMeta, exc: Unavailable) -> Unavailable:
         """A worker that died mid-request: its pid and socket go to the log, the caller gets what happened.
@@ -340,7 +338,8 @@ class Agent:
             meta = meta.with_query(query_from_request(request.model_name, request.model_version, request.parameters))
         start = time.perf_counter()
         label, code = UNMATCHED, "CANCELLED"
-        traced = None if tracing.tracer is None else self._span("agent stream", meta)
+        sampled = tracing.tracer is not None and tracing.sampled(meta.traceparent)
+        traced = self._span("agent stream", meta) if sampled else None
         try:
             try:
                 chosen = await self._worker_for(meta, True)

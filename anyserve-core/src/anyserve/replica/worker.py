@@ -155,7 +155,7 @@ class WorkerHost:
             return b""
         meta = RequestMeta.from_metadata(fields.items())
         handler = self._chosen(meta, stream=False)
-        span = None if tracing.tracer is None else self._span(handler, meta)
+        span = None if tracing.tracer is None or not tracing.sampled(meta.traceparent) else self._span(handler, meta)
         traced = None if span is None else tracing.enter(span)
         try:
             request = parse_request(payload)
@@ -193,10 +193,9 @@ class WorkerHost:
                 tracing.leave(traced)
 
     def _span(self, handler: Handler, meta: RequestMeta) -> Any:
-        """The worker's span for a request, a child of the agent's through the frame's ``traceparent``; ``None``
-        when the request is not sampled."""
+        """The worker's span for a sampled request: a child of the agent's through the frame's ``traceparent``."""
         attributes = {"anyserve.worker_id": self.worker_id, "anyserve.handler": handler.name}
-        return tracing.hop(f"worker {handler.name}", meta, kind="INTERNAL", attributes=attributes)
+        return tracing.start(f"worker {handler.name}", meta, kind="INTERNAL", attributes=attributes)
 
     @staticmethod
     def _response_bytes(result: Any, handler: Handler, request: ModelInferRequest) -> bytes:
@@ -227,7 +226,7 @@ class WorkerHost:
         context = self._context(meta)
         loop = asyncio.get_running_loop()
         outbox = Outbox(threaded=not handler.is_async)
-        traced = None if tracing.tracer is None else self._span(handler, meta)
+        traced = None if tracing.tracer is None or not tracing.sampled(meta.traceparent) else self._span(handler, meta)
         stream = Stream(outbox.put, model_name=request.model_name, request_id=request.id, room=outbox.room)
         args = (request, context, stream) if handler.arity == 3 else (request, stream)
 
