@@ -37,6 +37,7 @@ from anyserve_router.capacity import Capacity
 from anyserve_router.deadlines import Deadlines
 from anyserve_router.errors import NoCapacity, NoMatch, ReplicaUnreachable, UnknownReplica
 from anyserve_router.metrics import ROUTED, RouterMetrics
+from anyserve_router.no_match import Messages
 from anyserve_router.registry import KSERVE, Lease, ReplicaRegistry
 from anyserve_router.upstream import Metadata, Target, Upstream, UpstreamError, UpstreamStream
 
@@ -54,9 +55,6 @@ METADATA_TIMEOUT = 10.0
 DEFAULT_DEADLINE = 300.0
 #: Seconds a client told "not now" (503) is asked to wait before it retries.
 RETRY_AFTER_SECONDS = 1
-_SHOWN_CAPABILITIES = 20
-#: Most characters of known capabilities a 404 message shows.
-_SHOWN_CHARS = 2000
 
 
 class ReplicaFailed(AnyServeError):
@@ -117,8 +115,8 @@ class Router:
         self.capacity = Capacity(
             registry, matcher, wait_seconds=capacity_wait_seconds, grace_seconds=startup_grace_seconds
         )
-        #: The 404 message's list of known capabilities, and the registry version it was made at.
-        self._known: tuple[int, str] | None = None
+        #: What a 404 or a 502 tells the client.
+        self.messages = Messages(registry, matcher, self.matches)
         #: Prometheus metrics; the choice below names the routed capability for them (``ROUTED``).
         self.metrics = RouterMetrics(registry, enabled=metrics)
 
@@ -162,7 +160,7 @@ class Router:
             anyone = self._least_loaded(exclude)
             if anyone is not None:
                 return anyone
-        raise NoMatch(self._no_match_message(query, exclude, delegated_from, stream))
+        raise NoMatch(self.messages.no_match(query, exclude, delegated_from, stream))
 
     def _least_loaded(self, exclude: set[str] | frozenset[str]) -> Target | None:
         entries = []
@@ -180,42 +178,6 @@ class Router:
         least = min(r.load for r in entries)
         replica = random.choice([r for r in entries if r.load == least])
         return Target(replica.id, replica.endpoint, replica.link)
-
-    def _no_match_message(
-        self,
-        query: Mapping[str, str],
-        exclude: set[str] | frozenset[str],
-        delegated_from: str | None,
-        stream: bool | None,
-    ) -> str:
-        shown_query = dumps(dict(query)).decode()
-        if stream is not None and selection.candidates(
-            self.registry, query, self.matcher, exclude=exclude, stream=not stream, cache=self.matches
-        ):
-            if stream:
-                return f"{shown_query} is served only as a unary call, not as a stream: use POST /infer"
-            return f"{shown_query} is served only as a stream: use POST /infer/stream (gRPC: ModelStreamInfer)"
-        shown = self._known_capabilities()
-        others = [i for i in exclude if i != delegated_from]
-        why = ""
-        if delegated_from is not None:
-            why += f" other than {delegated_from!r} (which delegated the request)"
-        if others:
-            why += f" ({len(others)} did not answer)"
-        return f"no live replica{why} offers a capability matching {shown_query}; known: {shown}"
-
-    def _known_capabilities(self) -> str:
-        """What a 404 lists, made once per registry version: unmatched requests must not each sort every offer."""
-        version = self.registry.version
-        if self._known is None or self._known[0] != version:
-            known = self.registry.known_capabilities()
-            shown = ", ".join(dumps(c).decode() for c in known[:_SHOWN_CAPABILITIES]) or "none (no live replicas)"
-            if len(shown) > _SHOWN_CHARS:
-                shown = shown[:_SHOWN_CHARS] + "..."
-            if len(known) > _SHOWN_CAPABILITIES:
-                shown += f" and {len(known) - _SHOWN_CAPABILITIES} more"
-            self._known = (version, shown)
-        return self._known[1]
 
     def lookup(self, query: Mapping[str, str]) -> Target:
         """Discovery: the replica a request for ``query`` would go to now (no lease taken)."""
@@ -360,7 +322,7 @@ class Router:
             except BaseException:
                 lease.release()
                 raise
-        raise ReplicaUnreachable(self._unreachable_message(meta, len(failed)))
+        raise ReplicaUnreachable(self.messages.unreachable(meta, len(failed)))
 
     async def _await_capacity(
         self,
@@ -376,7 +338,7 @@ class Router:
         while True:
             expected = self.capacity.expected(query, stream=stream, exclude=exclude, protocols=protocols)
             if expected is None:
-                raise NoMatch(self._no_match_message(query, exclude, meta.delegated_from, stream))
+                raise NoMatch(self.messages.no_match(query, exclude, meta.delegated_from, stream))
             reason, holds_until = expected
             if await self.capacity.changed(version, min(until, holds_until)):
                 return
@@ -404,16 +366,6 @@ class Router:
         return DeadlineExceeded(
             f"no answer for {shown} before the request's deadline ({where}) passed (request {meta.request_id or '-'})"
         )
-
-    @staticmethod
-    def _unreachable_message(meta: RequestMeta, tried: int) -> str:
-        """Which replicas and where stay in the router's log; the client learns what happened."""
-        shown = dumps(dict(meta.query)).decode()
-        if tried > 1:
-            what = f"the {tried} replicas tried for {shown} did not answer"
-        else:
-            what = f"the replica chosen for {shown} did not answer and no other live replica matches"
-        return f"{what} (request {meta.request_id or '-'}; the router's log names them)"
 
     async def infer(self, meta: RequestMeta, payload: bytes, receive: Receive | None = None) -> tuple[Target, bytes]:
         """Unary ModelInfer: serialised request in, the serving replica and serialised response out.
