@@ -36,7 +36,7 @@ from anyserve_router.errors import (
     UnknownReplica,
     WrongReplicaKey,
 )
-from anyserve_router.load_reports import check_signals, listing
+from anyserve_router.load_reports import check_signals
 from anyserve_router.offers import (
     DEFAULT_LIMITS,
     Offer,
@@ -342,25 +342,7 @@ class ReplicaRegistry:
         """
         now = self._now(now)
         with self._lock:
-            replicas = sorted(self._replicas.values(), key=lambda r: r.id)
-            return [
-                {
-                    "replica_id": r.id,
-                    "endpoint": r.endpoint,
-                    "link": r.link,
-                    "capabilities": r.capabilities,
-                    "healthy": self._alive(r, now),
-                    "last_heartbeat_age_s": round(r.age(now), 3),
-                    "in_flight": r.load,
-                    "router_in_flight": r.in_flight,
-                    "reported_in_flight": r.reported_in_flight,
-                    "registered_at": r.registered_at,
-                    **({"status": r.status} if r.status else {}),
-                    **({"signals": r.signals} if r.signals else {}),
-                    **({"offer_signals": listing(r.offer_signals)} if r.offer_signals else {}),
-                }
-                for r in replicas
-            ]
+            return [r.listed(now, self._alive(r, now)) for r in sorted(self._replicas.values(), key=lambda r: r.id)]
 
     def known_capabilities(self, now: float | None = None) -> list[dict[str, Any]]:
         """The distinct capabilities live replicas offer (runtime keys left out), for 404 messages."""

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 from anyserve.capability import Capability
-from anyserve_router.load_reports import OfferKey
+from anyserve_router.load_reports import OfferKey, listing
 from anyserve_router.offers import Offer
 
 #: What a registry entry's endpoint speaks: an anyserve replica (KServe v2), or an OpenAI-compatible engine server.
@@ -58,6 +58,24 @@ class ReplicaEntry:
     @property
     def capabilities(self) -> list[dict[str, Any]]:
         return [offer.to_dict() for offer in self.offers]
+
+    def listed(self, now: float, healthy: bool) -> dict[str, Any]:
+        """The entry as ``GET /registry`` lists it: plain JSON-ready values, the key never."""
+        return {
+            "replica_id": self.id,
+            "endpoint": self.endpoint,
+            "link": self.link,
+            "capabilities": self.capabilities,
+            "healthy": healthy,
+            "last_heartbeat_age_s": round(self.age(now), 3),
+            "in_flight": self.load,
+            "router_in_flight": self.in_flight,
+            "reported_in_flight": self.reported_in_flight,
+            "registered_at": self.registered_at,
+            **({"status": self.status} if self.status else {}),
+            **({"signals": self.signals} if self.signals else {}),
+            **({"offer_signals": listing(self.offer_signals)} if self.offer_signals else {}),
+        }
 
     def age(self, now: float) -> float:
         """Seconds since the last heartbeat (or registration)."""
