@@ -367,17 +367,19 @@ class Router:
             f"no answer for {shown} before the request's deadline ({where}) passed (request {meta.request_id or '-'})"
         )
 
-    async def infer(self, meta: RequestMeta, payload: bytes, receive: Receive | None = None) -> tuple[Target, bytes]:
+    async def infer(
+        self, meta: RequestMeta, payload: bytes, receive: Receive | None = None, route: RouteRequest | None = None
+    ) -> tuple[Target, bytes]:
         """Unary ModelInfer: serialised request in, the serving replica and serialised response out.
 
-        ``receive`` is the HTTP request's: a client that leaves cancels the call.
+        ``receive`` is the HTTP request's: a client that leaves cancels the call. ``route``: as for :meth:`forward`.
         """
         upstream = self.upstream
 
         def call(target: Target, md: Metadata) -> Awaitable[bytes]:
             return upstream.infer(target, payload, md)
 
-        done = await self.forward(meta, call, stream=False, receive=receive)
+        done = await self.forward(meta, call, stream=False, receive=receive, route=route)
         done.lease.release()
         return done.target, done.result
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -182,7 +182,7 @@ class OpenAIFront:
         # A capability served only the other way is served all the same: a unary answer as one chunk, a stream joined.
         route = replace(route, stream=not stream)
         if stream:
-            target, raw = await self._infer(meta, payload, request.receive, route)
+            target, raw = await self.state.router.infer(meta, payload, request.receive, route)
             response = _response(target, raw)
             events = self._events(req, meta.request_id)
             answer = events.response(response) + events.end()
@@ -267,19 +267,6 @@ class OpenAIFront:
             self.state.registry, query, router.matcher, stream=stream, cache=router.matches, protocols=ANY
         )
         return bool(found)
-
-    async def _infer(
-        self, meta: RequestMeta, payload: bytes, receive: Receive, route: RouteRequest
-    ) -> tuple[Target, bytes]:
-        """A unary-only capability called with ``stream``: one KServe v2 answer, routed on what the request says."""
-        router = self.state.router
-
-        def call(target: Target, md: Metadata) -> Awaitable[bytes]:
-            return router.upstream.infer(target, payload, md)
-
-        done = await router.forward(meta, call, stream=False, receive=receive, route=route)
-        done.lease.release()
-        return done.target, done.result
 
     async def _joined(
         self, meta: RequestMeta, payload: bytes, receive: Receive, route: RouteRequest
