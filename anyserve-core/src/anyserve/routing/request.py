@@ -59,10 +59,13 @@ class RouteRequest:
     #: Every id the query matched, when the candidates are a sample of them (``[routing] sample``): what a
     #: scorer that places by the whole set (the session ring) needs. The same tuple while the set is the same.
     matched: tuple[str, ...] | None = None
-    _blocks: dict[int, tuple[int, ...]] = field(default_factory=dict, repr=False, compare=False)
+    #: Block size -> the prompt's block hashes; made on first ask (most requests, KServe's, never ask).
+    _blocks: dict[int, tuple[int, ...]] | None = field(default=None, repr=False, compare=False)
 
     def prefix_blocks(self, block_chars: int = DEFAULT_BLOCK_CHARS) -> tuple[int, ...]:
         """The prompt's chained block hashes (:func:`block_hashes`), computed once per block size."""
+        if self._blocks is None:
+            self._blocks = {}
         found = self._blocks.get(block_chars)
         if found is None:
             found = block_hashes(self.prompt, block_chars) if self.prompt else ()
