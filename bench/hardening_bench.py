@@ -195,12 +195,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(args, started: dt.datetime, targets: list[interleaved.Target], background: float, counts) -> str:
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    commit = results_files.tree_label()
     base = targets[0]
     lines = [
         f"# What the hardening costs: router W1@64 — {started:%Y-%m-%d %H:%M} on {platform.node()}",
         "",
-        f"`python bench/hardening_bench.py` at {commit.stdout.strip()}; *before* is {args.base}, *now* "
+        f"`python bench/hardening_bench.py` at {commit}; *before* is {args.base}, *now* "
         f"{args.now or 'the working tree'}. Router -> agent -> "
         f"1 worker over unix for each system, all on CPU {SERVER_CPU}; the load (small protobuf echo over HTTP/1.1, "
         f"64 connections) from CPU {CLIENT_CPU}. Every system runs throughout; the load goes to one at a time in "

@@ -240,12 +240,8 @@ def versions(peers: Path | None, loadgen: Path, engine_version: str) -> dict[str
         except importlib.metadata.PackageNotFoundError:
             return "not installed"
 
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True)  # fmt: skip
-    modified = " (work tree modified)" if dirty.stdout.strip() else ""
     return {
-        "anyserve": f"{mine('anyserve-core')} at {commit.stdout.strip()}{modified}",
+        "anyserve": f"{mine('anyserve-core')} at {results_files.tree_label()}",
         "anyserve-engine-llamacpp": mine("anyserve-engine-llamacpp"),
         "llama-server": f"{engine_version} (llama.cpp of llama-cpp-python 0.3.36, bench/build_llama_server.sh)",
         "llama-cpp-python (in-replica plugin)": mine("llama_cpp_python"),

@@ -41,7 +41,7 @@ import instructions
 import interleaved
 import results_files
 from hardening_bench import start_system
-from processes import CLIENT_CPU, HERE, ROOT, SERVER_CPU, Processes, background_load, free_port, log
+from processes import CLIENT_CPU, HERE, SERVER_CPU, Processes, background_load, free_port, log
 
 OFF = {"ANYSERVE_ROUTER_METRICS": "false", "ANYSERVE_METRICS_PORT": "-1"}
 #: (W1 target, W3 target): the least share of *off*'s rate the system with metrics and tracing keeps.
@@ -134,11 +134,11 @@ def report(
     background: float,
     counts: dict[str, dict[str, float]],
 ) -> str:
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    commit = results_files.tree_label()
     lines = [
         f"# What metrics and tracing cost the router path — {started:%Y-%m-%d %H:%M} on {platform.node()}",
         "",
-        f"`python bench/observability_bench.py` at {commit.stdout.strip()}. Router -> agent -> 1 worker over unix "
+        f"`python bench/observability_bench.py` at {commit}. Router -> agent -> 1 worker over unix "
         f"for each system, all on CPU {SERVER_CPU}; the load from CPU {CLIENT_CPU}: W1, a small protobuf echo "
         f"over HTTP/1.1 on {interleaved.CONNECTIONS} connections, and W3, a 256-token stream over SSE on "
         f"{interleaved.STREAMS}. Every system runs throughout; the load goes to one at a time in turns of "

@@ -9,12 +9,25 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
+import subprocess
 from pathlib import Path
 from typing import Any
 
 from processes import HERE, log
 
 RESULTS = HERE / "results"
+
+
+def tree_label() -> str:
+    """The commit measured, as a report names it: ``abc1234``, or ``abc1234 + uncommitted changes`` (bench/ aside)."""
+    root = HERE.parent
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    changed = subprocess.run(
+        ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    label = head.stdout.strip() or "(no commit)"
+    return f"{label} + uncommitted changes" if changed.stdout.strip() else label
 
 
 def save(kind: str, started: dt.datetime, text: str, data: Any, out: Path | None = None) -> Path:

@@ -9,16 +9,20 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from kserve import Wire
 from processes import Process, free_port, run_anyserve
 
 from anyserve.metric_names import capability_label
+from anyserve.protocol import messages as pb
 
 
 def _cluster(kind: str) -> Iterator[tuple[str, Process]]:
     started: list[Process] = []
     try:
         port = free_port()
-        router = run_anyserve("router", "--port", str(port), env={"ANYSERVE_ACCESS_LOG": kind})
+        router = run_anyserve(
+            "router", "--port", str(port), "--grpc-port", str(free_port()), env={"ANYSERVE_ACCESS_LOG": kind}
+        )
         started.append(router)
         router.wait_for(" ready at ")
         url = f"http://127.0.0.1:{port}"
@@ -174,3 +178,40 @@ def test_a_path_with_an_encoded_newline_stays_one_json_object(json_cluster):
     [entry] = _entries(router, "hostile-2")
     assert entry["path"] == '/nothing\n{"forged":1}'
     assert not any(line.startswith('{"forged"') for line in router.output().splitlines())
+
+
+def _grpc_front(router: Process) -> Wire:
+    return Wire(re.search(r"KServe v2 gRPC at (127\.0\.0\.1:\d+)", router.output(settle=0)).group(1))
+
+
+def test_the_grpc_front_logs_each_call_and_each_stream_run(json_cluster):
+    """``ModelInfer`` and each run of ``ModelStreamInfer`` are entries of their own, with the call's code."""
+    _, router = json_cluster
+    request = pb.ModelInferRequest(model_name="chat", id="grpc-1")
+    tensor = request.inputs.add(name="messages", datatype="BYTES", shape=[1])
+    tensor.contents.bytes_contents.append(json.dumps([{"role": "user", "content": "a b c"}]).encode())
+    wire = _grpc_front(router)
+    try:
+        metadata = {"type": "chat", "model": "tiny-chat"}
+        wire.stub.ModelInfer(request, metadata=[("x-request-id", "grpc-unary-1"), *_capability(metadata)], timeout=30)
+        stream = wire.stub.ModelStreamInfer(
+            iter([request]), metadata=[("x-request-id", "grpc-stream-1"), *_capability(metadata)], timeout=30
+        )
+        assert list(stream)
+        with pytest.raises(Exception, match="NOT_FOUND"):
+            wire.stub.ModelInfer(request, metadata=[("x-request-id", "grpc-missing-1"), *_capability({"type": "none"})])
+    finally:
+        wire.close()
+    [unary] = _entries(router, "grpc-unary-1")
+    assert unary["method"] == "GRPC" and unary["path"] == "/inference.GRPCInferenceService/ModelInfer"
+    assert (unary["front"], unary["status"], unary["replica"]) == ("grpc", "OK", "llm-1")
+    assert "model=tiny-chat" in unary["capability"]
+    [run] = _entries(router, "grpc-stream-1")
+    assert run["path"] == "/inference.GRPCInferenceService/ModelStreamInfer"
+    assert (run["status"], run["replica"]) == ("OK", "llm-1")
+    [missing] = _entries(router, "grpc-missing-1")
+    assert (missing["status"], missing["capability"], missing["replica"]) == ("NOT_FOUND", None, None)
+
+
+def _capability(query: dict[str, str]) -> list[tuple[str, str]]:
+    return [(f"x-capability-{key}", value) for key, value in query.items()]

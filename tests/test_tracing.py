@@ -318,3 +318,37 @@ def test_a_handlers_call_through_the_router_continues_the_trace(start_router, st
     inner_route = next(s for s in spans(files["router"], 4) if s["parent_id"] == inner["span_id"])
     embed_agent = named(spans(files["embed"], 2, trace_id=trace_id), "agent infer")
     assert embed_agent["parent_id"] == inner_route["span_id"]
+
+
+def test_the_calls_an_unsampled_request_makes_are_traced_nowhere(start_router, start_replica, tmp_path):
+    """A caller's "not sampled" holds for the whole request: the handler's ``context.call`` and the delegation too.
+
+    The router samples every new trace here, so a call back to it that lost
+    the decision would start one of its own. The worker is sent no trace
+    fields for an unsampled request (it never decides for itself) and tells
+    the router "not sampled" on its calls.
+    """
+    files = {name: tmp_path / f"{name}.jsonl" for name in ("router", "chat", "embed", "heavy")}
+    router = start_router(**traced_env(files["router"]))
+    replicas = {
+        name: start_replica(f"cluster_apps:{name}", "--api-server", router.url, **traced_env(files[name]))
+        for name in ("chat", "embed", "heavy")
+    }
+    wait_registered(router.url, 3)
+    unsampled = {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-00"}
+    answer = httpx.post(
+        f"{router.url}/infer", json=BODY, headers={"X-Capability-Type": "pipeline", **unsampled}, timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    request = pb.ModelInferRequest(model_name="heavy", id="d1")
+    with grpc.insecure_channel(replicas["chat"].endpoint) as channel:
+        infer = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=pb.ModelInferRequest.SerializeToString,
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+        delegated = infer(request, metadata=(("x-capability-type", "heavy"), *unsampled.items()), timeout=30)
+    assert delegated.parameters["anyserve.delegated_from"].string_param
+    time.sleep(1.0)  # a span is written as its request ends: give a wrong one the time to show
+    written = {path.name: path.read_text()[:300] for path in files.values() if path.exists()}
+    assert not any(written.values()), written

@@ -16,7 +16,8 @@ caller's decision when its ``traceparent`` carries one, else
 ``sample_ratio``. A request that is not sampled costs a hop a few string
 operations and no span; the first hop passes on a ``traceparent`` saying
 "not sampled" (:func:`unsampled_parent`), so no later hop starts a trace of
-its own for it.
+its own for it. A worker never decides: its agent sends it a ``traceparent``
+only for a request it sampled (:func:`sampled_by_caller`).
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ import atexit
 import contextlib
 import contextvars
 import fcntl
+import itertools
 import json
 import logging
 import os
 import random
 import sys
-from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from anyserve.errors import ConfigError
@@ -52,7 +54,10 @@ _provider: Any = None
 #: The share of requests without a caller's decision that this process samples (``[tracing] sample_ratio``).
 _ratio = 1.0
 _random = random.random
-_bits = random.getrandbits
+#: An unsampled request's trace id: this process's random 96 bits, then a count; its parent id is this process's.
+_UNSAMPLED_PREFIX = f"00-{random.getrandbits(96):024x}"
+_UNSAMPLED_SUFFIX = f"-{random.getrandbits(64) | 1:016x}-00"
+_unsampled_count = itertools.count(1)
 
 log = logging.getLogger("anyserve.tracing")
 
@@ -169,16 +174,23 @@ def sampled(traceparent: str) -> bool:
     return _ratio >= 1.0 or _random() < _ratio
 
 
+def sampled_by_caller(traceparent: str) -> bool:
+    """Whether a hop that never decides for itself records: a worker, whose agent decided for it.
+
+    Only a ``traceparent`` saying "sampled" does; none means the agent did not
+    sample the request, and sent nothing rather than a "not sampled" one
+    (a field less to write and read per request).
+    """
+    return len(traceparent) == 55 and traceparent[54] in "13579bdfBDF"
+
+
 def unsampled_parent() -> str:
-    """A new ``traceparent`` saying "not sampled": what the first hop of a request it does not sample sends on."""
-    return f"00-{_bits(128) or 1:032x}-{_bits(64) or 1:016x}-00"
+    """A new ``traceparent`` saying "not sampled": what the first hop of a request it does not sample sends on.
 
-
-def recording() -> bool:
-    """Whether this task's current span records (a sampled request is being served)."""
-    from opentelemetry.trace import get_current_span
-
-    return get_current_span().is_recording()
+    Nothing records it, so its ids need only be unique, not unguessable:
+    a random prefix per process and a count, with no random draw per request.
+    """
+    return f"{_UNSAMPLED_PREFIX}{next(_unsampled_count) & 0xFFFFFFFF:08x}{_UNSAMPLED_SUFFIX}"
 
 
 # -- context <-> traceparent -------------------------------------------------------
@@ -213,9 +225,13 @@ def with_current(pairs: list[tuple[str, str]], context: Context | None = None) -
 
 
 def headers_with_current(headers: Mapping[str, str] | None) -> dict[str, str]:
-    """HTTP ``headers`` with the current span's trace context (a call back to the router)."""
+    """HTTP ``headers`` with the current span's trace context (a call back to the router).
+
+    With no span recording (the request is not sampled) the call says "not
+    sampled", so the router does not start a trace of its own for it.
+    """
     sent = {key: value for key, value in (headers or {}).items() if key.lower() not in _TRACE_KEYS}
-    sent.update(current_fields())
+    sent.update(current_fields() or {names.TRACEPARENT_KEY: unsampled_parent()})
     return sent
 
 
@@ -230,8 +246,9 @@ def start(
     attributes: Mapping[str, Any] | None = None,
     traceparent: str = "",
     tracestate: str = "",
+    context: Context | None = None,
 ) -> Span:
-    """A started span, a child of the trace ``meta`` (or ``traceparent``) carries; the caller ends it.
+    """A started span, a child of the trace ``meta`` (or ``traceparent``, or ``context``) carries; the caller ends it.
 
     Not made current: :func:`enter` or :func:`within` do that where it is
     safe (never across an async generator's ``yield``).
@@ -244,30 +261,8 @@ def start(
     attrs = dict(attributes or {})
     if meta is not None and meta.request_id:
         attrs[REQUEST_ID] = meta.request_id
-    return tracer.start_span(name, context=parent_of(traceparent, tracestate), kind=SpanKind[kind], attributes=attrs)
-
-
-def marked_unsampled(meta: RequestMeta, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The next hop's ``pairs`` for a request this hop did not sample, so the next hop does not sample it either.
-
-    A ``traceparent`` that came with the request is in ``pairs`` already and says so.
-    """
-    return pairs if meta.traceparent else [*pairs, (names.TRACEPARENT_KEY, unsampled_parent())]
-
-
-@contextlib.contextmanager
-def span(name: str, *, kind: str = "INTERNAL", attributes: Mapping[str, Any] | None = None) -> Iterator[Span]:
-    """A child of this process's current span, current around the block; an exception leaving it sets its status."""
-    from opentelemetry.trace import SpanKind, use_span
-
-    assert tracer is not None
-    current = tracer.start_span(name, kind=SpanKind[kind], attributes=dict(attributes or {}))
-    with use_span(current, end_on_exit=True, record_exception=False, set_status_on_exception=False):
-        try:
-            yield current
-        except BaseException as exc:
-            failed(current, exc)
-            raise
+    parent = context if context is not None else parent_of(traceparent, tracestate)
+    return tracer.start_span(name, context=parent, kind=SpanKind[kind], attributes=attrs)
 
 
 def failed(span: Span, exc: BaseException) -> None:
@@ -309,18 +304,15 @@ def enter_http(front: str, scope: Mapping[str, Any]) -> Entered | None:
     without a ``traceparent`` then gets a "not sampled" one among its headers,
     which every later hop reads.
     """
-    traceparent = tracestate = ""
-    for name, value in scope["headers"]:
-        if name == b"traceparent":
-            traceparent = value.decode("latin-1")
-        elif name == b"tracestate":
-            tracestate = value.decode("latin-1")
+    fields = dict(scope["headers"])  # one pass, in C
+    traceparent = fields.get(b"traceparent", b"").decode("latin-1")
     if not sampled(traceparent):
         if not traceparent:  # the decision travels on in the request's own headers, read into its RequestMeta
             scope["headers"].append((b"traceparent", unsampled_parent().encode()))
         return None
     path = scope.get("path", "")
     attributes = {"http.request.method": scope.get("method", ""), "url.path": path, "anyserve.front": front}
+    tracestate = fields.get(b"tracestate", b"").decode("latin-1")
     return enter(start(f"router {front} {path}", traceparent=traceparent, tracestate=tracestate, attributes=attributes))
 
 
@@ -385,15 +377,25 @@ def end(span: Span, code: str) -> None:
     span.end()
 
 
-@contextlib.contextmanager
-def route(meta: RequestMeta) -> Iterator[Span]:
-    """``router route``: the choice of a replica and the call to it, a child of the router's front span."""
+def route(meta: RequestMeta, call: Callable[[Any, list[tuple[str, str]]], T]) -> tuple[Callable[..., T], Span | None]:
+    """``call`` (a router's call to a replica) made to carry this hop's trace decision, and its span if it records.
+
+    With the front's span recording, a ``router route`` span (the choice of
+    a replica and the call to it, a child of the front's) is started and the
+    replica's span will be its child; the caller ends it (:func:`end`).
+    Otherwise (a gRPC call not sampled, which has no ``traceparent`` to pass
+    on) the replica is told "not sampled".
+    """
     from opentelemetry import trace
 
+    front = trace.get_current_span()
+    if not front.is_recording():
+        unsampled = (names.TRACEPARENT_KEY, unsampled_parent())
+        return (lambda target, md: call(target, [*md, unsampled])), None
     if meta.request_id:
-        trace.get_current_span().set_attribute(REQUEST_ID, meta.request_id)
-    with span("router route", kind="CLIENT", attributes=ids(meta)) as current:
-        yield current
+        front.set_attribute(REQUEST_ID, meta.request_id)
+    started = start("router route", kind="CLIENT", attributes=ids(meta), context=trace.set_span_in_context(front))
+    return (lambda target, md: call(target, pairs_of(started, list(md)))), started
 
 
 def leave_with_code(entered: Entered, code: str) -> None:

@@ -1,4 +1,9 @@
-"""The router's access log: one entry per HTTP request, as a text line or a JSON object (``router.access_log``).
+"""The router's access log: one entry per request, as a text line or a JSON object (``router.access_log``).
+
+HTTP requests (KServe, OpenAI) and the gRPC front's calls (a
+``ModelStreamInfer`` run counts as one request, as the metrics count it)
+have entries of the same fields; a gRPC entry's method is ``GRPC``, its
+path the RPC's, its status the gRPC code (``OK``, ``NOT_FOUND``...).
 
 Off by default: formatting and writing a line per request costs the router
 measurable CPU at thousands of requests a second. When off, nothing here
@@ -73,16 +78,17 @@ class Entry:
         "wall",
     )
 
-    def __init__(self, scope: Scope) -> None:
+    def __init__(self, method: str, path: str, front: str | None = None) -> None:
         self.started = time.perf_counter()
         self.wall = time.time()
-        self.method: str = scope["method"]
-        self.path: str = scope["path"]
-        self.front = front_of(self.path)
+        self.method = method
+        self.path = path
+        self.front = front or front_of(path)
         self.request_id: str | None = None
         self.capability: str | None = None
         self.replica: str | None = None
-        self.status: int | None = None
+        #: The HTTP status, or a gRPC call's code.
+        self.status: int | str | None = None
         self.tokens_in: int | None = None
         self.tokens_out: int | None = None
 
@@ -199,7 +205,7 @@ class LoggedRequestContext(RequestContext):
         self.logger = logger
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, app: App) -> None:
-        entry = Entry(scope)
+        entry = Entry(scope["method"], scope["path"])
         openai = entry.front == "openai"
 
         async def watching(message: Message) -> None:
@@ -215,6 +221,11 @@ class LoggedRequestContext(RequestContext):
         finally:
             if entry.request_id is None:  # no answer started (the client left): the id the request was given
                 entry.request_id = scope.get(REQUEST_ID_SCOPE)
-            routed = ROUTED.get()  # set where a replica was chosen, as the metrics count it
-            entry.capability = None if routed == UNMATCHED else routed
+            routed(entry)
             self.logger.info(entry.fields())
+
+
+def routed(entry: Entry) -> None:
+    """Name the capability the request was routed to on ``entry`` (as the metrics label it), or none."""
+    capability = ROUTED.get()  # set where a replica was chosen
+    entry.capability = None if capability == UNMATCHED else capability

@@ -273,8 +273,7 @@ def create_app(
     listen = getattr(upstream, "report_load", None)
     if listen is not None:
         listen(registry.note_load)
-    if tracing.tracer is not None:
-        router.trace()
+    router.traced = tracing.tracer is not None
     engines = Engines(registry)
     state = RouterState(settings, registry, router, encoder, upstream, engines, credentials)
     configured = [EngineSpec.of(e.url, e.id, e.capabilities, e.types) for e in settings.router.engines]

@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from anyserve import event_loop
+from anyserve import event_loop, gc_policy
 from anyserve.config import load_settings
 from anyserve.protocol.shapes import set_max_tensor_elements
 from anyserve_router.app import RouterApp, create_app
@@ -57,7 +57,9 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def _serve(server: uvicorn.Server, sock: socket.socket, host: str, app: RouterApp, grpc_port: int | None) -> None:
+async def _serve(
+    server: uvicorn.Server, sock: socket.socket, host: str, app: RouterApp, grpc_port: int | None, gc: str
+) -> None:
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():
         await asyncio.sleep(READY_POLL_SECONDS)
@@ -75,6 +77,7 @@ async def _serve(server: uvicorn.Server, sock: socket.socket, host: str, app: Ro
             await task
             raise typer.Exit(1) from None
         grpc_line = f", KServe v2 gRPC at {_url(host, bound).removeprefix('http://')}"
+    gc_policy.settle(gc)  # started: what start-up made lives as long as the process
     port = sock.getsockname()[1]
     scheme = "https" if app.state.anyserve.settings.tls.enabled else "http"
     typer.echo(f"anyserve router ready at {_url(host, port, scheme)}{grpc_line} (Ctrl-C to stop)")
@@ -121,6 +124,7 @@ def router(
     )
     level = log_level.value
     configure_logging(level)
+    gc = gc_policy.choice()  # ANYSERVE_GC, read before anything starts
     app = create_app(settings)
     set_max_tensor_elements(settings.replica.max_tensor_elements)  # the router decodes protobuf bodies too
     limits, warning = HttpLimits.of(settings.router)
@@ -149,6 +153,6 @@ def router(
     try:
         # As uvicorn.Server.run does: the event loop comes from the config (uvloop when installed).
         with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
-            runner.run(_serve(server, sock, settings.router.host, app, settings.router.grpc_port))
+            runner.run(_serve(server, sock, settings.router.host, app, settings.router.grpc_port, gc))
     finally:
         sock.close()

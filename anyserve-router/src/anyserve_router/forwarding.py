@@ -23,12 +23,12 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 from anyserve import tracing
 from anyserve.errors import AnyServeError, DeadlineExceeded
 from anyserve.matching import Matcher
-from anyserve.protocol import RequestMeta, dumps, names
+from anyserve.protocol import RequestMeta, dumps
 from anyserve.routing import Pipeline, RouteRequest
 from anyserve.routing.pipeline import default_pipeline
 from anyserve_router import selection
@@ -119,6 +119,8 @@ class Router:
         self.messages = Messages(registry, matcher, self.matches)
         #: Prometheus metrics; the choice below names the routed capability for them (``ROUTED``).
         self.metrics = RouterMetrics(registry, enabled=metrics)
+        #: Tracing is on in this process (``[tracing]``): each :meth:`forward` of a sampled request is a span.
+        self.traced = False
 
     # -- choosing ------------------------------------------------------------
 
@@ -185,38 +187,6 @@ class Router:
 
     # -- calling ---------------------------------------------------------------
 
-    def trace(self) -> None:
-        """With tracing on: each :meth:`forward` is a ``router route`` span, whose context the replica gets.
-
-        Replacing the method once, at start-up, leaves the untraced path
-        without a single check of its own.
-        """
-        untraced = self.forward
-
-        async def forward(meta: RequestMeta, call: Callable[[Target, Metadata], Awaitable[T]], **kwargs: Any) -> Any:
-            if meta.traceparent and not tracing.sampled(meta.traceparent):  # the decision, in what travels on
-                return await untraced(meta, call, **kwargs)
-            if not tracing.recording():  # not sampled (the gRPC front's choice): no span, and the replica is told so
-                if meta.traceparent:  # the caller's decision travels on as it came
-                    return await untraced(meta, call, **kwargs)
-                unsampled = (names.TRACEPARENT_KEY, tracing.unsampled_parent())
-
-                def marked_call(target: Target, md: Metadata) -> Awaitable[T]:
-                    return call(target, [*md, unsampled])
-
-                return await untraced(meta, marked_call, **kwargs)
-
-            def traced_call(target: Target, md: Metadata) -> Awaitable[T]:
-                # The replica's span is a child of this hop's, not of the client's.
-                return call(target, tracing.with_current(list(md)))
-
-            with tracing.route(meta) as span:
-                done = await untraced(meta, traced_call, **kwargs)
-                tracing.routed(span, done.target.replica_id, ROUTED.get())
-                return done
-
-        self.forward = forward  # type: ignore[method-assign]
-
     async def forward(
         self,
         meta: RequestMeta,
@@ -244,6 +214,11 @@ class Router:
         and when the HTTP client behind ``receive`` leaves, ``ClientGone``.
         On success the caller owns the lease.
         """
+        span = None
+        # With tracing on, a request the front sampled (or a gRPC one, whose decision is in the context) gets a
+        # ``router route`` span; one whose traceparent says "not sampled" passes it on as it came.
+        if self.traced and (not meta.traceparent or tracing.sampled(meta.traceparent)):
+            call, span = tracing.route(meta, call)
         deadline = meta.deadline
         if deadline is None:
             deadline = time.monotonic() + self.deadline_seconds
@@ -251,14 +226,25 @@ class Router:
         try:
             if route is None:
                 route = RouteRequest(meta.query, stream, meta.session or None, None, meta.request_id)
-            return await self._forward(meta, deadline, call, stream, protocols, route)
-        except asyncio.CancelledError:
+            done = await self._forward(meta, deadline, call, stream, protocols, route)
+            if span is not None:
+                tracing.routed(span, done.target.replica_id, ROUTED.get())
+            return done
+        except asyncio.CancelledError as exc:
             failure = watch.failure(lambda: self.late(meta, own=meta.deadline is not None))
+            if span is not None:
+                tracing.failed(span, failure or exc)
             if failure is None:
                 raise
             raise failure from None
+        except BaseException as exc:
+            if span is not None:
+                tracing.failed(span, exc)
+            raise
         finally:
             self.deadlines.done(watch)
+            if span is not None:
+                span.end()
 
     async def _forward(
         self,

@@ -34,6 +34,7 @@ from anyserve.protocol.grpc_server import bounded_server
 from anyserve.protocol.grpc_service import each_run, inference_handler
 from anyserve.protocol.health import HealthServicer, add_health, enable_reflection
 from anyserve.protocol.names import INFERENCE_SERVICE, SERVED_BY_HEADER
+from anyserve_router import access_log
 from anyserve_router.errors import NoMatch
 from anyserve_router.metrics import GRPC_FRONT, ROUTED, UNCOUNTED
 from anyserve_router.selection import candidates
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("anyserve.router.grpc")
 
 _SERVED_BY = SERVED_BY_HEADER.lower()
+_INFER = f"/{INFERENCE_SERVICE}/ModelInfer"
+_STREAM = f"/{INFERENCE_SERVICE}/ModelStreamInfer"
 
 
 def _meta(context: grpc.aio.ServicerContext) -> RequestMeta:
@@ -80,6 +83,16 @@ class RouterGrpc:
     def __init__(self, state: RouterState) -> None:
         self.state = state
         self.router = state.router
+        kind = state.settings.router.access_log
+        #: ``router.access_log``'s logger, the HTTP front's; None when off.
+        self.access = None if kind == access_log.OFF else access_log.access_logger(kind)
+
+    def _logged(self, entry: access_log.Entry | None, code: str, request_id: str | None, replica: str | None) -> None:
+        if entry is None or self.access is None:
+            return
+        entry.status, entry.request_id, entry.replica = code, request_id, replica
+        access_log.routed(entry)
+        self.access.info(entry.fields())
 
     # -- inference ------------------------------------------------------------------
 
@@ -90,16 +103,20 @@ class RouterGrpc:
         metrics.in_flight[GRPC_FRONT] += 1
         code = "UNKNOWN"
         traced = None if tracing.tracer is None else tracing.start_grpc("ModelInfer", context.invocation_metadata())
+        logged = None if self.access is None else access_log.Entry("GRPC", _INFER, GRPC_FRONT)
+        request_id = replica = None
         try:
             try:
                 meta = _with_query(_meta(context), payload)
+                request_id = meta.request_id
                 calling = self.router.infer(meta, payload)
                 target, response = await (calling if traced is None else tracing.within(traced, calling))
             except AnyServeError as exc:
                 code = exc.code
                 await _abort(context, exc)
                 raise  # abort raises; this keeps type checkers honest
-            await context.send_initial_metadata(((_SERVED_BY, target.replica_id),))
+            replica = target.replica_id
+            await context.send_initial_metadata(((_SERVED_BY, replica),))
             code = "OK"
             return response
         finally:
@@ -107,6 +124,7 @@ class RouterGrpc:
             metrics.answered(GRPC_FRONT, ROUTED.get(), code, time.perf_counter() - start)
             if traced is not None:
                 tracing.end(traced, code)
+            self._logged(logged, code, request_id, replica)
 
     async def model_stream_infer(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
@@ -133,6 +151,8 @@ class RouterGrpc:
         code = "UNKNOWN"
         if traced is not None:
             traced = tracing.start_grpc("ModelStreamInfer", traced)
+        logged = None if self.access is None else access_log.Entry("GRPC", _STREAM, GRPC_FRONT)
+        replica = None
         try:
             try:
                 meta = _with_query(meta, payload)
@@ -142,6 +162,7 @@ class RouterGrpc:
                 code = exc.code
                 yield final_error(exc.code, exc.message, _request_id(payload))
                 return
+            replica = done.target.replica_id
             capability = ROUTED.get()
             stream, first = done.result
             last = 0.0
@@ -168,6 +189,7 @@ class RouterGrpc:
             metrics.answered(GRPC_FRONT, ROUTED.get(), code, time.perf_counter() - start)
             if traced is not None:
                 tracing.end(traced, code)
+            self._logged(logged, code, meta.request_id, replica)
 
     # -- health and metadata ---------------------------------------------------------
 

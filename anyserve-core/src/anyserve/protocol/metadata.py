@@ -218,11 +218,16 @@ class RequestMeta:
 
     # -- writing ------------------------------------------------------------------
 
-    def to_metadata(self, *, handler: int | None = None, deadline: float | None = None) -> list[tuple[str, str]]:
+    def to_metadata(
+        self, *, handler: int | None = None, deadline: float | None = None, trace: bool = True
+    ) -> list[tuple[str, str]]:
         """The fields as metadata pairs: gRPC metadata, and the frame maps of the link and of workers.
 
         ``deadline`` replaces the meta's own (the router's default, for a
-        request that came without one), so no copy of the meta is made per request.
+        request that came without one), so no copy of the meta is made per
+        request. ``trace=False`` leaves out ``traceparent``/``tracestate``
+        (for a hop that sends its own, or tells its worker "not sampled" by
+        sending none).
         """
         md = [(names.CAPABILITY_KEY + key.replace("_", "-"), value) for key, value in self.query.items()]
         if self.delegated_from is not None:
@@ -234,7 +239,7 @@ class RequestMeta:
             deadline = self.deadline
         if deadline is not None:
             md.append((names.TIMEOUT_KEY, f"{max(0.0, deadline - time.monotonic()):.3f}"))
-        if self.traceparent:
+        if trace and self.traceparent:
             md.append((names.TRACEPARENT_KEY, self.traceparent))
             if self.tracestate:
                 md.append((names.TRACESTATE_KEY, self.tracestate))

@@ -244,11 +244,11 @@ class Agent:
             slot, handler = chosen
             label = self.metrics.label(slot, handler)
             slot.last_used = time.monotonic()
-            pairs = meta.to_metadata(handler=handler)
-            if traced is not None:  # the worker's span is a child of this one
+            # A sampled request's worker span is a child of this one; an unsampled one's worker is sent no
+            # trace fields at all, which a worker reads as "not sampled" (it never samples on its own).
+            pairs = meta.to_metadata(handler=handler, trace=tracing.tracer is None)
+            if traced is not None:
                 pairs = tracing.with_current(pairs)
-            elif tracing.tracer is not None:
-                pairs = tracing.marked_unsampled(meta, pairs)
             sent = 0.0 if slot.full else time.perf_counter()  # a request that waits for a slot is not timed
             try:
                 response = await slot.connection.infer(payload, dict(pairs))
@@ -348,11 +348,9 @@ class Agent:
                 slot, handler = chosen
                 label = self.metrics.label(slot, handler)
                 slot.last_used = time.monotonic()
-                pairs = meta.to_metadata(handler=handler)
+                pairs = meta.to_metadata(handler=handler, trace=tracing.tracer is None)  # as in infer()
                 if traced is not None:
                     pairs = tracing.pairs_of(traced, pairs)
-                elif tracing.tracer is not None:
-                    pairs = tracing.marked_unsampled(meta, pairs)
                 fields = dict(pairs)
                 sent = 0.0 if slot.full else time.perf_counter()  # a run that waits for a slot is not timed
                 try:

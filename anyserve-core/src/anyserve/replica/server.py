@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 import httpx
 
-from anyserve import tls, tracing
+from anyserve import gc_policy, tls, tracing
 from anyserve.config import Settings
 from anyserve.credentials import Credentials
 from anyserve.delegation import Delegation
@@ -359,12 +359,14 @@ async def serve(
     announce: Callable[[Replica], None] | None = None,
 ) -> None:
     """Run a replica until SIGTERM/SIGINT; ``announce`` is called once it is ready."""
+    gc = gc_policy.choice()  # ANYSERVE_GC, read before anything starts
     replica = Replica(settings, app_ref, log_level=log_level)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, replica.request_stop)
     try:
         await replica.start()
+        gc_policy.settle(gc)  # started: what start-up made lives as long as the process
         if announce is not None:
             announce(replica)
         await replica.wait()

@@ -155,7 +155,8 @@ class WorkerHost:
             return b""
         meta = RequestMeta.from_metadata(fields.items())
         handler = self._chosen(meta, stream=False)
-        span = None if tracing.tracer is None or not tracing.sampled(meta.traceparent) else self._span(handler, meta)
+        sampled = tracing.tracer is not None and tracing.sampled_by_caller(meta.traceparent)  # as the agent decided
+        span = self._span(handler, meta) if sampled else None
         traced = None if span is None else tracing.enter(span)
         try:
             request = parse_request(payload)
@@ -226,7 +227,8 @@ class WorkerHost:
         context = self._context(meta)
         loop = asyncio.get_running_loop()
         outbox = Outbox(threaded=not handler.is_async)
-        traced = None if tracing.tracer is None or not tracing.sampled(meta.traceparent) else self._span(handler, meta)
+        sampled = tracing.tracer is not None and tracing.sampled_by_caller(meta.traceparent)
+        traced = self._span(handler, meta) if sampled else None
         stream = Stream(outbox.put, model_name=request.model_name, request_id=request.id, room=outbox.room)
         args = (request, context, stream) if handler.arity == 3 else (request, stream)
 

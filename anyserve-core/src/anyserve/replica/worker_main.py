@@ -18,7 +18,7 @@ import sys
 import traceback
 from typing import Any
 
-from anyserve import event_loop, tracing
+from anyserve import event_loop, gc_policy, tracing
 from anyserve.errors import ConfigError
 from anyserve.replica.assembly import Assembly
 
@@ -35,6 +35,7 @@ async def serve(spec: dict[str, Any]) -> None:
     assembly = Assembly.from_spec(spec)
     tracing.setup(assembly.settings.tracing, tracing.WORKER_SERVICE)  # the agent's settings
     host, cleanup = await assembly.start_host(spec["worker_id"], spec.get("worker_class"))
+    gc_policy.settle()  # the handlers (a model's graph among them) are loaded: they live as long as the worker
     serving = asyncio.create_task(assembly.transport.serve(spec["address"], host))
     watchdog = asyncio.create_task(_watch_parent(spec["parent_pid"]))
     loop = asyncio.get_running_loop()
