@@ -11,18 +11,35 @@ connections), for:
 * before: the code at ``--base`` (default: the last commit before
   authentication, limits and deadlines), built once into
   ``bench/.cache/base-<commit>/`` (its own virtual environment);
-* now: this tree, default settings (the control plane authenticated; body,
-  header, connection and registration limits; deadlines);
-* now + API keys: the same with ``$ANYSERVE_API_KEYS`` set, every request
+* before, collector tuned: the same, with the garbage collector set up as
+  ``anyserve.gc_policy`` does it (applied from outside by
+  ``site_hooks/sitecustomize.py``, as that tree predates the policy);
+* now, Python's collector: this tree (the control plane authenticated;
+  body, header, connection and registration limits; deadlines) without
+  what *before* lacked and is not the hardening's: no metrics
+  (``router.metrics = false``, ``metrics_port = -1``; their cost is
+  bench/observability_bench.py's) and ``ANYSERVE_GC=default``;
+* now: the same with the collector as it ships (tuned), against *before,
+  collector tuned*: the hardening's cost, like for like;
+* now + API keys: *now* with ``$ANYSERVE_API_KEYS`` set, every request
   carrying its key;
-* now + TLS: the same with ``[tls]`` on every hop (a CA made by trustme),
+* now, defaults: this tree as it ships (metrics on, the collector tuned),
+  against *before*;
+* now + TLS: *now* with ``[tls]`` on every hop (a CA made by trustme),
   the load speaking HTTPS.
+
+Why the collector is taken aside: with Python's defaults a router under
+load runs a young collection every few requests, and its cost in time is
+several times its share of instructions (it walks objects, missing the
+caches), so a tree that allocates a little more per request pays for it
+out of proportion; tuned, the collector hardly runs in either tree.
 
 All systems run side by side and the load visits them in turns
 (bench/interleaved.py): requests/s of each turn, and the median over the
-rounds of each system's ratio to *before* in the same round. Then, with
-valgrind installed, instructions per request (bench/instructions.py).
-The target is *now* and *now + API keys* at >= 0.97x *before*. Results go
+rounds of each system's ratio to its reference in the same round. Then,
+with valgrind installed, instructions per request (bench/instructions.py).
+The target is *now* and *now + API keys* at >= 0.97x *before, collector
+tuned*. Results go
 to bench/results/hardening-<date>-<host>.md and hardening-latest.md (+ .json).
 """
 
@@ -31,6 +48,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import datetime as dt
+import os
 import platform
 import ssl
 import statistics
@@ -49,6 +67,11 @@ from systems import anyserve_config, endpoint_of, wait_routable
 #: The last commit before the control plane was authenticated and the router bounded.
 DEFAULT_BASE = "fa05040"
 KEY = "sk-bench-0123456789abcdef"
+#: What *before* did not have and is not the hardening's: metrics (their cost is bench/observability_bench.py's).
+NO_METRICS = {"ANYSERVE_ROUTER_METRICS": "false", "ANYSERVE_METRICS_PORT": "-1"}
+BEFORE, BEFORE_TUNED = "before", "before, collector tuned"
+#: The systems whose ratio to their reference is the target.
+TARGETS = (("now", "auth (TLS off) and limits cost ≤ 3%"), ("now + API keys", "with API keys too"))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -160,30 +183,37 @@ def main(argv: list[str] | None = None) -> int:
     store.mkdir()
     state = {"ANYSERVE_STATE_DIR": str(work / "state")}
     now = tree_python(args.now) if args.now else Path(sys.executable)
-    systems: list[tuple[str, Path, dict[str, str]]] = [
-        ("before", base, {}),
-        ("now", now, state),
-        ("now + API keys", now, {**state, "ANYSERVE_API_KEYS": KEY}),
+    # (name, python, environment, the system it is compared with)
+    systems: list[tuple[str, Path, dict[str, str], str]] = [
+        (BEFORE, base, {}, BEFORE),
+        (BEFORE_TUNED, base, {"ANYSERVE_BENCH_GC": "tuned"}, BEFORE),
+        ("now, Python's collector", now, {**state, **NO_METRICS, "ANYSERVE_GC": "default"}, BEFORE),
+        ("now", now, {**state, **NO_METRICS}, BEFORE_TUNED),
+        ("now + API keys", now, {**state, **NO_METRICS, "ANYSERVE_API_KEYS": KEY}, BEFORE_TUNED),
+        ("now, defaults", now, state, BEFORE),
     ]
     if not args.skip_tls:
-        systems.append(("now + TLS", now, {**state, **tls_files(work)}))
+        systems.append(("now + TLS", now, {**state, **NO_METRICS, **tls_files(work)}, BEFORE_TUNED))
+    references = {name: reference for name, _, _, reference in systems}
+    # Every process gets site_hooks/ (Processes.start passes PYTHONPATH on); it acts only where asked.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(instructions.SITE), os.environ.get("PYTHONPATH")]))
     background = background_load()
     counts: dict[str, dict[str, float]] = {}
     try:
         log(f"hardening_bench: starting {len(systems)} systems side by side ...")
-        targets = [start_system(procs, name, python, env, store) for name, python, env in systems]
+        targets = [start_system(procs, name, python, env, store) for name, python, env, _ in systems]
         log(f"hardening_bench: {args.rounds} rounds of {args.slot:g} s turns per system ...")
         interleaved.measure(targets, rounds=args.rounds, slot=args.slot, warmup=args.warmup)
         procs.stop_all()
         if args.instructions and instructions.available():
-            for (name, python, env), target in zip(systems[:3], targets, strict=False):  # TLS: plain HTTP client
+            for (name, python, env, _), target in zip(systems[:5], targets, strict=False):  # TLS: plain HTTP client
                 log(f"hardening_bench: instructions per request: {name} ...")
                 counts[name] = instructions.count(procs, name, python, env, target.headers, args.instructions, store)
         elif args.instructions:
             log("hardening_bench: valgrind is not installed; no instruction counts (apt-get install valgrind)")
     finally:
         procs.stop_all()
-    text = report(args, started, targets, background, counts)
+    text = report(args, started, targets, references, background, counts)
     print(text)
     data = {
         "rates": {t.name: t.rates for t in targets},
@@ -194,9 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def report(args, started: dt.datetime, targets: list[interleaved.Target], background: float, counts) -> str:
+def report(
+    args: argparse.Namespace,
+    started: dt.datetime,
+    targets: list[interleaved.Target],
+    references: dict[str, str],
+    background: float,
+    counts: dict[str, dict[str, float]],
+) -> str:
     commit = results_files.tree_label()
-    base = targets[0]
+    by_name = {target.name: target for target in targets}
     lines = [
         f"# What the hardening costs: router W1@64 — {started:%Y-%m-%d %H:%M} on {platform.node()}",
         "",
@@ -206,48 +243,54 @@ def report(args, started: dt.datetime, targets: list[interleaved.Target], backgr
         f"64 connections) from CPU {CLIENT_CPU}. Every system runs throughout; the load goes to one at a time in "
         f"turns of {args.slot:g} s, {args.rounds} rounds, the order reversed every other round "
         "(bench/interleaved.py), so the machine's drift touches all of them alike. Background load before the "
-        f"start: {background:.0%} of both cores.",
+        f"start: {background:.0%} of both cores. Each system is compared with its reference in the same round: "
+        "*before* with Python's garbage collector, or *before, collector tuned* for the systems with the "
+        "collector tuned (bench/hardening_bench.py's docstring says why). *now* has no metrics, as *before*.",
         "",
-        "| system | requests/s (median turn) | vs before (median of the rounds' ratios) | middle half of those ratios "
-        "| CPU µs per request: router / agent / worker |",
-        "|---|---:|---:|---|---|",
+        "| system | requests/s (median turn) | compared with | ratio (median of the rounds') | middle half of "
+        "those ratios | CPU µs per request: router / agent / worker |",
+        "|---|---:|---|---:|---|---|",
     ]
     ratios = {}
     for target in targets:
-        ratio, low, high = interleaved.paired_ratio(target, base)
+        reference = references[target.name]
+        ratio, low, high = interleaved.paired_ratio(target, by_name[reference])
         ratios[target.name] = ratio
         cpu = target.cpu_per_request()
         shown = " / ".join(f"{cpu.get(role, 0):.0f}" for role in instructions.ROLES) if cpu else "—"
         lines.append(
-            f"| {target.name} | {statistics.median(target.rates):,.0f} | {ratio:.3f}x | {low:.3f}-{high:.3f} "
-            f"| {shown} |"
+            f"| {target.name} | {statistics.median(target.rates):,.0f} | {reference} | {ratio:.3f}x "
+            f"| {low:.3f}-{high:.3f} | {shown} |"
         )
     if counts:
-        lines += ["", *instruction_table(counts, args.instructions)]
+        lines += ["", *instruction_table(counts, references, args.instructions)]
     lines += ["", "| target | measured | |", "|---|---:|:---:|"]
-    for name, what in (("now", "auth (TLS off) and limits cost ≤ 3%"), ("now + API keys", "with API keys too")):
-        lines.append(f"| {what}: *{name}* ≥ 0.97x *before*, requests/s | {ratios[name]:.3f}x | {_mark(ratios[name])} |")
-        if name in counts:
-            by_count = sum(counts["before"].values()) / sum(counts[name].values())
-            what = f"the same in instructions per request (before / {name})"
-            lines.append(f"| {what} | {by_count:.3f}x | {_mark(by_count)} |")
+    for name, what in TARGETS:
+        reference = references[name]
+        lines.append(f"| {what}: *{name}* ≥ 0.97x *{reference}*, requests/s | {ratios[name]:.3f}x "
+                     f"| {_mark(ratios[name])} |")  # fmt: skip
+        if name in counts and reference in counts:
+            by_count = sum(counts[reference].values()) / sum(counts[name].values())
+            lines.append(f"| the same in instructions per request ({reference} / {name}) | {by_count:.3f}x "
+                         f"| {_mark(by_count)} |")  # fmt: skip
     return "\n".join(lines)
 
 
-def instruction_table(counts: dict[str, dict[str, float]], requests: int) -> list[str]:
-    """Instructions per request by process (bench/instructions.py), and their sum against *before*'s."""
-    before = sum(counts["before"].values())
+def instruction_table(counts: dict[str, dict[str, float]], references: dict[str, str], requests: int) -> list[str]:
+    """Instructions per request by process (bench/instructions.py), and their sum against the reference's."""
     lines = [
         f"Instructions per request, counted by callgrind over {requests} W1 requests after 500 to warm up "
         "(the clock-driven background measured over as long again and subtracted; see bench/instructions.py):",
         "",
-        "| system | router | agent | worker | all three | vs before |",
+        "| system | router | agent | worker | all three | vs its reference |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name, by_role in counts.items():
         total = sum(by_role.values())
+        reference = counts.get(references[name])
+        against = f"{total / sum(reference.values()):.3f}x" if reference else "—"
         cells = " | ".join(f"{by_role[role] / 1000:,.1f}k" for role in instructions.ROLES)
-        lines.append(f"| {name} | {cells} | {total / 1000:,.1f}k | {total / before:.3f}x |")
+        lines.append(f"| {name} | {cells} | {total / 1000:,.1f}k | {against} |")
     return lines
 
 

@@ -21,7 +21,7 @@ One thing cannot be subtracted that way: a call the router has out for
 two of its deadline ticks gets a task watching its client
 (``anyserve_router/deadlines.py``). At full speed an echo is answered long
 before; under valgrind every request lives that long. The router here runs
-with its tick at 5 s (``bench/valgrind_site/sitecustomize.py``, set only by
+with its tick at 5 s (``bench/site_hooks/sitecustomize.py``, set only by
 this module), so what is counted is what a request costs at full speed.
 
     .venv/bin/python bench/instructions.py [--requests 2000]   # this tree, about a minute
@@ -48,7 +48,7 @@ from systems import anyserve_config, endpoint_of, wait_routable
 ROLES = ("router", "agent", "worker")
 CONNECTIONS = 64
 WARMUP = 500
-SITE = HERE / "valgrind_site"
+SITE = HERE / "site_hooks"
 
 
 def available() -> bool:

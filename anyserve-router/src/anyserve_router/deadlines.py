@@ -69,18 +69,25 @@ class Deadlines:
         self.tick = tick
         self._calls: set[Call] = set()
         self._ticker: asyncio.Task[None] | None = None
+        #: The loop of the last call watched: asking for the running loop costs a system call per request on
+        #: Python 3.11 (its fork check calls getpid()), a loop given by the caller none.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __len__(self) -> int:
         return len(self._calls)
 
     def watch(self, deadline: float, receive: Receive | None = None) -> Call:
         """Start watching the current task's call; :meth:`done` must follow, in a ``finally``."""
-        task = asyncio.current_task()
+        loop = self._loop
+        task = None if loop is None else asyncio.current_task(loop)
+        if task is None:  # the first call, or one on another loop than the last (an app reused across loops)
+            loop = self._loop = asyncio.get_running_loop()
+            task = asyncio.current_task(loop)
         assert task is not None
         call = Call(task, deadline, receive)
         self._calls.add(call)
         if self._ticker is None or self._ticker.done():
-            self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="anyserve-router-deadlines")
+            self._ticker = loop.create_task(self._tick(), name="anyserve-router-deadlines")
         return call
 
     async def run(

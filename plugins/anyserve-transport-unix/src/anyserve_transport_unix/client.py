@@ -63,7 +63,10 @@ class FrameConnection:
         self._ids = itertools.count(1)
         self._pending: dict[int, _Target] = {}
         self._failure: str | None = None
-        self._read_task = asyncio.create_task(self._read_loop(), name=f"anyserve-unix-reader:{address}")
+        #: This connection's loop, kept: asking for the running loop per request costs a system call on Python
+        #: 3.11 (its fork check calls getpid()).
+        self._loop = asyncio.get_running_loop()
+        self._read_task = self._loop.create_task(self._read_loop(), name=f"anyserve-unix-reader:{address}")
 
     @property
     def in_flight(self) -> int:
@@ -81,7 +84,7 @@ class FrameConnection:
 
     async def infer(self, payload: bytes, query: Query) -> bytes:
         request_id, buffers = self._prepare(payload, query, stream=False)
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[bytes] = self._loop.create_future()
         self._pending[request_id] = future
         try:
             await self._write(buffers)

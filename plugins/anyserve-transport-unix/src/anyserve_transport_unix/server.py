@@ -59,6 +59,9 @@ class Session:
         self.out = framing.FrameWriter(writer)
         self.max_frame_bytes = max_frame_bytes
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        #: The connection's loop, kept: asking for the running loop per frame costs a system call on Python 3.11
+        #: (its fork check calls getpid()).
+        self.loop = asyncio.get_running_loop()
         #: Credit of the streams that have a window (see ``Request.window``).
         self.windows: dict[int, framing.Window] = {}
 
@@ -101,7 +104,7 @@ class Session:
         if size > self.max_frame_bytes:
             raise framing.FrameTooLarge(size, self.max_frame_bytes)
         partial = self.bounds.partial
-        partial[self] = asyncio.get_running_loop().time()
+        partial[self] = self.loop.time()
         try:
             body = await self.reader.readexactly(size)
         finally:
@@ -175,7 +178,7 @@ class Session:
                 )
                 return
             self.sizes[frame.id] = size
-            task = asyncio.create_task(self._serve(frame.id, frame.request))
+            task = self.loop.create_task(self._serve(frame.id, frame.request))
             self.tasks[frame.id] = task
             task.add_done_callback(lambda t, rid=frame.id: self._forget(rid, t))
         elif kind == "cancel":
