@@ -115,3 +115,24 @@ def test_a_deadline_shorter_than_the_capacity_wait_wins(make_client, register, u
     response = client.post("/infer", json=BODY, headers={"X-Capability-Type": "chat", "X-Request-Timeout": "0.3"})
     assert response.status_code in (503, 504), response.text
     assert time.monotonic() - began < 0.3 + SLACK
+
+
+def test_deadlines_serve_a_second_event_loop_after_the_first_closed():
+    """The watcher keeps the loop of its last call (no running-loop look-up per request), yet a router app reused
+    on a new loop, as a test client does, still watches its calls there: past the deadline the call is cancelled."""
+    from anyserve_router.deadlines import Deadlines
+
+    deadlines = Deadlines(tick=0.02)
+
+    async def late_call() -> str:
+        call = deadlines.watch(time.monotonic() + 0.05)
+        try:
+            await asyncio.sleep(5)
+            return "not cancelled"
+        except asyncio.CancelledError:
+            return "cancelled at the deadline"
+        finally:
+            deadlines.done(call)
+
+    assert asyncio.run(late_call()) == "cancelled at the deadline"
+    assert asyncio.run(late_call()) == "cancelled at the deadline"  # a new loop: the kept one is closed
