@@ -382,7 +382,7 @@ def route(meta: RequestMeta, call: Callable[[Any, list[tuple[str, str]]], T]) ->
 
     With the front's span recording, a ``router route`` span (the choice of
     a replica and the call to it, a child of the front's) is started and the
-    replica's span will be its child; the caller ends it (:func:`end`).
+    replica's span will be its child; the caller ends it.
     Otherwise (a gRPC call not sampled, which has no ``traceparent`` to pass
     on) the replica is told "not sampled".
     """
