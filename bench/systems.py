@@ -72,7 +72,12 @@ class Running:
 
 
 def anyserve_config(work: Path, name: str, store: Path) -> Path:
-    """Per-system configuration: big-object limits and the shared object store."""
+    """Per-system configuration: big-object limits and the shared object store.
+
+    OBJ sends objects of up to 256 MiB inline as UINT8 tensors, past the
+    default bound on a tensor's elements (64 Mi): that bound is raised with
+    the byte limits.
+    """
     path = work / f"{name}.toml"
     transport = (
         f'[transport]\nname = "unix"\noptions = {{ max_frame_bytes = {BIG_LIMIT} }}\n\n' if name != "inproc" else ""
@@ -80,7 +85,8 @@ def anyserve_config(work: Path, name: str, store: Path) -> Path:
     path.write_text(
         f'[objects]\nurl = "file://{store}"\nttl_seconds = 0\n\n{transport}'
         f'[link]\nname = "tcp"\noptions = {{ max_frame_bytes = {BIG_LIMIT} }}\n\n'
-        f"[router]\nmax_body_bytes = {BIG_LIMIT}\n\n[replica]\nmax_message_bytes = {BIG_LIMIT}\n"
+        f"[router]\nmax_body_bytes = {BIG_LIMIT}\n\n"
+        f"[replica]\nmax_message_bytes = {BIG_LIMIT}\nmax_tensor_elements = {BIG_LIMIT}\n"
     )
     return path
 
