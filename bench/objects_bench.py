@@ -324,7 +324,10 @@ def main() -> None:
         f'[objects]\nurl = "file://{store_dir}"\nttl_seconds = 0\n\n'
         f'[transport]\nname = "unix"\noptions = {{ max_frame_bytes = {limit} }}\n\n'
         f'[link]\nname = "tcp"\noptions = {{ max_frame_bytes = {limit} }}\n\n'
-        f"[router]\nmax_body_bytes = {limit}\n\n[replica]\nmax_message_bytes = {limit}\n"
+        # One inline object past the router's default budget for bodies in flight and a replica's bound on
+        # tensor elements: both raised with the byte limits.
+        f"[router]\nmax_body_bytes = {limit}\nmax_body_bytes_in_flight = {2 * limit}\n\n"
+        f"[replica]\nmax_message_bytes = {limit}\nmax_tensor_elements = {limit}\n"
     )
     router_port, replica_port = _free_port(), _free_port()
     router_url = f"http://127.0.0.1:{router_port}"
