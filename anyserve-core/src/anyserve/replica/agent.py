@@ -244,9 +244,9 @@ class Agent:
             slot, handler = chosen
             label = self.metrics.label(slot, handler)
             slot.last_used = time.monotonic()
-            # A sampled request's worker span is a child of this one; an unsampled one's worker is sent no
-            # trace fields at all, which a worker reads as "not sampled" (it never samples on its own).
-            pairs = meta.to_metadata(handler=handler, trace=tracing.tracer is None)
+            # A sampled request's worker span is a child of this one; otherwise the worker is sent no trace
+            # fields at all, which it reads as "not sampled" (it never samples on its own).
+            pairs = meta.to_metadata(handler=handler, trace=False)
             if traced is not None:
                 pairs = tracing.with_current(pairs)
             sent = 0.0 if slot.full else time.perf_counter()  # a request that waits for a slot is not timed
@@ -348,7 +348,7 @@ class Agent:
                 slot, handler = chosen
                 label = self.metrics.label(slot, handler)
                 slot.last_used = time.monotonic()
-                pairs = meta.to_metadata(handler=handler, trace=tracing.tracer is None)  # as in infer()
+                pairs = meta.to_metadata(handler=handler, trace=False)  # as in infer()
                 if traced is not None:
                     pairs = tracing.pairs_of(traced, pairs)
                 fields = dict(pairs)
