@@ -65,6 +65,17 @@ PEERS = SideVenv(
     env_var="ANYSERVE_PEERS_VENV",
     check="import smg, vllm_router",
 )
+
+
+def peer_routers(bench: str) -> tuple[Path | None, str]:
+    """The peers' virtual environment (set up on first use), or ``None`` and the one-line reason it is missing."""
+    log(f"{bench}: .venv-peers (smg, vllm-router) ...")
+    try:
+        return PEERS.ensure().path, ""
+    except (IndexUnreachable, RuntimeError) as exc:
+        return None, str(exc).splitlines()[0]
+
+
 #: Nothing reaches the Hugging Face Hub: the tokenizer is a local folder, the data synthetic.
 OFFLINE = {
     "HF_HUB_OFFLINE": "1",
@@ -278,11 +289,7 @@ def _run(args, started: datetime.datetime, work: Path, procs: Processes) -> int:
     tokenizer = tokenizer_dir(loadgen.python)
     peers, peers_reason = None, ""
     if any(s.key in ("smg", "vllm-router") for s in args.systems):
-        log("llm_bench: .venv-peers (smg, vllm-router) ...")
-        try:
-            peers = PEERS.ensure().path
-        except (IndexUnreachable, RuntimeError) as exc:
-            peers_reason = str(exc).splitlines()[0]
+        peers, peers_reason = peer_routers("llm_bench")
     binary = llm_systems.llama_server_binary()
     log(f"llm_bench: {args.engines} llama-server engine(s) from {binary} ...")
     engines = llm_systems.start_engines(procs, binary, args.engines, args.slots, threads=1, ctx_per_slot=1024)

@@ -39,11 +39,10 @@ import results_files  # noqa: E402
 import routing_report  # noqa: E402
 import routing_systems  # noqa: E402
 import routing_workload  # noqa: E402
-from llm_bench import PEERS, cpu_model, versions  # noqa: E402
+from llm_bench import cpu_model, peer_routers, versions  # noqa: E402
 from llm_report import percentile  # noqa: E402
 from llm_systems import ENGINE_CPU, FRONT_CPU, Context, Unavailable, log  # noqa: E402
 from processes import Managed, Processes, start_run  # noqa: E402
-from side_venv import IndexUnreachable  # noqa: E402
 
 #: (full, --quick) defaults; any of them can be given on the command line.
 SIZES = {
@@ -227,11 +226,7 @@ def _run(args, started: datetime.datetime, work: Path, procs: Processes) -> int:
     loadavg_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     peers, peers_reason = None, ""
     if any(s.kind == "peer" for s in args.systems):
-        log("routing_bench: .venv-peers (smg, vllm-router) ...")
-        try:
-            peers = PEERS.ensure().path
-        except (IndexUnreachable, RuntimeError) as exc:
-            peers_reason = str(exc).splitlines()[0]
+        peers, peers_reason = peer_routers("routing_bench")
     binary = llm_systems.llama_server_binary()
     log("routing_bench: making the conversations (sized with an engine's tokenizer) ...")
     sizer = routing_systems.start_engines(procs, binary, "tokenizer", 1, 1, args.ctx_per_slot)
