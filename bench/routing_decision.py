@@ -9,19 +9,21 @@ one chat model; scenarios differ in how many of them match a request:
 * ``spread``: 1,000 replicas over 100 models, 10 match (routing by capability);
 * ``all``: 1,000 replicas of one model, all 1,000 match (the worst case);
 
-each with the default pipeline and with the LLM scorers (prefix and session
-affinity on an OpenAI-sized prompt, when installed)::
+each with the default pipeline and with the LLM scorers: prefix and session
+affinity for 32 users of 8 system prompts of about 1,000 tokens, each user's
+conversation growing by turns (the workload of bench/routing_bench.py)::
 
-    .venv/bin/python bench/routing_decision.py [--replicas 1000] [--decisions 20000]
+    .venv/bin/python bench/routing_decision.py [--replicas 1000] [--decisions 5000] [--rounds 5]
 
-Prints microseconds per decision; the target is at most 50 µs with 1,000
-replicas registered.
+Prints microseconds per decision, the best round and the median; the
+target is at most 50 µs with 1,000 replicas registered.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import statistics
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -35,9 +37,25 @@ from anyserve.routing import RouteRequest, build_pipeline
 from anyserve_router.forwarding import Router
 from anyserve_router.registry import ReplicaRegistry
 
-#: A system prompt of about 1,000 tokens, and one user turn: what a chat request routed by prefix carries.
-PROMPT = "system\x1f" + "You are a careful assistant for a support desk. " * 90 + "\x1euser\x1fHow do I reset it?\x1e"
+#: Eight system prompts of about 1,000 tokens each, as in bench/routing_bench.py's workload.
+SYSTEMS = [
+    f"system\x1fYou are assistant {n} of a support desk. " + "Answer carefully and cite the manual. " * 110 + "\x1e"
+    for n in range(8)
+]
+USERS = 32
 
+
+def prompt(user: int, turn: int) -> str:
+    """User ``user``'s conversation at ``turn``: their system prompt, up to three earlier turns, a new question."""
+    history = "".join(
+        f"user\x1fQuestion {t} of user {user}: how do I reset it?\x1eassistant\x1fHold the button for "
+        f"{t + 3} seconds, then wait for the light.\x1e"
+        for t in range(turn % 4)
+    )
+    return f"{SYSTEMS[user % len(SYSTEMS)]}{history}user\x1fQuestion {turn} of user {user}: and then?\x1e"
+
+
+TARGET_MICROS = 50
 PIPELINES: dict[str, Mapping[str, str]] = {
     "default (cold_start, least_load; highest)": {},
     "p2c": {"ANYSERVE_ROUTING_PICKER": "p2c"},
@@ -53,33 +71,46 @@ def registry_of(replicas: int, models: int) -> ReplicaRegistry:
 
 
 def requests(query: Mapping[str, str]) -> Callable[[], RouteRequest]:
-    """A chat request's routing view each call: 32 users taking turns, each with the same long prompt."""
+    """A chat request's routing view each call: :data:`USERS` users taking turns, each conversation growing."""
     turns = itertools.count()
+    # Made beforehand: a front reads the prompt from the body, and building strings here is not routing's cost.
+    sessions = [f"user-{user}" for user in range(USERS)]
+    prompts = [[prompt(user, turn) for turn in range(4)] for user in range(USERS)]
 
     def make() -> RouteRequest:
-        return RouteRequest(query, False, f"user-{next(turns) % 32}", PROMPT)
+        n = next(turns)
+        user, turn = n % USERS, n // USERS
+        return RouteRequest(query, False, sessions[user], prompts[user][turn % 4])
 
     return make
 
 
-def measure(router: Router, decisions: int, make: Any) -> float:
+def measure(router: Router, decisions: int, make: Any, rounds: int) -> tuple[float, float]:
+    """Best and median µs per decision over ``rounds`` rounds: the best is the code's cost, the rest the machine's."""
     for _ in range(min(2000, decisions)):  # warm: caches filled, as in a running router
         router.pick(make().query, route=make())
-    started = time.perf_counter()
-    for _ in range(decisions):
-        route = make()
-        router.pick(route.query, route=route)
-    return (time.perf_counter() - started) / decisions * 1e6
+    per_round: list[float] = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(decisions):
+            route = make()
+            router.pick(route.query, route=route)
+        per_round.append((time.perf_counter() - started) / decisions * 1e6)
+    return min(per_round), statistics.median(per_round)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--replicas", type=int, default=1000)
-    parser.add_argument("--decisions", type=int, default=20000)
+    parser.add_argument("--decisions", type=int, default=5000, help="decisions per round")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     pm = create_plugin_manager(entrypoints=False, env={})
     catalog = Catalog(pm)
-    print(f"{args.replicas} replicas registered; µs per decision (Router.pick), {args.decisions} decisions each")
+    print(
+        f"{args.replicas} replicas registered; µs per decision (Router.pick), best and median of "
+        f"{args.rounds} rounds of {args.decisions} decisions; target: at most {TARGET_MICROS} µs"
+    )
     for scenario, models in (("spread", max(1, args.replicas // 10)), ("all", 1)):
         registry = registry_of(args.replicas, models)
         query = {"type": "chat", "model": "m0"}
@@ -91,8 +122,9 @@ def main() -> None:
                 print(f"  {scenario:6} {matching:5} match  {name:40} skipped: {exc}")
                 continue
             router = Router(registry, SubsetMatcher(), pm, upstream=None, pipeline=pipeline)  # type: ignore[arg-type]
-            micros = measure(router, args.decisions, requests(query))
-            print(f"  {scenario:6} {matching:5} match  {name:40} {micros:8.1f} µs")
+            best, median = measure(router, args.decisions, requests(query), args.rounds)
+            verdict = "" if best <= TARGET_MICROS else "  over the target"
+            print(f"  {scenario:6} {matching:5} match  {name:40} {best:8.1f} µs  (median {median:.1f}){verdict}")
 
 
 if __name__ == "__main__":

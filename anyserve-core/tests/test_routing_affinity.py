@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -333,6 +334,27 @@ def test_a_thousand_replicas_sharing_a_system_prompt_score_by_their_own_depth():
     assert depths["r7"] == 11 and depths["r8"] == 10 and len(depths) == 1000
     scores = scorer.score(request, pool)
     assert scores[7] == pytest.approx(11 / 13) and scores[8] == pytest.approx(10 / 13)
+
+
+def test_depths_are_what_reading_every_block_finds_whatever_was_sent_and_evicted():
+    """The depth search reads a few blocks, relying on holder sets that nest; reading all of them must agree."""
+    rng = random.Random(11)
+    scorer = PrefixAffinity(block_chars=8, max_blocks=40, max_total_blocks=300)
+    pool = replicas(12)
+    systems = ["".join(rng.choice("abc") for _ in range(8 * rng.randint(1, 12))) for _ in range(4)]
+
+    def prompt() -> str:
+        return rng.choice(systems) + "".join(rng.choice("xyz") for _ in range(8 * rng.randint(0, 10)))
+
+    for _ in range(400):
+        scorer.observe(RouteRequest(CHAT, prompt=prompt()), rng.choice(pool))
+        blocks = RouteRequest(CHAT, prompt=prompt()).prefix_blocks(8)
+        every: dict[str, int] = {}
+        for depth, block in enumerate(blocks, 1):
+            held = scorer._holders.get(block)
+            for replica_id in [held] if isinstance(held, str) else held or ():
+                every[replica_id] = depth  # deeper blocks come later: each replica ends at its deepest
+        assert scorer.depths(blocks) == every
 
 
 def test_prefix_snapshot_round_trip():

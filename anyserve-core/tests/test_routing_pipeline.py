@@ -51,7 +51,7 @@ def test_the_default_pipeline_keeps_the_best_match_then_hot_then_least_loaded():
         "filters": ["best_match", "routable", "budget"],
         "scorers": {"cold_start": 2.0, "least_load": 1.0},
         "picker": "highest",
-        "sample": 16,
+        "sample": 8,
     }
     assert p.choose(CHAT, [cand("a", score=0), cand("b", score=1, in_flight=5)]).id == "b"
     assert p.choose(CHAT, [cand("a", state=COLD), cand("b", in_flight=90)]).id == "b"
@@ -186,6 +186,25 @@ class NotAScorer:
 def test_a_stage_that_does_not_implement_its_kind_is_a_plugin_error():
     with pytest.raises(PluginError, match="routing scorer 'broken' does not implement Scorer"):
         pipeline({"ANYSERVE_ROUTING_SCORERS": "broken=1"}, plugins=(NotAScorer(),))
+
+
+class ShortScorer:
+    """Scores one candidate fewer than it is given."""
+
+    def score(self, request, candidates):
+        return [1.0] * (len(candidates) - 1)
+
+
+class ShortPlugin:
+    @hookimpl
+    def anyserve_register_routing(self, register):
+        register(RoutingStageSpec("short", "scorer", lambda options: ShortScorer(), "one score short"))
+
+
+def test_a_scorer_that_misses_a_candidate_is_a_plugin_error_naming_it():
+    p = pipeline({"ANYSERVE_ROUTING_SCORERS": "short=1"}, plugins=(ShortPlugin(),))
+    with pytest.raises(PluginError, match="routing scorer 'short' gave 2 scores for 3 candidates"):
+        p.choose(CHAT, [cand("a"), cand("b"), cand("c")])
 
 
 # -- the older routing hook ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ sleeps. Only anyserve-core and anyserve-router are needed.
 from __future__ import annotations
 
 import itertools
+import random
 import threading
 from collections import Counter
 
@@ -18,6 +19,7 @@ from anyserve.catalog import Catalog
 from anyserve.config import load_settings
 from anyserve.errors import PluginError
 from anyserve.plugins import PluginManager, create_plugin_manager
+from anyserve.records import RoutingStageSpec
 from anyserve.routing import Pipeline, RouteRequest, build_pipeline
 from anyserve.routing.pipeline import default_pipeline
 from anyserve_router import selection
@@ -257,7 +259,7 @@ def test_returned_entries_are_copies(registry):
 def test_past_the_sample_size_a_decision_scores_a_sample_and_keeps_sessions_and_caches(registry, matcher):
     pm = create_plugin_manager(entrypoints=False, env={})
     settings = load_settings(env={"ANYSERVE_ROUTING_SCORERS": "session=2,prefix=2,least_load=1"})
-    assert settings.routing.sample == 16
+    assert settings.routing.sample == 8
     pipeline = build_pipeline(Catalog(pm), settings)
     for i in range(200):
         registry.register(f"r{i:03d}", f"h:{i + 1}", [CHAT])
@@ -278,3 +280,49 @@ def test_past_the_sample_size_a_decision_scores_a_sample_and_keeps_sessions_and_
     prompt = "system\x1f" + "a long shared system prompt. " * 40
     first = pick(prompt=prompt)
     assert {pick(prompt=prompt + f"user {i}") for i in range(30)} == {first}  # the cache holder is never left out
+
+
+class Sizes:
+    """A scorer that scores nothing and notes how many candidates each decision scored."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def score(self, request, candidates):
+        self.seen.append(len(candidates))
+        return [0.0] * len(candidates)
+
+
+def test_a_sampled_decision_scores_the_nominees_and_fills_up_to_the_sample_at_random(registry, matcher, monkeypatch):
+    monkeypatch.setattr(selection, "_random", random.Random(3))  # draws that all hit nominees are rare, not never
+    sizes = Sizes()
+
+    class SizesPlugin:
+        @hookimpl
+        def anyserve_register_routing(self, register):
+            register(RoutingStageSpec("sizes", "scorer", lambda options: sizes, "counts candidates"))
+
+    pm = create_plugin_manager(entrypoints=False, env={}, plugins=(SizesPlugin(),))
+    settings = load_settings(env={"ANYSERVE_ROUTING_SCORERS": "session=2,prefix=2,sizes=1"})
+    pipeline = build_pipeline(Catalog(pm), settings)
+    for i in range(200):
+        registry.register(f"r{i:03d}", f"h:{i + 1}", [CHAT])
+    cache = MatchCache()
+    prompt = "system\x1f" + "a long shared system prompt. " * 40
+    for i in range(60):  # sessions and the prompt's holders spread over many replicas
+        request = RouteRequest(CHAT, session=f"user-{i}", prompt=prompt)
+        selection.choose(registry, request, matcher, pipeline, cache=cache)
+    sizes.seen.clear()
+    for _ in range(50):
+        selection.choose(registry, RouteRequest(CHAT), matcher, pipeline, cache=cache)
+    assert max(sizes.seen) <= pipeline.sample  # nothing nominated: a random sample of that many
+    ids, _ = cache.matches(registry, CHAT, matcher, None, selection.KSERVE_ONLY)
+    assert len(ids) == 200
+    for i in range(50):
+        request = RouteRequest(CHAT, session=f"user-{i}", prompt=prompt)
+        named = pipeline.nominees(request, ids)
+        assert len(named) > 1
+        sizes.seen.clear()
+        selection.choose(registry, request, matcher, pipeline, cache=cache)
+        # every nominee, then random draws up to the sample, at least MIN_DRAWN of them (a repeat draws one fewer)
+        assert len(named) < sizes.seen[0] <= max(pipeline.sample, len(named) + selection.MIN_DRAWN)

@@ -17,7 +17,7 @@ STOPPING = "stopping"
 FAILED = "failed"
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     """A replica (router scope) or worker (agent scope) that matches a query.
 
@@ -41,4 +41,5 @@ class Candidate:
     load: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.load = self.in_flight + int(self.signals.get("queued", 0))
+        queued = self.signals.get("queued") if self.signals else None
+        self.load = self.in_flight + int(queued) if queued else self.in_flight

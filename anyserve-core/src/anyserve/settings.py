@@ -214,10 +214,10 @@ class RoutingSettings(_Table):
         default_factory=lambda: {"cold_start": 2.0, "least_load": 1.0}
     )
     picker: str = "highest"
-    #: Most candidates one decision scores. Past that many matching replicas it scores a random sample of
-    #: this many, plus those the affinity scorers nominate (power of k choices), so a decision costs the same
-    #: with thousands of replicas of one model. 0: every match, always.
-    sample: int = Field(default=16, ge=0)
+    #: Most candidates one decision scores. Past that many matching replicas it scores those the affinity
+    #: scorers nominate and fills up to this many at random, at least two (power of k choices), so a decision
+    #: costs the same with thousands of replicas of one model. 0: every match, always.
+    sample: int = Field(default=8, ge=0)
     #: Per-stage options, ``[routing.options.prefix] block_chars = 128``.
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 

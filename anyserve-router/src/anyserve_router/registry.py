@@ -394,7 +394,8 @@ class ReplicaRegistry:
                 if r is None or now - r.last_heartbeat > ttl or (exclude and replica_id in exclude):
                     out.append(None)
                 else:
-                    out.append((max(r.in_flight, r.reported_in_flight), r.signals, r.offer_signals))
+                    ours, theirs = r.in_flight, r.reported_in_flight  # ReplicaEntry.load, without the call
+                    out.append((ours if ours >= theirs else theirs, r.signals, r.offer_signals))
         return out
 
     def recent_offers(self, now: float | None = None) -> list[tuple[str, float, tuple[Offer, ...]]]:

@@ -14,7 +14,7 @@ replica, not a matcher call per offer.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from anyserve.candidates import COLD, FAILED, HOT, STARTING, STOPPING, Candidate
@@ -27,6 +27,8 @@ _STATE_RANK = {HOT: 0, STARTING: 1, COLD: 2, STOPPING: 2}
 #: The default for KServe requests: anyserve replicas only.
 KSERVE_ONLY = frozenset({KSERVE})
 _random = random.Random()
+#: Matches a sampled decision draws at random, however many the scorers nominate.
+MIN_DRAWN = 2
 #: A replica's best offer for a query and its score, or None.
 Best = tuple[float, Offer] | None
 
@@ -42,6 +44,8 @@ class Match(NamedTuple):
     signals_key: tuple[Any, bool]
 
 
+#: What the registry says of a replica now: its load, its signals and its offers' signals.
+Reading = tuple[int, dict[str, Any], dict[tuple[Any, bool], dict[str, Any]]]
 #: (query items, stream, protocols) -> the matching replicas' ids and their matches.
 IndexKey = tuple[tuple[tuple[str, Any], ...], bool | None, frozenset[str] | None]
 
@@ -142,11 +146,10 @@ def candidates(
     """
     if cache is None:
         _, live = registry.live_entries(exclude, now)
-        return [
-            _candidate(match, entry.load, entry.signals, entry.offer_signals)
-            for entry in live
-            for match in _matching((entry,), query, matcher, stream, protocols)
-        ]
+        pairs = [(match, entry) for entry in live for match in _matching((entry,), query, matcher, stream, protocols)]
+        return _made(
+            [match for match, _ in pairs], [(entry.load, entry.signals, entry.offer_signals) for _, entry in pairs]
+        )
     ids, matches = cache.matches(registry, query, matcher, stream, protocols)
     return _read(registry, ids, matches, exclude, now)
 
@@ -159,11 +162,28 @@ def _read(
     now: float | None,
 ) -> list[Candidate]:
     """Candidates of the matches whose replicas are live and not excluded, with their load read now."""
-    return [
-        _candidate(match, *now_read)
-        for match, now_read in zip(matches, registry.current(ids, exclude, now), strict=True)
-        if now_read is not None
-    ]
+    return _made(matches, registry.current(ids, exclude, now))
+
+
+def _made(matches: Sequence[Match], reads: Sequence[Reading | None]) -> list[Candidate]:
+    """A candidate per match whose replica was read (``None``: gone, silent or excluded).
+
+    One loop, the candidate made in it, positionally: a decision pays this
+    per candidate it scores, and a helper call or keywords would cost
+    about as much again.
+    """
+    found: list[Candidate] = []
+    for match, reading in zip(matches, reads, strict=True):
+        if reading is None:
+            continue
+        load, signals, offer_signals = reading
+        if offer_signals:
+            own = offer_signals.get(match.signals_key)
+            if own:
+                signals = {**signals, **own}
+        offer = match.offer
+        found.append(Candidate(match.replica_id, offer.capability, match.score, load, offer.state, match.info, signals))
+    return found
 
 
 def _sampled(
@@ -173,15 +193,20 @@ def _sampled(
     matches: tuple[Match, ...],
     cache: MatchCache,
 ) -> tuple[tuple[str, ...], tuple[Match, ...]]:
-    """``pipeline.sample`` matches at random, plus those the scorers nominate (power of k choices)."""
-    n, draw = len(ids), _random.random
-    picked = {int(n * draw()) for _ in range(pipeline.sample)}  # a repeat draws one fewer: no matter
+    """``pipeline.sample`` matches: those the scorers nominate, the rest at random (power of k choices).
+
+    At least :data:`MIN_DRAWN` are drawn at random however many are
+    nominated, so a request whose nominees are all busy still has idle
+    replicas to go to.
+    """
     named = pipeline.nominees(request, ids)
+    n, draw = len(ids), _random.random
+    picked = {int(n * draw()) for _ in range(max(MIN_DRAWN, pipeline.sample - len(named)))}  # a repeat: one fewer
     if named:
         positions = cache.positions(ids)
         picked.update(positions[rid] for rid in named if rid in positions)
     order = sorted(picked)
-    return tuple(ids[i] for i in order), tuple(matches[i] for i in order)
+    return tuple([ids[i] for i in order]), tuple([matches[i] for i in order])
 
 
 def _matching(
@@ -200,25 +225,6 @@ def _matching(
             score, offer = best
             key = (offer.capability, bool(offer.runtime.get("stream", False)))
             yield Match(entry.id, score, offer, {**where, **offer.runtime}, key)
-
-
-def _candidate(
-    match: Match, load: int, signals: dict[str, Any], offer_signals: dict[tuple[Any, bool], dict[str, Any]]
-) -> Candidate:
-    if offer_signals:
-        own = offer_signals.get(match.signals_key)
-        if own:
-            signals = {**signals, **own}
-    offer = match.offer
-    return Candidate(
-        id=match.replica_id,
-        capability=offer.capability,
-        score=match.score,
-        in_flight=load,
-        state=offer.state,
-        info=match.info,
-        signals=signals,
-    )
 
 
 def choose(

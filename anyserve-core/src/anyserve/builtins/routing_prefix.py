@@ -46,7 +46,7 @@ DEFAULT_LOAD_FACTOR = 1.5
 #: difference under ``least_load`` (1 against 0.5) at weight 1, so emptiness decides between near-equal loads.
 VACANCY = 0.5
 #: Cache holders nominated into a sampled decision: enough that one over its load bound leaves others.
-NOMINEES = 8
+NOMINEES = 4
 #: Blocks a snapshot holds at most, over every replica: its file stays a few MiB whatever the bounds above.
 SNAPSHOT_BLOCKS = 131_072
 #: The snapshot's layout; a file of another version is ignored.
@@ -148,24 +148,34 @@ class PrefixAffinity:
         return found
 
     def _depths(self, blocks: Sequence[int]) -> dict[str, int]:
+        """Each holder's depth, by binary search: a holder set's size only falls with depth (the sets nest).
+
+        One search per depth at which holders drop out, each of about
+        log2(blocks) look-ups: a 256-block prompt whose system prompt many
+        replicas hold and whose tail one holds takes some twenty look-ups,
+        not 256.
+        """
         holders = self._holders
         found: dict[str, int] = {}
-        seen = 0
-        for depth in range(len(blocks), 0, -1):
-            held = holders.get(blocks[depth - 1])
-            if held is None:
-                continue
-            if isinstance(held, str):
-                if not seen:
-                    found[held] = depth
-                    seen = 1
-                continue
-            if len(held) <= seen:
-                continue  # nested sets: no larger than the deeper one's means no new holder
-            for replica_id in held:
-                if replica_id not in found:
-                    found[replica_id] = depth
+        deepest = len(blocks)
+        while deepest:
             seen = len(found)
+            # The deepest depth <= ``deepest`` held by more than ``seen`` replicas: depth 0 always is (by all).
+            low, high = 0, deepest
+            while low < high:
+                middle = (low + high + 1) // 2
+                held = holders.get(blocks[middle - 1])
+                if held is not None and (1 if isinstance(held, str) else len(held)) > seen:
+                    low = middle
+                else:
+                    high = middle - 1
+            if not low:
+                break
+            held = holders[blocks[low - 1]]
+            for replica_id in (held,) if isinstance(held, str) else held:  # more than ``seen``: one is new
+                if replica_id not in found:
+                    found[replica_id] = low
+            deepest = low - 1
         return found
 
     def observe(self, request: RouteRequest, chosen: Candidate) -> None:

@@ -98,7 +98,7 @@ def load_bound(candidates: Sequence[Candidate], load_factor: float) -> int:
     The ``+ 1`` counts the request being placed, so with every replica idle
     the bound is at least 1 and the ring's own choice always fits.
     """
-    total = sum(c.load for c in candidates)
+    total = sum([c.load for c in candidates])
     return math.ceil(load_factor * (total + 1) / len(candidates))
 
 
@@ -126,6 +126,16 @@ class SessionAffinity:
         self._whole: tuple[tuple[str, ...], Ring] | None = None
         #: Session hash -> the replica it was last sent to, least recently used first.
         self._pins: OrderedDict[int, str] = OrderedDict()
+        #: The last session hashed and its hash: a decision asks three times (nominate, score, observe).
+        self._last: tuple[str | None, int] = (None, 0)
+
+    def key(self, session: str) -> int:
+        """The session's place on the ring and in the pins: :func:`stable_hash`, kept for the last session asked."""
+        last, key = self._last
+        if session is not last:
+            key = stable_hash(session)
+            self._last = (session, key)
+        return key
 
     def ring(self, ids: frozenset[str]) -> Ring:
         """The ring for this set of ids, built once and kept while the set keeps coming back."""
@@ -153,7 +163,7 @@ class SessionAffinity:
         """
         bound = load_bound(candidates, self.load_factor)
         index = {c.id: i for i, c in enumerate(candidates)}
-        key = stable_hash(session)
+        key = self.key(session)
         pinned = self._pins.get(key)
         if pinned is not None:
             at = index.get(pinned)
@@ -177,7 +187,7 @@ class SessionAffinity:
         """The session's pin and the first replicas on its ring: where :meth:`place` will look first."""
         if not request.session:
             return []
-        key = stable_hash(request.session)
+        key = self.key(request.session)
         named = [pinned] if (pinned := self._pins.get(key)) is not None else []
         matched = ids if isinstance(ids, tuple) else tuple(ids)
         for owner in self.whole_ring(matched).walk(key):
@@ -191,7 +201,7 @@ class SessionAffinity:
         """Pin the session where it went, whatever decided it: that engine now holds its conversation."""
         if not request.session or not self.max_sessions:
             return
-        key = stable_hash(request.session)
+        key = self.key(request.session)
         self._pins[key] = chosen.id
         self._pins.move_to_end(key)
         while len(self._pins) > self.max_sessions:

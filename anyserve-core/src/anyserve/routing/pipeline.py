@@ -66,7 +66,7 @@ class Pipeline:
         self.picker = picker
         self.scope = scope
         self._filter_calls = tuple(f.impl.filter for f in self.filters)
-        self._score_calls = tuple((s.impl.score, s.weight) for s in self.scorers)
+        self._score_calls = tuple((s.impl.score, s.weight, s.name) for s in self.scorers)
         self._observers = tuple(s.impl.observe for s in self.scorers if hasattr(s.impl, "observe"))
         self._forgetters = tuple(s.impl.forget for s in self.scorers if hasattr(s.impl, "forget"))
         self._nominators = tuple(s.impl.nominate for s in self.scorers if hasattr(s.impl, "nominate"))
@@ -110,9 +110,11 @@ class Pipeline:
     def rate(self, request: RouteRequest, candidates: Sequence[Candidate]) -> None:
         """Set each candidate's ``route_score`` to its weighted total."""
         totals = [0.0] * len(candidates)
-        for score, weight in self._score_calls:
-            for i, value in enumerate(score(request, candidates)):
-                totals[i] += weight * value
+        for score, weight, name in self._score_calls:
+            values = score(request, candidates)
+            if len(values) != len(totals):
+                raise PluginError(f"routing scorer {name!r} gave {len(values)} scores for {len(totals)} candidates")
+            totals = [total + weight * value for total, value in zip(totals, values, strict=True)]
         for candidate, total in zip(candidates, totals, strict=True):
             candidate.route_score = total
 

@@ -2,40 +2,16 @@
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from anyserve.routing.blocks import PrefixMemo
+
 #: Characters per prefix block when a scorer asks for none in particular (about 32 tokens of English).
 DEFAULT_BLOCK_CHARS = 128
-#: Blocks hashed at most per request: a longer prompt's tail never decides where it goes.
-MAX_BLOCKS = 256
-
-
-def block_hashes(text: str, block_chars: int, limit: int = MAX_BLOCKS) -> tuple[int, ...]:
-    """Chained 64-bit hashes of ``text``'s whole blocks of ``block_chars`` bytes (of its UTF-8).
-
-    Block *i*'s hash covers blocks 0..i, so two prompts share a hash only
-    where they share everything before it: the shape of an engine's prefix
-    cache. It is CRC-32 and Adler-32 of the whole prefix, side by side: run
-    on for each block, in C, a few times cheaper per request than a
-    cryptographic hash, and keyed by nothing process-specific (unlike
-    ``hash()``), so a saved index means the same after a restart. A routing
-    hint needs no more: a rare collision only sends a request where its
-    prefix is not cached. A partial last block is left out: it is what the
-    next turn is likely to change.
-    """
-    out: list[int] = []
-    crc = adler = 1
-    data = text.encode("utf-8", "surrogatepass")
-    step = max(1, block_chars)
-    for start in range(0, min(len(data), step * limit) - step + 1, step):
-        block = data[start : start + step]
-        crc = zlib.crc32(block, crc)
-        adler = zlib.adler32(block, adler)
-        out.append(crc << 32 | adler)
-    return tuple(out)
+#: The recent prompts' hashes, shared by every request of this process.
+MEMO = PrefixMemo()
 
 
 @dataclass
@@ -63,12 +39,12 @@ class RouteRequest:
     _blocks: dict[int, tuple[int, ...]] | None = field(default=None, repr=False, compare=False)
 
     def prefix_blocks(self, block_chars: int = DEFAULT_BLOCK_CHARS) -> tuple[int, ...]:
-        """The prompt's chained block hashes (:func:`block_hashes`), computed once per block size."""
+        """The prompt's chained block hashes (:func:`~anyserve.routing.blocks.block_hashes`), once per block size."""
         if self._blocks is None:
             self._blocks = {}
         found = self._blocks.get(block_chars)
         if found is None:
-            found = block_hashes(self.prompt, block_chars) if self.prompt else ()
+            found = MEMO.hashes(self.prompt, block_chars) if self.prompt else ()
             self._blocks[block_chars] = found
         return found
 
