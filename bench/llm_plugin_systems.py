@@ -3,7 +3,6 @@ engine reached directly (bench/servers/llamacpp_floor.py), both on the engine co
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import sys
@@ -21,6 +20,7 @@ from llm_systems import (
     anyserve_bin,
     free_port,
     http_get,
+    wait_health,
     wait_ready,
     wait_started,
 )
@@ -53,14 +53,7 @@ def anyserve_plugin(ctx: Context) -> Endpoint:
         "ANYSERVE_LLAMACPP_IDLE_TIMEOUT": "none",
     }
     replica_cmds = []
-    deadline = time.monotonic() + 30
-    while True:  # the router must be up before replicas register with it
-        with contextlib.suppress(OSError):
-            if http_get(base + "/health")[0] == 200:
-                break
-        if time.monotonic() > deadline or not started[0].alive():
-            raise RuntimeError(f"anyserve router not up:\n{started[0].tail()}")
-        time.sleep(0.2)
+    wait_health(base, started[0])  # the router must be up before replicas register with it
     for i in range(ctx.plugin_replicas):
         cmd = [
             anyserve_bin(), "start", "--host", "127.0.0.1", "--port", "0", "--api-server", base,

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -75,11 +76,11 @@ def wait_engines(urls: list[str], started: list[Managed], timeout: float = 60.0)
         chat_once(url)
 
 
-def chat_once(base: str, max_tokens: int = 4, timeout: float = 60.0) -> int:
+def chat_once(base: str, max_tokens: int = 4, timeout: float = 60.0, model: str = MODEL) -> int:
     """One streamed chat completion; the number of content deltas. Raises on any failure."""
     parts = urlsplit(base)
     body = {
-        "model": MODEL,
+        "model": model,
         "messages": [{"role": "user", "content": "Say hello."}],
         "max_tokens": max_tokens,
         "stream": True,
@@ -113,7 +114,19 @@ def chat_once(base: str, max_tokens: int = 4, timeout: float = 60.0) -> int:
     return deltas
 
 
-def wait_ready(base: str, procs: list[Managed], timeout: float = 90.0) -> None:
+def wait_health(base: str, proc: Managed, timeout: float = 30.0) -> None:
+    """Until ``base`` answers ``GET /health`` with 200 (a router, before replicas register with it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError):
+            if http_get(base + "/health")[0] == 200:
+                return
+        if time.monotonic() > deadline or not proc.alive():
+            raise RuntimeError(f"{proc.name} not up at {base}:\n{proc.tail()}")
+        time.sleep(0.2)
+
+
+def wait_ready(base: str, procs: list[Managed], timeout: float = 90.0, model: str = MODEL) -> None:
     """Until a streamed chat completion through ``base`` succeeds (or a process dies, or time runs out)."""
     deadline = time.monotonic() + timeout
     last = "no attempt"
@@ -122,13 +135,13 @@ def wait_ready(base: str, procs: list[Managed], timeout: float = 90.0) -> None:
             if not proc.alive():
                 raise RuntimeError(f"{proc.name} exited ({proc.proc.returncode}):\n{proc.tail()}")
         try:
-            chat_once(base, timeout=30)
+            chat_once(base, timeout=30, model=model)
             return
         except Exception as exc:  # not up yet
             last = f"{type(exc).__name__}: {exc}"
         time.sleep(0.5)
     tails = "\n".join(f"--- {p.name}:\n{p.tail()}" for p in procs)
-    raise RuntimeError(f"{base} not serving {MODEL} within {timeout:g}s ({last})\n{tails}")
+    raise RuntimeError(f"{base} not serving {model} within {timeout:g}s ({last})\n{tails}")
 
 
 def background_load(seconds: float = 1.0) -> float:
@@ -250,8 +263,11 @@ def direct(ctx: Context) -> Endpoint:
     )
 
 
-def anyserve_engines(ctx: Context) -> Endpoint:
-    """The anyserve router fronting the llama-server engines, declared in its configuration."""
+def anyserve_engines(ctx: Context, routing: dict[str, str] | None = None) -> Endpoint:
+    """The anyserve router fronting the llama-server engines, declared in its configuration.
+
+    ``routing``: ``ANYSERVE_ROUTING_*`` variables for the router (its default pipeline without).
+    """
     port = free_port()
     config = ctx.work / "anyserve-router-engines.toml"
     config.write_text(
@@ -261,14 +277,21 @@ def anyserve_engines(ctx: Context) -> Endpoint:
         )
     )
     cmd = [anyserve_bin(), "router", "--host", "127.0.0.1", "--port", str(port), "--config", str(config)]
-    router = ctx.procs.start("anyserve-router-engines", cmd, FRONT_CPU)
+    router = ctx.procs.start("anyserve-router-engines", cmd, FRONT_CPU, env=routing)
     base = f"http://127.0.0.1:{port}"
     wait_started(ctx, base, [router])
+    env = "".join(f"{k}={v if v else repr(v)} " for k, v in (routing or {}).items())
     return Endpoint(
         [base],
         [router],
-        [f"taskset -c {FRONT_CPU} " + " ".join(cmd), f"# {config.name}:\n{config.read_text().strip()}"],
+        [f"{env}taskset -c {FRONT_CPU} " + " ".join(cmd), f"# {config.name}:\n{config.read_text().strip()}"],
     )
+
+
+def anyserve_routed(picker: str, scorers: str) -> Callable[[Context], Endpoint]:
+    """:func:`anyserve_engines` with this picker and these scorers (``ANYSERVE_ROUTING_PICKER``, ``_SCORERS``)."""
+    routing = {"ANYSERVE_ROUTING_PICKER": picker, "ANYSERVE_ROUTING_SCORERS": scorers}
+    return lambda ctx: anyserve_engines(ctx, routing)
 
 
 def _peer(ctx: Context, name: str) -> Path:

@@ -1,11 +1,12 @@
 """LLM-aware routing on real engines: multi-turn chats with shared system prompts, one system at a time.
 
-    .venv/bin/python bench/routing_bench.py            # ~18 min
+    .venv/bin/python bench/routing_bench.py            # ~30 min
     .venv/bin/python bench/routing_bench.py --quick    # ~5 min, a smaller workload (a functional check)
     .venv/bin/python bench/routing_bench.py --systems round-robin,prefix --out /tmp/routing
 
-Single-slot llama-server engines (SmolLM2-135M-Instruct Q4_1, prompt caching as
-it ships) answer users whose conversations share system prompts and grow turn
+llama-server engines of four slots (SmolLM2-135M-Instruct Q4_1, caching what
+their slots hold, as a GPU engine caches what its KV pool holds: no host-memory
+prompt cache unless ``--cache-ram``) answer users whose conversations share system prompts and grow turn
 by turn, so where a request lands decides how much of its prompt the engine
 has to compute. Measured in turn, each against freshly started engines: the
 users split evenly over the engines with no router (the floor), the anyserve
@@ -67,7 +68,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"default {full:g}; --quick {quick:g}")
     p.add_argument("--think", default="0.5,2", help="seconds a user waits before a follow-up, 'min,max' (0.5,2)")
     p.add_argument("--engines", type=int, default=4, help="llama-server processes (default 4)")
-    p.add_argument("--slots", type=int, default=1, help="llama-server --parallel, per engine (default 1)")
+    p.add_argument("--slots", type=int, default=4, help="llama-server --parallel, per engine (default 4)")
+    p.add_argument(
+        "--cache-ram",
+        type=int,
+        default=0,
+        metavar="MIB",
+        help="llama-server --cache-ram, its host-memory prompt cache. Default 0: none, so an engine caches what its "
+        "slots hold, as a GPU engine caches what its KV pool holds; 8192 is llama-server's own default",
+    )
     p.add_argument("--ctx-per-slot", type=int, default=4096, help="context tokens per slot (default 4096)")
     p.add_argument("--seed", type=int, default=20261205)
     p.add_argument(
@@ -254,7 +263,7 @@ def _run(args, started: datetime.datetime, work: Path, procs: Processes) -> int:
         before = list(procs.running)
         try:
             engines = routing_systems.start_engines(procs, binary, system.key, args.engines, args.slots,
-                                                    args.ctx_per_slot)  # fmt: skip
+                                                    args.ctx_per_slot, args.cache_ram)  # fmt: skip
             engine_commands, engine_version = engines.commands, engines.version
             ctx = Context(procs, work, engines, args.slots, 0, peers, peers_reason)
             run = measure(ctx, system, workload, args)
@@ -289,6 +298,7 @@ def _run(args, started: datetime.datetime, work: Path, procs: Processes) -> int:
             "seed": args.seed,
             "engines": args.engines,
             "slots": args.slots,
+            "cache_ram": args.cache_ram,
             "ctx_per_slot": args.ctx_per_slot,
             "engine_cpu": ENGINE_CPU,
             "front_cpu": FRONT_CPU,

@@ -158,6 +158,15 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.0f}%"
 
 
+def _host_cache(cache_ram: int | None) -> str:
+    """The engines' host-memory prompt cache, as the run configured it (runs before the option had none set)."""
+    if cache_ram is None:
+        return "host prompt cache as llama-server ships it (`--cache-ram` 8192 MiB)"
+    if cache_ram == 0:
+        return "no host prompt cache (`--cache-ram 0`: an engine caches what its slots hold)"
+    return f"a host prompt cache of {cache_ram} MiB (`--cache-ram {cache_ram}`)"
+
+
 def markdown(run: dict[str, Any]) -> str:
     cfg, results = run["config"], run["results"]
     base = (results.get("round-robin", {}).get("summary") or {}).get("ttft_p50")
@@ -175,9 +184,9 @@ def markdown(run: dict[str, Any]) -> str:
             f"s; the next user in line starts when one finishes (seed {cfg['seed']}, the same users in the same "
             f"order for every system; at most {cfg['max_seconds']:g} s per system). Streamed chat completions, "
             f"each with the OpenAI `user` field and an `X-Session-Id` header naming its user. "
-            f"{cfg['engines']} llama-server engines of {cfg['slots']} slot(s), 1 thread each, all on CPU "
-            f"{cfg['engine_cpu']}, started afresh for every system; routers and the load generator on CPU "
-            f"{cfg['front_cpu']}."
+            f"{cfg['engines']} llama-server engines of {cfg['slots']} slot(s), 1 thread each, "
+            f"{_host_cache(cfg.get('cache_ram'))}, all on CPU {cfg['engine_cpu']}, started afresh for every system; "
+            f"routers and the load generator on CPU {cfg['front_cpu']}."
         ),
         "",
         "## Results",

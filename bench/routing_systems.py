@@ -3,8 +3,9 @@
 The engines are llama-server with its prompt caching as it ships: ``cache_prompt``
 on (a slot keeps its last prompt's KV between requests), a new request taking
 the idle slot whose cached prompt shares the most with it
-(``--slot-prompt-similarity`` 0.1), and prompts a slot is about to lose saved to
-a host-memory prompt cache and restored from it (``--cache-ram``, 8 GiB).
+(``--slot-prompt-similarity`` 0.1). Its host-memory prompt cache (``--cache-ram``,
+8 GiB as it ships) is off unless ``--cache-ram`` says otherwise: an engine then
+caches what its slots hold, as a GPU engine caches what its KV pool holds.
 ``--cache-reuse`` (reusing chunks that moved, by shifting the KV) stays off, as
 it ships: these prompts only grow at the end. The one flag added is
 ``--metrics``, which reads the cache counters and changes nothing else.
@@ -16,27 +17,36 @@ make the engines cache, so no system may find a cache another one filled.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import llm_systems
-from llm_systems import ENGINE_CPU, FRONT_CPU, MODEL, Context, Endpoint, Engines, free_port, http_get
+from llm_systems import (
+    ENGINE_CPU,
+    FRONT_CPU,
+    MODEL,
+    Context,
+    Endpoint,
+    Engines,
+    anyserve_routed,
+    free_port,
+    http_get,
+)
 from processes import Managed, Processes
 
 #: llama-server's prometheus counters read per engine (``llamacpp:<name>``).
 COUNTERS = ("prompt_tokens_total", "prompt_tokens_cached_total", "tokens_predicted_total")
 
 
-def engine_command(binary: Path, port: int, slots: int, ctx_per_slot: int) -> list[str]:
+def engine_command(binary: Path, port: int, slots: int, ctx_per_slot: int, cache_ram: int | None = None) -> list[str]:
+    """llama-server as it ships, plus ``--metrics``; ``cache_ram`` (MiB) sizes its host-memory prompt cache."""
     return [
         str(binary), "-m", str(llm_systems.gguf_path()), "--alias", MODEL, "--host", "127.0.0.1",
         "--port", str(port), "-t", "1", "-tb", "1", "--parallel", str(slots), "-c", str(ctx_per_slot * slots),
-        "--metrics", "--no-webui",
+        "--metrics", "--no-webui", *([] if cache_ram is None else ["--cache-ram", str(cache_ram)]),
     ]  # fmt: skip
 
 
@@ -46,12 +56,14 @@ def engine_version(binary: Path) -> str:
     return line.split(":", 1)[1].strip()
 
 
-def start_engines(procs: Processes, binary: Path, tag: str, count: int, slots: int, ctx_per_slot: int) -> Engines:
+def start_engines(
+    procs: Processes, binary: Path, tag: str, count: int, slots: int, ctx_per_slot: int, cache_ram: int | None = None
+) -> Engines:
     """``count`` fresh llama-server processes on the engine core, each answering a chat before this returns."""
     urls, started, commands = [], [], []
     for i in range(count):
         port = free_port()
-        cmd = engine_command(binary, port, slots, ctx_per_slot)
+        cmd = engine_command(binary, port, slots, ctx_per_slot, cache_ram)
         started.append(procs.start(f"{tag}-engine-{i + 1}", cmd, ENGINE_CPU))
         urls.append(f"http://127.0.0.1:{port}")
         commands.append(f"taskset -c {ENGINE_CPU} " + " ".join(cmd))
@@ -109,35 +121,6 @@ class RoutingSystem:
     kind: str
 
 
-@contextlib.contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """``values`` in this process's environment while a router starts (Processes.start passes it on)."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def anyserve(picker: str, scorers: str) -> Callable[[Context], Endpoint]:
-    """The anyserve router fronting the engines (llm_systems.anyserve_engines), its routing chosen by environment."""
-    env = {"ANYSERVE_ROUTING_PICKER": picker, "ANYSERVE_ROUTING_SCORERS": scorers}
-
-    def start(ctx: Context) -> Endpoint:
-        with environment(env):
-            endpoint = llm_systems.anyserve_engines(ctx)
-        prefix = " ".join(f"{k}={v!r}" if not v else f"{k}={v}" for k, v in env.items())
-        endpoint.commands[0] = f"{prefix} {endpoint.commands[0]}"
-        return endpoint
-
-    return start
-
-
 def direct(ctx: Context) -> Endpoint:
     """No router: user ``u`` always to engine ``u mod engines``, so each engine holds its users' conversations."""
     return Endpoint(
@@ -169,10 +152,10 @@ def peer(name: str, policy: str) -> Callable[[Context], Endpoint]:
 
 SYSTEMS = [
     RoutingSystem("direct", "direct, user u → engine u mod engines (no router)", direct, "floor"),
-    RoutingSystem("round-robin", "anyserve, round robin", anyserve("round_robin", ""), "anyserve"),
-    RoutingSystem("least-load", "anyserve, least load", anyserve("highest", "least_load=1"), "anyserve"),
-    RoutingSystem("prefix", "anyserve, prefix-aware", anyserve("highest", "prefix=2,least_load=1"), "anyserve"),
-    RoutingSystem("session", "anyserve, session", anyserve("highest", "session=2,least_load=1"), "anyserve"),
+    RoutingSystem("round-robin", "anyserve, round robin", anyserve_routed("round_robin", ""), "anyserve"),
+    RoutingSystem("least-load", "anyserve, least load", anyserve_routed("highest", "least_load=1"), "anyserve"),
+    RoutingSystem("prefix", "anyserve, prefix-aware", anyserve_routed("highest", "prefix=2,least_load=1"), "anyserve"),
+    RoutingSystem("session", "anyserve, session", anyserve_routed("highest", "session=2,least_load=1"), "anyserve"),
     RoutingSystem("smg", "smg, cache_aware", peer("smg", "cache_aware"), "peer"),
     RoutingSystem("vllm-router", "vllm-router, cache_aware", peer("vllm-router", "cache_aware"), "peer"),
     RoutingSystem("vllm-router-hash", "vllm-router, consistent_hash", peer("vllm-router", "consistent_hash"), "peer"),

@@ -14,17 +14,16 @@ hop. Prints ``http floor ready at HOST:PORT``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from collections.abc import AsyncIterator
 
-import uvicorn
 from echo_logic import TOKENS, echo, token_count, token_event_json
 from json_echo import v2_infer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from uvicorn_floor import run
 
 from anyserve.protocol.messages import ModelInferRequest
 
@@ -66,23 +65,9 @@ app = Starlette(
 )
 
 
-async def serve(host: str, port: int) -> None:
-    # The same uvicorn settings the router's CLI uses (loop/http "auto", no access log).
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
-    task = asyncio.create_task(server.serve())
-    while not server.started and not task.done():
-        await asyncio.sleep(0.05)
-    if server.started:
-        bound = server.servers[0].sockets[0].getsockname()[1]
-        print(f"http floor ready at {host}:{bound}", flush=True)
-    await task
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    # The event loop as the router's CLI picks it: uvicorn's "auto" loop factory (uvloop when installed).
-    with asyncio.Runner(loop_factory=uvicorn.Config(app).get_loop_factory()) as runner:
-        runner.run(serve(args.host, args.port))
+    run(app, args.host, args.port, "http floor")
