@@ -146,6 +146,9 @@ def test_settings_choose_stages_and_weights_from_the_environment():
     assert p.describe()["scorers"] == {"least_load": 1.0}  # weight 0: never called
     assert p.describe()["picker"] == "round_robin"
     assert [p.choose(CHAT, [cand("a"), cand("b", in_flight=5)]).id for _ in range(2)] == ["a", "b"]
+    assert pipeline({"ANYSERVE_ROUTING_SAMPLE": "32"}).describe()["sample"] == 32
+    with pytest.raises(ConfigError, match=r"routing\.sample"):
+        pipeline({"ANYSERVE_ROUTING_SAMPLE": "-1"})
 
 
 def test_unknown_or_misplaced_stage_names_are_configuration_errors():

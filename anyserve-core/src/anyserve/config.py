@@ -105,6 +105,7 @@ ENV_KEYS: dict[str, str] = {
     "ANYSERVE_ROUTING_FILTERS": "routing.filters",
     "ANYSERVE_ROUTING_SCORERS": "routing.scorers",
     "ANYSERVE_ROUTING_PICKER": "routing.picker",
+    "ANYSERVE_ROUTING_SAMPLE": "routing.sample",
 }
 
 
