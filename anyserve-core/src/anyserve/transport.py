@@ -47,6 +47,11 @@ class WorkerService(Protocol):
     # with the connecting side's hello (what it passed to ``Transport.connect(hello=...)``) before
     # any request is read, and refuses the connection by raising an AnyServeError (e.g.
     # ``Unauthenticated``): the router link admits only callers with the cluster token.
+    #
+    # Optional: ``def answer_load(self) -> str``. A service that has it is asked, as each answer goes
+    # out, for its load as ``"queued,in_flight"``, and a transport that can carries it with the answer;
+    # the connection's optional ``answer_load`` attribute holds the latest one. The router link sends the
+    # agent's load this way, as gRPC answers carry it in trailing metadata.
 
 
 @runtime_checkable

@@ -26,7 +26,15 @@ from typing import TYPE_CHECKING
 from anyserve.catalog import TRANSPORT
 from anyserve.credentials import link_hello
 from anyserve.errors import AnyServeError, ConfigError
-from anyserve_router.upstream import LoadSink, Metadata, Target, Upstream, UpstreamError, UpstreamStream
+from anyserve_router.upstream import (
+    LoadListener,
+    LoadSink,
+    Metadata,
+    Target,
+    Upstream,
+    UpstreamError,
+    UpstreamStream,
+)
 
 if TYPE_CHECKING:
     from anyserve.catalog import Catalog
@@ -50,9 +58,11 @@ def _upstream_error(exc: AnyServeError, connection: Connection, link: str) -> Up
 class _LinkStream:
     """One streaming call over a link; the request goes out on the first ``read``."""
 
-    def __init__(self, owner: LinkUpstream, link: str, transport: Transport, payload: bytes, md: Metadata) -> None:
+    def __init__(self, owner: LinkUpstream, target: Target, transport: Transport, payload: bytes, md: Metadata) -> None:
+        assert target.link is not None
         self._owner = owner
-        self._link = link
+        self._replica_id = target.replica_id
+        self._link = target.link
         self._transport = transport
         self._payload = payload
         self._metadata = dict(md)
@@ -67,15 +77,20 @@ class _LinkStream:
         if self._responses is None:
             self._connection = await self._owner.connection(self._link, self._transport)
             self._responses = aiter(self._connection.stream(self._payload, self._metadata))
+        assert self._connection is not None
         try:
-            return await anext(self._responses)
+            chunk = await anext(self._responses)
         except StopAsyncIteration:
             self._finished = True
+            self._owner.heard(self._replica_id, self._connection)
             return None
         except AnyServeError as exc:
             self._finished = True
-            assert self._connection is not None
             raise _upstream_error(exc, self._connection, self._link) from None
+        # The latest load the replica reported on this connection: a caller may stop reading at a stream's last
+        # chunk, before its end frame (and the load on it) is read, so each chunk passes on what came before.
+        self._owner.heard(self._replica_id, self._connection)
+        return chunk
 
     def cancel(self) -> None:
         if self._finished or self._responses is None or self._closing is not None:
@@ -119,6 +134,7 @@ class LinkUpstream:
         self._transports: dict[str, Transport | None] = {}
         self._connections: dict[str, Connection] = {}
         self._dialling: dict[str, asyncio.Future[Connection]] = {}
+        self._load = LoadListener()
 
     def _transport(self, link: str) -> Transport | None:
         scheme = link.partition("://")[0]
@@ -141,10 +157,17 @@ class LinkUpstream:
             return None
 
     def report_load(self, sink: LoadSink) -> None:
-        """Where responses over gRPC carry their replica's load, it goes to ``sink`` (the link's frames carry none)."""
+        """The load a replica puts on its answers goes to ``sink``: over gRPC (trailing metadata) and the link."""
+        self._load.report_load(sink)
         listen = getattr(self._grpc, "report_load", None)
         if listen is not None:
             listen(sink)
+
+    def heard(self, replica_id: str, connection: Connection) -> None:
+        """The load the replica put on its latest answer over ``connection``, if its transport carries one."""
+        value = getattr(connection, "answer_load", "")
+        if value:
+            self._load.heard_value(replica_id, value)
 
     async def connection(self, link: str, transport: Transport) -> Connection:
         """The open connection to ``link``, dialled once however many requests wait for it."""
@@ -183,16 +206,18 @@ class LinkUpstream:
         assert target.link is not None
         connection = await self.connection(target.link, transport)
         try:
-            return await connection.infer(payload, dict(metadata))
+            answer = await connection.infer(payload, dict(metadata))
         except AnyServeError as exc:
             raise _upstream_error(exc, connection, target.link) from None
+        self.heard(target.replica_id, connection)
+        return answer
 
     def stream(self, target: Target, payload: bytes, metadata: Metadata) -> UpstreamStream:
         transport = self._transport(target.link) if target.link else None
         if transport is None:
             return self._grpc.stream(target, payload, metadata)
         assert target.link is not None
-        return _LinkStream(self, target.link, transport, payload, metadata)
+        return _LinkStream(self, target, transport, payload, metadata)
 
     async def metadata(self, target: Target, payload: bytes, metadata: Metadata) -> bytes:
         """Model metadata is not carried by links: it goes over gRPC (rare, and never on the hot path)."""

@@ -127,12 +127,17 @@ class LoadListener:
         if self.sink is None or not trailing:
             return
         value = trailing.get(LOAD_KEY)
-        if value is None or self._last.get(replica_id) == value:
+        if value is not None:
+            self.heard_value(replica_id, value if isinstance(value, str) else value.decode("ascii", "replace"))
+
+    def heard_value(self, replica_id: str, value: str) -> None:
+        """``queued,in_flight`` as an answer carried it (gRPC's trailing metadata, or a link frame)."""
+        if self.sink is None or not value or self._last.get(replica_id) == value:
             return
         if len(self._last) >= MAX_REMEMBERED:
             self._last.clear()
         self._last[replica_id] = value
-        load = piggy_backed(value if isinstance(value, str) else value.decode("ascii", "replace"))
+        load = piggy_backed(value)
         if load is not None:
             self.sink(replica_id, *load)
 

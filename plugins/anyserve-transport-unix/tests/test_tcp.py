@@ -136,3 +136,36 @@ def test_a_connection_stalled_inside_a_frame_is_closed(arun) -> None:
             await conn.close()
 
     arun(main())
+
+
+class Loaded(ContractService):
+    """A service that reports a load with each answer, one more request queued per answer (as the link's agent does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answers = 0
+
+    def answer_load(self) -> str:
+        self.answers += 1
+        return f"{self.answers},0"
+
+
+def test_each_answer_carries_the_load_its_service_reports_and_none_without(arun) -> None:
+    transport = TcpTransport()
+    address, plain = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+
+    async def main() -> None:
+        async with serving(transport, address, Loaded()), serving(transport, plain, ContractService()):
+            conn = await transport.connect(address, timeout=5)
+            assert conn.answer_load == ""  # nothing answered yet
+            assert await conn.infer(b"x", {}) == b"x|"
+            assert conn.answer_load == "1,0"
+            assert [chunk async for chunk in conn.stream(b"2", {})] == [b"0:2", b"1:2"]
+            assert conn.answer_load == "2,0"  # a stream's end frame carries it
+            other = await transport.connect(plain, timeout=5)
+            assert await other.infer(b"x", {}) == b"x|"
+            assert other.answer_load == ""  # a service without answer_load() sends none
+            await conn.close()
+            await other.close()
+
+    arun(main())

@@ -207,10 +207,14 @@ class Agent:
         waiting, in_flight = self.pool.load()
         return self.metrics.queued + waiting, in_flight
 
+    def load_value(self) -> str:
+        """:meth:`load` as answers carry it to the router (``queued,in_flight``), over gRPC or the link."""
+        queued, in_flight = self.load()
+        return f"{queued},{in_flight}"
+
     def _load_trailer(self) -> tuple[tuple[str, str]]:
         """The load every gRPC answer carries, so the router need not wait for a heartbeat to see a burst."""
-        queued, in_flight = self.load()
-        return ((LOAD_KEY, f"{queued},{in_flight}"),)
+        return ((LOAD_KEY, self.load_value()),)
 
     async def model_infer(self, payload: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:

@@ -58,6 +58,10 @@ class LinkService:
         if not self.credentials.is_cluster(token if isinstance(token, str) else None):
             raise Unauthenticated("the router link needs the cluster token")
 
+    def answer_load(self) -> str:
+        """The agent's load, put on each answer over the link, as gRPC puts it in trailing metadata."""
+        return self.agent.load_value()
+
     def hello(self) -> dict[str, Any]:
         return {"replica_id": self.agent.replica_id, "pid": os.getpid(), "capabilities": self.offers()}
 

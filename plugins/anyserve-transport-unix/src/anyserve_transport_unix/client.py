@@ -63,6 +63,8 @@ class FrameConnection:
         self._ids = itertools.count(1)
         self._pending: dict[int, _Target] = {}
         self._failure: str | None = None
+        #: The load the serving side put on its latest answer (``queued,in_flight``; empty: none yet).
+        self.answer_load = ""
         #: This connection's loop, kept: asking for the running loop per request costs a system call on Python
         #: 3.11 (its fork check calls getpid()).
         self._loop = asyncio.get_running_loop()
@@ -177,9 +179,13 @@ class FrameConnection:
             target.put_nowait(frame.chunk.payload)
         elif kind == "end" and streaming:
             del self._pending[frame.id]
+            if frame.end.load:
+                self.answer_load = frame.end.load
             target.put_nowait(_END)
         elif kind == "response" and not streaming:
             del self._pending[frame.id]
+            if frame.response.load:
+                self.answer_load = frame.response.load
             if not target.done():
                 target.set_result(frame.response.payload)
         elif kind == "error":

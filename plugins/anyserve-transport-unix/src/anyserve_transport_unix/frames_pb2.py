@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$anyserve_transport_unix/frames.proto\x12\x17\x61nyserve.transport.unix\"\xad\x03\n\x05\x46rame\x12\n\n\x02id\x18\x01 \x01(\x04\x12/\n\x05hello\x18\x02 \x01(\x0b\x32\x1e.anyserve.transport.unix.HelloH\x00\x12\x33\n\x07request\x18\x03 \x01(\x0b\x32 .anyserve.transport.unix.RequestH\x00\x12\x35\n\x08response\x18\x04 \x01(\x0b\x32!.anyserve.transport.unix.ResponseH\x00\x12/\n\x05\x63hunk\x18\x05 \x01(\x0b\x32\x1e.anyserve.transport.unix.ChunkH\x00\x12+\n\x03\x65nd\x18\x06 \x01(\x0b\x32\x1c.anyserve.transport.unix.EndH\x00\x12/\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1e.anyserve.transport.unix.ErrorH\x00\x12\x31\n\x06\x63\x61ncel\x18\x08 \x01(\x0b\x32\x1f.anyserve.transport.unix.CancelH\x00\x12\x31\n\x06\x63redit\x18\t \x01(\x0b\x32\x1f.anyserve.transport.unix.CreditH\x00\x42\x06\n\x04kind\"&\n\x05Hello\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0c\n\x04json\x18\x02 \x01(\t\"\xa4\x01\n\x07Request\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12:\n\x05query\x18\x02 \x03(\x0b\x32+.anyserve.transport.unix.Request.QueryEntry\x12\x0e\n\x06stream\x18\x03 \x01(\x08\x12\x0e\n\x06window\x18\x04 \x01(\r\x1a,\n\nQueryEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1b\n\x08Response\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x18\n\x05\x43hunk\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x05\n\x03\x45nd\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x08\n\x06\x43\x61ncel\"\x18\n\x06\x43redit\x12\x0e\n\x06\x63hunks\x18\x01 \x01(\rb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$anyserve_transport_unix/frames.proto\x12\x17\x61nyserve.transport.unix\"\xad\x03\n\x05\x46rame\x12\n\n\x02id\x18\x01 \x01(\x04\x12/\n\x05hello\x18\x02 \x01(\x0b\x32\x1e.anyserve.transport.unix.HelloH\x00\x12\x33\n\x07request\x18\x03 \x01(\x0b\x32 .anyserve.transport.unix.RequestH\x00\x12\x35\n\x08response\x18\x04 \x01(\x0b\x32!.anyserve.transport.unix.ResponseH\x00\x12/\n\x05\x63hunk\x18\x05 \x01(\x0b\x32\x1e.anyserve.transport.unix.ChunkH\x00\x12+\n\x03\x65nd\x18\x06 \x01(\x0b\x32\x1c.anyserve.transport.unix.EndH\x00\x12/\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1e.anyserve.transport.unix.ErrorH\x00\x12\x31\n\x06\x63\x61ncel\x18\x08 \x01(\x0b\x32\x1f.anyserve.transport.unix.CancelH\x00\x12\x31\n\x06\x63redit\x18\t \x01(\x0b\x32\x1f.anyserve.transport.unix.CreditH\x00\x42\x06\n\x04kind\"&\n\x05Hello\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0c\n\x04json\x18\x02 \x01(\t\"\xa4\x01\n\x07Request\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12:\n\x05query\x18\x02 \x03(\x0b\x32+.anyserve.transport.unix.Request.QueryEntry\x12\x0e\n\x06stream\x18\x03 \x01(\x08\x12\x0e\n\x06window\x18\x04 \x01(\r\x1a,\n\nQueryEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\x08Response\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x0c\n\x04load\x18\x02 \x01(\t\"\x18\n\x05\x43hunk\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x13\n\x03\x45nd\x12\x0c\n\x04load\x18\x01 \x01(\t\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x08\n\x06\x43\x61ncel\"\x18\n\x06\x43redit\x12\x0e\n\x06\x63hunks\x18\x01 \x01(\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,15 +42,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REQUEST_QUERYENTRY']._serialized_start=658
   _globals['_REQUEST_QUERYENTRY']._serialized_end=702
   _globals['_RESPONSE']._serialized_start=704
-  _globals['_RESPONSE']._serialized_end=731
-  _globals['_CHUNK']._serialized_start=733
-  _globals['_CHUNK']._serialized_end=757
-  _globals['_END']._serialized_start=759
-  _globals['_END']._serialized_end=764
-  _globals['_ERROR']._serialized_start=766
-  _globals['_ERROR']._serialized_end=804
-  _globals['_CANCEL']._serialized_start=806
-  _globals['_CANCEL']._serialized_end=814
-  _globals['_CREDIT']._serialized_start=816
-  _globals['_CREDIT']._serialized_end=840
+  _globals['_RESPONSE']._serialized_end=745
+  _globals['_CHUNK']._serialized_start=747
+  _globals['_CHUNK']._serialized_end=771
+  _globals['_END']._serialized_start=773
+  _globals['_END']._serialized_end=792
+  _globals['_ERROR']._serialized_start=794
+  _globals['_ERROR']._serialized_end=832
+  _globals['_CANCEL']._serialized_start=834
+  _globals['_CANCEL']._serialized_end=842
+  _globals['_CREDIT']._serialized_start=844
+  _globals['_CREDIT']._serialized_end=868
 # @@protoc_insertion_point(module_scope)

@@ -56,10 +56,12 @@ class Request(_message.Message):
     def __init__(self, payload: _Optional[bytes] = ..., query: _Optional[_Mapping[str, str]] = ..., stream: _Optional[bool] = ..., window: _Optional[int] = ...) -> None: ...
 
 class Response(_message.Message):
-    __slots__ = ("payload",)
+    __slots__ = ("payload", "load")
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
     payload: bytes
-    def __init__(self, payload: _Optional[bytes] = ...) -> None: ...
+    load: str
+    def __init__(self, payload: _Optional[bytes] = ..., load: _Optional[str] = ...) -> None: ...
 
 class Chunk(_message.Message):
     __slots__ = ("payload",)
@@ -68,8 +70,10 @@ class Chunk(_message.Message):
     def __init__(self, payload: _Optional[bytes] = ...) -> None: ...
 
 class End(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("load",)
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    load: str
+    def __init__(self, load: _Optional[str] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message")

@@ -48,6 +48,7 @@ STREAM_CREDIT = STREAM_WINDOW // 2
 # Field numbers of Frame's oneof members that carry a payload (see frames.proto).
 REQUEST, RESPONSE, CHUNK = 3, 4, 5
 _PAYLOAD_TAG = b"\x0a"  # field 1, wire type 2 (length-delimited), in Request/Response/Chunk
+_LOAD_TAG = b"\x12"  # field 2, wire type 2, in Response
 
 
 class Window:
@@ -122,13 +123,21 @@ def encode_payload(
     query: Mapping[str, str] | None = None,
     stream: bool = False,
     window: int = 0,
+    load: str = "",
 ) -> list[bytes | memoryview]:
     """Buffers of one payload frame; ``field`` is REQUEST, RESPONSE or CHUNK.
 
-    ``query``, ``stream`` and ``window`` only apply to REQUEST. The payload is
-    returned as its own buffer (never copied); the caller writes the buffers in order.
+    ``query``, ``stream`` and ``window`` only apply to REQUEST, ``load`` to
+    RESPONSE. The payload is returned as its own buffer (never copied); the
+    caller writes the buffers in order.
     """
-    rest = Request(query=query, stream=stream, window=window).SerializeToString() if field == REQUEST else b""
+    if field == REQUEST:
+        rest = Request(query=query, stream=stream, window=window).SerializeToString()
+    elif load:  # before the payload, as protobuf takes fields in any order: Response.load (field 2)
+        data = load.encode("utf-8")
+        rest = _LOAD_TAG + _varint(len(data)) + data
+    else:
+        rest = b""
     tail = rest + _PAYLOAD_TAG + _varint(len(payload))
     inner_len = len(tail) + len(payload)
     head = (b"\x08" + _varint(request_id) if request_id else b"") + _tag(field) + _varint(inner_len) + tail

@@ -48,6 +48,8 @@ class Session:
         bounds: Bounds | None = None,
     ) -> None:
         self.service = service
+        #: The service's optional ``answer_load()``: its load, sent with each answer (the router link's agent has it).
+        self._load_of = getattr(service, "answer_load", None)
         #: Shared with the server's other sessions: request bytes in flight, stalled frames.
         self.bounds = bounds or Bounds(max_bytes_in_flight=2 * max_frame_bytes)
         #: Payload bytes each running request holds against ``bounds``.
@@ -210,14 +212,18 @@ class Session:
                         if window is not None:
                             await window.take()
                         await self._send(framing.encode_payload(request_id, framing.CHUNK, chunk))
-                await self._send([framing.encode(Frame(id=request_id, end=End()))])
+                await self._send([framing.encode(Frame(id=request_id, end=End(load=self._answer_load())))])
             else:
                 result = await self.service.infer(payload, query)
-                await self._send(framing.encode_payload(request_id, framing.RESPONSE, result))
+                await self._send(framing.encode_payload(request_id, framing.RESPONSE, result, load=self._answer_load()))
         except Exception as exc:
             error = as_anyserve_error(exc)
             frame = Frame(id=request_id, error=Error(code=error.code, message=error.message))
             await self._send([framing.encode(frame)])
+
+    def _answer_load(self) -> str:
+        """What the service reports of its load with each answer, or nothing."""
+        return self._load_of() if self._load_of is not None else ""
 
     async def _send(self, buffers: Sequence[bytes | memoryview]) -> None:
         size = framing.frame_size(buffers)
