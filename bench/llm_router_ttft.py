@@ -1,6 +1,6 @@
 """What a router adds to the time to first token, measured where a millisecond shows: in front of a no-compute engine.
 
-    .venv/bin/python bench/llm_router_ttft.py               # ~3 min
+    .venv/bin/python bench/llm_router_ttft.py               # ~1 min
     .venv/bin/python bench/llm_router_ttft.py --requests 100 --rounds 4
 
 bench/llm_bench.py measures the routers in front of real llama.cpp engines,
