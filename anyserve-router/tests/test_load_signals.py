@@ -156,6 +156,10 @@ def test_the_grpc_upstream_hands_trailing_load_to_its_sink():
     upstream.heard("r1", Metadata())
     upstream.heard("r1", None)
     assert heard == [("r1", 2, 7)]
+    upstream.heard_value("r2", "1," + "9" * 10_000)  # a link frame's value from a broken or hostile replica
+    assert heard == [("r1", 2, 7)] and "r2" not in upstream._last
+    upstream.heard_value("r2", "0,3")
+    assert heard == [("r1", 2, 7), ("r2", 0, 3)]
 
 
 # -- over HTTP ---------------------------------------------------------------------

@@ -20,7 +20,7 @@ import grpc
 
 from anyserve.errors import AnyServeError
 from anyserve.protocol.names import LOAD_KEY, MODEL_INFER_METHOD, MODEL_METADATA_METHOD, MODEL_STREAM_INFER_METHOD
-from anyserve_router.load_reports import piggy_backed
+from anyserve_router.load_reports import PIGGY_BACK_CHARS, piggy_backed
 
 log = logging.getLogger("anyserve.router.upstream")
 
@@ -132,8 +132,8 @@ class LoadListener:
 
     def heard_value(self, replica_id: str, value: str) -> None:
         """``queued,in_flight`` as an answer carried it (gRPC's trailing metadata, or a link frame)."""
-        if self.sink is None or not value or self._last.get(replica_id) == value:
-            return
+        if self.sink is None or not value or len(value) > PIGGY_BACK_CHARS or self._last.get(replica_id) == value:
+            return  # an over-long value (a broken or hostile replica's) is neither parsed nor kept
         if len(self._last) >= MAX_REMEMBERED:
             self._last.clear()
         self._last[replica_id] = value
