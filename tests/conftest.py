@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 from kserve import Wire
-from processes import Process, Replica, Router, free_port, run_anyserve
+from processes import Process, Replica, Router, run_anyserve
 from router_http import member_headers
 
 
@@ -44,15 +44,16 @@ def start_replica() -> Iterator[Callable[..., Replica]]:
     def start(
         app: str | None = "echo_app:app", *args: str, transport: str = "unix", workers: int = 1, **env: str
     ) -> Replica:
-        port = free_port()
-        cli = ["start", "--port", str(port), "--transport", transport, "--workers", str(workers), *args]
+        # Port 0: the replica binds a free port and prints it (a port picked in advance can be taken meanwhile).
+        cli = ["start", "--port", "0", "--transport", transport, "--workers", str(workers), *args]
         if app is not None:
             cli += ["--app", app]
         process = run_anyserve(*cli, env=env or None)
         started.append(process)
         ready = process.wait_for(" ready at ")
+        endpoint = ready.split(" ready at ", 1)[1].split()[0]
         link = re.search(r"router link (\S+)\)", ready)
-        return Replica(process, f"127.0.0.1:{port}", link.group(1) if link else None)
+        return Replica(process, endpoint, link.group(1) if link else None)
 
     yield start
     for process in started:
@@ -65,11 +66,13 @@ def start_router() -> Iterator[Callable[..., Router]]:
     started: list[Process] = []
 
     def start(*args: str, port: int | None = None, **env: str) -> Router:
-        port = port or free_port()
-        process = run_anyserve("router", "--port", str(port), *args, env=env or None)
+        # Port 0 unless the test needs a given one: the router binds a free port and prints it, so no other
+        # process can take a port picked in advance before the router listens on it.
+        process = run_anyserve("router", "--port", str(port or 0), *args, env=env or None)
         started.append(process)
-        process.wait_for(" ready at ")
-        return Router(process, f"http://127.0.0.1:{port}")
+        ready = process.wait_for(" ready at ")
+        bound = ready.split(" ready at ", 1)[1].split()[0].rstrip(",;").rsplit(":", 1)[1]
+        return Router(process, f"http://127.0.0.1:{bound}")
 
     yield start
     for process in started:
