@@ -263,10 +263,11 @@ def direct(ctx: Context) -> Endpoint:
     )
 
 
-def anyserve_engines(ctx: Context, routing: dict[str, str] | None = None) -> Endpoint:
+def anyserve_engines(ctx: Context, routing: dict[str, str] | None = None, toml: str = "") -> Endpoint:
     """The anyserve router fronting the llama-server engines, declared in its configuration.
 
-    ``routing``: ``ANYSERVE_ROUTING_*`` variables for the router (its default pipeline without).
+    ``routing``: ``ANYSERVE_ROUTING_*`` variables for the router (its default pipeline without); ``toml``: more
+    of its configuration file.
     """
     port = free_port()
     config = ctx.work / "anyserve-router-engines.toml"
@@ -275,6 +276,7 @@ def anyserve_engines(ctx: Context, routing: dict[str, str] | None = None) -> End
             f'[[router.engines]]\nurl = "{url}"\nid = "llama-server-{i + 1}"\n\n'
             for i, url in enumerate(ctx.engines.urls)
         )
+        + toml
     )
     cmd = [anyserve_bin(), "router", "--host", "127.0.0.1", "--port", str(port), "--config", str(config)]
     router = ctx.procs.start("anyserve-router-engines", cmd, FRONT_CPU, env=routing)
@@ -288,10 +290,10 @@ def anyserve_engines(ctx: Context, routing: dict[str, str] | None = None) -> End
     )
 
 
-def anyserve_routed(picker: str, scorers: str) -> Callable[[Context], Endpoint]:
+def anyserve_routed(picker: str, scorers: str, toml: str = "") -> Callable[[Context], Endpoint]:
     """:func:`anyserve_engines` with this picker and these scorers (``ANYSERVE_ROUTING_PICKER``, ``_SCORERS``)."""
     routing = {"ANYSERVE_ROUTING_PICKER": picker, "ANYSERVE_ROUTING_SCORERS": scorers}
-    return lambda ctx: anyserve_engines(ctx, routing)
+    return lambda ctx: anyserve_engines(ctx, routing, toml)
 
 
 def _peer(ctx: Context, name: str) -> Path:

@@ -8,7 +8,11 @@ the idle slot whose cached prompt shares the most with it
 caches what its slots hold, as a GPU engine caches what its KV pool holds.
 ``--cache-reuse`` (reusing chunks that moved, by shifting the KV) stays off, as
 it ships: these prompts only grow at the end. The one flag added is
-``--metrics``, which reads the cache counters and changes nothing else.
+``--metrics``, which reads the cache counters and changes nothing else, and
+the one variable ``LLAMA_SERVER_SLOTS_DEBUG=1``, with which ``GET /slots``
+also lists what each slot holds: anyserve's ``prefix`` scorer reads it
+(its precise half; the ``prefix-learned`` row turns that off), the peers
+do not read it.
 
 Unlike bench/llm_bench.py, which keeps its engines for the whole run, every
 system here gets freshly started engines: a router is judged by what its choices
@@ -39,6 +43,8 @@ from processes import Managed, Processes
 
 #: llama-server's prometheus counters read per engine (``llamacpp:<name>``).
 COUNTERS = ("prompt_tokens_total", "prompt_tokens_cached_total", "tokens_predicted_total")
+#: Every engine lists its slots' prompts in ``GET /slots``, for every system alike.
+SLOTS_LISTED = {"LLAMA_SERVER_SLOTS_DEBUG": "1"}
 
 
 def engine_command(binary: Path, port: int, slots: int, ctx_per_slot: int, cache_ram: int | None = None) -> list[str]:
@@ -64,9 +70,9 @@ def start_engines(
     for i in range(count):
         port = free_port()
         cmd = engine_command(binary, port, slots, ctx_per_slot, cache_ram)
-        started.append(procs.start(f"{tag}-engine-{i + 1}", cmd, ENGINE_CPU))
+        started.append(procs.start(f"{tag}-engine-{i + 1}", cmd, ENGINE_CPU, env=SLOTS_LISTED))
         urls.append(f"http://127.0.0.1:{port}")
-        commands.append(f"taskset -c {ENGINE_CPU} " + " ".join(cmd))
+        commands.append(f"LLAMA_SERVER_SLOTS_DEBUG=1 taskset -c {ENGINE_CPU} " + " ".join(cmd))
     llm_systems.wait_engines(urls, started)
     return Engines(urls, started, commands, engine_version(binary))
 
@@ -155,6 +161,12 @@ SYSTEMS = [
     RoutingSystem("round-robin", "anyserve, round robin", anyserve_routed("round_robin", ""), "anyserve"),
     RoutingSystem("least-load", "anyserve, least load", anyserve_routed("highest", "least_load=1"), "anyserve"),
     RoutingSystem("prefix", "anyserve, prefix-aware", anyserve_routed("highest", "prefix=2,least_load=1"), "anyserve"),
+    RoutingSystem(
+        "prefix-learned",
+        "anyserve, prefix-aware, learned only",
+        anyserve_routed("highest", "prefix=2,least_load=1", "[routing.options.prefix]\nprecise = false\n"),
+        "anyserve",
+    ),
     RoutingSystem("session", "anyserve, session", anyserve_routed("highest", "session=2,least_load=1"), "anyserve"),
     RoutingSystem("smg", "smg, cache_aware", peer("smg", "cache_aware"), "peer"),
     RoutingSystem("vllm-router", "vllm-router, cache_aware", peer("vllm-router", "cache_aware"), "peer"),

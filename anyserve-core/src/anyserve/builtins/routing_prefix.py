@@ -20,11 +20,19 @@ with bounded loads): a replica carrying more than ``load_factor`` times its
 share of the candidates' load scores 0 however much it caches. So a popular
 prefix spills onto a second replica when the first one is busy, and that
 replica learns it too, instead of every request for it queueing on one engine.
+
+Where an engine says what it caches (llama-server's slots, read by the
+router's engine poller into the ``prompts`` signal), the scorer is precise
+for it: the share of the prompt the engine reports holding
+(:mod:`anyserve.routing.held`), or of what was sent to it in the last
+:data:`RECENT_SECONDS`, which its last report may not show yet, whichever
+is larger. Evictions, restarts and other routers' traffic then count.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,6 +41,7 @@ from anyserve.candidates import Candidate
 from anyserve.errors import ConfigError
 from anyserve.hookspecs import hookimpl
 from anyserve.records import RoutingStageSpec
+from anyserve.routing.held import SIGNAL, EngineCache, pieces
 from anyserve.routing.request import DEFAULT_BLOCK_CHARS, RouteRequest
 from anyserve.routing.stages import SCORER, stage_options
 
@@ -51,6 +60,13 @@ NOMINEES = 4
 SNAPSHOT_BLOCKS = 131_072
 #: The snapshot's layout; a file of another version is ignored.
 SNAPSHOT_VERSION = 1
+#: Seconds a send to a reporting engine counts beside its report: the report is read once a second, and a
+#: prompt sent just before a reading may still wait for a slot when it is read.
+RECENT_SECONDS = 3.0
+#: Sends remembered per reporting engine for that.
+RECENT_SENDS = 16
+#: An engine report older than this (its engine no longer answers ``/slots``) is not trusted.
+STALE_SECONDS = 5.0
 
 
 class PrefixAffinity:
@@ -73,6 +89,7 @@ class PrefixAffinity:
         max_replicas: int = DEFAULT_MAX_REPLICAS,
         max_total_blocks: int = DEFAULT_MAX_TOTAL_BLOCKS,
         load_factor: float = DEFAULT_LOAD_FACTOR,
+        precise: bool = True,
     ) -> None:
         if min(block_chars, max_blocks, min_blocks, max_replicas, max_total_blocks) < 1:
             raise ConfigError(
@@ -88,6 +105,7 @@ class PrefixAffinity:
         self.max_replicas = max_replicas
         self.max_total_blocks = max_total_blocks
         self.load_factor = load_factor
+        self.precise = precise
         self._total = 0
         self._last: tuple[Sequence[int] | None, dict[str, int]] = (None, {})
         #: Block hash -> the replica that was sent it, or the replicas when several were (a set per block
@@ -95,22 +113,77 @@ class PrefixAffinity:
         self._holders: dict[int, str | set[str]] = {}
         #: Replica -> its blocks, least recently sent first; replicas least recently chosen first.
         self._replicas: OrderedDict[str, OrderedDict[int, None]] = OrderedDict()
+        #: Reporting engine -> its latest sends, ``(time.monotonic(), blocks)``.
+        self._sent: dict[str, deque[tuple[float, tuple[int, ...]]]] = {}
 
     def score(self, request: RouteRequest, candidates: Sequence[Candidate]) -> list[float]:
-        scores = [0.0] * len(candidates)
         blocks = request.prefix_blocks(self.block_chars)
-        if len(blocks) < self.min_blocks or not self._holders:
-            return scores
-        depths = self.depths(blocks)
+        if len(blocks) < self.min_blocks:
+            return [0.0] * len(candidates)
+        reports = self._reports(candidates) if self.precise else None
+        if reports is None and not self._holders:
+            return [0.0] * len(candidates)
+        depths = self.depths(blocks) if self._holders else {}
+        if reports is None or not request.prompt:
+            total = len(blocks)
+            shares = [depths.get(c.id, 0) / total for c in candidates]
+        else:
+            shares = self._precise(request.prompt, blocks, candidates, reports, depths)
         bound = load_bound(candidates, self.load_factor)
-        if not depths:
+        if not any(shares):
             return self._vacancy(candidates, bound)
-        total = len(blocks)
+        return [s if s and c.load <= bound else 0.0 for s, c in zip(shares, candidates, strict=True)]
+
+    @staticmethod
+    def _reports(candidates: Sequence[Candidate]) -> list[EngineCache | None] | None:
+        """Each candidate's engine report if it has a fresh one; None when none has."""
+        found: list[EngineCache | None] | None = None
+        now = time.monotonic()
         for i, candidate in enumerate(candidates):
-            depth = depths.get(candidate.id)
-            if depth and candidate.load <= bound:
-                scores[i] = depth / total
-        return scores
+            report = candidate.signals.get(SIGNAL) if candidate.signals else None
+            if isinstance(report, EngineCache) and now - report.read_at <= STALE_SECONDS:
+                if found is None:
+                    found = [None] * len(candidates)
+                found[i] = report
+        return found
+
+    def _precise(
+        self,
+        prompt: str,
+        blocks: tuple[int, ...],
+        candidates: Sequence[Candidate],
+        reports: list[EngineCache | None],
+        depths: Mapping[str, int],
+    ) -> list[float]:
+        """Shares of the prompt's characters: reported, or sent lately, for reporting engines; learned for the rest.
+
+        In characters rather than whole blocks, as a report is matched by
+        characters: a prompt whose partial last block is what differs
+        (another user's short question after a shared system prompt) would
+        otherwise score 1.0 by its blocks against a report's truer 0.9.
+        """
+        size = len(prompt)
+        block_chars = self.block_chars
+        first, whole = blocks[0], len(blocks)
+        now = time.monotonic()
+        parts = pieces(prompt)
+        shares = []
+        for candidate, report in zip(candidates, reports, strict=True):
+            if report is None:
+                shares.append(min(1.0, depths.get(candidate.id, 0) * block_chars / size))
+                continue
+            sent = 0
+            for at, earlier in reversed(self._sent.get(candidate.id, ())):
+                if now - at > RECENT_SECONDS:
+                    break
+                if earlier[0] == first:  # most recent sends began otherwise: no search for those
+                    depth = _shared(blocks, earlier)
+                    if depth > sent:
+                        sent = depth
+                        if depth == whole:
+                            break
+            shares.append(max(report.share(prompt, parts), min(1.0, sent * block_chars / size)))
+        return shares
 
     def _vacancy(self, candidates: Sequence[Candidate], bound: int) -> list[float]:
         """A prefix no replica holds: up to :data:`VACANCY` for the candidates holding least, so new prefixes spread.
@@ -185,6 +258,11 @@ class PrefixAffinity:
             return
         self._last = (None, {})
         replica_id = chosen.id
+        if self.precise and chosen.signals and isinstance(chosen.signals.get(SIGNAL), EngineCache):
+            sent = self._sent.get(replica_id)
+            if sent is None:
+                sent = self._sent[replica_id] = deque(maxlen=RECENT_SENDS)
+            sent.append((time.monotonic(), blocks))
         held = self._replicas.get(replica_id)
         if held is None:
             held = self._replicas[replica_id] = OrderedDict()
@@ -240,6 +318,7 @@ class PrefixAffinity:
     def forget(self, target_id: str) -> None:
         """A replica left (or is least recently chosen past ``max_replicas``): drop every block it was sent."""
         self._last = (None, {})
+        self._sent.pop(target_id, None)
         held = self._replicas.pop(target_id, None)
         for block in held or ():
             self._drop(target_id, block)
@@ -287,6 +366,18 @@ class PrefixAffinity:
             self._shed()
 
 
+def _shared(blocks: Sequence[int], earlier: Sequence[int]) -> int:
+    """How many leading block hashes two chains share: binary search, as a chain agrees up to where it parts."""
+    low, high = 0, min(len(blocks), len(earlier))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if blocks[middle - 1] == earlier[middle - 1]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
 def build(options: Mapping[str, Any]) -> PrefixAffinity:
     """The scorer from ``[routing.options.prefix]``; an unknown option is a typo, refused by name."""
     return PrefixAffinity(
@@ -300,6 +391,7 @@ def build(options: Mapping[str, Any]) -> PrefixAffinity:
                 "max_replicas": DEFAULT_MAX_REPLICAS,
                 "max_total_blocks": DEFAULT_MAX_TOTAL_BLOCKS,
                 "load_factor": DEFAULT_LOAD_FACTOR,
+                "precise": True,
             },
         )
     )

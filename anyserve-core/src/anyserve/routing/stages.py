@@ -83,11 +83,11 @@ class Picker(Protocol):
         ...
 
 
-def stage_options(stage: str, options: Mapping[str, Any], defaults: Mapping[str, int | float]) -> dict[str, Any]:
+def stage_options(stage: str, options: Mapping[str, Any], defaults: Mapping[str, bool | int | float]) -> dict[str, Any]:
     """``[routing.options.<stage>]`` checked against ``defaults``: each option of its default's type, none unknown.
 
     A typo is refused by name rather than silently ignored; a value that
-    is not a number says which option.
+    is not a number (or, for a switch, not true or false) says which option.
     """
     unknown = sorted(set(options) - set(defaults))
     if unknown:
@@ -97,6 +97,11 @@ def stage_options(stage: str, options: Mapping[str, Any], defaults: Mapping[str,
     out: dict[str, Any] = {}
     for name, default in defaults.items():
         value = options.get(name, default)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"routing.options.{stage}.{name} must be true or false, got {value!r}")
+            out[name] = value
+            continue
         try:
             out[name] = type(default)(value)
         except (TypeError, ValueError):
