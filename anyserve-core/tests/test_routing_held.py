@@ -8,6 +8,7 @@ checks the same against a real llama-server.
 
 from __future__ import annotations
 
+import random
 import time
 
 import pytest
@@ -17,7 +18,7 @@ from anyserve.candidates import Candidate
 from anyserve.capability import Capability
 from anyserve.errors import ConfigError
 from anyserve.routing import RouteRequest
-from anyserve.routing.held import LEAD, MAX_TEXT_CHARS, MAX_TEXTS, EngineCache, held_chars, pieces
+from anyserve.routing.held import LEAD, MAX_TEXT_CHARS, MAX_TEXTS, PROBE, EngineCache, held_chars, pieces
 from anyserve.routing.request import chat_prompt
 
 CHAT = {"type": "chat", "model": "m"}
@@ -185,3 +186,10 @@ def test_a_repetitive_text_is_tried_at_a_bounded_number_of_places():
     # the whole message starts 100 characters in, but the probe fits each of the first 100 places: 8 are tried
     body = "a" * 40 + "b"
     assert held_chars([(len(body), body)], "a" * 100 + body) == 40
+
+
+@pytest.mark.parametrize("held", [0, 1, 1023, 1024, 1025, 5000, 9999])
+def test_a_long_message_held_in_part_is_measured_exactly(held):
+    body = "".join(random.Random(7).choices("abcdefghijklmnopqrstuvwxyz ", k=10_000))
+    cached = "<|im_start|>user\n" + body[:held] + "#" + body[held + 1 :]
+    assert held_chars([(len(body) + 6, body)], cached) == (held if held >= PROBE else 0)

@@ -39,6 +39,8 @@ MAX_GAP = 256
 PROBE = 32
 #: Places a probe is tried at, at most, per message: a repetitive text must not make one look-up cost thousands.
 TRIES = 8
+#: Characters compared at a time where a message is held in part: the cost follows what is held, not its square.
+STEP = 1024
 #: The signal key under which an engine's report travels in a candidate's ``signals``.
 SIGNAL = "prompts"
 #: Texts kept per report, and characters per text: a report's memory is bounded whatever the engine sends.
@@ -70,7 +72,8 @@ def held_chars(parts: Sequence[tuple[int, str]], text: str) -> int:
     for as much of its content as the text continues it with. Each message
     is looked for by its first :data:`PROBE` characters, then compared
     whole where they are: ``str.find`` with a whole system prompt as the
-    needle would prepare that needle again for every slot.
+    needle would prepare that needle again for every slot. A message held
+    only in part is measured where its probe was first found.
     """
     held = 0
     at = 0
@@ -81,15 +84,13 @@ def held_chars(parts: Sequence[tuple[int, str]], text: str) -> int:
             continue
         probe = body[:PROBE]
         end = at + gap + len(probe)
-        found = text.find(probe, at, end)
-        part = 0
+        found = first = text.find(probe, at, end)
         tries = TRIES
-        while found >= 0 and not text.startswith(body, found):
-            part = max(part, _common(body, text, found))
+        while found >= 0 and not text.startswith(body, found):  # a memcmp, no copy
             tries -= 1
             found = text.find(probe, found + 1, end) if tries else -1
-        if found < 0:
-            return held + part
+        if found < 0:  # held in part, if at all: measured where the probe was first found
+            return held + (_common(body, text, first) if first >= 0 else 0)
         held += size
         at = found + len(body)
         gap = MAX_GAP
@@ -97,11 +98,20 @@ def held_chars(parts: Sequence[tuple[int, str]], text: str) -> int:
 
 
 def _common(body: str, text: str, at: int) -> int:
-    """The length of the longest beginning of ``body`` that ``text`` has at ``at`` (binary search, memcmp each)."""
-    low, high = 0, min(len(body), len(text) - at)
+    """The length of the longest beginning of ``body`` that ``text`` has at ``at``.
+
+    :data:`STEP` characters at a time while they agree, then a binary search
+    within the step where they part: each comparison copies at most a step
+    of ``body``, so a report of long texts costs what they share, once.
+    """
+    most = min(len(body), len(text) - at)
+    low = 0
+    while low + STEP <= most and text.startswith(body[low : low + STEP], at + low):
+        low += STEP
+    high = min(low + STEP, most)
     while low < high:
         middle = (low + high + 1) // 2
-        if text.startswith(body[:middle], at):
+        if text.startswith(body[low:middle], at + low):
             low = middle
         else:
             high = middle - 1
