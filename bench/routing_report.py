@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from llm_report import environment, one_line, percentile, relative
+from llm_report import environment, one_line, percentile, relative, spread
 
 #: Below this share of its prompt read from cache a request counts as a miss (the chat template's first tokens are
 #: shared by every prompt, so a request is seldom at exactly 0).
@@ -122,17 +122,11 @@ def per_engine(run: dict[str, Any], requests: int) -> list[dict[str, Any]]:
 def best_peer(results: dict[str, Any]) -> tuple[str, float, float] | None:
     """The peer with the lowest TTFT p50: its label, that p50, and its rounds' range (0.0 for one round)."""
     peers = [
-        (e["label"], e["summary"]["ttft_p50"], rounds_range(e["summary"]))
+        (e["label"], e["summary"]["ttft_p50"], spread([e["summary"]], "ttft_p50"))
         for e in results.values()
         if e.get("kind") == "peer" and (e.get("summary") or {}).get("ttft_p50") is not None
     ]
     return min(peers, key=lambda p: p[1]) if peers else None
-
-
-def rounds_range(summary: dict[str, Any]) -> float:
-    """How far apart a system's rounds put its TTFT p50: what noise alone moves it by."""
-    values = [v for v in summary.get("ttft_p50_rounds") or [] if v is not None]
-    return max(values) - min(values) if len(values) > 1 else 0.0
 
 
 def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
@@ -156,7 +150,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     if mine is None or peer is None:
         rows.append((name, "not measured", None))
     else:
-        noise = max(peer[2], rounds_range(results["prefix"]["summary"]))
+        noise = max(peer[2], spread([results["prefix"]["summary"]], "ttft_p50"))
         measured = f"{mine:,.0f} vs {peer[1]:,.0f} ms ({peer[0]}; {mine / peer[1]:.2f}x)"
         if noise:
             within = "within" if abs(mine - peer[1]) <= noise else "beyond"

@@ -141,7 +141,7 @@ class PrefixAffinity:
         now = time.monotonic()
         for i, candidate in enumerate(candidates):
             report = candidate.signals.get(SIGNAL) if candidate.signals else None
-            if isinstance(report, EngineCache) and now - report.read_at <= STALE_SECONDS:
+            if isinstance(report, EngineCache) and report.age(now) <= STALE_SECONDS:
                 if found is None:
                     found = [None] * len(candidates)
                 found[i] = report
